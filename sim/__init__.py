@@ -1,0 +1,1 @@
+"""sim: differentiable FluidLab-style physics environments on NVIDIA Warp."""
