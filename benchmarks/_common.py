@@ -1,0 +1,135 @@
+"""Shared helpers for the benchmark scripts: warm timing, memory, result files.
+
+Every benchmark module ``benchmarks/<area>.py`` is runnable as
+``python -m benchmarks.<area> [--device cpu|cuda] [--quick]`` and writes
+``benchmarks/results/<area>_<device>.json`` and ``.md`` through :func:`write_results`.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def parse_args(description: str, argv: Sequence[str] | None = None,
+               extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
+    """Common command line: ``--device`` (default: cuda if available) and ``--quick``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--device", default=default_device(), choices=["cpu", "cuda"])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes (smoke run)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per case (median reported)")
+    if extra is not None:
+        extra(parser)
+    return parser.parse_args(argv)
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_calls(fns: dict[str, Callable[[], object]], device: str, repeats: int = 10,
+               warmup: int = 3) -> dict[str, dict[str, float]]:
+    """Time several callables round-robin so that machine noise hits all of them alike.
+
+    Returns ``{name: {"median_ms", "min_ms", "max_ms"}}`` over ``repeats`` warm calls.
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            samples[name].append(1e3 * (time.perf_counter() - start))
+    return {name: {"median_ms": statistics.median(s), "min_ms": min(s), "max_ms": max(s)}
+            for name, s in samples.items()}
+
+
+def saved_tensor_bytes(fn: Callable[[], torch.Tensor]) -> int:
+    """Bytes of distinct tensor storages that autograd saves for backward while ``fn()`` runs.
+
+    This is the memory a gradient mode keeps alive between forward and backward; it is
+    meaningful on every device (on CPU, process RSS is too coarse to compare modes).
+    """
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor):
+        try:
+            storage = t.untyped_storage()
+            seen[storage.data_ptr()] = storage.nbytes()
+        except RuntimeError:
+            pass
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    del out
+    return sum(seen.values())
+
+
+def cuda_peak_bytes(fn: Callable[[], object], device: str) -> int | None:
+    """Peak CUDA memory allocated during ``fn()`` above what was allocated before, or None on CPU."""
+    if not device.startswith("cuda"):
+        return None
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
+
+
+def environment() -> dict[str, str]:
+    env = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "threads": str(torch.get_num_threads()),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
+    if torch.cuda.is_available():
+        env["cuda_device"] = torch.cuda.get_device_name()
+    return env
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def write_results(area: str, device: str, rows: list[dict], notes: str = "") -> Path:
+    """Write ``rows`` (list of flat dicts) to ``results/<area>_<device>.json`` and ``.md``."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    meta = environment()
+    stem = RESULTS_DIR / f"{area}_{device}"
+    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "notes": notes, "rows": rows}, indent=1))
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    lines = [f"# {area} ({device})", "", notes, "",
+             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(row.get(c)) for c in columns) + " |" for row in rows]
+    lines += ["", "Environment: " + ", ".join(f"{k}={v}" for k, v in meta.items())]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    return stem.with_suffix(".md")
