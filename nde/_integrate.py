@@ -119,8 +119,10 @@ def _fail(cfg: Config, status: Status, t: float, dt: float, detail: str = ""):
 # --------------------------------------------------------------------------------------------
 
 def integrate_shared(func: Callable, y0: torch.Tensor, t_out: list[float], cfg: Config) -> Result:
-    """Solve with one step size for the whole state; ``t_out`` increasing Python floats."""
-    if cfg.coeffs.tableau.adaptive:
+    """Solve with one step size for the whole state; ``t_out`` increasing Python floats.
+
+    Adaptive methods given a ``step_size`` take fixed steps (no error control)."""
+    if cfg.coeffs.tableau.adaptive and cfg.step_size is None:
         return _adaptive_shared(func, y0, t_out, cfg)
     return _fixed_shared(func, y0, t_out, cfg)
 
@@ -206,11 +208,12 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
             if cfg.dense:
                 dense_steps.append((t, dt, y, step))
             y, k1, t = step.y1, step.ks[-1], t_new
-            prev_ratio = ratio
             n_acc += 1
         else:
             n_rej += 1
         dt = min(max(dt * ctrl.factor(ratio, prev_ratio, accept, k_exp), cfg.min_step), cfg.max_step)
+        if accept:
+            prev_ratio = ratio
         if j < len(t_out) and (t + dt == t or dt <= 0.0):
             status = Status.DT_UNDERFLOW if finite else Status.NONFINITE
             _fail(cfg, status, t, dt)
@@ -263,7 +266,7 @@ def _fixed_shared(func, y0, t_out, cfg: Config) -> Result:
         if cfg.dense:
             dense_steps.append((t, dt, y, step))
         y = step.y1
-        k1 = k_next
+        k1 = step.ks[-1] if tab.fsal else k_next
     n = len(grid) - 1
     return _finish_shared(outputs, len(t_out), y0, Status.SUCCESS, nfe, n, 0,
                           {}, records, dense_steps)

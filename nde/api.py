@@ -382,7 +382,8 @@ def solve_ode(func: Callable, y0, t: torch.Tensor, *, method: str = "dopri5", rt
         controller: step-size controller; default :class:`PIController` (Gustafsson's PI).
         first_step, min_step, max_step, max_steps: step limits (``first_step=None`` selects it by
             Hairer's rule).
-        step_size: grid spacing of fixed-step methods (default: the output times).
+        step_size: grid spacing of fixed-step methods (default: the output times); given with an
+            adaptive method, it takes fixed steps without error control.
         throw: raise :class:`nde.SolverError` on failure (default); ``False`` returns status codes and
             NaN for outputs that were not reached.
         dense: keep every accepted step for ``Solution.evaluate`` (shared mode).
@@ -396,7 +397,7 @@ def solve_ode(func: Callable, y0, t: torch.Tensor, *, method: str = "dopri5", rt
     options = {"first_step": None if first_step is None else float(first_step),
                "min_step": float(min_step), "max_step": float(max_step)}
     fixed = {}
-    if not tab.adaptive:
+    if not tab.adaptive or step_size is not None:
         fixed = _translate_fixed_options({"step_size": step_size, "interp": interp}, "solve_ode")
     if max_steps < 1:
         raise ValueError("`max_steps` must be a positive integer")
