@@ -56,7 +56,7 @@ def _cases(field, y0, t, tol):
 
 def _torchode_cases(field, y0, t, tol):
     import torchode as to
-    term = to.ODETerm(lambda t, y: field(t, y))
+    term = to.ODETerm(field)
     step = to.Dopri5(term=term)
     ctrl = to.IntegralController(atol=tol, rtol=tol, term=term)
     direct = to.AutoDiffAdjoint(step, ctrl)
