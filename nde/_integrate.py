@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 from ._rk import Coefficients, Step, interpolate, linear_interpolate, rk_step, stage_times, stiffness_estimate
-from .controller import PIController, initial_step
+from .controller import PIController, initial_step, initial_step_scalar
 from .errors import SolverError, Status
 
 
@@ -163,7 +163,7 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
     nfe = 1
     if cfg.first_step is None:
         with torch.no_grad():
-            dt = float(initial_step(func, _t(t, tdt, dev), y0, f0, tab.error_order, cfg.rtol, cfg.atol, norm))
+            dt = initial_step_scalar(func, t, _t(t, tdt, dev), y0, f0, tab.error_order, cfg.rtol, cfg.atol, norm)
         nfe += 1
     else:
         dt = float(cfg.first_step)
