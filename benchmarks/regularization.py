@@ -177,7 +177,7 @@ def main(argv=None):
         p.add_argument("--tol", type=float, default=1e-6)
         p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
         p.add_argument("--variants", nargs="+", default=list(VARIANTS))
-        p.add_argument("--sweep", nargs="+", default=["local_unbiased", "nde_local_density", "ernode"],
+        p.add_argument("--sweep", nargs="*", default=["local_unbiased", "nde_local_density", "ernode"],
                        help="variants whose λ is also run at 0.3x and 3x (seed 0) for the Pareto plot")
     args = parse_args(__doc__.splitlines()[0], argv, extra)
     if args.quick:
