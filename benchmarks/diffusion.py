@@ -117,7 +117,8 @@ def main(argv=None):
     if args.quick:
         dims, n_grid, n_data, batch, steps_list, repeats = (2,), 100, 512, 100, (10, 20), 2
     else:
-        dims, n_grid, n_data, batch, steps_list, repeats = (2, 8, 16), 300, 2048, 500, (20, 40, 80, 160), args.repeats or 3
+        dims, n_grid, n_data, batch = (2, 8, 16), 300, 2048, 500
+        steps_list, repeats = (20, 40, 80, 160), args.repeats or 3
     rows = error_vs_nfe(dims, n_grid, n_data, batch, args.device)
     rows += adjoint_vs_backprop(steps_list, 16, args.device, repeats)
     notes = (f"Part 'error': MSE to the adaptive reference per NFE; random 6-component GMMs, VP linear, logSNR steps, "

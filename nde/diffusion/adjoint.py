@@ -34,7 +34,7 @@ def adjoint_sample(model: Callable, x_T: torch.Tensor, schedule: NoiseSchedule, 
                    skip_type: str = "logSNR", t_start: float | None = None, t_end: float | None = None,
                    rtol: float = 1e-6, atol: float = 1e-6, adjoint_rtol: float | None = None,
                    adjoint_atol: float | None = None, variable: str = "rho") -> torch.Tensor:
-    """Sample x_0 from x_T by the exponential-integrator PF-ODE so that ``x_0.backward()`` runs the chosen gradient mode.
+    """Sample x_0 from x_T by the exponential-integrator PF-ODE; ``x_0.backward()`` runs the chosen gradient mode.
 
     Args:
         model: noise prediction ``model(x, t)``; its parameters (if an ``nn.Module``) receive gradients.
@@ -75,6 +75,7 @@ def adjoint_sample(model: Callable, x_T: torch.Tensor, schedule: NoiseSchedule, 
     if gradient != "direct":
         adjoint_params = tuple(p for p in func.parameters() if p.requires_grad) + tuple(params)
     sol = solve_ode(func, x_T / alpha[0], grid, method=method, step_size=step_size, rtol=rtol, atol=atol,
-                    adjoint=gradient, adjoint_params=adjoint_params, adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol,
+                    adjoint=gradient, adjoint_params=adjoint_params, adjoint_rtol=adjoint_rtol,
+                    adjoint_atol=adjoint_atol,
                     dense=False, heuristics=False)
     return alpha[-1] * sol.ys[-1]

@@ -36,7 +36,8 @@ def reverse_sde(model: Callable, x_T: torch.Tensor, schedule: NoiseSchedule, ste
         h = lam[i + 1] - lam[i]
         decay = -math.expm1(-2.0 * h)
         noise = _randn(x, generator)
-        x = (sigma[i + 1] / sigma[i] * math.exp(-h)) * x + alpha[i + 1] * decay * x0 + sigma[i + 1] * math.sqrt(decay) * noise
+        x = ((sigma[i + 1] / sigma[i] * math.exp(-h)) * x + alpha[i + 1] * decay * x0
+             + sigma[i + 1] * math.sqrt(decay) * noise)
     return x
 
 
@@ -75,5 +76,6 @@ def _eps_at_rho(model: Callable, schedule: NoiseSchedule, y: torch.Tensor, rho: 
 
 
 def _randn(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.randn(like.shape, generator=generator, dtype=like.dtype, device=generator.device
-                       if generator is not None else like.device).to(like.device)
+    """Standard normal noise shaped like ``like``, drawn on the generator's device (for reproducibility)."""
+    device = generator.device if generator is not None else like.device
+    return torch.randn(like.shape, generator=generator, dtype=like.dtype, device=device).to(like.device)

@@ -6,7 +6,6 @@ import torch
 from nde.diffusion import (DPMSolverV3, GaussianMixture, GaussianMixtureNoisePredictor, ModelStatistics, VPLinear,
                            ddim, dpm_solver_pp, edm_sampler, probability_flow_reference, reverse_sde, ring_mixture,
                            unipc)
-from nde.diffusion.dpm_solver_v3 import DPMSolverV3 as _V3
 
 SCHEDULE = VPLinear()
 
@@ -64,7 +63,7 @@ def test_ddim_step_formula(problem):
 
 def test_v3_corrector_keeps_N_and_half_rule(problem):
     model, x_T, _ = problem
-    v3 = _V3(DEGENERATE, SCHEDULE, 6)
+    v3 = DPMSolverV3(DEGENERATE, SCHEDULE, 6)
     ems = v3._on(x_T)
     hist = [(k, x_T + 0.1 * k, model(x_T + 0.1 * k, v3.times[k].expand(64))) for k in range(3)]
     step, x_new, eps_new = v3._correct(hist, 3, False, ems)

@@ -17,7 +17,8 @@ def gaussian():
     mu = torch.tensor([1.0, -0.5, 2.0], dtype=torch.float64)
     var = torch.tensor([0.3, 1.0, 0.05], dtype=torch.float64)
     schedule = VPLinear()
-    return schedule, mu, var, GaussianMixtureNoisePredictor(GaussianMixture(torch.ones(1), mu[None], var[None]), schedule)
+    mixture = GaussianMixture(torch.ones(1), mu[None], var[None])
+    return schedule, mu, var, GaussianMixtureNoisePredictor(mixture, schedule)
 
 
 def closed_form_l(schedule, lambdas, var):
@@ -46,7 +47,8 @@ def test_single_gaussian_statistics_recovered(gaussian):
 def test_hutchinson_estimate_converges_for_nondiagonal_jacobian():
     schedule = VPLinear()
     cov = torch.tensor([[1.0, 0.6], [0.6, 0.5]], dtype=torch.float64)
-    model = GaussianMixtureNoisePredictor(GaussianMixture(torch.ones(1), torch.zeros(1, 2, dtype=torch.float64), cov[None]), schedule)
+    mixture = GaussianMixture(torch.ones(1), torch.zeros(1, 2, dtype=torch.float64), cov[None])
+    model = GaussianMixtureNoisePredictor(mixture, schedule)
     gen = torch.Generator().manual_seed(0)
     errors = []
     for k in (64, 4096):
@@ -66,7 +68,8 @@ def test_one_v3_step_with_exact_statistics_is_the_analytic_solution(gaussian):
     lambdas = lambda_grid(schedule, n_grid)
     l = closed_form_l(schedule, lambdas, var)
     dl = torch.gradient(l, spacing=(lambdas,), dim=0, edge_order=2)[0]
-    stats = ModelStatistics(lambdas, l, torch.zeros_like(l), -dl * mu, schedule.config(), schedule.t_start, schedule.t_end)
+    stats = ModelStatistics(lambdas, l, torch.zeros_like(l), -dl * mu, schedule.config(), schedule.t_start,
+                            schedule.t_end)
     x_T = torch.randn(5, D, dtype=torch.float64)
     x_0 = DPMSolverV3(stats, schedule, steps=1).sample(model, x_T, order=1, use_corrector=False)
     ends = torch.tensor([schedule.t_start, schedule.t_end], dtype=torch.float64)
