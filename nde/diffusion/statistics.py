@@ -154,6 +154,13 @@ def estimate_statistics(model: Callable, data: torch.Tensor, schedule: NoiseSche
     if data.shape[0] < 2 or batch_size < 1 or n_probes < 1:
         raise ValueError(f"need K >= 2 samples, batch_size >= 1, n_probes >= 1; got K={data.shape[0]}, "
                          f"batch_size={batch_size}, n_probes={n_probes}")
+    with torch.no_grad():  # forward-mode JVPs only: no reverse-mode graph through the model's weights
+        return _estimate(model, data, schedule, n_grid, t_start, t_end, batch_size, n_probes, generator,
+                         progress, variance_floor)
+
+
+def _estimate(model, data, schedule, n_grid, t_start, t_end, batch_size, n_probes, generator, progress,
+              variance_floor) -> ModelStatistics:
     lambdas = lambda_grid(schedule, n_grid, t_start, t_end)
     lam = lambdas.to(device=data.device, dtype=data.dtype)
     bar = _progress(2 * (n_grid + 1), progress)
@@ -204,8 +211,7 @@ def _estimate_sb(model, data, schedule, lam, l, dl, batch_size, generator, varia
     for chunk in data.split(batch_size):
         x = _noised(chunk, alpha, sigma, generator)
         lam_batch = lam.expand(x.shape[0]).clone()
-        with torch.no_grad():
-            eps = model(x, t.expand(x.shape[0]))
+        eps = model(x, t.expand(x.shape[0]))
         dx = dlog_alpha * x - sigma * eps
         _, deps = torch.func.jvp(lambda y, u: model(y, schedule.t_of_lambda(u)), (x, lam_batch),
                                  (dx, torch.ones_like(lam_batch)))
