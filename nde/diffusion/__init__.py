@@ -14,14 +14,14 @@ from .networks import TimeMLP, train_noise_predictor
 from .parameterization import PREDICTIONS, eps_to_x0, from_eps, to_eps
 from .pf_ode import LambdaODE, RhoODE
 from .reference import probability_flow_reference
-from .schedules import EDM, VE, NoiseSchedule, VPCosine, VPLinear
+from .schedules import EDM, VE, NoiseSchedule, VPCosine, VPDiscrete, VPLinear
 from .statistics import ModelStatistics, estimate_statistics, lambda_grid
 from .stochastic import edm_sampler, reverse_sde
 from .timesteps import SKIP_TYPES, sampling_times
 from .unipc import unipc
 
 __all__ = [
-    "NoiseSchedule", "VPLinear", "VPCosine", "VE", "EDM", "sampling_times", "SKIP_TYPES",
+    "NoiseSchedule", "VPLinear", "VPCosine", "VPDiscrete", "VE", "EDM", "sampling_times", "SKIP_TYPES",
     "PREDICTIONS", "to_eps", "from_eps", "eps_to_x0",
     "NoisePredictor", "DiffusersUNet", "call_model", "TimeMLP", "train_noise_predictor",
     "GaussianMixture", "GaussianMixtureNoisePredictor", "ring_mixture", "random_mixture",

@@ -213,3 +213,63 @@ def _check_range(t_start: float, t_end: float, upper: float | None, allow_zero_e
 
     def dlog_alpha_dlambda(self, lam):
         return torch.zeros_like(lam)
+
+
+class VPDiscrete(NoiseSchedule):
+    """Discrete-time VP schedule of DDPM-style models (n = 0..N-1), made continuous as in DPM-Solver.
+
+    Step n sits at t_n = (n+1)/N with log alpha_{t_n} = log(alphas_cumprod[n]) / 2; log alpha is linear
+    between (and beyond) these points, so t_of_lambda is exact. Default range t in [1/N, 1].
+
+    Args:
+        betas: (N,) DDPM betas, or
+        alphas_cumprod: (N,) cumulative products of 1 - beta (give exactly one of the two).
+    """
+
+    def __init__(self, betas: torch.Tensor | None = None, alphas_cumprod: torch.Tensor | None = None):
+        if (betas is None) == (alphas_cumprod is None):
+            raise ValueError("give exactly one of betas and alphas_cumprod")
+        if betas is not None:
+            betas = torch.as_tensor(betas, dtype=torch.float64)
+            if bool(((betas <= 0) | (betas >= 1)).any()):
+                raise ValueError("betas must lie in (0, 1)")
+            log_alpha = 0.5 * torch.log1p(-betas).cumsum(0)
+        else:
+            cumprod = torch.as_tensor(alphas_cumprod, dtype=torch.float64)
+            if bool(((cumprod <= 0) | (cumprod >= 1)).any()) or bool((cumprod[1:] >= cumprod[:-1]).any()):
+                raise ValueError("alphas_cumprod must decrease strictly inside (0, 1)")
+            log_alpha = 0.5 * torch.log(cumprod)
+        n = log_alpha.shape[0]
+        if n < 2:
+            raise ValueError("need at least 2 discrete steps")
+        self.t_grid = torch.arange(1, n + 1, dtype=torch.float64) / n
+        self.log_alpha_grid = log_alpha
+        self.t_start, self.t_end = 1.0, 1.0 / n
+
+    def config(self) -> dict:
+        return {"name": "VPDiscrete", "n": int(self.t_grid.shape[0]),
+                "log_alpha_sum": round(float(self.log_alpha_grid.sum()), 12),
+                "log_alpha_last": round(float(self.log_alpha_grid[-1]), 12)}
+
+    def log_alpha(self, t):
+        return _interp(t, self.t_grid, self.log_alpha_grid)
+
+    def log_sigma(self, t):
+        return 0.5 * torch.log(-torch.expm1(2.0 * self.log_alpha(t)))
+
+    def t_of_lambda(self, lam):
+        return _interp(_log_alpha_from_lambda(lam), self.log_alpha_grid.flip(0), self.t_grid.flip(0))
+
+    def dlog_alpha_dlambda(self, lam):
+        return torch.sigmoid(-2.0 * lam)
+
+
+def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
+    """Piecewise-linear interpolation through increasing ``xp``, extended linearly beyond both ends.
+
+    Differentiable in ``x`` (reverse and forward mode); ``x`` of any shape.
+    """
+    xp, fp = xp.to(device=x.device, dtype=x.dtype), fp.to(device=x.device, dtype=x.dtype)
+    idx = torch.searchsorted(xp, x.detach().contiguous()).clamp(1, xp.shape[0] - 1)
+    x0, x1, f0, f1 = xp[idx - 1], xp[idx], fp[idx - 1], fp[idx]
+    return f0 + (x - x0) * (f1 - f0) / (x1 - x0)

@@ -2,10 +2,11 @@
 import pytest
 import torch
 
-from nde.diffusion import (EDM, VE, DiffusersUNet, GaussianMixture, GaussianMixtureNoisePredictor, NoisePredictor,
+from nde.diffusion import (EDM, VE, DiffusersUNet, VPDiscrete, GaussianMixture, GaussianMixtureNoisePredictor, NoisePredictor,
                            VPCosine, VPLinear, from_eps, random_mixture, sampling_times, to_eps)
 
-SCHEDULES = [VPLinear(), VPCosine(), VE(), EDM()]
+DDPM = VPDiscrete(betas=torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64))
+SCHEDULES = [VPLinear(), VPCosine(), VE(), EDM(), DDPM]
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES, ids=lambda s: s.config()["name"])
@@ -32,6 +33,16 @@ def test_vp_linear_closed_form_and_variance_preservation():
     for sched in (VPLinear(), VPCosine()):
         torch.testing.assert_close(sched.alpha(t.clamp(max=0.99)) ** 2 + sched.sigma(t.clamp(max=0.99)) ** 2,
                                    torch.ones(3, dtype=torch.float64))
+
+
+def test_discrete_schedule_matches_its_steps_and_the_linear_limit():
+    cumprod = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)
+    t_n = torch.arange(1, 1001, dtype=torch.float64) / 1000
+    torch.testing.assert_close(DDPM.alpha(t_n) ** 2, cumprod)
+    # DDPM's betas are VPLinear(0.1, 20) sampled at N = 1000
+    torch.testing.assert_close(DDPM.alpha(t_n), VPLinear().alpha(t_n), rtol=0.05, atol=2e-3)
+    with pytest.raises(ValueError, match="exactly one"):
+        VPDiscrete()
 
 
 def test_schedule_errors():
