@@ -137,3 +137,13 @@ def test_too_many_steps_for_grid_is_an_error(gaussian):
     schedule, *_ = gaussian
     with pytest.raises(ValueError, match="too many"):
         DPMSolverV3(ModelStatistics.degenerate(schedule, (D,), 10), schedule, steps=20)
+
+
+def test_time_steps_snap_to_the_grid(gaussian):
+    schedule, *_ = gaussian
+    stats = ModelStatistics.degenerate(schedule, (D,), 120)
+    solver = DPMSolverV3(stats, schedule, steps=8, skip_type="logSNR")
+    assert solver.indexes == [15 * k for k in range(9)]  # uniform logSNR steps land exactly on grid points
+    torch.testing.assert_close(schedule.lambda_(solver.times), stats.lambdas[solver.indexes])
+    edm = DPMSolverV3(stats, schedule, steps=8, skip_type="edm")
+    assert edm.indexes[0] == 0 and edm.indexes[-1] == 120 and edm.indexes == sorted(set(edm.indexes))
