@@ -1,9 +1,8 @@
-
 import pytest
 import torch
 
-from nde.diffusion import (EDM, VE, DiffusersUNet, VPDiscrete, GaussianMixture, GaussianMixtureNoisePredictor, NoisePredictor,
-                           VPCosine, VPLinear, from_eps, random_mixture, sampling_times, to_eps)
+from nde.diffusion import (EDM, VE, DiffusersUNet, GaussianMixture, GaussianMixtureNoisePredictor, NoisePredictor,
+                           VPCosine, VPDiscrete, VPLinear, from_eps, random_mixture, sampling_times, to_eps)
 
 DDPM = VPDiscrete(betas=torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64))
 SCHEDULES = [VPLinear(), VPCosine(), VE(), EDM(), DDPM]
