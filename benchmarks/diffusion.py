@@ -125,7 +125,8 @@ def main(argv=None):
     notes = (f"Part 'error': MSE to the adaptive reference per NFE; random 6-component GMMs, VP linear, logSNR steps, "
              f"t 1 -> 1e-3, float64, batch {batch}; EMS N={n_grid}, K=max(2048, {data_per_dim} D). "
              f"v3 = order 3 + corrector (true-order), v3-pseudo = pseudo-order predictor without "
-             f"lower_order_final. Part 'adjoint': RK4 on the lambda-form PF-ODE, batch 16, gradient w.r.t. x_T and first-layer weights; rel_err vs "
+             f"lower_order_final. Part 'adjoint': RK4 on the lambda-form PF-ODE, batch 16, gradient w.r.t. "
+             f"x_T and first-layer weights; rel_err vs "
              f"backprop through 400 RK4 steps; saved_bytes = autograd saved tensors (the discrete adjoint keeps "
              f"O(steps) checkpoints outside them, so it is not listed); torch threads = 1 on CPU.")
     path = write_results("diffusion", args.device, rows, notes)
