@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from .integrate import Grid, NoiseSource, read_outputs
-from .methods import ReversibleHeun, _g_and_gdg, _t
+from .integrate import Grid, NoiseSource, node_tensors, read_outputs
+from .methods import ReversibleHeun, _g_and_gdg
 
 ADJOINT_METHODS = ("midpoint", "heun")
 
@@ -34,12 +34,12 @@ class _ReversibleHeun(torch.autograd.Function):
     def forward(ctx, sde, grid, noise, num_params, y0, *params):
         method = ReversibleHeun()
         with torch.no_grad():
-            y, times = y0, grid.times
-            extra = method.init(sde, times[0], y0)
+            y, times, node_t = y0, grid.times, node_tensors(grid, y0)
+            extra = method.init(sde, node_t[0], y0)
             needed, saved = grid.needed_nodes(), {0: y0}
             for k in range(grid.num_steps):
                 dw, _ = noise(k)
-                y, extra = method.step(sde, times[k], times[k + 1] - times[k], y, extra, dw, None)
+                y, extra = method.step(sde, node_t[k], node_t[k + 1], times[k + 1] - times[k], y, extra, dw, None)
                 if k + 1 in needed:
                     saved[k + 1] = y
             ys = read_outputs(grid, saved)
@@ -51,14 +51,14 @@ class _ReversibleHeun(torch.autograd.Function):
     def backward(ctx, grad_ys, grad_f, grad_g, grad_z):
         sde, grid, noise = ctx.sde, ctx.grid, ctx.noise
         y1, f1, g1, z1, *params = ctx.saved_tensors
-        times = grid.times
+        times, node_t = grid.times, node_tensors(grid, y1)
         inject = _output_injections(grid, grad_ys)
         a_y = inject.get(grid.num_steps, torch.zeros_like(y1))
         a_z, a_f, a_g = _or_zeros(grad_z, z1), _or_zeros(grad_f, f1), _or_zeros(grad_g, g1)
         a_params = [torch.zeros_like(p) for p in params]
         adj_prod = _adjoint_of_prod(sde.noise_type)
         # (f1, g1) = F(z1) with a graph, for the vector-Jacobian product of this node.
-        z1_leaf, (f1_graph, g1_graph) = _eval_with_graph(sde, _node_time(times, grid.num_steps), z1, y1)
+        z1_leaf, (f1_graph, g1_graph) = _eval_with_graph(sde, node_t[-1], z1)
         for k in range(grid.num_steps - 1, -1, -1):
             h = times[k + 1] - times[k]
             dw, _ = noise(k)
@@ -71,7 +71,7 @@ class _ReversibleHeun(torch.autograd.Function):
             # Reconstruct node k (exact inverse of the step, Kidger et al. 2021, eq. (7)).
             with torch.no_grad():
                 z0 = 2 * y1 - z1 - f1_graph * h - sde.prod(g1_graph, dw)
-            z0_leaf, (f0_graph, g0_graph) = _eval_with_graph(sde, _node_time(times, k), z0, y1)
+            z0_leaf, (f0_graph, g0_graph) = _eval_with_graph(sde, node_t[k], z0)
             with torch.no_grad():
                 y0 = y1 - (f0_graph + f1_graph) * (0.5 * h) - sde.prod(g0_graph + g1_graph, 0.5 * dw)
             # Adjoints of (y_k, z_k, f_k, g_k) from step k's z- and y-updates.
@@ -87,15 +87,10 @@ class _ReversibleHeun(torch.autograd.Function):
         return (None, None, None, None, grad_y0, *a_params)
 
 
-def _node_time(times: list, k: int) -> float:
-    """The time at which the forward pass evaluated ``F`` at node ``k`` (``t_{k-1} + h``, bit for bit)."""
-    return times[0] if k == 0 else times[k - 1] + (times[k] - times[k - 1])
-
-
-def _eval_with_graph(sde, t: float, z: torch.Tensor, like: torch.Tensor):
+def _eval_with_graph(sde, t: torch.Tensor, z: torch.Tensor):
     with torch.enable_grad():
         z_leaf = z.detach().requires_grad_(True)
-        return z_leaf, sde.f_and_g(_t(t, like), z_leaf)
+        return z_leaf, sde.f_and_g(t, z_leaf)
 
 
 # ---------------------------------------------------------------------------- backsolve
@@ -117,11 +112,11 @@ class _Backsolve(torch.autograd.Function):
     @staticmethod
     def forward(ctx, sde, method, grid, noise, adjoint_method, extra0, num_params, y0, *params):
         with torch.no_grad():
-            y, extra, times = y0, extra0, grid.times
+            y, extra, times, node_t = y0, extra0, grid.times, node_tensors(grid, y0)
             needed, saved = grid.needed_nodes(), {0: y0}
             for k in range(grid.num_steps):
                 dw, u = noise(k)
-                y, extra = method.step(sde, times[k], times[k + 1] - times[k], y, extra, dw, u)
+                y, extra = method.step(sde, node_t[k], node_t[k + 1], times[k + 1] - times[k], y, extra, dw, u)
                 if k + 1 in needed:
                     saved[k + 1] = y
             ys = read_outputs(grid, saved)
@@ -138,7 +133,7 @@ class _Backsolve(torch.autograd.Function):
         nodes = dict(zip(ctx.nodes, saved[:len(ctx.nodes)]))
         params = saved[len(ctx.nodes):]
         inject = _output_injections(grid, grad_ys)
-        times, n = grid.times, grid.num_steps
+        times, n, node_t = grid.times, grid.num_steps, node_tensors(grid, nodes[grid.num_steps])
         y = nodes[n]
         a = inject.get(n, torch.zeros_like(y))
         a_params = [torch.zeros_like(p) for p in params]
@@ -146,7 +141,8 @@ class _Backsolve(torch.autograd.Function):
         step = _midpoint_aug if ctx.adjoint_method == "midpoint" else _heun_aug
         for k in range(n - 1, -1, -1):
             dw, _ = noise(k)
-            y, a, a_params = step(sde, drift, params, times[k + 1], times[k] - times[k + 1], y, a, a_params, -dw)
+            y, a, a_params = step(sde, drift, params, node_t[k + 1], node_t[k], times[k] - times[k + 1], y, a,
+                                  a_params, -dw)
             if k in nodes:
                 y = nodes[k]
             if k in inject:
@@ -166,30 +162,29 @@ def _stratonovich_drift(sde):
     return corrected
 
 
-def _aug_increment(sde, drift, params, t: float, h: float, y, a, dw):
+def _aug_increment(sde, drift, params, t: torch.Tensor, h: float, y, a, dw):
     """Increment of the augmented backward SDE over one (negative) step ``h`` with noise ``dw``.
 
     ``phi = f h + g dw`` at ``y``; returns ``(phi, -a . dphi/dy, -a . dphi/dtheta)`` (Li et al. (2020) eq. (6)).
     """
     with torch.enable_grad():
         y_leaf = y.detach().requires_grad_(True)
-        t_ = _t(t, y)
-        phi = drift(t_, y_leaf) * h + sde.g_prod(t_, y_leaf, dw)
+        phi = sde.add_prod(drift(t, y_leaf) * h, sde.g(t, y_leaf), dw)
         grads = torch.autograd.grad(phi, (y_leaf, *params), a, allow_unused=True)
     a_y = grads[0] if grads[0] is not None else torch.zeros_like(y)
     a_p = [g if g is not None else torch.zeros_like(p) for g, p in zip(grads[1:], params)]
     return phi.detach(), -a_y, [-g for g in a_p]
 
 
-def _midpoint_aug(sde, drift, params, t, h, y, a, a_params, dw):
+def _midpoint_aug(sde, drift, params, t, t_end, h, y, a, a_params, dw):
     dy1, da1, dp1 = _aug_increment(sde, drift, params, t, h, y, a, dw)
     dy2, da2, dp2 = _aug_increment(sde, drift, params, t + 0.5 * h, h, y + 0.5 * dy1, a + 0.5 * da1, dw)
     return y + dy2, a + da2, [p + d for p, d in zip(a_params, dp2)]
 
 
-def _heun_aug(sde, drift, params, t, h, y, a, a_params, dw):
+def _heun_aug(sde, drift, params, t, t_end, h, y, a, a_params, dw):
     dy1, da1, dp1 = _aug_increment(sde, drift, params, t, h, y, a, dw)
-    dy2, da2, dp2 = _aug_increment(sde, drift, params, t + h, h, y + dy1, a + da1, dw)
+    dy2, da2, dp2 = _aug_increment(sde, drift, params, t_end, h, y + dy1, a + da1, dw)
     return (y + 0.5 * (dy1 + dy2), a + 0.5 * (da1 + da2),
             [p + 0.5 * (d1 + d2) for p, d1, d2 in zip(a_params, dp1, dp2)])
 

@@ -73,7 +73,8 @@ def solve_sde(sde, y0, ts, bm=None, method: Optional[str] = None, dt: float = 1e
     stats = {"method": method.name, "gradient": gradient, "num_rejected": 0}
     step_times, error_ratios = [], []
     if adaptive:
-        extra0 = extra_solver_state if extra_solver_state is not None else method.init(sde, ts_list[0], y0)
+        t0 = torch.tensor(ts_list[0], dtype=y0.dtype, device=y0.device)
+        extra0 = extra_solver_state if extra_solver_state is not None else method.init(sde, t0, y0)
         context = torch.enable_grad() if gradient == "direct" else torch.no_grad()
         with context:
             ys, extra, adaptive_stats = run_adaptive(method, sde, y0, ts_list, bm, dt, rtol, atol, dt_min, extra0)
@@ -148,7 +149,8 @@ def _run(gradient, sde, method, y0, grid, noise, extra_solver_state, params, adj
     if gradient == "reversible":
         out = _adjoint.reversible_heun(sde, y0, grid, noise, params)
         return out[0], tuple(out[1:])
-    extra0 = extra_solver_state if extra_solver_state is not None else method.init(sde, grid.times[0], y0)
+    t0 = torch.tensor(grid.times[0], dtype=y0.dtype, device=y0.device)
+    extra0 = extra_solver_state if extra_solver_state is not None else method.init(sde, t0, y0)
     if gradient == "backsolve":
         return _adjoint.backsolve(sde, method, y0, grid, noise, tuple(e.detach() for e in extra0), params,
                                   adjoint_method)

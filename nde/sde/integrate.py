@@ -77,7 +77,9 @@ class NoiseSource:
         self._dw = self._u = None
         if isinstance(bm, BrownianPath) and len(times) > 1:
             out = bm.increments(times, return_U=need_area)
-            self._dw, self._u = out if need_area else (out, None)
+            dw, u = out if need_area else (out, None)
+            self._dw = dw.unbind(0)
+            self._u = u.unbind(0) if u is not None else None
 
     def __call__(self, k: int):
         if self._dw is not None:
@@ -92,13 +94,18 @@ def run_fixed(method, sde, y0: torch.Tensor, grid: Grid, noise: NoiseSource, ext
     """Step ``method`` over ``grid``; returns ``(ys, extra)`` with ``ys`` of shape ``(len(ts), batch, d)``."""
     needed = grid.needed_nodes()
     saved = {0: y0}
-    y, times = y0, grid.times
+    y, times, node_t = y0, grid.times, node_tensors(grid, y0)
     for k in range(grid.num_steps):
         dw, u = noise(k)
-        y, extra = method.step(sde, times[k], times[k + 1] - times[k], y, extra, dw, u)
+        y, extra = method.step(sde, node_t[k], node_t[k + 1], times[k + 1] - times[k], y, extra, dw, u)
         if k + 1 in needed:
             saved[k + 1] = y
     return read_outputs(grid, saved), extra
+
+
+def node_tensors(grid: Grid, like: torch.Tensor) -> tuple:
+    """Node times as 0-d tensors of ``like``'s dtype and device, made with one transfer."""
+    return torch.tensor(grid.times, dtype=like.dtype, device=like.device).unbind(0)
 
 
 def read_outputs(grid: Grid, node_values: dict) -> torch.Tensor:
@@ -127,7 +134,7 @@ def run_adaptive(method, sde, y0, ts: list, bm, dt: float, rtol: float, atol: fl
     it is accepted when ``<= 1`` (or when ``h <= dt_min``). One host sync per attempted step
     (the accept decision). Returns ``(ys, extra, stats)``.
     """
-    need_area = method.needs_area
+    need_area, order = method.needs_area, method.strong_order(sde.noise_type)
     t, y, h = ts[0], y0, dt
     outputs, stats, prev_ratio = [y0], AdaptiveStats(), None
     for out_t in ts[1:]:
@@ -138,9 +145,10 @@ def run_adaptive(method, sde, y0, ts: list, bm, dt: float, rtol: float, atol: fl
             t_mid, t_next = t + 0.5 * h_try, t + h_try if h_try < out_t - t else out_t
             if t_next - t_mid <= 0 or t_mid - t <= 0:
                 raise RuntimeError(f"adaptive SDE step size underflow at t={t} (step {h_try}).")
-            y_full, _ = method.step(sde, t, t_next - t, y, extra, *_draw(bm, t, t_next, need_area))
-            y_half, extra_half = method.step(sde, t, t_mid - t, y, extra, *_draw(bm, t, t_mid, need_area))
-            y_two, extra_two = method.step(sde, t_mid, t_next - t_mid, y_half, extra_half,
+            t_, t_mid_, t_next_ = (torch.full((), s, dtype=y0.dtype, device=y0.device) for s in (t, t_mid, t_next))
+            y_full, _ = method.step(sde, t_, t_next_, t_next - t, y, extra, *_draw(bm, t, t_next, need_area))
+            y_half, extra_half = method.step(sde, t_, t_mid_, t_mid - t, y, extra, *_draw(bm, t, t_mid, need_area))
+            y_two, extra_two = method.step(sde, t_mid_, t_next_, t_next - t_mid, y_half, extra_half,
                                            *_draw(bm, t_mid, t_next, need_area))
             with torch.no_grad():
                 scale = atol + rtol * torch.maximum(y_full.abs(), y_two.abs())
@@ -155,7 +163,7 @@ def run_adaptive(method, sde, y0, ts: list, bm, dt: float, rtol: float, atol: fl
                 stats.error_ratios.append(ratio)
             else:
                 stats.rejected += 1
-            h = max(dt_min, _pi_factor(ratio, prev_ratio, accept) * h_try)
+            h = max(dt_min, _pi_factor(ratio, prev_ratio, accept, order) * h_try)
             if accept:
                 prev_ratio = max(ratio, 1e-10)
         outputs.append(y)

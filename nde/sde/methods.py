@@ -3,9 +3,10 @@
 Step contract (shared by every method; the integration loop calls nothing else):
 
 * ``init(sde, t0, y0) -> extra``: the method's extra state (a tuple, empty for most).
-* ``step(sde, t0, h, y0, extra, dw, u) -> (y1, extra1)``: advance ``y0`` (``(batch, d)``) from
-  ``t0`` to ``t0 + h`` (Python floats) with the Brownian increment ``dw`` (``(batch, m)``) and,
-  for methods with ``needs_area``, the space-time integral ``u = int (W_s - W_t0) ds``.
+* ``step(sde, t0, t1, h, y0, extra, dw, u) -> (y1, extra1)``: advance ``y0`` (``(batch, d)``) from
+  ``t0`` to ``t1`` (0-d tensors, precomputed by the loop; ``h = t1 - t0`` as a Python float) with
+  the Brownian increment ``dw`` (``(batch, m)``) and, for methods with ``needs_area``, the
+  space-time integral ``u = int (W_s - W_t0) ds``.
 
 Declared facts: ``sde_type``, ``noise_types``, ``strong_order(noise_type)``, ``needs_area``.
 Diagonal noise follows torchsde: ``g`` is element-wise, ``g_i`` depends on ``y_i`` only
@@ -21,10 +22,6 @@ ALL_NOISE = ("diagonal", "scalar", "additive", "general")
 COMMUTATIVE_NOISE = ("diagonal", "scalar", "additive")
 
 
-def _t(t: float, y: torch.Tensor) -> torch.Tensor:
-    return torch.full((), t, dtype=y.dtype, device=y.device)
-
-
 class Method:
     """Base class: declared facts and the default (empty) extra state."""
     name: str
@@ -38,10 +35,10 @@ class Method:
     def strong_order(self, noise_type: str) -> float:
         raise NotImplementedError
 
-    def init(self, sde, t0: float, y0: torch.Tensor) -> tuple:
+    def init(self, sde, t0: torch.Tensor, y0: torch.Tensor) -> tuple:
         return ()
 
-    def step(self, sde, t0, h, y0, extra, dw, u):
+    def step(self, sde, t0, t1, h, y0, extra, dw, u):
         raise NotImplementedError
 
 
@@ -52,9 +49,9 @@ class Euler(Method):
     def strong_order(self, noise_type):
         return 1.0 if noise_type == "additive" else 0.5
 
-    def step(self, sde, t0, h, y0, extra, dw, u):
-        f, g = sde.f_and_g(_t(t0, y0), y0)
-        return y0 + f * h + sde.prod(g, dw), ()
+    def step(self, sde, t0, t1, h, y0, extra, dw, u):
+        f, g = sde.f_and_g(t0, y0)
+        return sde.add_prod(torch.add(y0, f, alpha=h), g, dw), ()
 
 
 class Milstein(Method):
@@ -75,12 +72,12 @@ class Milstein(Method):
     def strong_order(self, noise_type):
         return 1.0
 
-    def step(self, sde, t0, h, y0, extra, dw, u):
-        t = _t(t0, y0)
+    def step(self, sde, t0, t1, h, y0, extra, dw, u):
+        t = t0
         v = dw * dw - h if self._ito else dw * dw
         if sde.noise_type == "additive":
             f, g = sde.f_and_g(t, y0)
-            return y0 + f * h + sde.prod(g, dw), ()
+            return sde.add_prod(torch.add(y0, f, alpha=h), g, dw), ()
         if self.grad_free:
             f, g = sde.f_and_g(t, y0)
             sqrt_h = math.sqrt(h)
@@ -90,7 +87,7 @@ class Milstein(Method):
             return y0 + f * h + sde.prod(g, dw) + gdg, ()
         f = sde.f(t, y0)
         g, gdg = _g_and_gdg(sde, t, y0)
-        return y0 + f * h + sde.prod(g, dw) + sde.prod(gdg, 0.5 * v), ()
+        return sde.add_prod(sde.add_prod(torch.add(y0, f, alpha=h), g, dw), gdg, 0.5 * v), ()
 
 
 def _g_and_gdg(sde, t, y):
@@ -123,9 +120,9 @@ class EulerHeun(Method):
     def strong_order(self, noise_type):
         return 0.5 if noise_type == "general" else 1.0
 
-    def step(self, sde, t0, h, y0, extra, dw, u):
-        f, g_dw = sde.f_and_g_prod(_t(t0, y0), y0, dw)
-        g_dw_prime = sde.g_prod(_t(t0 + h, y0), y0 + g_dw, dw)
+    def step(self, sde, t0, t1, h, y0, extra, dw, u):
+        f, g_dw = sde.f_and_g_prod(t0, y0, dw)
+        g_dw_prime = sde.g_prod(t1, y0 + g_dw, dw)
         return y0 + f * h + 0.5 * (g_dw + g_dw_prime), ()
 
 
@@ -136,9 +133,9 @@ class Heun(Method):
     def strong_order(self, noise_type):
         return 0.5 if noise_type == "general" else 1.0
 
-    def step(self, sde, t0, h, y0, extra, dw, u):
-        f, g_dw = sde.f_and_g_prod(_t(t0, y0), y0, dw)
-        f1, g_dw1 = sde.f_and_g_prod(_t(t0 + h, y0), y0 + f * h + g_dw, dw)
+    def step(self, sde, t0, t1, h, y0, extra, dw, u):
+        f, g_dw = sde.f_and_g_prod(t0, y0, dw)
+        f1, g_dw1 = sde.f_and_g_prod(t1, y0 + f * h + g_dw, dw)
         return y0 + 0.5 * ((f + f1) * h + g_dw + g_dw1), ()
 
 
@@ -149,9 +146,9 @@ class Midpoint(Method):
     def strong_order(self, noise_type):
         return 0.5 if noise_type == "general" else 1.0
 
-    def step(self, sde, t0, h, y0, extra, dw, u):
-        f, g_dw = sde.f_and_g_prod(_t(t0, y0), y0, dw)
-        f1, g_dw1 = sde.f_and_g_prod(_t(t0 + 0.5 * h, y0), y0 + 0.5 * (f * h + g_dw), dw)
+    def step(self, sde, t0, t1, h, y0, extra, dw, u):
+        f, g_dw = sde.f_and_g_prod(t0, y0, dw)
+        f1, g_dw1 = sde.f_and_g_prod(t0 + 0.5 * h, y0 + 0.5 * (f * h + g_dw), dw)
         return y0 + f1 * h + g_dw1, ()
 
 
@@ -167,14 +164,14 @@ class ReversibleHeun(Method):
         return 1.0 if noise_type == "additive" else 0.5
 
     def init(self, sde, t0, y0):
-        f, g = sde.f_and_g(_t(t0, y0), y0)
+        f, g = sde.f_and_g(t0, y0)
         return f, g, y0
 
-    def step(self, sde, t0, h, y0, extra, dw, u):
+    def step(self, sde, t0, t1, h, y0, extra, dw, u):
         f0, g0, z0 = extra
-        z1 = 2 * y0 - z0 + f0 * h + sde.prod(g0, dw)
-        f1, g1 = sde.f_and_g(_t(t0 + h, y0), z1)
-        y1 = y0 + (f0 + f1) * (0.5 * h) + sde.prod(g0 + g1, 0.5 * dw)
+        z1 = sde.add_prod(torch.add(2 * y0 - z0, f0, alpha=h), g0, dw)
+        f1, g1 = sde.f_and_g(t1, z1)
+        y1 = sde.add_prod(torch.add(y0, f0 + f1, alpha=0.5 * h), g0 + g1, 0.5 * dw)
         return y1, (f1, g1, z1)
 
 
@@ -190,7 +187,7 @@ class SRK(Method):
     def strong_order(self, noise_type):
         return 1.5
 
-    def step(self, sde, t0, h, y0, extra, dw, u):
+    def step(self, sde, t0, t1, h, y0, extra, dw, u):
         if sde.noise_type == "additive":
             return _sra1_step(sde, t0, h, y0, dw, u), ()
         return _sri2_step(sde, t0, h, y0, dw, u), ()
@@ -234,8 +231,8 @@ def _sri2_step(sde, t0, h, y0, dw, u):
                 h1 = h1 + tab["a1"][s][j] * h * fs[j]
             if tab["b1"][s][j]:
                 h1 = h1 + tab["b1"][s][j] * sqrt_h * gs[j]
-        fs.append(sde.f(_t(t0 + tab["c0"][s] * h, y0), h0))
-        gs.append(_g_col(sde, _t(t0 + tab["c1"][s] * h, y0), h1))
+        fs.append(sde.f(t0 + tab["c0"][s] * h, h0))
+        gs.append(_g_col(sde, t0 + tab["c1"][s] * h, h1))
         weight = (tab["beta1"][s] * dw + tab["beta2"][s] * i11 / sqrt_h
                   + tab["beta3"][s] * i10 / h + tab["beta4"][s] * i111 / h)
         y1 = y1 + tab["alpha"][s] * h * fs[s] + gs[s] * weight
@@ -244,14 +241,14 @@ def _sri2_step(sde, t0, h, y0, dw, u):
 
 def _sra1_step(sde, t0, h, y0, dw, u):
     tab = _SRA1
-    gs = [sde.g(_t(t0 + c * h, y0), y0) for c in tab["c1"]]
+    gs = [sde.g(t0 + c * h, y0) for c in tab["c1"]]
     fs = []
     y1 = y0
     for i in range(2):
         h0 = y0
         for j in range(i):
             h0 = h0 + tab["a0"][i][j] * h * fs[j] + sde.prod(gs[j], tab["b0"][i][j] * u / h)
-        fs.append(sde.f(_t(t0 + tab["c0"][i] * h, y0), h0))
+        fs.append(sde.f(t0 + tab["c0"][i] * h, h0))
         y1 = y1 + tab["alpha"][i] * h * fs[i] + sde.prod(gs[i], tab["beta1"][i] * dw + tab["beta2"][i] * u / h)
     return y1
 

@@ -27,6 +27,7 @@ class SDE:
     Attributes: ``noise_type``, ``sde_type``, ``state_size`` (d), ``noise_size`` (m),
     ``batch_size``; methods ``f(t, y) -> (batch, d)``, ``g(t, y)`` (raw diffusion),
     ``f_and_g(t, y)``, ``prod(g, v) -> (batch, d)`` (diffusion times a ``(batch, m)`` vector),
+    ``add_prod(y, g, v) = y + prod(g, v)``,
     ``h(t, y)`` (prior drift, may be missing).
     """
 
@@ -46,6 +47,7 @@ class SDE:
         self.g = g if g is not None else (lambda t, y: fg(t, y)[1])
         self.f_and_g = fg if fg is not None else (lambda t, y: (f(t, y), g(t, y)))
         self.prod = _prod_for(self.noise_type)
+        self.add_prod = _add_prod_for(self.noise_type)
         self.state_size = self.noise_size = self.batch_size = None
 
     def g_prod(self, t, y, v):
@@ -122,6 +124,15 @@ def _prod_for(noise_type: str):
     if noise_type == "scalar":
         return lambda g, v: g.squeeze(-1) * v
     return lambda g, v: torch.bmm(g, v.unsqueeze(-1)).squeeze(-1)
+
+
+def _add_prod_for(noise_type: str):
+    """Fused ``y + prod(g, v)`` (one kernel instead of two)."""
+    if noise_type == "diagonal":
+        return torch.addcmul
+    if noise_type == "scalar":
+        return lambda y, g, v: torch.addcmul(y, g.squeeze(-1), v)
+    return lambda y, g, v: torch.baddbmm(y.unsqueeze(-1), g, v.unsqueeze(-1)).squeeze(-1)
 
 
 def _check_choice(sde, attr: str, choices) -> str:
