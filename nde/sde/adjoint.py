@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from .integrate import Grid, NoiseSource, node_tensors, read_outputs
-from .methods import ReversibleHeun, _g_and_gdg
+from .methods import ReversibleHeun, g_and_gdg_prod
 
 ADJOINT_METHODS = ("midpoint", "heun")
 
@@ -156,8 +156,7 @@ def _stratonovich_drift(sde):
         return sde.f
 
     def corrected(t, y):
-        _, gdg = _g_and_gdg(sde, t, y)
-        gdg = gdg.squeeze(-1) if sde.noise_type == "scalar" else gdg
+        _, gdg = g_and_gdg_prod(sde, t, y)
         return sde.f(t, y) - 0.5 * gdg
     return corrected
 

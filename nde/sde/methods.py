@@ -86,31 +86,34 @@ class Milstein(Method):
             gdg = sde.prod(sde.g(t, y_shift) - g, v) / (2 * sqrt_h)
             return y0 + f * h + sde.prod(g, dw) + gdg, ()
         f = sde.f(t, y0)
-        g, gdg = _g_and_gdg(sde, t, y0)
-        return sde.add_prod(sde.add_prod(torch.add(y0, f, alpha=h), g, dw), gdg, 0.5 * v), ()
+        g, gdg = g_and_gdg_prod(sde, t, y0, 0.5 * v)
+        return sde.add_prod(torch.add(y0, f, alpha=h), g, dw) + gdg, ()
 
 
-def _g_and_gdg(sde, t, y):
-    """``g`` and ``(grad g) g`` for commutative noise, differentiable when grad mode is on.
+def g_and_gdg_prod(sde, t, y, weight=None):
+    """``g`` and the Milstein term ``((grad g) g) * weight`` (``(batch, d)``) for commutative noise.
 
-    Diagonal: element ``g_i dg_i/dy_i`` (one vjp, exact for element-wise g). Scalar: the
-    Jacobian-vector product ``J_g g`` (double-vjp trick). Shapes follow ``g``.
+    Diagonal noise (``weight``: ``(batch, d)``): the vjp ``J_g^T (g * weight)`` — torchsde's
+    formula, equal to ``g_i dg_i/dy_i weight_i`` when ``g`` is element-wise (the diagonal-noise
+    assumption). Scalar noise (``weight``: ``(batch, 1)``): the Jacobian-vector product
+    ``J_g g * weight`` (double-vjp trick), exact for any ``g``. ``weight=None`` means 1.
+    Differentiable when grad mode is on.
     """
     create = torch.is_grad_enabled()
     with torch.enable_grad():
         y_ = y if y.requires_grad else y.detach().requires_grad_(True)
         g = sde.g(t, y_)
         if sde.noise_type == "diagonal":
-            gdg, = torch.autograd.grad(g, y_, g, create_graph=create, allow_unused=True)
-            gdg = torch.zeros_like(g) if gdg is None else gdg
-            return g, gdg
+            out, = torch.autograd.grad(g, y_, g if weight is None else g * weight, create_graph=create,
+                                       allow_unused=True)
+            return g, torch.zeros_like(y) if out is None else out
         col = g.squeeze(-1)
         probe = torch.zeros_like(col, requires_grad=True)
         jt_probe, = torch.autograd.grad(col, y_, probe, create_graph=True, allow_unused=True)
         if jt_probe is None:
-            return g, torch.zeros_like(g)
+            return g, torch.zeros_like(y)
         jg, = torch.autograd.grad(jt_probe, probe, col, create_graph=create)
-        return g, jg.unsqueeze(-1)
+        return g, jg if weight is None else jg * weight
 
 
 class EulerHeun(Method):
