@@ -6,11 +6,13 @@ Inputs are validated once here, with messages that name the argument; the loops 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 
+from ..controller import PIController
+from ..errors import SolverError, Status
+from ..solution import Solution
 from . import adjoint as _adjoint
 from .brownian import BrownianPath
 from .integrate import Grid, NoiseSource, fixed_grid, run_adaptive, run_fixed
@@ -20,33 +22,12 @@ from .protocol import SDE, LogqpSDE
 GRADIENTS = ("direct", "backsolve", "reversible")
 
 
-class SDESolverError(RuntimeError):
-    """The solve produced a non-finite state (or could not finish); says where in t."""
-
-
-@dataclass
-class SDESolution:
-    """Result of :func:`solve_sde`.
-
-    ``ys``: ``(len(ts), batch, d)``; ``ts``: ``(len(ts),)``; ``extra``: the method's final extra
-    state; ``stats``: ``num_steps``, ``num_rejected``, ``method``, ``gradient``;
-    ``step_times`` / ``error_ratios``: per accepted step (adaptive solves only), the error
-    estimate divided by the tolerance — the heuristic a regulariser can read.
-    """
-    ys: torch.Tensor
-    ts: torch.Tensor
-    extra: tuple = ()
-    stats: dict = field(default_factory=dict)
-    step_times: list = field(default_factory=list)
-    error_ratios: list = field(default_factory=list)
-
-
 def solve_sde(sde, y0, ts, bm=None, method: Optional[str] = None, dt: float = 1e-3, adaptive: bool = False,
               rtol: float = 1e-5, atol: float = 1e-4, dt_min: float = 1e-5, gradient: str = "direct",
               adjoint_method: str = "midpoint", adjoint_params=None, options: Optional[dict] = None,
               names: Optional[dict] = None, extra_solver_state: Optional[tuple] = None,
-              entropy: Optional[int] = None) -> SDESolution:
-    """Solve an SDE and return an :class:`SDESolution`.
+              entropy: Optional[int] = None, controller: Optional[PIController] = None) -> Solution:
+    """Solve an SDE and return the core's :class:`nde.Solution`.
 
     Args:
         sde: torchsde-style object (see :mod:`nde.sde.protocol`).
@@ -60,7 +41,20 @@ def solve_sde(sde, y0, ts, bm=None, method: Optional[str] = None, dt: float = 1e
             backward solved with ``adjoint_method``) or ``"reversible"`` (``method='reversible_heun'``,
             exact gradients, memory flat in the number of steps).
         adjoint_params: tensors to differentiate in the adjoint modes (default: ``sde.parameters()``).
+        controller: step-size controller of adaptive solves (default :class:`nde.PIController`).
+
+    Returns a :class:`nde.Solution`: ``ys`` ``(len(ts), batch, d)``, ``ts``, ``stats`` (``nfe`` =
+    drift-and-diffusion evaluations, ``n_accepted``, ``n_rejected``), ``status``, and for adaptive
+    solves ``heuristics`` per accepted step: ``t``, ``dt``, ``error_ratio`` (step-doubling error
+    estimate over tolerance, accept iff <= 1). Raises :class:`nde.SolverError` on failure.
     """
+    return _solve_sde(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, gradient, adjoint_method,
+                      adjoint_params, options, names, extra_solver_state, entropy, controller)[0]
+
+
+def _solve_sde(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, gradient, adjoint_method,
+               adjoint_params, options, names, extra_solver_state, entropy, controller):
+    """:func:`solve_sde`, also returning the method's final extra state (for ``sdeint(extra=True)``)."""
     if gradient not in GRADIENTS:
         raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}.")
     problem = _prepare(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options, names, False, entropy)
@@ -70,26 +64,35 @@ def solve_sde(sde, y0, ts, bm=None, method: Optional[str] = None, dt: float = 1e
     params = _adjoint_params(sde, adjoint_params) if gradient != "direct" else ()
     if extra_solver_state is not None and gradient != "direct":
         raise ValueError("extra_solver_state is supported with gradient='direct' only.")
-    stats = {"method": method.name, "gradient": gradient, "num_rejected": 0}
-    step_times, error_ratios = [], []
+    if controller is not None and not isinstance(controller, PIController):
+        raise TypeError(f"controller must be an nde.PIController, got {type(controller).__name__}.")
+    heuristics, rejected, evals = {}, 0, 0
     if adaptive:
         t0 = torch.tensor(ts_list[0], dtype=y0.dtype, device=y0.device)
         extra0 = extra_solver_state if extra_solver_state is not None else method.init(sde, t0, y0)
         context = torch.enable_grad() if gradient == "direct" else torch.no_grad()
         with context:
-            ys, extra, adaptive_stats = run_adaptive(method, sde, y0, ts_list, bm, dt, rtol, atol, dt_min, extra0)
-        stats["num_rejected"] = adaptive_stats.rejected
-        step_times, error_ratios = adaptive_stats.times, adaptive_stats.error_ratios
-        grid = Grid([ts_list[0]] + step_times, _nodes_of_outputs(ts_list, step_times), ts_list)
+            ys, extra, adaptive_stats = run_adaptive(method, sde, y0, ts_list, bm, dt, rtol, atol, dt_min, extra0,
+                                                     controller or PIController())
+        rejected = adaptive_stats.rejected
+        evals = 3 * (adaptive_stats.accepted + rejected) * method.evals_per_step
+        heuristics = {key: torch.tensor(values, dtype=torch.float64) for key, values in (
+            ("t", adaptive_stats.starts), ("dt", adaptive_stats.steps), ("error_ratio", adaptive_stats.error_ratios))}
+        times = adaptive_stats.times
+        grid = Grid([ts_list[0]] + times, _nodes_of_outputs(ts_list, times), ts_list)
     else:
         grid = fixed_grid(ts_list, dt)
-    stats["num_steps"] = grid.num_steps
     if not adaptive or gradient != "direct":
         noise = NoiseSource(bm, grid.times, method.needs_area)
         ys, extra = _run(gradient, sde, method, y0, grid, noise, extra_solver_state, params, adjoint_method)
-    _check_finite(ys, ts_list)
-    return SDESolution(ys, torch.tensor(ts_list, dtype=y0.dtype, device=y0.device), tuple(extra), stats,
-                       step_times, error_ratios)
+        evals += grid.num_steps * method.evals_per_step
+    _check_finite(ys, grid)
+    device = y0.device
+    stats = {"nfe": torch.tensor(evals, device=device), "n_accepted": torch.tensor(grid.num_steps, device=device),
+             "n_rejected": torch.tensor(rejected, device=device)}
+    solution = Solution(ts=torch.tensor(ts_list, dtype=y0.dtype, device=device), ys=ys, stats=stats,
+                        status=torch.tensor(int(Status.SUCCESS), device=device), heuristics=heuristics)
+    return solution, tuple(extra)
 
 
 def sdeint(sde, y0, ts, bm=None, method: Optional[str] = None, dt=1e-3, adaptive: bool = False, rtol=1e-5,
@@ -102,9 +105,9 @@ def sdeint(sde, y0, ts, bm=None, method: Optional[str] = None, dt=1e-3, adaptive
     """
     _reject_unknown(unused_kwargs, "sdeint")
     y0_aug, sde_aug = _logqp_setup(sde, y0, names, logqp)
-    sol = solve_sde(sde_aug, y0_aug, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options=options,
-                    extra_solver_state=extra_solver_state)
-    return _torchsde_return(sol, logqp, extra)
+    sol, extra_state = _solve_sde(sde_aug, y0_aug, ts, bm, method, dt, adaptive, rtol, atol, dt_min, "direct",
+                                  "midpoint", None, options, None, extra_solver_state, None, None)
+    return _torchsde_return(sol.ys, extra_state, logqp, extra)
 
 
 def sdeint_adjoint(sde, y0, ts, bm=None, method: Optional[str] = None, adjoint_method: Optional[str] = None,
@@ -138,10 +141,9 @@ def sdeint_adjoint(sde, y0, ts, bm=None, method: Optional[str] = None, adjoint_m
     else:
         gradient, adjoint_method = "backsolve", adjoint_method or "midpoint"
     params = adjoint_params if adjoint_params is not None else tuple(sde.parameters())
-    sol = solve_sde(sde_aug, y0_aug, ts, bm, method, dt, adaptive, rtol, atol, dt_min, gradient=gradient,
-                    adjoint_method=adjoint_method, adjoint_params=params, options=options,
-                    extra_solver_state=extra_solver_state)
-    return _torchsde_return(sol, logqp, extra)
+    sol, extra_state = _solve_sde(sde_aug, y0_aug, ts, bm, method, dt, adaptive, rtol, atol, dt_min, gradient,
+                                  adjoint_method, params, options, None, extra_solver_state, None, None)
+    return _torchsde_return(sol.ys, extra_state, logqp, extra)
 
 
 # --------------------------------------------------------------------------- internals
@@ -260,12 +262,14 @@ def _nodes_of_outputs(ts_list, step_times) -> list:
     return out
 
 
-def _check_finite(ys, ts_list) -> None:
+def _check_finite(ys, grid: Grid) -> None:
+    """One host sync after the solve: a non-finite output raises :class:`nde.SolverError` naming where."""
     finite = torch.isfinite(ys).flatten(1).all(dim=1)
     if not bool(finite.all()):
         first = int((~finite).nonzero()[0])
-        raise SDESolverError(f"SDE solution became non-finite (nan/inf) by t={ts_list[first]} "
-                             f"(output index {first}); reduce dt or regularise the dynamics.")
+        k = grid.out_node[first]
+        raise SolverError(Status.NONFINITE, grid.out_time[first], grid.times[k] - grid.times[max(k - 1, 0)],
+                          f"SDE state non-finite at output {first}; reduce dt or regularise the dynamics")
 
 
 def _logqp_setup(sde, y0, names, logqp):
@@ -276,14 +280,13 @@ def _logqp_setup(sde, y0, names, logqp):
     return torch.cat([y0, y0.new_zeros(y0.shape[0], 1)], dim=1), LogqpSDE(wrapped)
 
 
-def _torchsde_return(sol: SDESolution, logqp: bool, extra: bool):
-    ys = sol.ys
+def _torchsde_return(ys, extra_state: tuple, logqp: bool, extra: bool):
     out = [ys]
     if logqp:
         ys, log_ratio = ys[..., :-1], ys[..., -1]
         out = [ys, log_ratio[1:] - log_ratio[:-1]]
     if extra:
-        out.append(sol.extra)
+        out.append(extra_state)
     return out[0] if len(out) == 1 else tuple(out)
 
 

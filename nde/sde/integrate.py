@@ -12,10 +12,10 @@ output time, so no interpolation is needed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
-
 import torch
 
+from ..controller import PIController
+from ..errors import SolverError, Status
 from .brownian import BrownianPath
 
 
@@ -119,32 +119,35 @@ def read_outputs(grid: Grid, node_values: dict) -> torch.Tensor:
 
 @dataclass
 class AdaptiveStats:
-    """Counts of one adaptive solve and the per-step error ratios (accepted steps)."""
+    """Counts of one adaptive solve and, per accepted step, its start time, size and error ratio."""
     accepted: int = 0
     rejected: int = 0
-    times: list = field(default_factory=list)
+    times: list = field(default_factory=list)        # end time of each accepted step
+    starts: list = field(default_factory=list)
+    steps: list = field(default_factory=list)
     error_ratios: list = field(default_factory=list)
 
 
 def run_adaptive(method, sde, y0, ts: list, bm, dt: float, rtol: float, atol: float, dt_min: float,
-                 extra: tuple, max_steps: int = 100_000):
-    """Adaptive steps by step doubling with a PI controller (Hairer & Wanner, II.4, eq. (4.13)).
+                 extra: tuple, controller: PIController, max_steps: int = 100_000):
+    """Adaptive steps by step doubling, sized by the core's :class:`nde.PIController`.
 
-    The error of a step is ``rms((y_h - y_{h/2,h/2}) / (atol + rtol max(|y_h|, |y_{h/2,h/2}|)))``;
-    it is accepted when ``<= 1`` (or when ``h <= dt_min``). One host sync per attempted step
-    (the accept decision). Returns ``(ys, extra, stats)``.
+    The error ratio of a step is ``rms((y_h - y_{h/2,h/2}) / (atol + rtol max(|y_h|, |y_{h/2,h/2}|)))``;
+    it is accepted when ``<= 1`` (or when ``h <= dt_min``). The local error of a method of strong
+    order ``p`` scales as ``h^(p + 1/2)``, the controller's exponent. Steps end exactly on output
+    times. One host sync per attempted step (the accept decision). Returns ``(ys, extra, stats)``.
     """
-    need_area, order = method.needs_area, method.strong_order(sde.noise_type)
+    need_area, k = method.needs_area, method.strong_order(sde.noise_type) + 0.5
     t, y, h = ts[0], y0, dt
-    outputs, stats, prev_ratio = [y0], AdaptiveStats(), None
+    outputs, stats, prev_ratio = [y0], AdaptiveStats(), 1e-4
     for out_t in ts[1:]:
         while t < out_t:
             if stats.accepted + stats.rejected >= max_steps:
-                raise RuntimeError(f"adaptive SDE solve exceeded {max_steps} steps at t={t} with step {h}.")
+                raise SolverError(Status.MAX_STEPS, t, h, f"adaptive SDE solve, max_steps={max_steps}")
             h_try = min(h, out_t - t)
             t_mid, t_next = t + 0.5 * h_try, t + h_try if h_try < out_t - t else out_t
             if t_next - t_mid <= 0 or t_mid - t <= 0:
-                raise RuntimeError(f"adaptive SDE step size underflow at t={t} (step {h_try}).")
+                raise SolverError(Status.DT_UNDERFLOW, t, h_try, "adaptive SDE solve")
             t_, t_mid_, t_next_ = (torch.full((), s, dtype=y0.dtype, device=y0.device) for s in (t, t_mid, t_next))
             y_full, _ = method.step(sde, t_, t_next_, t_next - t, y, extra, *_draw(bm, t, t_next, need_area))
             y_half, extra_half = method.step(sde, t_, t_mid_, t_mid - t, y, extra, *_draw(bm, t, t_mid, need_area))
@@ -153,34 +156,23 @@ def run_adaptive(method, sde, y0, ts: list, bm, dt: float, rtol: float, atol: fl
             with torch.no_grad():
                 scale = atol + rtol * torch.maximum(y_full.abs(), y_two.abs())
                 ratio = float(((y_full - y_two) / scale).pow(2).mean().sqrt())
-            if ratio != ratio:
-                raise RuntimeError(f"adaptive SDE solve produced a non-finite error estimate at t={t}.")
+            if ratio != ratio or ratio == float("inf"):
+                raise SolverError(Status.NONFINITE, t, h_try, "adaptive SDE solve: non-finite error estimate")
             accept = ratio <= 1.0 or h_try <= dt_min
             if accept:
+                stats.starts.append(t)
+                stats.steps.append(t_next - t)
                 t, y, extra = t_next, y_two, extra_two
                 stats.accepted += 1
                 stats.times.append(t)
                 stats.error_ratios.append(ratio)
             else:
                 stats.rejected += 1
-            h = max(dt_min, _pi_factor(ratio, prev_ratio, accept, order) * h_try)
+            h = max(dt_min, controller.factor(ratio, prev_ratio, accept, k) * h_try)
             if accept:
-                prev_ratio = max(ratio, 1e-10)
+                prev_ratio = ratio
         outputs.append(y)
     return torch.stack(outputs), extra, stats
-
-
-def _pi_factor(ratio: float, prev_ratio: Optional[float], accepted: bool, order: float = 0.5,
-               safety: float = 0.9, fac_min: float = 0.2, fac_max: float = 5.0) -> float:
-    """PI step-size factor ``safety * r^(-0.7/q) * r_prev^(0.4/q)`` (Hairer & Wanner II.4 (4.13))."""
-    ratio = max(ratio, 1e-10)
-    q = order + 0.5
-    factor = safety * ratio ** (-0.7 / q)
-    if prev_ratio is not None and accepted:
-        factor *= prev_ratio ** (0.4 / q)
-    if not accepted:
-        factor = min(factor, 1.0)
-    return min(fac_max, max(fac_min, factor))
 
 
 def _draw(bm, ta: float, tb: float, need_area: bool):

@@ -8,7 +8,8 @@ Step contract (shared by every method; the integration loop calls nothing else):
   the Brownian increment ``dw`` (``(batch, m)``) and, for methods with ``needs_area``, the
   space-time integral ``u = int (W_s - W_t0) ds``.
 
-Declared facts: ``sde_type``, ``noise_types``, ``strong_order(noise_type)``, ``needs_area``.
+Declared facts: ``sde_type``, ``noise_types``, ``strong_order(noise_type)``, ``needs_area``,
+``evals_per_step`` (drift-and-diffusion evaluations per step, for ``Solution.stats['nfe']``).
 Diagonal noise follows torchsde: ``g`` is element-wise, ``g_i`` depends on ``y_i`` only
 (the Milstein correction ``g dg/dy`` is computed with that assumption).
 """
@@ -28,6 +29,7 @@ class Method:
     sde_type: str
     noise_types: tuple = ALL_NOISE
     needs_area = False
+    evals_per_step = 1
 
     def __init__(self, grad_free: bool = False):
         self.grad_free = grad_free
@@ -119,6 +121,7 @@ def g_and_gdg_prod(sde, t, y, weight=None):
 class EulerHeun(Method):
     """Euler–Heun (Stratonovich): ``y' = y0 + g dW``, ``y1 = y0 + f h + (g(y0) + g(y')) dW / 2``."""
     name, sde_type = "euler_heun", "stratonovich"
+    evals_per_step = 2
 
     def strong_order(self, noise_type):
         return 0.5 if noise_type == "general" else 1.0
@@ -132,6 +135,7 @@ class EulerHeun(Method):
 class Heun(Method):
     """Stratonovich Heun, Burrage, Burrage & Tian (2004), eq. (4.8): trapezoidal predictor-corrector."""
     name, sde_type = "heun", "stratonovich"
+    evals_per_step = 2
 
     def strong_order(self, noise_type):
         return 0.5 if noise_type == "general" else 1.0
@@ -145,6 +149,7 @@ class Heun(Method):
 class Midpoint(Method):
     """Stratonovich midpoint: ``y' = y0 + (f h + g dW)/2`` at ``t0 + h/2``; ``y1 = y0 + f(y') h + g(y') dW``."""
     name, sde_type = "midpoint", "stratonovich"
+    evals_per_step = 2
 
     def strong_order(self, noise_type):
         return 0.5 if noise_type == "general" else 1.0
@@ -186,6 +191,7 @@ class SRK(Method):
     name, sde_type = "srk", "ito"
     noise_types = COMMUTATIVE_NOISE
     needs_area = True
+    evals_per_step = 4
 
     def strong_order(self, noise_type):
         return 1.5
