@@ -78,7 +78,8 @@ def _solve_sde(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, gradie
         evals = 3 * (adaptive_stats.accepted + rejected) * method.evals_per_step
         heuristics = {key: torch.tensor(values, dtype=torch.float64) for key, values in (
             ("t", adaptive_stats.starts), ("dt", adaptive_stats.steps), ("error_ratio", adaptive_stats.error_ratios))}
-        times = adaptive_stats.times
+        # The accepted state is two half steps: replay those (adjoint modes) on the same nodes.
+        times = [t for pair in zip(adaptive_stats.mids, adaptive_stats.times) for t in pair]
         grid = Grid([ts_list[0]] + times, _nodes_of_outputs(ts_list, times), ts_list)
     else:
         grid = fixed_grid(ts_list, dt)
@@ -88,7 +89,8 @@ def _solve_sde(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, gradie
         evals += grid.num_steps * method.evals_per_step
     _check_finite(ys, grid)
     device = y0.device
-    stats = {"nfe": torch.tensor(evals, device=device), "n_accepted": torch.tensor(grid.num_steps, device=device),
+    accepted = grid.num_steps // 2 if adaptive else grid.num_steps
+    stats = {"nfe": torch.tensor(evals, device=device), "n_accepted": torch.tensor(accepted, device=device),
              "n_rejected": torch.tensor(rejected, device=device)}
     solution = Solution(ts=torch.tensor(ts_list, dtype=y0.dtype, device=device), ys=ys, stats=stats,
                         status=torch.tensor(int(Status.SUCCESS), device=device), heuristics=heuristics)

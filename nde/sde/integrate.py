@@ -123,6 +123,7 @@ class AdaptiveStats:
     accepted: int = 0
     rejected: int = 0
     times: list = field(default_factory=list)        # end time of each accepted step
+    mids: list = field(default_factory=list)         # its midpoint (the accepted state is two half steps)
     starts: list = field(default_factory=list)
     steps: list = field(default_factory=list)
     error_ratios: list = field(default_factory=list)
@@ -162,6 +163,7 @@ def run_adaptive(method, sde, y0, ts: list, bm, dt: float, rtol: float, atol: fl
             if accept:
                 stats.starts.append(t)
                 stats.steps.append(t_next - t)
+                stats.mids.append(t_mid)
                 t, y, extra = t_next, y_two, extra_two
                 stats.accepted += 1
                 stats.times.append(t)
