@@ -57,7 +57,7 @@ def _solve_sde(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, gradie
     """:func:`solve_sde`, also returning the method's final extra state (for ``sdeint(extra=True)``)."""
     if gradient not in GRADIENTS:
         raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}.")
-    problem = _prepare(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options, names, False, entropy)
+    problem = _prepare(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options, names, entropy)
     sde, y0, ts_list, bm, method = problem
     if gradient == "reversible" and method.name != "reversible_heun":
         raise ValueError(f"gradient='reversible' needs method='reversible_heun', got method={method.name!r}.")
@@ -123,7 +123,8 @@ def sdeint_adjoint(sde, y0, ts, bm=None, method: Optional[str] = None, adjoint_m
 
     Differences from torchsde: ``adjoint_method`` is ``'midpoint'`` (default) or ``'heun'`` for the
     stochastic adjoint; ``adjoint_adaptive`` is not supported (the backward pass replays the forward
-    pass's steps); ``adjoint_options`` must be empty.
+    pass's steps, so ``adjoint_rtol``/``adjoint_atol`` are accepted but unused); ``adjoint_options``
+    must be empty.
     """
     _reject_unknown(unused_kwargs, "sdeint_adjoint")
     if adjoint_adaptive:
@@ -161,7 +162,7 @@ def _run(gradient, sde, method, y0, grid, noise, extra_solver_state, params, adj
     return run_fixed(method, sde, y0, grid, noise, tuple(extra0))
 
 
-def _prepare(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options, names, logqp, entropy):
+def _prepare(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options, names, entropy):
     """Validate everything once; return ``(SDE wrapper, y0, ts as floats, bm, method object)``."""
     if not isinstance(sde, SDE):
         sde = SDE(sde, names)
