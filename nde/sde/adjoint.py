@@ -65,9 +65,9 @@ class _ReversibleHeun(torch.autograd.Function):
             # Contributions of step k's y-update to (f_{k+1}, g_{k+1}); then back through F(z_{k+1}).
             a_f = a_f + a_y * (0.5 * h)
             a_g = a_g + adj_prod(a_y, 0.5 * dw)
-            grads = torch.autograd.grad((f1_graph, g1_graph), (z1_leaf, *params), (a_f, a_g), allow_unused=True)
+            grads = _vjp((f1_graph, g1_graph), (z1_leaf, *params), (a_f, a_g))
             a_z = a_z + grads[0]
-            a_params = [a + g if g is not None else a for a, g in zip(a_params, grads[1:])]
+            a_params = [a + g for a, g in zip(a_params, grads[1:])]
             # Reconstruct node k (exact inverse of the step, Kidger et al. 2021, eq. (7)).
             with torch.no_grad():
                 z0 = 2 * y1 - z1 - f1_graph * h - sde.prod(g1_graph, dw)
@@ -81,8 +81,8 @@ class _ReversibleHeun(torch.autograd.Function):
                 a_y = a_y + inject[k]
             y1, z1, z1_leaf, f1_graph, g1_graph = y0, z0, z0_leaf, f0_graph, g0_graph
         # Node 0: z0 = y0 and (f0, g0) = F(y0).
-        grads = torch.autograd.grad((f1_graph, g1_graph), (z1_leaf, *params), (a_f, a_g), allow_unused=True)
-        a_params = [a + g if g is not None else a for a, g in zip(a_params, grads[1:])]
+        grads = _vjp((f1_graph, g1_graph), (z1_leaf, *params), (a_f, a_g))
+        a_params = [a + g for a, g in zip(a_params, grads[1:])]
         grad_y0 = a_y + a_z + grads[0]
         return (None, None, None, None, grad_y0, *a_params)
 
@@ -169,10 +169,8 @@ def _aug_increment(sde, drift, params, t: torch.Tensor, h: float, y, a, dw):
     with torch.enable_grad():
         y_leaf = y.detach().requires_grad_(True)
         phi = sde.add_prod(drift(t, y_leaf) * h, sde.g(t, y_leaf), dw)
-        grads = torch.autograd.grad(phi, (y_leaf, *params), a, allow_unused=True)
-    a_y = grads[0] if grads[0] is not None else torch.zeros_like(y)
-    a_p = [g if g is not None else torch.zeros_like(p) for g, p in zip(grads[1:], params)]
-    return phi.detach(), -a_y, [-g for g in a_p]
+        grads = _vjp((phi,), (y_leaf, *params), (a,))
+    return phi.detach(), -grads[0], [-g for g in grads[1:]]
 
 
 def _midpoint_aug(sde, drift, params, t, t_end, h, y, a, a_params, dw):
@@ -200,6 +198,15 @@ def _output_injections(grid: Grid, grad_ys) -> dict:
         if w_prev is not None:
             inject[k - 1] = inject.get(k - 1, 0) + w_prev * grad_ys[j]
     return inject
+
+
+def _vjp(outputs: tuple, inputs: tuple, grad_outputs: tuple) -> list:
+    """Vector-Jacobian products, zeros for inputs that the outputs do not depend on."""
+    pairs = [(o, g) for o, g in zip(outputs, grad_outputs) if o.requires_grad]
+    if not pairs:
+        return [torch.zeros_like(x) for x in inputs]
+    grads = torch.autograd.grad([o for o, _ in pairs], inputs, [g for _, g in pairs], allow_unused=True)
+    return [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs)]
 
 
 def _or_zeros(grad, like):
