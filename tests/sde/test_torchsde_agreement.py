@@ -11,7 +11,8 @@ TS = torch.tensor([0.0, 0.3, 0.55, 1.0], dtype=torch.float64)   # 0.55 is off th
 CASES = [
     ("ito", "diagonal", "euler"), ("ito", "diagonal", "milstein"), ("ito", "diagonal", "srk"),
     ("ito", "general", "euler"), ("ito", "additive", "srk"), ("ito", "additive", "milstein"),
-    ("ito", "scalar", "euler"),
+    ("ito", "scalar", "euler"), ("ito", "scalar", "milstein"), ("ito", "scalar", "srk"),
+    ("stratonovich", "scalar", "midpoint"), ("stratonovich", "additive", "reversible_heun"),
     ("stratonovich", "diagonal", "euler_heun"), ("stratonovich", "diagonal", "heun"),
     ("stratonovich", "diagonal", "midpoint"), ("stratonovich", "diagonal", "milstein"),
     ("stratonovich", "diagonal", "reversible_heun"), ("stratonovich", "general", "midpoint"),
