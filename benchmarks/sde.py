@@ -1,7 +1,8 @@
 """nde.sde vs torchsde 0.2.6 on a neural SDE: wall time and saved-tensor memory.
 
 Problem: diagonal-noise neural SDE, state 16, hidden 64 (drift MLP tanh, diffusion MLP
-tanh + sigmoid), batch 512, t in [0, 1], 100 and 1000 fixed steps; methods euler and
+tanh + sigmoid), batch 512, t in [0, 1], 100 and 1000 fixed steps (plus a small,
+overhead-bound one: state 4, hidden 16, batch 16, same path, 1000 steps); methods euler and
 milstein (Itô, gradients by autograd through the solver: ``sdeint``) and reversible_heun
 (Stratonovich, ``sdeint_adjoint`` with torchsde's ``adjoint_reversible_heun`` vs nde's exact
 reversible backward).
@@ -28,6 +29,7 @@ from benchmarks._common import cuda_peak_bytes, parse_args, saved_tensor_bytes, 
 from nde.sde import BrownianPath, sdeint, sdeint_adjoint
 
 STATE, HIDDEN, BATCH = 16, 64, 512
+SMALL = (4, 16, 16)     # overhead-bound problem: state, hidden, batch
 CASES = (("euler", "ito", False), ("milstein", "ito", False), ("reversible_heun", "stratonovich", True))
 
 
@@ -35,12 +37,12 @@ class NeuralSDE(torch.nn.Module):
     """``dy = f(y) dt + g(y) dW`` with MLP drift and element-wise MLP diffusion (diagonal noise)."""
     noise_type = "diagonal"
 
-    def __init__(self, sde_type: str):
+    def __init__(self, sde_type: str, state: int = STATE, hidden: int = HIDDEN):
         super().__init__()
         self.sde_type = sde_type
-        self.drift = torch.nn.Sequential(torch.nn.Linear(STATE, HIDDEN), torch.nn.Tanh(), torch.nn.Linear(HIDDEN, STATE))
-        self.diffusion = torch.nn.Sequential(torch.nn.Linear(STATE, HIDDEN), torch.nn.Tanh(),
-                                             torch.nn.Linear(HIDDEN, STATE), torch.nn.Sigmoid())
+        self.drift = torch.nn.Sequential(torch.nn.Linear(state, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, state))
+        self.diffusion = torch.nn.Sequential(torch.nn.Linear(state, hidden), torch.nn.Tanh(),
+                                             torch.nn.Linear(hidden, state), torch.nn.Sigmoid())
 
     def f(self, t, y):
         return self.drift(y)
@@ -88,16 +90,18 @@ def _agreement(sde, y0, method, adjoint, steps, device) -> float:
     return float((out[0] - out[1]).abs().max())
 
 
-def run_case(method, sde_type, adjoint, steps, kind, device, repeats) -> dict:
+def run_case(method, sde_type, adjoint, steps, kind, device, repeats, size=(STATE, HIDDEN, BATCH)) -> dict:
+    state, hidden, batch = size
     torch.manual_seed(0)
-    sde = NeuralSDE(sde_type).to(device)
-    y0 = torch.randn(BATCH, STATE, device=device)
+    sde = NeuralSDE(sde_type, state, hidden).to(device)
+    y0 = torch.randn(batch, state, device=device)
     calls = {lib: _calls(sde, y0, method, adjoint, steps, lib, kind, device) for lib in ("nde", "torchsde")}
     diff = _agreement(sde, y0, method, adjoint, steps, device) if kind == "same path" else None
     reps = repeats if kind == "same path" else max(1, repeats // 2)
     fwd = time_calls({lib: c[1] for lib, c in calls.items()}, device, repeats=reps, warmup=1)
     fwd_bwd = time_calls({lib: c[2] for lib, c in calls.items()}, device, repeats=reps, warmup=1)
-    row = {"method": method, "gradient": "adjoint" if adjoint else "autograd", "steps": steps, "brownian": kind,
+    row = {"problem": f"state {state}, hidden {hidden}, batch {batch}", "method": method,
+           "gradient": "adjoint" if adjoint else "autograd", "steps": steps, "brownian": kind,
            "repeats": reps, "max_abs_diff_f64": diff}
     for lib in ("nde", "torchsde"):
         row[f"{lib}_fwd_ms"] = fwd[lib]["median_ms"]
@@ -126,7 +130,12 @@ def main(argv=None):
                 row = run_case(method, sde_type, adjoint, steps, kind, args.device, repeats)
                 print(row, flush=True)
                 rows.append(row)
-    notes = (f"Neural SDE: state {STATE}, hidden {HIDDEN}, batch {BATCH}, t in [0, 1], dt = 1/steps. "
+    for method, sde_type, adjoint in CASES:   # overhead-bound: where the solver's own cost shows
+        row = run_case(method, sde_type, adjoint, step_counts[-1], "same path", args.device, repeats, SMALL)
+        print(row, flush=True)
+        rows.append(row)
+    notes = (f"Neural SDE: state {STATE}, hidden {HIDDEN}, batch {BATCH} (the target problem), plus an "
+             f"overhead-bound small one (state {SMALL[0]}, hidden {SMALL[1]}, batch {SMALL[2]}); t in [0, 1], dt = 1/steps. "
              f"Medians of {repeats} round-robin warm calls. fwd = no-grad solve; fwd_bwd = solve + backward of "
              "mean(y_T^2). speedup = torchsde / nde. saved_MB = autograd saved tensors of one forward. "
              "'same path': both libraries on the same BrownianPath (max_abs_diff_f64 = max|ys_nde - ys_torchsde| "
