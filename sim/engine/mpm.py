@@ -410,15 +410,17 @@ class MPMSimulator:
     def backward(self, n_steps: int, grad_obs_x=None, grad_obs_v=None) -> None:
         """Reverse sweep after :meth:`forward` with the same ``n_steps``.
 
-        ``grad_obs_x`` / ``grad_obs_v``: Warp arrays (max_steps+1, N) vec or None, the loss
-        adjoint of ``obs_x`` / ``obs_v``. Fills ``.grad`` of x0, v0, tool_pos, tool_rot, E, nu,
+        ``grad_obs_x`` / ``grad_obs_v``: Warp arrays (R, N) vec with R <= max_steps+1, or None:
+        the loss adjoint of rows 0..R-1 of ``obs_x`` / ``obs_v``. Fills ``.grad`` of x0, v0, tool_pos, tool_rot, E, nu,
         viscosity (overwritten, not accumulated across calls)."""
         plan = self._plan(n_steps)
         for dst, src in ((self._grad_obs_x, grad_obs_x), (self._grad_obs_v, grad_obs_v)):
-            if src is None:
-                dst.zero_()
-            else:
-                wp.copy(dst, src)
+            dst.zero_()
+            if src is not None:
+                if src.ndim != 2 or src.shape[1] != self.n_particles or src.shape[0] > dst.shape[0]:
+                    raise ValueError(f"observation gradients must have shape (<= {dst.shape[0]}, "
+                                     f"{self.n_particles}), got {src.shape}")
+                wp.copy(dst, src, count=src.size)
         for arr in (self.x0, self.v0, self.tool_pos, self.tool_rot, self.E, self.nu, self.viscosity):
             arr.grad.zero_()
         for arr in self._carry:
