@@ -425,6 +425,7 @@ class MPMSimulator:
             arr.grad.zero_()
         for arr in self._carry:
             arr.zero_()
+        self._n_substeps = plan.n_steps
         backward_sweep(self, plan)
         wp.copy(self.x0.grad, self._carry[0])
         wp.copy(self.v0.grad, self._carry[1])
@@ -446,8 +447,11 @@ class MPMSimulator:
         end = self._state(stop - start)
         for arr, carry in zip(end, self._carry):
             wp.copy(arr.grad, carry)
-        first = start if start == 0 else start + 1
-        for s in range(first, stop + 1):
+        # an observed state on a segment boundary is seeded in the later segment (before its
+        # adjoint contributions accumulate), so the summation order, and hence every bit of the
+        # gradient, matches a single stored-everything tape
+        last = stop + 1 if stop == self._n_substeps else stop
+        for s in range(start, last):
             if s % sps == 0:
                 l, row = s - start, s // sps
                 self._launch(k.add_vec, n, [self._grad_obs_x[row], self._buffers.x[l].grad])
