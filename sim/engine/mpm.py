@@ -18,6 +18,7 @@ import warp as wp
 from ..checkpoint import SegmentPlan, backward_sweep
 from .materials import Material, MaterialKind
 from .mpm_kernels import MAX_TOOLS, get_kernels
+from .replay import RecordedStep
 from .tools import Tool
 
 
@@ -175,6 +176,7 @@ class MPMSimulator:
         self._segment = min(self._segment, config.max_substeps)
         self._allocate()
         self.n_clamped = 0
+        self._live = None  # (segment, start, stop) whose forward values the buffers hold
 
     # ------------------------------------------------------------------ setup
     @property
@@ -253,6 +255,7 @@ class MPMSimulator:
         self._carry = [self._zeros(n, t) for t in (vec, vec, mat, mat)]
         self._status = self._zeros(2, int)
         self._buffers = self._allocate_segment(self._segment)
+        self._steps = [self._record_slot(l) for l in range(self._segment)]
 
     def _allocate_bodies(self):
         k, p = self.kernels, self.particles
@@ -330,38 +333,36 @@ class MPMSimulator:
             self.tool_rot.assign(full_r.astype(self.np_dtype))
 
     # ------------------------------------------------------------------ stepping
-    def _launch(self, kernel, dim, args):
-        wp.launch(kernel, dim=dim, inputs=args, device=self.config.device)
-
-    def _substep(self, s: int, l: int):
-        """Substep ``s`` (global) reading segment state ``l`` and writing state ``l + 1``."""
+    def _record_slot(self, l: int) -> RecordedStep:
+        """Launches of one substep reading segment state ``l`` and writing state ``l + 1``
+        (the substep index ``s`` is set at replay)."""
         c, k, b = self.config, self.kernels, self._buffers
         T, n = k.scalar, self.n_particles
         dt, inv_dx = T(c.dt), T(1.0 / c.dx)
-        b.grid_mv[l].zero_()
-        b.grid_m[l].zero_()
-        self._launch(k.p2g, n, [b.x[l], b.v[l], b.C[l], b.F[l], self.birth, s, self.p_mass, self.p_mat,
-                                self.mat_kind, self.E, self.nu, self.viscosity, self.sv_lo, self.sv_hi,
-                                T(self.p_vol), dt, inv_dx, c.n_grid, b.F[l + 1], b.grid_mv[l], b.grid_m[l]])
-        self._launch(k.grid_update, c.n_grid ** c.dim,
-                     [b.grid_mv[l], b.grid_m[l], s, dt, T(c.dx), k.vec(*c.gravity_vector), c.n_grid, c.bound,
-                      self.n_tools, self.tool_shape, self.tool_size, self.tool_softness, self.tool_friction,
-                      self.tool_pos, self.tool_rot, b.grid_v[l]])
+        step = RecordedStep(c.device)
+        step.add(k.p2g, n, [b.x[l], b.v[l], b.C[l], b.F[l], self.birth, 0, self.p_mass, self.p_mat,
+                            self.mat_kind, self.E, self.nu, self.viscosity, self.sv_lo, self.sv_hi,
+                            T(self.p_vol), dt, inv_dx, c.n_grid, b.F[l + 1], b.grid_mv[l], b.grid_m[l]],
+                 zero_before=(b.grid_mv[l], b.grid_m[l]))
+        step.add(k.grid_update, c.n_grid ** c.dim,
+                 [b.grid_mv[l], b.grid_m[l], 0, dt, T(c.dx), k.vec(*c.gravity_vector), c.n_grid, c.bound,
+                  self.n_tools, self.tool_shape, self.tool_size, self.tool_softness, self.tool_friction,
+                  self.tool_pos, self.tool_rot, b.grid_v[l]])
         rigid = self.n_bodies > 0
         x_out = b.x_adv[l] if rigid else b.x[l + 1]
         v_out = b.v_adv[l] if rigid else b.v[l + 1]
-        self._launch(k.g2p, n, [b.x[l], b.v[l], b.C[l], self.birth, s, b.grid_v[l], dt, inv_dx, c.n_grid,
-                                T(c.dx), T(1.0 - 2.0 * c.dx), self.spawn_tool, self.spawn_offset,
-                                self.spawn_velocity, self.tool_pos, self.tool_rot,
-                                x_out, v_out, b.C[l + 1], self._status])
+        step.add(k.g2p, n, [b.x[l], b.v[l], b.C[l], self.birth, 0, b.grid_v[l], dt, inv_dx, c.n_grid,
+                            T(c.dx), T(1.0 - 2.0 * c.dx), self.spawn_tool, self.spawn_offset,
+                            self.spawn_velocity, self.tool_pos, self.tool_rot,
+                            x_out, v_out, b.C[l + 1], self._status])
         if rigid:
-            b.body_sum[l].zero_()
-            b.body_A[l].zero_()
-            self._launch(k.body_reduce, n, [b.x_adv[l], self.p_body, self.p_mass, self.rest,
-                                            b.body_sum[l], b.body_A[l]])
-            self._launch(k.body_project, n, [b.x[l], b.x_adv[l], b.v_adv[l], self.p_body, self.rest,
-                                             self.body_mass, b.body_sum[l], b.body_A[l], dt,
-                                             b.x[l + 1], b.v[l + 1]])
+            step.add(k.body_reduce, n, [b.x_adv[l], self.p_body, self.p_mass, self.rest,
+                                        b.body_sum[l], b.body_A[l]],
+                     zero_before=(b.body_sum[l], b.body_A[l]))
+            step.add(k.body_project, n, [b.x[l], b.x_adv[l], b.v_adv[l], self.p_body, self.rest,
+                                         self.body_mass, b.body_sum[l], b.body_A[l], dt,
+                                         b.x[l + 1], b.v[l + 1]])
+        return step
 
     def _plan(self, n_steps: int) -> SegmentPlan:
         c = self.config
@@ -384,16 +385,18 @@ class MPMSimulator:
             wp.copy(dst[0], src)
         wp.copy(self.obs_x[0], self.x0)
         wp.copy(self.obs_v[0], self.v0)
-        for index, (start, stop) in enumerate(plan.segments):
+        segments = plan.segments
+        for index, (start, stop) in enumerate(segments):
             self.restore_checkpoint(index, start)
-            for s in range(start, stop):
-                self._substep(s, s - start)
-                if (s + 1) % c.substeps_per_step == 0:
-                    row = (s + 1) // c.substeps_per_step
-                    wp.copy(self.obs_x[row], self._buffers.x[s + 1 - start])
-                    wp.copy(self.obs_v[row], self._buffers.v[s + 1 - start])
+            self.record_segment(start, stop)
+            for s in range(start + 1, stop + 1):
+                if s % c.substeps_per_step == 0:
+                    row = s // c.substeps_per_step
+                    wp.copy(self.obs_x[row], self._buffers.x[s - start])
+                    wp.copy(self.obs_v[row], self._buffers.v[s - start])
             for dst, src in zip(self._ckpt, self._state(stop - start)):
                 wp.copy(dst[index + 1], src)
+        self._live = (len(segments) - 1, *segments[-1])  # the buffers hold the last segment
         self._check_status()
 
     def _check_status(self):
@@ -407,6 +410,9 @@ class MPMSimulator:
                                   "(on_escape='raise'; use 'clamp' to clamp them back)")
 
     # ------------------------------------------------------------------ backward (checkpoint.Replayable)
+    # After forward the segment buffers still hold the last segment, so backward starts
+    # there without recomputing it, then recomputes earlier segments from their checkpoints.
+    # Changing inputs between forward and backward is not supported (one rollout in flight).
     def backward(self, n_steps: int, grad_obs_x=None, grad_obs_v=None) -> None:
         """Reverse sweep after :meth:`forward` with the same ``n_steps``.
 
@@ -430,6 +436,17 @@ class MPMSimulator:
         wp.copy(self.x0.grad, self._carry[0])
         wp.copy(self.v0.grad, self._carry[1])
 
+    def prepare_segment(self, segment: int, start: int, stop: int) -> None:
+        live, self._live = self._live, None
+        if live != (segment, start, stop):
+            self.restore_checkpoint(segment, start)
+            self.record_segment(start, stop)
+        self.clear_segment_adjoints()
+
+    def adjoint_segment(self, start: int, stop: int) -> None:
+        for s in reversed(range(start, stop)):
+            self._steps[s - start].adjoint(s)
+
     def restore_checkpoint(self, segment: int, start: int) -> None:
         for dst, src in zip(self._state(0), self._ckpt):
             wp.copy(dst, src[segment])
@@ -439,8 +456,9 @@ class MPMSimulator:
             arr.grad.zero_()
 
     def record_segment(self, start: int, stop: int) -> None:
+        """Run substeps ``start .. stop-1`` into the segment buffers."""
         for s in range(start, stop):
-            self._substep(s, s - start)
+            self._steps[s - start].forward(s)
 
     def seed_segment_adjoint(self, start: int, stop: int) -> None:
         k, sps, n = self.kernels, self.config.substeps_per_step, self.n_particles
@@ -454,8 +472,9 @@ class MPMSimulator:
         for s in range(start, last):
             if s % sps == 0:
                 l, row = s - start, s // sps
-                self._launch(k.add_vec, n, [self._grad_obs_x[row], self._buffers.x[l].grad])
-                self._launch(k.add_vec, n, [self._grad_obs_v[row], self._buffers.v[l].grad])
+                dev = self.config.device
+                wp.launch(k.add_vec, n, inputs=[self._grad_obs_x[row], self._buffers.x[l].grad], device=dev)
+                wp.launch(k.add_vec, n, inputs=[self._grad_obs_v[row], self._buffers.v[l].grad], device=dev)
 
     def carry_start_adjoint(self, start: int) -> None:
         for carry, arr in zip(self._carry, self._state(0)):
