@@ -128,7 +128,11 @@ class ParticleSet:
 
 @dataclass
 class _SegmentBuffers:
-    """Per-substep arrays of one segment (states 0..K, grids and bodies 0..K-1)."""
+    """Per-substep arrays of one segment (states 0..K, grids and bodies 0..K-1).
+
+    Each field is a list of views into one contiguous (count, size) block, so a whole
+    segment's adjoints (or its grid accumulators) are zeroed with one call per block.
+    """
     x: list = field(default_factory=list)
     v: list = field(default_factory=list)
     C: list = field(default_factory=list)
@@ -140,10 +144,26 @@ class _SegmentBuffers:
     v_adv: list = field(default_factory=list)
     body_sum: list = field(default_factory=list)
     body_A: list = field(default_factory=list)
+    blocks: dict = field(default_factory=dict)
 
-    def all_arrays(self):
-        for name in self.__dataclass_fields__:
-            yield from getattr(self, name)
+    ACCUMULATORS = ("grid_mv", "grid_m", "body_sum", "body_A")  # targets of atomic adds
+
+    def add(self, name: str, block: wp.array) -> None:
+        self.blocks[name] = block
+        setattr(self, name, [block[i] for i in range(block.shape[0])])
+
+    def zero_accumulators(self) -> None:
+        for name in self.ACCUMULATORS:
+            if name in self.blocks:
+                self.blocks[name].zero_()
+
+    def zero_adjoints(self) -> None:
+        for block in self.blocks.values():
+            block.grad.zero_()
+
+    def nbytes(self) -> int:
+        """Values plus adjoints."""
+        return sum(2 * block.capacity for block in self.blocks.values())
 
 
 class MPMSimulator:
@@ -290,22 +310,16 @@ class MPMSimulator:
 
     def _allocate_segment(self, K: int) -> _SegmentBuffers:
         c, k = self.config, self.kernels
-        n, cells = self.n_particles, c.n_grid ** c.dim
+        n, cells, nb = self.n_particles, c.n_grid ** c.dim, self.n_bodies
         buf = _SegmentBuffers()
-        for _ in range(K + 1):
-            buf.x.append(self._zeros(n, k.vec, True))
-            buf.v.append(self._zeros(n, k.vec, True))
-            buf.C.append(self._zeros(n, k.mat, True))
-            buf.F.append(self._zeros(n, k.mat, True))
-        for _ in range(K):
-            buf.grid_mv.append(self._zeros(cells, k.vec, True))
-            buf.grid_m.append(self._zeros(cells, k.scalar, True))
-            buf.grid_v.append(self._zeros(cells, k.vec, True))
-            if self.n_bodies:
-                buf.x_adv.append(self._zeros(n, k.vec, True))
-                buf.v_adv.append(self._zeros(n, k.vec, True))
-                buf.body_sum.append(self._zeros(self.n_bodies, k.vec, True))
-                buf.body_A.append(self._zeros(self.n_bodies, k.mat, True))
+        layout = {"x": (K + 1, n, k.vec), "v": (K + 1, n, k.vec), "C": (K + 1, n, k.mat),
+                  "F": (K + 1, n, k.mat), "grid_mv": (K, cells, k.vec), "grid_m": (K, cells, k.scalar),
+                  "grid_v": (K, cells, k.vec)}
+        if nb:
+            layout.update(x_adv=(K, n, k.vec), v_adv=(K, n, k.vec), body_sum=(K, nb, k.vec),
+                          body_A=(K, nb, k.mat))
+        for name, (count, size, dtype) in layout.items():
+            buf.add(name, self._zeros((count, size), dtype, True))
         return buf
 
     # ------------------------------------------------------------------ inputs
@@ -342,8 +356,8 @@ class MPMSimulator:
         step = RecordedStep(c.device)
         step.add(k.p2g, n, [b.x[l], b.v[l], b.C[l], b.F[l], self.birth, 0, self.p_mass, self.p_mat,
                             self.mat_kind, self.E, self.nu, self.viscosity, self.sv_lo, self.sv_hi,
-                            T(self.p_vol), dt, inv_dx, c.n_grid, b.F[l + 1], b.grid_mv[l], b.grid_m[l]],
-                 zero_before=(b.grid_mv[l], b.grid_m[l]))
+                            T(self.p_vol), dt, inv_dx, c.n_grid, b.F[l + 1], b.grid_mv[l], b.grid_m[l]]
+                 )
         step.add(k.grid_update, c.n_grid ** c.dim,
                  [b.grid_mv[l], b.grid_m[l], 0, dt, T(c.dx), k.vec(*c.gravity_vector), c.n_grid, c.bound,
                   self.n_tools, self.tool_shape, self.tool_size, self.tool_softness, self.tool_friction,
@@ -357,8 +371,7 @@ class MPMSimulator:
                             x_out, v_out, b.C[l + 1], self._status])
         if rigid:
             step.add(k.body_reduce, n, [b.x_adv[l], self.p_body, self.p_mass, self.rest,
-                                        b.body_sum[l], b.body_A[l]],
-                     zero_before=(b.body_sum[l], b.body_A[l]))
+                                        b.body_sum[l], b.body_A[l]])
             step.add(k.body_project, n, [b.x[l], b.x_adv[l], b.v_adv[l], self.p_body, self.rest,
                                          self.body_mass, b.body_sum[l], b.body_A[l], dt,
                                          b.x[l + 1], b.v[l + 1]])
@@ -452,11 +465,11 @@ class MPMSimulator:
             wp.copy(dst, src[segment])
 
     def clear_segment_adjoints(self) -> None:
-        for arr in self._buffers.all_arrays():
-            arr.grad.zero_()
+        self._buffers.zero_adjoints()
 
     def record_segment(self, start: int, stop: int) -> None:
         """Run substeps ``start .. stop-1`` into the segment buffers."""
+        self._buffers.zero_accumulators()
         for s in range(start, stop):
             self._steps[s - start].forward(s)
 
@@ -483,6 +496,6 @@ class MPMSimulator:
     # ------------------------------------------------------------------ diagnostics
     def memory_bytes(self) -> dict:
         """Bytes of the per-substep segment buffers (values + gradients) and of the checkpoints."""
-        seg = sum(2 * a.capacity for a in self._buffers.all_arrays())
+        seg = self._buffers.nbytes()
         ckpt = sum(a.capacity for a in self._ckpt)
         return {"segment": seg, "checkpoints": ckpt, "segment_substeps": self._segment}

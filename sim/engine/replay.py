@@ -21,27 +21,25 @@ class RecordedStep:
         self.device = device
         self._items = []
 
-    def add(self, kernel, dim: int, args: list, zero_before=()) -> None:
-        """Record ``kernel`` over ``dim`` threads with ``args``; the arrays in ``zero_before``
-        are zeroed before each forward replay (accumulation targets such as grid mass)."""
+    def add(self, kernel, dim: int, args: list) -> None:
+        """Record ``kernel`` over ``dim`` threads with ``args`` (accumulation targets such as
+        grid mass must be zeroed by the caller before the forward replay)."""
         fwd = wp.launch(kernel, dim=dim, inputs=args, device=self.device, record_cmd=True)
         adj_args = [_ADJOINT_MAP.get_adjoint(a) for a in args]
         adj = wp.launch(kernel, dim=dim, inputs=args, adj_inputs=adj_args, adjoint=True,
                         device=self.device, record_cmd=True)
         has_step = any(arg.label == "s" for arg in kernel.adj.args)
-        self._items.append((fwd, adj, tuple(zero_before), has_step))
+        self._items.append((fwd, adj, has_step))
         _ADJOINT_MAP.gradients.clear()
 
     def forward(self, s: int) -> None:
-        for fwd, _, zeros, has_step in self._items:
-            for arr in zeros:
-                arr.zero_()
+        for fwd, _, has_step in self._items:
             if has_step:
                 fwd.set_param_by_name("s", s)
             fwd.launch()
 
     def adjoint(self, s: int) -> None:
-        for _, adj, _, has_step in reversed(self._items):
+        for _, adj, has_step in reversed(self._items):
             if has_step:
                 adj.set_param_by_name("s", s)
             adj.launch()
