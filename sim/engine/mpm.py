@@ -358,9 +358,9 @@ class MPMSimulator:
                             self.mat_kind, self.E, self.nu, self.viscosity, self.sv_lo, self.sv_hi,
                             T(self.p_vol), dt, inv_dx, c.n_grid, b.F[l + 1], b.grid_mv[l], b.grid_m[l]]
                  )
-        step.add(k.grid_update, c.n_grid ** c.dim,
+        step.add(k.grid_update(self.n_tools), c.n_grid ** c.dim,
                  [b.grid_mv[l], b.grid_m[l], 0, dt, T(c.dx), k.vec(*c.gravity_vector), c.n_grid, c.bound,
-                  self.n_tools, self.tool_shape, self.tool_size, self.tool_softness, self.tool_friction,
+                  self.tool_shape, self.tool_size, self.tool_softness, self.tool_friction,
                   self.tool_pos, self.tool_rot, b.grid_v[l]])
         rigid = self.n_bodies > 0
         x_out = b.x_adv[l] if rigid else b.x[l + 1]
