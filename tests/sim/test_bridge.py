@@ -26,8 +26,8 @@ START = torch.tensor([[0.2, 0.22]], dtype=torch.float64)
 
 def task_loss(sim, actions, E=None, viscosity=None, x0=None):
     c = sim.config
-    pos = tool_path(START.to(actions.dtype), actions, c.substeps_per_step, c.dt * 10)
-    rot = rotation_2d(torch.linspace(0, 0.3, pos.shape[0], dtype=actions.dtype))[:, None]
+    pos = tool_path(START.to(actions), actions, c.substeps_per_step, c.dt * 10)
+    rot = rotation_2d(torch.linspace(0, 0.3, pos.shape[0]).to(actions))[:, None]
     xs, vs = mpm_rollout(sim, actions.shape[0], tool_pos=pos, tool_rot=rot, E=E, viscosity=viscosity, x0=x0)
     return ((xs[1:, :, 0] - 0.6) ** 2).mean() + 0.01 * (vs[-1] ** 2).mean()
 
@@ -139,3 +139,26 @@ def test_unstable_rollout_raises_simulation_error():
     pos = tool_path(START, torch.zeros(4, 1, 2, dtype=torch.float64), c.substeps_per_step, c.dt)
     with pytest.raises(SimulationError):
         mpm_rollout(sim, 4, tool_pos=pos, E=torch.tensor([1e10], dtype=torch.float64))
+
+
+@pytest.mark.gpu
+def test_cuda_rollout_matches_cpu():
+    """Same float64 rollout and gradient on CUDA and on CPU (atomics reorder sums on CUDA)."""
+    if not wp.is_cuda_available():
+        pytest.skip("no CUDA device")
+    results = []
+    for device in ("cpu", "cuda:0"):
+        axes = [np.arange(0.25, 0.45, 1 / 32) + 1 / 64, np.arange(0.12, 0.3, 1 / 32) + 1 / 64]
+        x = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 2)
+        cfg = MPMConfig(dim=2, n_grid=16, dt=1e-3, substeps_per_step=5, max_steps=4, dtype="float64",
+                        device=device, segment_substeps=6)
+        sim = MPMSimulator(cfg, ParticleSet(x=x, material=np.zeros(len(x), int)), [WATER],
+                           [Tool(ToolShape.BOX, (0.02, 0.06), softness=100.0)])
+        dev = wp.device_to_torch(wp.get_device(device))
+        actions = (0.5 * torch.randn(4, 1, 2, dtype=torch.float64,
+                                     generator=torch.Generator().manual_seed(0))).to(dev).requires_grad_()
+        loss = task_loss(sim, actions)
+        loss.backward()
+        results.append((loss.item(), actions.grad.cpu()))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-10)
+    assert torch.allclose(results[0][1], results[1][1], rtol=1e-8, atol=1e-10)
