@@ -51,7 +51,6 @@ class MPMKernels:
     body_reduce: wp.Kernel
     body_project: wp.Kernel
     add_vec: wp.Kernel
-    add_mat: wp.Kernel
 
     def grid_update(self, n_tools: int) -> wp.Kernel:
         """The grid-update kernel for ``n_tools`` tools (built once per count)."""
@@ -400,11 +399,6 @@ def _build(dim: int, dtype: str) -> MPMKernels:
         i = wp.tid()
         dst[i] = dst[i] + src[i]
 
-    @kernel
-    def _add_mat(src: wp.array(dtype=mat), dst: wp.array(dtype=mat)):
-        i = wp.tid()
-        dst[i] = dst[i] + src[i]
-
     return MPMKernels(dim=dim, scalar=T, vec=vec, mat=mat, p2g=_p2g, make_grid_update=make_grid_update,
                       g2p=_g2p, body_reduce=_body_reduce, body_project=_body_project,
-                      add_vec=_add_vec, add_mat=_add_mat)
+                      add_vec=_add_vec)
