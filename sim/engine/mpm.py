@@ -35,6 +35,8 @@ class MPMConfig:
     (``None``: store every substep of the longest rollout, i.e. no recompute).
     ``on_escape``: particles that would leave ``[dx, 1 - 2 dx]`` are clamped back and
     counted (``'clamp'``, default) or the rollout raises :class:`SimulationError` (``'raise'``).
+    ``max_tool_step``: largest tool translation per substep (default ``dx``: the grid-based
+    contact cannot resolve faster tools); larger steps raise ``ValueError``.
     """
     dim: int = 2
     n_grid: int = 64
@@ -47,6 +49,7 @@ class MPMConfig:
     device: str = "cpu"
     segment_substeps: int = None
     on_escape: str = "clamp"
+    max_tool_step: float = None
 
     def __post_init__(self):
         if self.dim not in (2, 3):
@@ -65,10 +68,16 @@ class MPMConfig:
             raise ValueError(f"segment_substeps must be >= 1, got {self.segment_substeps}")
         if self.on_escape not in ("clamp", "raise"):
             raise ValueError(f"on_escape must be 'clamp' or 'raise', got {self.on_escape!r}")
+        if self.max_tool_step is not None and not self.max_tool_step > 0:
+            raise ValueError(f"max_tool_step must be positive, got {self.max_tool_step}")
 
     @property
     def dx(self) -> float:
         return 1.0 / self.n_grid
+
+    @property
+    def tool_step_limit(self) -> float:
+        return self.dx if self.max_tool_step is None else float(self.max_tool_step)
 
     @property
     def max_substeps(self) -> int:
@@ -79,6 +88,17 @@ class MPMConfig:
         if self.gravity is not None:
             return tuple(float(g) for g in self.gravity)
         return (0.0, -9.8) if self.dim == 2 else (0.0, -9.8, 0.0)
+
+
+def check_tool_steps(step_lengths: np.ndarray, limit: float, name: str = "tool pos") -> None:
+    """Raise ``ValueError`` if a tool moves more than ``limit`` between two substeps.
+
+    step_lengths: (S, n_tools) translation per substep."""
+    if step_lengths.size and step_lengths.max() > limit:
+        s, t = np.unravel_index(int(np.argmax(step_lengths)), step_lengths.shape)
+        raise ValueError(f"{name} moves tool {t} by {step_lengths[s, t]:.3g} between substeps {s} and "
+                         f"{s + 1}, more than max_tool_step={limit:.3g} (the contact is resolved on the grid: "
+                         "keep |v_tool| dt <= dx, i.e. smaller actions or dt, or raise MPMConfig.max_tool_step)")
 
 
 @dataclass
@@ -339,6 +359,7 @@ class MPMSimulator:
             raise ValueError(f"tool rot must have shape {pos.shape + (c.dim,)}, got {rot.shape}")
         if not (np.isfinite(pos).all() and np.isfinite(rot).all()):
             raise ValueError("tool poses must be finite (got NaN or inf)")
+        check_tool_steps(np.linalg.norm(np.diff(pos, axis=0), axis=-1), c.tool_step_limit)
         if self.n_tools:
             full_p, full_r = self.tool_pos.numpy(), self.tool_rot.numpy()
             full_p[:pos.shape[0]] = pos

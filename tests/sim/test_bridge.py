@@ -119,6 +119,8 @@ def test_bad_inputs_name_the_argument():
     bad[3, 0, 1] = float("nan")
     with pytest.raises(ValueError, match="tool_pos contains NaN"):
         mpm_rollout(sim, 4, tool_pos=bad)
+    with pytest.raises(ValueError, match="tool_pos moves tool 0"):
+        mpm_rollout(sim, 4, tool_pos=good + torch.linspace(0, 2, good.shape[0], dtype=torch.float64)[:, None, None])
     with pytest.raises(ValueError, match="tool_pos must have shape"):
         mpm_rollout(sim, 3, tool_pos=good)
     with pytest.raises(ValueError, match="n_steps"):

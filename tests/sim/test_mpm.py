@@ -283,6 +283,10 @@ def test_bad_inputs_raise_clear_errors():
         sim.load_tool_poses(pos)
     with pytest.raises(ValueError, match="shape"):
         sim.load_tool_poses(pos[:, :, :1])
+    fast = linear_path(sim, [[0.2, 0.5]], [[0.3, 0.5]])
+    fast[5:, 0, 0] += 0.1  # a jump of 0.1 > dx = 1/16 between substeps 4 and 5
+    with pytest.raises(ValueError, match="between substeps 4 and 5"):
+        sim.load_tool_poses(fast)
     with pytest.raises(ValueError, match="n_steps"):
         sim.forward(sim.config.max_steps + 1)
     with pytest.raises(ValueError, match="dim"):
