@@ -157,6 +157,7 @@ class _SegmentBuffers:
     v: list = field(default_factory=list)
     C: list = field(default_factory=list)
     F: list = field(default_factory=list)
+    affine: list = field(default_factory=list)
     grid_mv: list = field(default_factory=list)
     grid_m: list = field(default_factory=list)
     grid_v: list = field(default_factory=list)
@@ -333,7 +334,7 @@ class MPMSimulator:
         n, cells, nb = self.n_particles, c.n_grid ** c.dim, self.n_bodies
         buf = _SegmentBuffers()
         layout = {"x": (K + 1, n, k.vec), "v": (K + 1, n, k.vec), "C": (K + 1, n, k.mat),
-                  "F": (K + 1, n, k.mat), "grid_mv": (K, cells, k.vec), "grid_m": (K, cells, k.scalar),
+                  "F": (K + 1, n, k.mat), "affine": (K, n, k.mat), "grid_mv": (K, cells, k.vec), "grid_m": (K, cells, k.scalar),
                   "grid_v": (K, cells, k.vec)}
         if nb:
             layout.update(x_adv=(K, n, k.vec), v_adv=(K, n, k.vec), body_sum=(K, nb, k.vec),
@@ -375,10 +376,13 @@ class MPMSimulator:
         T, n = k.scalar, self.n_particles
         dt, inv_dx = T(c.dt), T(1.0 / c.dx)
         step = RecordedStep(c.device)
-        step.add(k.p2g, n, [b.x[l], b.v[l], b.C[l], b.F[l], self.birth, 0, self.p_mass, self.p_mat,
-                            self.mat_kind, self.E, self.nu, self.viscosity, self.sv_lo, self.sv_hi,
-                            T(self.p_vol), dt, inv_dx, c.n_grid, b.F[l + 1], b.grid_mv[l], b.grid_m[l]]
-                 )
+        step.add(k.p2g_stress, n, [b.C[l], b.F[l], self.birth, 0, self.p_mass, self.p_mat, self.mat_kind,
+                                   self.E, self.nu, self.viscosity, self.sv_lo, self.sv_hi, T(self.p_vol),
+                                   dt, inv_dx, b.F[l + 1], b.affine[l]])
+        scatter = [b.x[l], b.v[l], b.affine[l], self.birth, 0, self.p_mass, inv_dx, c.n_grid]
+        step.add(k.p2g_scatter, n, scatter + [b.grid_mv[l], b.grid_m[l]],
+                 adjoint=(k.p2g_scatter_adjoint, scatter + [b.grid_mv[l].grad, b.grid_m[l].grad, b.x[l].grad,
+                                                            b.v[l].grad, b.affine[l].grad]))
         step.add(k.grid_update(self.n_tools), c.n_grid ** c.dim,
                  [b.grid_mv[l], b.grid_m[l], 0, dt, T(c.dx), k.vec(*c.gravity_vector), c.n_grid, c.bound,
                   self.tool_shape, self.tool_size, self.tool_softness, self.tool_friction,

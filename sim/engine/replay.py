@@ -21,13 +21,18 @@ class RecordedStep:
         self.device = device
         self._items = []
 
-    def add(self, kernel, dim: int, args: list) -> None:
+    def add(self, kernel, dim: int, args: list, adjoint=None) -> None:
         """Record ``kernel`` over ``dim`` threads with ``args`` (accumulation targets such as
-        grid mass must be zeroed by the caller before the forward replay)."""
+        grid mass must be zeroed by the caller before the forward replay). ``adjoint``:
+        optional ``(kernel, args)`` of a hand-written adjoint kernel, launched instead of
+        Warp's generated one."""
         fwd = wp.launch(kernel, dim=dim, inputs=args, device=self.device, record_cmd=True)
-        adj_args = [_ADJOINT_MAP.get_adjoint(a) for a in args]
-        adj = wp.launch(kernel, dim=dim, inputs=args, adj_inputs=adj_args, adjoint=True,
-                        device=self.device, record_cmd=True)
+        if adjoint is None:
+            adj_args = [_ADJOINT_MAP.get_adjoint(a) for a in args]
+            adj = wp.launch(kernel, dim=dim, inputs=args, adj_inputs=adj_args, adjoint=True,
+                            device=self.device, record_cmd=True)
+        else:
+            adj = wp.launch(adjoint[0], dim=dim, inputs=adjoint[1], device=self.device, record_cmd=True)
         has_step = any(arg.label == "s" for arg in kernel.adj.args)
         self._items.append((fwd, adj, has_step))
         _ADJOINT_MAP.gradients.clear()
