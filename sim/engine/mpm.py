@@ -390,10 +390,13 @@ class MPMSimulator:
         rigid = self.n_bodies > 0
         x_out = b.x_adv[l] if rigid else b.x[l + 1]
         v_out = b.v_adv[l] if rigid else b.v[l + 1]
-        step.add(k.g2p, n, [b.x[l], b.v[l], b.C[l], self.birth, 0, b.grid_v[l], dt, inv_dx, c.n_grid,
-                            T(c.dx), T(1.0 - 2.0 * c.dx), self.spawn_tool, self.spawn_offset,
-                            self.spawn_velocity, self.tool_pos, self.tool_rot,
-                            x_out, v_out, b.C[l + 1], self._status])
+        gather = [b.x[l], b.v[l], b.C[l], self.birth, 0, b.grid_v[l], dt, inv_dx, c.n_grid,
+                  T(c.dx), T(1.0 - 2.0 * c.dx), self.spawn_tool, self.spawn_offset,
+                  self.spawn_velocity, self.tool_pos, self.tool_rot]
+        step.add(k.g2p, n, gather + [x_out, v_out, b.C[l + 1], self._status],
+                 adjoint=(k.g2p_adjoint, gather + [x_out.grad, v_out.grad, b.C[l + 1].grad, b.x[l].grad,
+                                                   b.v[l].grad, b.C[l].grad, b.grid_v[l].grad,
+                                                   self.tool_pos.grad, self.tool_rot.grad]))
         if rigid:
             step.add(k.body_reduce, n, [b.x_adv[l], self.p_body, self.p_mass, self.rest,
                                         b.body_sum[l], b.body_A[l]])
