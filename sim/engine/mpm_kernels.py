@@ -4,17 +4,18 @@ One substep of the moving-least-squares MPM of Hu et al. 2018 ("A moving least s
 material point method with displacement discontinuity and two-way rigid body coupling",
 Sec. 4; the 88-line form of the Taichi ``mpm88`` example) is
 
-1. ``p2g``: ``F' = (I + dt C) F`` (Eq. 17), plasticity/material projection, Kirchhoff
-   stress ``tau``, and the scatter ``m_i += w m_p``, ``(mv)_i += w (m_p v_p + A_p (x_i - x_p))``
-   with the affine term ``A_p = -dt V_p (4/dx^2) tau + m_p C_p`` (Eq. 29, quadratic B-spline);
+1. ``p2g_stress``: ``F' = (I + dt C) F`` (Eq. 17), plasticity/material projection, Kirchhoff
+   stress ``tau`` and the affine term ``A_p = -dt V_p (4/dx^2) tau + m_p C_p`` (Eq. 29,
+   quadratic B-spline); ``p2g_scatter``: ``m_i += w m_p``, ``(mv)_i += w (m_p v_p + A_p (x_i - x_p))``;
 2. ``grid_update``: ``v_i = (mv)_i / m_i + dt g``, kinematic tools by FluidLab's soft contact
    and slip walls;
 3. ``g2p``: ``v_p = sum w v_i``, ``C_p = (4/dx^2) sum w v_i (x_i - x_p)^T`` (APIC), ``x_p += dt v_p``;
 4. optionally ``body_reduce`` + ``body_project``: per-body shape matching for rigid particles
    (Mueller et al. 2005, "Meshless deformations based on shape matching", Eq. 7).
 
-Every kernel reads substep ``s`` buffers and writes fresh ``s+1`` buffers, so a ``wp.Tape``
-can record a whole segment without in-place overwrites. All kernels of one variant live in
+Every kernel reads substep ``s`` buffers and writes fresh ``s+1`` buffers, so a segment can
+be differentiated without in-place overwrites. ``p2g_scatter`` and ``g2p`` have hand-written
+adjoint kernels (gathers exploiting the separable weights); the others use Warp's. All kernels of one variant live in
 one Warp module, defined together before the first launch (no module rebuilds).
 """
 from dataclasses import dataclass

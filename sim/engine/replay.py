@@ -4,9 +4,9 @@
 (50–200 µs for the 20-argument MPM kernels on CPU, about half of the backward time at small
 sizes). The per-step buffers of a segment are fixed, so each substep slot records its
 launches once (``wp.launch(..., record_cmd=True)``, also for the adjoint kernels with the
-same ``.grad`` arrays a ``wp.Tape`` would pass) and replays them, changing only the step
-index. Replaying the adjoint launches in reverse order is exactly what ``Tape.backward``
-does for the same launches, so gradients are bitwise identical to a tape.
+same ``.grad`` arrays a ``wp.Tape`` would pass, or a hand-written adjoint kernel) and
+replays them, changing only the step index. Replaying Warp's generated adjoint launches in
+reverse order is exactly what ``Tape.backward`` does for the same launches.
 """
 import warp as wp
 
