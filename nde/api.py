@@ -307,15 +307,20 @@ def _attach_output_time_grads(func, ys, t, sign, per_sample):
     return torch.stack(outs)
 
 
-def _translate_adaptive_options(options: dict, argname: str) -> dict:
-    """torchdiffeq adaptive-solver options -> Config fields (controller handled by the caller)."""
-    out = {}
-    for key, value in options.items():
+def _check_option_keys(options: dict, allowed: set, argname: str, kind: str) -> None:
+    for key in options:
         if key in _UNSUPPORTED_OPTIONS:
             raise ValueError(f"`{argname}['{key}']`: {_UNSUPPORTED_OPTIONS[key]}")
-        if key not in _ADAPTIVE_OPTIONS:
-            raise ValueError(f"unknown key {key!r} in `{argname}` for an adaptive method; "
-                             f"expected some of {sorted(_ADAPTIVE_OPTIONS)}")
+        if key not in allowed:
+            raise ValueError(f"unknown key {key!r} in `{argname}` for {kind} method; "
+                             f"expected some of {sorted(allowed)}")
+
+
+def _translate_adaptive_options(options: dict, argname: str) -> dict:
+    """torchdiffeq adaptive-solver options -> Config fields (controller handled by the caller)."""
+    _check_option_keys(options, _ADAPTIVE_OPTIONS, argname, "an adaptive")
+    out = {}
+    for key, value in options.items():
         if key == "first_step" and value is not None:
             out["first_step"] = float(value)
         elif key == "min_step":
@@ -332,13 +337,10 @@ def _translate_adaptive_options(options: dict, argname: str) -> dict:
 
 
 def _translate_fixed_options(options: dict, argname: str) -> dict:
+    """torchdiffeq fixed-grid options -> Config fields."""
+    _check_option_keys(options, _FIXED_OPTIONS, argname, "a fixed-step")
     out = {}
     for key, value in options.items():
-        if key in _UNSUPPORTED_OPTIONS:
-            raise ValueError(f"`{argname}['{key}']`: {_UNSUPPORTED_OPTIONS[key]}")
-        if key not in _FIXED_OPTIONS:
-            raise ValueError(f"unknown key {key!r} in `{argname}` for a fixed-step method; "
-                             f"expected some of {sorted(_FIXED_OPTIONS)}")
         if key == "step_size" and value is not None:
             if not float(value) > 0:
                 raise ValueError(f"`{argname}['step_size']` must be positive")
