@@ -103,8 +103,11 @@ class _CheckedFunc:
         self.func, self.to_user, self.from_user, self.sign = func, to_user, from_user, sign
         self.expected_shape, self.dtype, self.checked = expected_shape, dtype, False
         self.fast = plain and sign > 0   # the user's state is the solver's: no reshaping, no sign flip
+        self.t_dtype = torch.float64     # the dtype of the user's ``t``, set by the caller
 
     def __call__(self, t, y):
+        if t.dtype != self.t_dtype:
+            t = t.to(self.t_dtype)
         if self.fast:
             out = self.func(t, y)
             if not self.checked:
@@ -205,7 +208,10 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
 
     checked = _CheckedFunc(func, to_user, from_user, sign, layout.shapes, dtype, layout.is_plain)
     y0_flat = layout.flatten(tensors)
-    t_dtype = t.dtype if t.dtype == torch.float64 else torch.float64
+    # Shared steps keep time in Python floats and hand ``func`` tensors in the dtype of ``t`` (as
+    # torchdiffeq does); per-sample steps do time arithmetic in float64 and cast at the call.
+    t_dtype = torch.float64 if per_sample else t.dtype
+    checked.t_dtype = t.dtype
     coeffs = Coefficients.build(tab, dtype, t_dtype, device)
     cfg = Config(coeffs=coeffs, rtol=rtol, atol=atol, controller=controller, t_dtype=t_dtype,
                  max_steps=max_steps, norm=norm, throw=throw, heuristics=heuristics,
@@ -283,7 +289,7 @@ def _shift_initial_time(func, y0, t, sign, per_sample):
     """y0 − (t0 − t0.detach())·f(t0, y0): adds ∂L/∂t0 = −a(t0)·f(t0, y0) without changing values."""
     t0 = t[..., 0]
     with torch.no_grad():
-        f0 = sign * func(sign * t0.detach().to(torch.float64), y0)
+        f0 = sign * func(sign * t0.detach(), y0)
     shift = (t0 - t0.detach()).to(y0.dtype)
     if per_sample:
         shift = shift.unsqueeze(-1)
@@ -299,7 +305,7 @@ def _attach_output_time_grads(func, ys, t, sign, per_sample):
     for i in range(ys.shape[0]):
         ti = t[..., i]
         with torch.no_grad():
-            fi = sign * func(sign * ti.detach().to(torch.float64), ys[i].detach())
+            fi = sign * func(sign * ti.detach(), ys[i].detach())
         shift = (ti - ti.detach()).to(ys.dtype)
         if per_sample:
             shift = shift.unsqueeze(-1)

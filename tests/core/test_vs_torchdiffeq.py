@@ -90,3 +90,17 @@ def test_odeint_adjoint_gradients_match_torchdiffeq():
         grads.append([y0.grad.clone()] + [p.grad.clone() for p in f.parameters()])
     for a, b in zip(*grads):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_func_receives_time_in_the_dtype_of_t(per_sample):
+    """A float32 field that concatenates t to the state works, as with torchdiffeq."""
+    seen = []
+
+    def f(t, y):
+        seen.append(t.dtype)
+        return -y + torch.cat([y[:, :1], t.reshape(-1, 1).expand(y.shape[0], 1)], 1)
+    y0 = torch.ones(3, 2)
+    ys = nde.solve_ode(f, y0, torch.tensor([0.0, 1.0]), per_sample=per_sample).ys
+    theirs = torchdiffeq.odeint(f, y0, torch.tensor([0.0, 1.0]), rtol=1e-6, atol=1e-6)
+    assert set(seen) == {torch.float32} and torch.allclose(ys, theirs, atol=1e-4)
