@@ -1,0 +1,7 @@
+"""Neural differential equation models on the nde core."""
+from nde.models.cnf import CNF
+from nde.models.latent_ode import LatentODE, ODERNNEncoder
+from nde.models.neural_cde import CDEVectorField, MLPCDEField, NeuralCDE, cdeint
+from nde.models.neural_ode import NeuralODE
+
+__all__ = ["NeuralODE", "NeuralCDE", "cdeint", "CDEVectorField", "MLPCDEField", "LatentODE", "ODERNNEncoder", "CNF"]
