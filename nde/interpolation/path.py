@@ -85,6 +85,21 @@ class ControlPath:
         s = s.unsqueeze(-1)
         return c[..., 1, :] + s * (2 * c[..., 2, :] + s * 3 * c[..., 3, :])
 
+    def derivative_rows(self, t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """dX/dt for a subset of a 1-D batch, each row at its own time.
+
+        ``t``: ``(n,)`` times; ``rows``: ``(n,)`` integer indices into the batch. Returns ``(n, channels)``.
+        Used by per-sample solvers, which integrate only the rows still running.
+        """
+        if len(self.batch_shape) != 1:
+            raise ValueError(f"derivative_rows needs a path with one batch dimension, got {tuple(self.batch_shape)}")
+        t = torch.as_tensor(t, dtype=self.coeffs.dtype, device=self.coeffs.device)
+        intervals = self.knots.shape[0] - 1
+        index = (torch.searchsorted(self.knots, t.detach().contiguous(), right=True) - 1).clamp(0, intervals - 1)
+        c = self.coeffs.reshape(-1, 4, self.channels).index_select(0, rows * intervals + index)
+        s = (t - self.knots[index]).unsqueeze(-1)
+        return c[:, 1] + s * (2 * c[:, 2] + s * 3 * c[:, 3])
+
     def torchcde_coeffs(self) -> torch.Tensor:
         """The coefficients in torchcde's cubic layout ``(*batch, L - 1, 4 * channels)``:
         ``cat(a, b, 2c, 3d)``, as accepted by ``torchcde.CubicSpline``."""

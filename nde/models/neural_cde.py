@@ -19,16 +19,26 @@ class CDEVectorField(nn.Module):
     """The ODE vector field ``g(t, z) = f(t, z) @ dX/dt(t)``.
 
     ``f(t, z)``: ``(batch, hidden)`` -> ``(batch, hidden, channels)``; ``dX/dt``: ``(batch, channels)``.
+
+    With ``row_channel=True`` (for the core's per-sample mode, which calls the field with only the
+    rows still running and a time per row) the state carries one extra, constant last channel
+    holding each row's batch index, so the right row of the path is used: ``z`` is
+    ``(n, hidden + 1)`` and ``t`` is ``(n,)``.
     """
 
-    def __init__(self, func: nn.Module, path: ControlPath):
+    def __init__(self, func: nn.Module, path: ControlPath, row_channel: bool = False):
         super().__init__()
         self.func = func
         self.path = path
+        self.row_channel = row_channel
 
     def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        dxdt = self.path.derivative(t)
-        return torch.einsum("...hc,...c->...h", self.func(t, z), dxdt)
+        if not self.row_channel:
+            return torch.einsum("...hc,...c->...h", self.func(t, z), self.path.derivative(t))
+        hidden, rows = z[..., :-1], z[..., -1].detach().round().long()
+        dxdt = self.path.derivative_rows(t, rows)
+        dz = torch.einsum("bhc,bc->bh", self.func(t, hidden), dxdt)
+        return torch.cat([dz, torch.zeros_like(z[..., -1:])], dim=-1)
 
 
 def _gradient_mode(adjoint) -> str | None:
@@ -50,7 +60,9 @@ def cdeint(X: ControlPath, func: nn.Module, z0: torch.Tensor, t, *, adjoint=None
             ``"discrete"``), or torchcde's ``True`` / ``False`` (backsolve / direct). Default:
             the core's default. With ``"backsolve"`` gradients reach ``func``'s parameters and
             ``z0`` but not the path's coefficients (as torchdiffeq's ``odeint_adjoint``).
-        **solver_kwargs: passed to :func:`nde.solve_ode` (``method``, ``rtol``, ``atol``, ...).
+        **solver_kwargs: passed to :func:`nde.solve_ode` (``method``, ``rtol``, ``atol``,
+            ``per_sample``, ...). With ``per_sample=True`` every sample takes its own steps, and
+            ``t`` may be ``(batch, T)``, a grid per sample (e.g. ending at each sample's last time).
 
     Returns ``(batch, T, hidden)`` (batch-first, as torchcde).
     """
@@ -61,12 +73,15 @@ def cdeint(X: ControlPath, func: nn.Module, z0: torch.Tensor, t, *, adjoint=None
     if z0.shape[:-1] != X.batch_shape:
         raise ValueError(f"z0 must have shape ({', '.join(map(str, X.batch_shape))}, hidden) to match X, "
                          f"got {tuple(z0.shape)}")
-    t = as_time_tensor(t, z0)
+    t = as_time_tensor(t, z0, per_sample=solver_kwargs.get("per_sample", False))
     mode = _gradient_mode(adjoint)
     if mode is not None:
         solver_kwargs["adjoint"] = mode
-    ys = nde.solve_ode(CDEVectorField(func, X), z0, t, **solver_kwargs).ys
-    return ys.movedim(0, 1)
+    if not solver_kwargs.get("per_sample", False):
+        return nde.solve_ode(CDEVectorField(func, X), z0, t, **solver_kwargs).ys.movedim(0, 1)
+    rows = torch.arange(z0.shape[0], device=z0.device, dtype=z0.dtype).unsqueeze(-1)
+    ys = nde.solve_ode(CDEVectorField(func, X, row_channel=True), torch.cat([z0, rows], -1), t, **solver_kwargs).ys
+    return ys[..., :-1].movedim(0, 1)
 
 
 class NeuralCDE(nn.Module):

@@ -19,11 +19,14 @@ class _Autonomous(nn.Module):
         return self.vector_field(y)
 
 
-def as_time_tensor(t, like: torch.Tensor, name: str = "t") -> torch.Tensor:
-    """``t`` (sequence or tensor) as a 1-D tensor on ``like``'s device and dtype, checked."""
+def as_time_tensor(t, like: torch.Tensor, name: str = "t", per_sample: bool = False) -> torch.Tensor:
+    """``t`` (sequence or tensor) on ``like``'s device and dtype, checked: ``(T,)`` with ``T >= 2``,
+    or with ``per_sample`` also ``(batch, T)``, a grid per sample."""
     t = torch.as_tensor(t, dtype=like.dtype, device=like.device)
-    if t.ndim != 1 or t.shape[0] < 2:
-        raise ValueError(f"{name} must be a 1-D sequence of at least 2 times, got shape {tuple(t.shape)}")
+    grid_ok = per_sample and t.ndim == 2 and t.shape[0] == like.shape[0]
+    if (t.ndim != 1 and not grid_ok) or t.shape[-1] < 2:
+        shapes = "(T,) or (batch, T)" if per_sample else "(T,)"
+        raise ValueError(f"{name} must have shape {shapes} with T >= 2, got {tuple(t.shape)}")
     return t
 
 
@@ -69,8 +72,9 @@ class NeuralODE(nn.Module):
     def solve(self, y0: torch.Tensor, t=None, **solver_kwargs):
         """The core's Solution (``.ys`` time-first ``(len(t), batch, *state)``, ``.stats``)."""
         y0 = self._initial_state(y0)
-        t = as_time_tensor(self.default_t if t is None else t, y0)
-        return nde.solve_ode(self.func, y0, t, **{**self.solver_options, **solver_kwargs})
+        options = {**self.solver_options, **solver_kwargs}
+        t = as_time_tensor(self.default_t if t is None else t, y0, per_sample=options.get("per_sample", False))
+        return nde.solve_ode(self.func, y0, t, **options)
 
     def forward(self, y0: torch.Tensor, t=None, **solver_kwargs) -> torch.Tensor:
         ys = self.solve(y0, t, **solver_kwargs).ys
