@@ -37,8 +37,10 @@ class _TraceAugmented(nn.Module):
                 z = z.detach().requires_grad_(True)
             dz = self.vector_field(t, z)
             if self.trace == "exact":
-                trace = sum(torch.autograd.grad(dz[..., i].sum(), z, create_graph=self.create_graph)[0][..., i]
-                            for i in range(z.shape[-1]))
+                dim = z.shape[-1]
+                trace = sum(torch.autograd.grad(dz[..., i].sum(), z, create_graph=self.create_graph,
+                                                retain_graph=self.create_graph or i < dim - 1)[0][..., i]
+                            for i in range(dim))
             else:
                 vjp = torch.autograd.grad(dz, z, self.noise, create_graph=self.create_graph)[0]
                 trace = (vjp * self.noise).sum(-1)
