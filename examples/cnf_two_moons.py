@@ -38,14 +38,14 @@ class TimeMLP(nn.Module):
 def sample_moons(n: int, device) -> torch.Tensor:
     x, _ = make_moons(n, noise=0.06)
     x = torch.as_tensor(x, dtype=torch.float32, device=device)
-    return (x - torch.tensor([0.5, 0.25], device=device)) * 1.6
+    return x - torch.tensor([0.5, 0.25], device=device)
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=250)
+    parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--width", type=int, default=48)
+    parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--grid", type=int, default=80, help="density plot resolution")
     parser.add_argument("--large", action="store_true")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (small models run best on one)")
@@ -82,20 +82,20 @@ def _plot(flow, data, samples, resolution, device, test_nll) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    axis = torch.linspace(-2.5, 2.5, resolution, device=device)
+    axis = torch.linspace(-2, 2, resolution, device=device)
     grid = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), -1).reshape(-1, 2)
     with torch.no_grad():
         density = flow.log_prob(grid, trace="exact").exp().reshape(resolution, resolution).cpu()
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
     axes[0].scatter(data[:, 0], data[:, 1], s=2)
     axes[0].set_title("data")
-    axes[1].imshow(density, origin="lower", extent=(-2.5, 2.5, -2.5, 2.5), cmap="viridis")
+    axes[1].imshow(density, origin="lower", extent=(-2, 2, -2, 2), cmap="viridis")
     axes[1].set_title(f"learned density (exact trace)\ntest NLL {test_nll:.3f} nats")
     axes[2].scatter(samples[:, 0], samples[:, 1], s=2, color="tab:orange")
     axes[2].set_title("samples from the flow")
     for ax in axes:
-        ax.set_xlim(-2.5, 2.5)
-        ax.set_ylim(-2.5, 2.5)
+        ax.set_xlim(-2, 2)
+        ax.set_ylim(-2, 2)
         ax.set_aspect("equal")
     fig.tight_layout()
     OUT.mkdir(exist_ok=True)
