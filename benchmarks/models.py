@@ -1,5 +1,5 @@
 """Model benchmarks: NeuralCDE vs torchcde (forward and forward+backward time, same path,
-same vector field, same solver and tolerance).
+same vector field, same solver and tolerance); LatentSDE training-step throughput vs torchsde.
 
     python -m benchmarks.models [--device cpu|cuda] [--quick] [--threads N]
 
@@ -80,7 +80,7 @@ def _nfe_torchcde(X, field, z0, t, kwargs) -> int:
 
 def cde_rows(device: str, quick: bool, repeats: int) -> list[dict]:
     rows = []
-    sizes = [(32, 32)] if quick else [(32, 32), (256, 64)]
+    sizes = [(32, 32)] if quick else [(32, 32), (128, 64)]
     for batch, length in sizes:
         t, field, z0, ours, theirs, configs = _cde_cases(batch, length, 3, 16, device)
         tc_field = _TorchcdeField(field)
@@ -111,17 +111,69 @@ def cde_rows(device: str, quick: bool, repeats: int) -> list[dict]:
     return rows
 
 
+def _latent_sde_pair(batch: int, length: int, dt: float, device: str):
+    """The same LatentSDE (same weights) solved by nde.sde and by torchsde."""
+    import torchsde
+
+    from nde.models import LatentSDE
+
+    class TorchsdeLatentSDE(LatentSDE):
+        def _sdeint(self, z0, ts, **kwargs):
+            return torchsde.sdeint(self, z0, ts, dt=self.dt, method=self.method, **kwargs)
+
+    torch.manual_seed(0)
+    ours = LatentSDE(2, latent_dim=4, context_dim=16, width=64, dt=dt).to(device)
+    theirs = TorchsdeLatentSDE(2, latent_dim=4, context_dim=16, width=64, dt=dt).to(device)
+    theirs.load_state_dict(ours.state_dict())
+    ts = torch.linspace(0, 1, length, device=device)
+    xs = torch.randn(batch, length, 2, device=device).cumsum(1) * 0.1
+    return ours, theirs, xs, ts
+
+
+def _elbo_step(model, xs, ts):
+    log_px, kl = model(xs, ts)
+    (kl - log_px).backward()
+
+
+def latent_sde_rows(device: str, quick: bool, repeats: int) -> list[dict]:
+    try:
+        import nde.sde  # noqa: F401
+    except ImportError:
+        print("nde.sde not available: LatentSDE rows skipped")
+        return []
+    rows = []
+    for batch in ([64] if quick else [64, 512]):
+        dt = 0.01
+        ours, theirs, xs, ts = _latent_sde_pair(batch, 21, dt, device)
+        steps = round(1 / dt)
+        fns = {"nde": lambda: _elbo_step(ours, xs, ts), "torchsde": lambda: _elbo_step(theirs, xs, ts)}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            timing = time_calls(fns, device, repeats=repeats, warmup=2)
+        nde_ms, tsde_ms = timing["nde"]["median_ms"], timing["torchsde"]["median_ms"]
+        row = {"case": "LatentSDE ELBO step (forward+backward)", "solver": f"euler dt={dt}, logqp", "batch": batch,
+               "length": steps, "pass": "forward+backward (direct)", "nde_ms": nde_ms, "torchsde_ms": tsde_ms,
+               "torchsde/nde": tsde_ms / nde_ms,
+               "nde_steps_per_s": steps / (nde_ms / 1e3), "torchsde_steps_per_s": steps / (tsde_ms / 1e3)}
+        rows.append(row)
+        print(row)
+    return rows
+
+
 def main(argv=None) -> None:
     args = parse_args(__doc__.splitlines()[0], argv,
                       extra=lambda p: p.add_argument("--threads", type=int, default=1,
                                                      help="torch CPU threads (default 1: small models)"))
     torch.set_num_threads(args.threads)
     repeats = args.repeats or (3 if args.quick else 7)
-    rows = cde_rows(args.device, args.quick, repeats)
+    rows = cde_rows(args.device, args.quick, repeats) + latent_sde_rows(args.device, args.quick, repeats)
     notes = ("NeuralCDE: same Hermite (backward differences) path data, same MLP vector field (3 channels, hidden 16, "
              "width 64), same solver and tolerance; integrated over the whole path, loss = sum of final state. "
              "dopri5: nde uses its PI controller (default) and torchdiffeq an I controller, so step counts differ "
              "(nfe columns); the 'nde (I controller)' column takes torchdiffeq's controller. rk4: identical grids. "
+             "LatentSDE: the same model and weights (latent 4, context 16, width 64, data 2, 21 observation times on "
+             "[0, 1]), one ELBO step (posterior SDE with logqp + backward by autograd through the steps), Euler "
+             "dt = 0.01 (100 steps); torchsde with its default Brownian motion, nde with nde.sde's BrownianPath. "
              f"Medians of {repeats} warm round-robin repeats, torch threads = {args.threads}.")
     path = write_results("models", args.device, rows, notes)
     print(f"wrote {path}")
