@@ -30,3 +30,10 @@ def test_cnf_two_moons_beats_the_base_density():
     """The standard normal base has NLL ~2.6 nats on these moons; a few steps must improve on it."""
     result = _load("cnf_two_moons").main(["--iterations", "15", "--batch", "64", "--width", "16", "--no-plot"])
     assert result["test_nll"] < 2.6
+
+
+def test_latent_sde_ou_trains_and_samples():
+    pytest.importorskip("nde.sde", reason="the SDE core (nde.sde) has not landed")
+    result = _load("latent_sde_ou").main(["--samples", "32", "--iterations", "8", "--batch", "16", "--dt", "0.1",
+                                          "--no-plot"])
+    assert result["final_neg_elbo"] < result["initial_neg_elbo"]
