@@ -6,5 +6,6 @@ from nde.models.neural_cde import CDEVectorField, MLPCDEField, NeuralCDE, cdeint
 from nde.models.neural_ode import NeuralODE
 from nde.models.sde_gan import CDEDiscriminator, LipSwish, SDEGenerator, clip_lipschitz_
 
-__all__ = ["NeuralODE", "NeuralCDE", "cdeint", "CDEVectorField", "MLPCDEField", "LatentODE", "ODERNNEncoder", "LatentSDE",
-           "DiagonalDiffusion", "CNF", "SDEGenerator", "CDEDiscriminator", "LipSwish", "clip_lipschitz_"]
+__all__ = ["NeuralODE", "NeuralCDE", "cdeint", "CDEVectorField", "MLPCDEField", "LatentODE", "ODERNNEncoder",
+           "LatentSDE", "DiagonalDiffusion", "CNF", "SDEGenerator", "CDEDiscriminator", "LipSwish",
+           "clip_lipschitz_"]
