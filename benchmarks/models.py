@@ -95,6 +95,9 @@ def cde_rows(device: str, quick: bool, repeats: int) -> list[dict]:
                     if name.startswith("dopri5") and not backward:
                         fns["nde (I controller)"] = lambda: _run_nde(
                             ours, field, z0, t, {**nde_kw, "controller": nde.IController()}, backward)
+                    if nde_mode == "direct":
+                        fns["nde (no heuristics)"] = lambda: _run_nde(
+                            ours, field, z0, t, {**nde_kw, "heuristics": False, "dense": False}, backward)
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
                         timing = time_calls(fns, device, repeats=repeats, warmup=2)
@@ -102,6 +105,8 @@ def cde_rows(device: str, quick: bool, repeats: int) -> list[dict]:
                            "pass": f"forward+backward ({nde_mode} / adjoint={tc_adjoint})" if backward else "forward",
                            "nde_ms": timing["nde"]["median_ms"], "torchcde_ms": timing["torchcde"]["median_ms"],
                            "torchcde/nde": timing["torchcde"]["median_ms"] / timing["nde"]["median_ms"]}
+                    if "nde (no heuristics)" in timing:
+                        row["nde_no_heuristics_ms"] = timing["nde (no heuristics)"]["median_ms"]
                     if "nde (I controller)" in timing:
                         row["nde_Icontroller_ms"] = timing["nde (I controller)"]["median_ms"]
                     if not backward:
@@ -172,6 +177,8 @@ def main(argv=None) -> None:
              "width 64), same solver and tolerance; integrated over the whole path, loss = sum of final state. "
              "dopri5: nde uses its PI controller (default) and torchdiffeq an I controller, so step counts differ "
              "(nfe columns); the 'nde (I controller)' column takes torchdiffeq's controller. rk4: identical grids. "
+             "'nde (no heuristics)': solve_ode(heuristics=False, dense=False), i.e. without the per-step error/"
+             "stiffness records and dense-output storage that nde keeps by default and torchcde does not. "
              "The dopri5 backsolve comparison runs at batch 32 only (torchcde's adjoint takes ~20 s per call there). "
              "LatentSDE: the same model and weights (latent 4, context 16, width 64, data 2, 21 observation times on "
              "[0, 1]), one ELBO step (posterior SDE with logqp + backward by autograd through the steps), Euler "

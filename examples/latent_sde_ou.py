@@ -1,7 +1,8 @@
 """Latent SDE (Li et al. 2020) fitted to Ornstein-Uhlenbeck paths.
 
 Data: dX = theta (mu - X) dt + sigma dW, observed with small noise at 41 times. The latent SDE is
-trained on the ELBO (KL weight annealed from 0 to 1); its *prior* is then sampled and compared
+trained on the ELBO (no KL annealing: with a short budget, annealing lets the posterior
+explain the data by drift and shrinks the shared diffusion); its *prior* is then sampled and compared
 with fresh data paths: mean and quantile bands over time.
 
     python examples/latent_sde_ou.py            # CPU, < 2 min
@@ -60,16 +61,15 @@ def main(argv=None) -> dict:
     torch.manual_seed(0)
     ts = torch.linspace(0, 2, 41, device=device)
     data = make_data(args.samples, ts, obs_noise=0.02)
-    model = LatentSDE(1, latent_dim=1, context_dim=8, width=32, obs_std=0.05, dt=args.dt).to(device)
-    optim = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model = LatentSDE(1, latent_dim=1, context_dim=8, width=32, obs_std=0.1, dt=args.dt).to(device)
+    optim = torch.optim.Adam(model.parameters(), lr=2e-2)
     sched = torch.optim.lr_scheduler.ExponentialLR(optim, gamma=0.995)
     losses = []
     bar = tqdm(range(args.iterations), desc="latent SDE on OU")
-    for it in bar:
+    for _ in bar:
         batch = data[torch.randint(0, args.samples, (args.batch,), device=device)]
         log_px, kl = model(batch, ts)
-        kl_weight = min(1.0, (it + 1) / (0.3 * args.iterations))
-        loss = kl_weight * kl - log_px
+        loss = kl - log_px
         optim.zero_grad()
         loss.backward()
         optim.step()

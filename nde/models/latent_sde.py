@@ -23,10 +23,12 @@ from nde.models.neural_ode import as_time_tensor
 
 class DiagonalDiffusion(nn.Module):
     """``g_i(z_i)``: one small MLP per latent dimension (so the noise is truly diagonal, as the
-    Itô Milstein / adjoint conventions require), outputs in ``(0, max_scale)``. Batched with
-    grouped weights: ``(batch, d)`` -> ``(batch, d)``."""
+    Itô Milstein / adjoint conventions require). Batched with grouped weights:
+    ``(batch, d)`` -> ``(batch, d)``. Outputs are positive: ``softplus`` by default (unbounded,
+    so the latent scale is free), or ``max_scale * sigmoid`` if ``max_scale`` is given (as in
+    torchsde's example; bounded, which can starve the noise when the readout is small)."""
 
-    def __init__(self, dim: int, width: int = 16, max_scale: float = 1.0):
+    def __init__(self, dim: int, width: int = 16, max_scale: float | None = None):
         super().__init__()
         self.w1 = nn.Parameter(torch.randn(dim, width) * 0.5)
         self.b1 = nn.Parameter(torch.zeros(dim, width))
@@ -36,7 +38,10 @@ class DiagonalDiffusion(nn.Module):
 
     def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         hidden = torch.nn.functional.softplus(z.unsqueeze(-1) * self.w1 + self.b1)      # (batch, d, width)
-        return self.max_scale * torch.sigmoid((hidden * self.w2).sum(-1) + self.b2)
+        out = (hidden * self.w2).sum(-1) + self.b2
+        if self.max_scale is None:
+            return torch.nn.functional.softplus(out)
+        return self.max_scale * torch.sigmoid(out)
 
 
 def _mlp(inp: int, width: int, out: int) -> nn.Sequential:
