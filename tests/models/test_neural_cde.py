@@ -95,7 +95,10 @@ def test_gradient_modes_agree_with_direct(adjoint):
                           readout=nn.Linear(hidden, 1), **TIGHT).double()
         model(X, adjoint=mode).sum().backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
-    torch.testing.assert_close(grads[1], grads[0], rtol=1e-6, atol=1e-7)
+    # "discrete" differentiates the discretisation exactly; the continuous adjoint ("backsolve",
+    # torchcde's True) re-solves backwards and agrees only up to the solver tolerance.
+    exact = adjoint == "discrete"
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-6 if exact else 5e-5, atol=1e-7 if exact else 1e-6)
 
 
 def test_trajectory_output_shape_and_readout():
