@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 import torch
 from sklearn.datasets import make_moons
 from torch import nn
@@ -35,8 +36,11 @@ class TimeMLP(nn.Module):
         return self.net(torch.cat([z, t.to(z.dtype).expand(z.shape[0], 1)], dim=-1))
 
 
+_RNG = np.random.RandomState(0)
+
+
 def sample_moons(n: int, device) -> torch.Tensor:
-    x, _ = make_moons(n, noise=0.06)
+    x, _ = make_moons(n, noise=0.06, random_state=_RNG)
     x = torch.as_tensor(x, dtype=torch.float32, device=device)
     return x - torch.tensor([0.5, 0.25], device=device)
 
