@@ -1,0 +1,81 @@
+"""Neural ODE layer (Chen et al. 2018, eq. 1): y(t1) = y(t0) + int_{t0}^{t1} f_theta(t, y) dt,
+optionally augmented with zero channels (Dupont et al. 2019, "Augmented Neural ODEs", eq. 4)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import nde
+
+
+class _Autonomous(nn.Module):
+    """Adapts ``f(y)`` to the solver's ``f(t, y)`` signature."""
+
+    def __init__(self, vector_field: nn.Module):
+        super().__init__()
+        self.vector_field = vector_field
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.vector_field(y)
+
+
+def as_time_tensor(t, like: torch.Tensor, name: str = "t", per_sample: bool = False) -> torch.Tensor:
+    """``t`` (sequence or tensor) on ``like``'s device and dtype, checked: ``(T,)`` with ``T >= 2``,
+    or with ``per_sample`` also ``(batch, T)``, a grid per sample."""
+    t = torch.as_tensor(t, dtype=like.dtype, device=like.device)
+    grid_ok = per_sample and t.ndim == 2 and t.shape[0] == like.shape[0]
+    if (t.ndim != 1 and not grid_ok) or t.shape[-1] < 2:
+        shapes = "(T,) or (batch, T)" if per_sample else "(T,)"
+        raise ValueError(f"{name} must have shape {shapes} with T >= 2, got {tuple(t.shape)}")
+    return t
+
+
+class NeuralODE(nn.Module):
+    """A neural ODE usable as a layer.
+
+    Args:
+        vector_field: ``nn.Module`` computing ``f(t, y)`` (or ``f(y)`` if ``autonomous``), mapping
+            a state of shape ``(batch, *state)`` to the same shape.
+        autonomous: whether ``vector_field`` takes only the state.
+        augment_dim: number of zero channels appended to the last dimension of ``y0`` (ANODE).
+        t: default integration times (used when ``forward`` gets none); default ``(0, 1)``.
+        **solver_options: passed to :func:`nde.solve_ode` on every call (``method``, ``rtol``,
+            ``atol``, ``adjoint="direct"|"backsolve"|"discrete"``, ``per_sample``, ...); the
+            core's defaults apply to anything not given.
+
+    ``forward(y0)`` returns the state at the last time, ``(batch, *state)`` (with the augmented
+    channels); ``forward(y0, t)`` returns the trajectory batch-first, ``(batch, len(t), *state)``.
+    Keyword arguments of ``forward`` / ``solve`` override ``solver_options`` for that call, so
+    options added to the core later (e.g. ``regularize=``) pass straight through.
+    """
+
+    def __init__(self, vector_field: nn.Module, *, autonomous: bool = False, augment_dim: int = 0,
+                 t=(0.0, 1.0), **solver_options):
+        super().__init__()
+        if not isinstance(vector_field, nn.Module):
+            raise TypeError(f"vector_field must be an nn.Module, got {type(vector_field)}")
+        if not isinstance(augment_dim, int) or augment_dim < 0:
+            raise ValueError(f"augment_dim must be a non-negative int, got {augment_dim!r}")
+        self.vector_field = vector_field
+        self.func = _Autonomous(vector_field) if autonomous else vector_field
+        self.augment_dim = augment_dim
+        self.default_t = tuple(float(s) for s in t)
+        self.solver_options = solver_options
+
+    def _initial_state(self, y0: torch.Tensor) -> torch.Tensor:
+        if not isinstance(y0, torch.Tensor) or not y0.is_floating_point():
+            raise TypeError(f"y0 must be a floating-point tensor of shape (batch, *state), got {type(y0)}")
+        if self.augment_dim == 0:
+            return y0
+        return torch.cat([y0, y0.new_zeros(*y0.shape[:-1], self.augment_dim)], dim=-1)
+
+    def solve(self, y0: torch.Tensor, t=None, **solver_kwargs):
+        """The core's Solution (``.ys`` time-first ``(len(t), batch, *state)``, ``.stats``)."""
+        y0 = self._initial_state(y0)
+        options = {**self.solver_options, **solver_kwargs}
+        t = as_time_tensor(self.default_t if t is None else t, y0, per_sample=options.get("per_sample", False))
+        return nde.solve_ode(self.func, y0, t, **options)
+
+    def forward(self, y0: torch.Tensor, t=None, **solver_kwargs) -> torch.Tensor:
+        ys = self.solve(y0, t, **solver_kwargs).ys
+        return ys[-1] if t is None else ys.movedim(0, 1)
