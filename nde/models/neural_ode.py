@@ -39,6 +39,10 @@ class NeuralODE(nn.Module):
         autonomous: whether ``vector_field`` takes only the state.
         augment_dim: number of zero channels appended to the last dimension of ``y0`` (ANODE).
         t: default integration times (used when ``forward`` gets none); default ``(0, 1)``.
+        regularize: a solver-heuristic regulariser from :mod:`nde.regularize`, applied in training
+            mode only; after each training-mode call its differentiable value is in
+            ``self.regularization`` (add ``λ·model.regularization`` to the loss). In eval mode the
+            solve is unregularised and ``self.regularization`` is None.
         **solver_options: passed to :func:`nde.solve_ode` on every call (``method``, ``rtol``,
             ``atol``, ``adjoint="direct"|"backsolve"|"discrete"``, ``per_sample``, ...); the
             core's defaults apply to anything not given.
@@ -50,7 +54,7 @@ class NeuralODE(nn.Module):
     """
 
     def __init__(self, vector_field: nn.Module, *, autonomous: bool = False, augment_dim: int = 0,
-                 t=(0.0, 1.0), **solver_options):
+                 t=(0.0, 1.0), regularize=None, **solver_options):
         super().__init__()
         if not isinstance(vector_field, nn.Module):
             raise TypeError(f"vector_field must be an nn.Module, got {type(vector_field)}")
@@ -61,6 +65,8 @@ class NeuralODE(nn.Module):
         self.augment_dim = augment_dim
         self.default_t = tuple(float(s) for s in t)
         self.solver_options = solver_options
+        self.regularize = regularize
+        self.regularization = None
 
     def _initial_state(self, y0: torch.Tensor) -> torch.Tensor:
         if not isinstance(y0, torch.Tensor) or not y0.is_floating_point():
@@ -73,8 +79,12 @@ class NeuralODE(nn.Module):
         """The core's Solution (``.ys`` time-first ``(len(t), batch, *state)``, ``.stats``)."""
         y0 = self._initial_state(y0)
         options = {**self.solver_options, **solver_kwargs}
+        if self.training and self.regularize is not None:
+            options.setdefault("regularize", self.regularize)
         t = as_time_tensor(self.default_t if t is None else t, y0, per_sample=options.get("per_sample", False))
-        return nde.solve_ode(self.func, y0, t, **options)
+        sol = nde.solve_ode(self.func, y0, t, **options)
+        self.regularization = sol.regularization
+        return sol
 
     def forward(self, y0: torch.Tensor, t=None, **solver_kwargs) -> torch.Tensor:
         ys = self.solve(y0, t, **solver_kwargs).ys

@@ -110,3 +110,19 @@ def test_bad_arguments():
         NeuralODE(TimeScaled())(torch.ones(2, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="t must"):
         NeuralODE(TimeScaled())(torch.ones(2, 2), t=[0.0])
+
+
+def test_regulariser_applies_in_training_mode_only():
+    from nde import regularize
+    torch.manual_seed(0)
+    field = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 2)).double()
+    model = NeuralODE(field, autonomous=True, regularize=regularize.ErrorEstimate())
+    y0 = torch.randn(4, 2, dtype=torch.float64)
+    out = model(y0)
+    assert model.regularization is not None and model.regularization.requires_grad
+    (out.sum() + model.regularization).backward()
+    assert all(p.grad is not None for p in field.parameters())
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(y0), out.detach(), rtol=1e-6, atol=1e-8)
+    assert model.regularization is None
