@@ -178,7 +178,9 @@ def main(argv=None):
         p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
         p.add_argument("--variants", nargs="+", default=list(VARIANTS))
         p.add_argument("--sweep", nargs="*", default=["local_unbiased", "nde_local_density", "ernode"],
-                       help="variants whose λ is also run at 0.3x and 3x (seed 0) for the Pareto plot")
+                       help="variants whose λ is also run at the --scales multiples (first seed) for the Pareto plot")
+        p.add_argument("--scales", type=float, nargs="+", default=[0.3, 3.0])
+        p.add_argument("--tag", default="", help="suffix of the results files (e.g. 'long')")
     args = parse_args(__doc__.splitlines()[0], argv, extra)
     if args.quick:
         args.steps, args.seeds, args.sweep = 20, [0], []
@@ -186,17 +188,18 @@ def main(argv=None):
     data = load_digits(args.device, torch.float32)
     rows = []
     jobs = [(v, seed, 1.0) for seed in args.seeds for v in args.variants]
-    jobs += [(v, args.seeds[0], scale) for v in args.sweep for scale in (0.3, 3.0)]
+    jobs += [(v, args.seeds[0], scale) for v in args.sweep for scale in args.scales]
+    area = "regularization" + (f"_{args.tag}" if args.tag else "")
     for done, (variant, seed, scale) in enumerate(jobs, 1):
         rows.append(run(variant, seed, args, data, lam_scale=scale))
         print(rows[-1], flush=True)
         notes = (f"digits neural ODE, tsit5 rtol=atol={args.tol}, float32, {args.steps} Adam steps (lr {args.lr}), "
                  f"batch {args.batch}, seeds {args.seeds}; mean over seeds; ratios vs vanilla; {done}/{len(jobs)} "
                  "runs done. Per-run rows (and any λ sweep) are in the _runs.json file.")
-        path = write_results("regularization", args.device, summarise(rows), notes)
-        (RESULTS_DIR / f"regularization_{args.device}_runs.json").write_text(json.dumps(rows, indent=1))
+        path = write_results(area, args.device, summarise(rows), notes)
+        (RESULTS_DIR / f"{area}_{args.device}_runs.json").write_text(json.dumps(rows, indent=1))
         if not args.quick:
-            pareto_plot(rows, RESULTS_DIR / "regularization_pareto.png")
+            pareto_plot(rows, RESULTS_DIR / f"{area}_pareto.png")
     print(path.read_text())
 
 
