@@ -21,10 +21,12 @@ class SmokeCirculationConfig(SmokeEnvConfig):
             has zero gradient until smoke reaches the zone.
     """
 
-    fill_zone: tuple[float, float, float, float] = (0.6, 0.8, 0.65, 0.85)
-    clean_zone: tuple[float, float, float, float] = (0.6, 0.8, 0.15, 0.35)
-    level: float = 0.3
-    attraction: float = 0.2
+    horizon: int = 50
+    action_bound: float = 2.0
+    fill_zone: tuple[float, float, float, float] = (0.35, 0.6, 0.55, 0.8)
+    clean_zone: tuple[float, float, float, float] = (0.35, 0.6, 0.2, 0.45)
+    level: float = 0.2
+    attraction: float = 0.1
 
 
 class SmokeCirculation(SmokeEnv):
