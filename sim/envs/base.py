@@ -82,8 +82,9 @@ class Env(abc.ABC):
         """
 
     @abc.abstractmethod
-    def step_losses_of(self, observations) -> torch.Tensor:
-        """Per-step task losses ``l_t`` of a batch of trajectories, shape ``(B, T)``."""
+    def step_losses_of(self, observations, start: int = 0) -> torch.Tensor:
+        """Per-step task losses ``l_t`` of a batch of trajectories, shape ``(B, T)``; the first
+        observation is the state after step ``start``."""
 
     @abc.abstractmethod
     def _render_state(self, state: tuple, index: int) -> np.ndarray:
@@ -122,7 +123,7 @@ class Env(abc.ABC):
                              f"{self.action_dim}), got {tuple(action.shape)}")
         with torch.no_grad():
             obs, self._state = self._advance(self._state, self.clamp_actions(action[:, None]))
-            self._losses.append(self.step_losses_of(obs)[:, 0])
+            self._losses.append(self.step_losses_of(obs, start=self._t)[:, 0])
         self._t += 1
         return self._state
 

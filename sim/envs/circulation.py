@@ -46,7 +46,7 @@ class SmokeCirculation(SmokeEnv):
         jet = torch.tensor(self.config.jet_position, dtype=self.dtype, device=self.device)
         self._attraction_scale = (jet - self._fill_center).pow(2).sum()
 
-    def step_losses_of(self, frames):
+    def step_losses_of(self, frames, start=0):
         level = self.config.level
         fill = (torch.relu(level - frames) ** 2 * self._fill).sum((-2, -1)) / self._fill.sum()
         clean = (frames ** 2 * self._clean).sum((-2, -1)) / self._clean.sum()

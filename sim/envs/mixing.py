@@ -47,7 +47,7 @@ class SmokeMixing(SmokeEnv):
         bins = q.reshape(*q.shape[:-2], n // k, k, n // k, k).mean((-3, -1))
         return bins.flatten(-2).var(-1, unbiased=False)
 
-    def step_losses_of(self, frames):
+    def step_losses_of(self, frames, start=0):
         return self._bin_variance(frames) / self._scale
 
     def step_weights(self):

@@ -47,9 +47,9 @@ class SmokeArt(SmokeEnv):
             frames, _ = self.grid.simulate(v0, self._initial_scalar()[None], self.target_actions()[None])
         return frames[0]
 
-    def step_losses_of(self, frames):
-        steps = frames.shape[1]
-        return (frames - self.target_frames[:steps]).pow(2).mean((-2, -1)) / self._scale
+    def step_losses_of(self, frames, start=0):
+        target = self.target_frames[start:start + frames.shape[1]]
+        return (frames - target).pow(2).mean((-2, -1)) / self._scale
 
     def overlay(self):
         return (self.target_frames[-1] > 0.05).to(self.dtype)

@@ -46,7 +46,7 @@ class SmokeTransport(SmokeEnv):
         mass = q.sum((-2, -1))[..., None]
         return (q[..., None] * self._xy).sum((-3, -2)) / mass
 
-    def step_losses_of(self, frames):
+    def step_losses_of(self, frames, start=0):
         return (self.center_of_mass(frames) - self._goal).pow(2).sum(-1) / self._scale
 
     def overlay(self):
