@@ -1,0 +1,149 @@
+"""torch.autograd bridge to the Warp MPM simulator, so torch optimisers drive the controls.
+
+Only the physics runs in Warp. Action parameterisation (clamping, per-substep interpolation,
+cumulative positions, rotations) stays in torch, where autograd covers it; the bridge moves a
+few tensors across: per-substep tool poses, the initial particle state and the material
+parameters go in, the per-env-step particle positions and velocities come out.
+
+Inputs are wrapped zero-copy with ``wp.from_torch`` and copied device-side into the
+simulator's persistent buffers (they must stay valid for the recompute in backward);
+outputs and gradients are cloned out of those buffers, since the next rollout reuses them.
+"""
+import contextlib
+
+import torch
+import warp as wp
+
+from .engine.mpm import MPMSimulator
+
+_PARAMS = ("E", "nu", "viscosity")
+
+
+def _stream_scope(device: torch.device):
+    if device.type == "cuda":
+        return wp.ScopedStream(wp.stream_from_torch(device))
+    return contextlib.nullcontext()
+
+
+def _check_tensor(name: str, t: torch.Tensor, shape: tuple, sim: MPMSimulator) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
+    if not t.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
+    if str(wp.device_from_torch(t.device)) != str(wp.get_device(sim.config.device)):
+        raise ValueError(f"{name} is on {t.device} but the simulator runs on {sim.config.device}")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} contains NaN or inf")
+
+
+def _load(dst: wp.array, src: torch.Tensor, dtype, scalar: torch.dtype) -> None:
+    """Copy ``src`` into the first rows of ``dst`` (zero-copy view of src, device-side copy)."""
+    view = wp.from_torch(src.detach().to(scalar).contiguous(), dtype=dtype)
+    wp.copy(dst, view, count=view.size)
+
+
+class MPMRollout(torch.autograd.Function):
+    """``(tool_pos, tool_rot, x0, v0, E, nu, viscosity) -> (xs, vs)``; see :func:`mpm_rollout`."""
+
+    @staticmethod
+    def forward(ctx, sim, n_steps, tool_pos, tool_rot, x0, v0, E, nu, viscosity):
+        k, scalar = sim.kernels, getattr(torch, sim.config.dtype)
+        S = n_steps * sim.config.substeps_per_step
+        with _stream_scope(x0.device):
+            if sim.n_tools:
+                _load(sim.tool_pos, tool_pos, k.vec, scalar)
+                _load(sim.tool_rot, tool_rot, k.mat, scalar)
+            _load(sim.x0, x0, k.vec, scalar)
+            _load(sim.v0, v0, k.vec, scalar)
+            for name, value in zip(_PARAMS, (E, nu, viscosity)):
+                _load(getattr(sim, name), value, k.scalar, scalar)
+            sim.forward(n_steps)
+            xs = wp.to_torch(sim.obs_x)[: n_steps + 1].clone()
+            vs = wp.to_torch(sim.obs_v)[: n_steps + 1].clone()
+        ctx.sim, ctx.n_steps, ctx.S = sim, n_steps, S
+        ctx.dtypes = [t.dtype for t in (tool_pos, tool_rot, x0, v0, E, nu, viscosity)]
+        return xs, vs
+
+    @staticmethod
+    def backward(ctx, grad_xs, grad_vs):
+        sim, k = ctx.sim, ctx.sim.kernels
+        with _stream_scope(grad_xs.device):
+            scalar = getattr(torch, sim.config.dtype)
+            gx = wp.from_torch(grad_xs.to(scalar).contiguous(), dtype=k.vec)
+            gv = wp.from_torch(grad_vs.to(scalar).contiguous(), dtype=k.vec)
+            sim.backward(ctx.n_steps, gx, gv)
+            rows = ctx.S + 1
+            grads = [wp.to_torch(sim.tool_pos.grad)[:rows], wp.to_torch(sim.tool_rot.grad)[:rows],
+                     wp.to_torch(sim.x0.grad), wp.to_torch(sim.v0.grad)]
+            grads += [wp.to_torch(getattr(sim, name).grad) for name in _PARAMS]
+        if not sim.n_tools:
+            grads[0], grads[1] = None, None
+        out = [None if g is None or not need else g.clone().to(dt)
+               for g, need, dt in zip(grads, ctx.needs_input_grad[2:], ctx.dtypes)]
+        return (None, None, *out)
+
+
+def mpm_rollout(sim: MPMSimulator, n_steps: int, tool_pos: torch.Tensor = None,
+                tool_rot: torch.Tensor = None, x0: torch.Tensor = None, v0: torch.Tensor = None,
+                E: torch.Tensor = None, nu: torch.Tensor = None, viscosity: torch.Tensor = None):
+    """Differentiable rollout of ``n_steps`` env steps.
+
+    Args (torch tensors on the simulator's device; any dtype, cast to the simulator's):
+        tool_pos: (S+1, n_tools, d) tool positions per substep, S = n_steps * substeps_per_step.
+        tool_rot: (S+1, n_tools, d, d) tool rotation matrices (default identity).
+        x0, v0: (N, d) initial particle positions / velocities (default: the simulator's).
+        E, nu, viscosity: (n_materials,) material parameters (default: the simulator's).
+    Returns:
+        xs, vs: (n_steps+1, N, d) positions / velocities after each env step (row 0: initial).
+    Gradients flow to every argument that requires grad. Non-finite inputs raise ValueError;
+    an unstable rollout raises ``sim.engine.SimulationError``.
+    """
+    if not isinstance(sim, MPMSimulator):
+        raise TypeError(f"sim must be an MPMSimulator, got {type(sim).__name__}")
+    c = sim.config
+    if not isinstance(n_steps, int) or not 1 <= n_steps <= c.max_steps:
+        raise ValueError(f"n_steps must be an int in [1, {c.max_steps}], got {n_steps!r}")
+    S, d, n, T = n_steps * c.substeps_per_step, c.dim, sim.n_particles, max(sim.n_tools, 1)
+    device = wp.device_to_torch(wp.get_device(c.device))
+    default = {"tool_pos": sim.tool_pos, "tool_rot": sim.tool_rot, "x0": sim.x0, "v0": sim.v0,
+               "E": sim.E, "nu": sim.nu, "viscosity": sim.viscosity}
+    given = {"tool_pos": tool_pos, "tool_rot": tool_rot, "x0": x0, "v0": v0, "E": E, "nu": nu,
+             "viscosity": viscosity}
+    shapes = {"tool_pos": (S + 1, T, d), "tool_rot": (S + 1, T, d, d), "x0": (n, d), "v0": (n, d),
+              "E": (len(sim.materials),), "nu": (len(sim.materials),), "viscosity": (len(sim.materials),)}
+    if sim.n_tools == 0 and (tool_pos is not None or tool_rot is not None):
+        raise ValueError("tool_pos/tool_rot given but the simulator has no tools")
+    if sim.n_tools and tool_pos is None:
+        raise ValueError("tool_pos is required when the simulator has tools")
+    if tool_rot is None and sim.n_tools:
+        given["tool_rot"] = torch.eye(d, device=device).expand(S + 1, T, d, d)
+    args = []
+    for name, shape in shapes.items():
+        t = given[name]
+        if t is None:
+            t = wp.to_torch(default[name]).detach().clone()[: shape[0]]
+        _check_tensor(name, t, shape, sim)
+        args.append(t)
+    return MPMRollout.apply(sim, n_steps, *args)
+
+
+def tool_path(start: torch.Tensor, step_velocity: torch.Tensor, substeps_per_step: int, dt: float) -> torch.Tensor:
+    """Per-substep tool positions from per-env-step velocities (FluidLab spreads each action
+    evenly over the substeps of its step).
+
+    start: (n_tools, d); step_velocity: (n_steps, n_tools, d).
+    Returns (n_steps * substeps_per_step + 1, n_tools, d): ``p[s+1] = p[s] + dt v[s // substeps]``.
+    """
+    if step_velocity.ndim != 3 or start.shape != step_velocity.shape[1:]:
+        raise ValueError(f"step_velocity must be (n_steps, *start.shape), got {tuple(step_velocity.shape)} "
+                         f"and start {tuple(start.shape)}")
+    steps = torch.repeat_interleave(step_velocity, substeps_per_step, dim=0) * dt
+    return torch.cat([start[None], start[None] + torch.cumsum(steps, dim=0)], dim=0)
+
+
+def rotation_2d(angle: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices (..., 2, 2) for angles (...) in radians (counter-clockwise)."""
+    c, s = torch.cos(angle), torch.sin(angle)
+    return torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)

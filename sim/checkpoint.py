@@ -1,0 +1,81 @@
+"""Segment checkpointing for Warp rollouts (Griewank-style one-level checkpointing).
+
+The forward pass runs without a tape and keeps only the state at the start of each
+segment of ``segment_length`` steps. The backward pass walks the segments in reverse:
+restore the segment's start state, re-record the segment on a fresh ``wp.Tape``, seed the
+adjoint of its end state (carried from the later segment) plus any observation adjoints
+inside it, run ``tape.backward()``, and carry the adjoint of its start state to the
+earlier segment. Memory is ``segment_length`` per-step buffers plus ``n_steps /
+segment_length`` checkpoints, i.e. O(sqrt(n_steps)) with the suggested length, for one
+extra forward pass; the arithmetic is the same as storing everything, so gradients are
+bitwise identical (on CPU, where atomics are serial).
+
+Parameter and control gradients accumulate across segments, so the sweep never calls
+``tape.zero()`` (which would clear them); the simulator zeroes its own segment buffers.
+"""
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import warp as wp
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """Split ``n_steps`` steps into consecutive segments of at most ``segment_length``."""
+    n_steps: int
+    segment_length: int
+
+    def __post_init__(self):
+        if self.n_steps < 1:
+            raise ValueError(f"n_steps must be >= 1, got {self.n_steps}")
+        if self.segment_length < 1:
+            raise ValueError(f"segment_length must be >= 1, got {self.segment_length}")
+
+    @property
+    def segments(self) -> list:
+        """``[(start, stop), ...]`` in forward order."""
+        return [(a, min(a + self.segment_length, self.n_steps))
+                for a in range(0, self.n_steps, self.segment_length)]
+
+
+def suggest_segment_length(n_steps: int, checkpoint_bytes: int, step_bytes: int) -> int:
+    """Segment length minimising ``2 S step_bytes + (n_steps / S) checkpoint_bytes``:
+    ``S* = sqrt(n_steps checkpoint_bytes / (2 step_bytes))``, clipped to [1, n_steps]."""
+    if n_steps < 1 or checkpoint_bytes <= 0 or step_bytes <= 0:
+        raise ValueError("n_steps, checkpoint_bytes and step_bytes must be positive")
+    s = math.sqrt(n_steps * checkpoint_bytes / (2.0 * step_bytes))
+    return max(1, min(n_steps, int(round(s))))
+
+
+class Replayable(Protocol):
+    """What a simulator provides to be differentiated segment by segment."""
+
+    def restore_checkpoint(self, segment: int, start: int) -> None:
+        """Load the saved start state of ``segment`` into the segment buffers."""
+
+    def clear_segment_adjoints(self) -> None:
+        """Zero the gradients of all per-step segment buffers (not of parameters)."""
+
+    def record_segment(self, start: int, stop: int) -> None:
+        """Launch steps ``start .. stop-1`` (called inside a ``wp.Tape``)."""
+
+    def seed_segment_adjoint(self, start: int, stop: int) -> None:
+        """Add the carried end-state adjoint and the observation adjoints of the segment."""
+
+    def carry_start_adjoint(self, start: int) -> None:
+        """Save the adjoint of the segment's start state for the earlier segment."""
+
+
+def backward_sweep(sim: Replayable, plan: SegmentPlan) -> None:
+    """Run the reverse segment sweep described in the module docstring."""
+    for index, (start, stop) in reversed(list(enumerate(plan.segments))):
+        sim.restore_checkpoint(index, start)
+        sim.clear_segment_adjoints()
+        tape = wp.Tape()
+        with tape:
+            sim.record_segment(start, stop)
+        sim.seed_segment_adjoint(start, stop)
+        tape.backward()
+        sim.carry_start_adjoint(start)
+        # no tape.reset()/tape.zero(): both would clear the accumulated parameter gradients
