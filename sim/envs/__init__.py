@@ -2,7 +2,10 @@
 differentiable batched ``rollout_loss(actions, mask)`` for trajectory optimisation."""
 from sim.envs.base import Env, EnvConfig
 from sim.envs.circulation import SmokeCirculation, SmokeCirculationConfig
+from sim.envs.gathering import Gathering, GatheringConfig
+from sim.envs.latte_art import LatteArt, LatteArtConfig
 from sim.envs.mixing import SmokeMixing, SmokeMixingConfig
+from sim.envs.mpm_env import MPMEnv, MPMEnvConfig
 from sim.envs.render import field_to_rgb
 from sim.envs.smoke_art import SmokeArt, SmokeArtConfig
 from sim.envs.smoke_env import SmokeEnv, SmokeEnvConfig
@@ -13,8 +16,11 @@ TASKS = {
     "smoke_art": SmokeArt,
     "transport": SmokeTransport,
     "mixing": SmokeMixing,
+    "gathering": Gathering,
+    "latte_art": LatteArt,
 }
 
 __all__ = ["Env", "EnvConfig", "SmokeEnv", "SmokeEnvConfig", "SmokeCirculation", "SmokeCirculationConfig",
            "SmokeArt", "SmokeArtConfig", "SmokeTransport", "SmokeTransportConfig", "SmokeMixing",
-           "SmokeMixingConfig", "field_to_rgb", "TASKS"]
+           "SmokeMixingConfig", "MPMEnv", "MPMEnvConfig", "Gathering", "GatheringConfig", "LatteArt",
+           "LatteArtConfig", "field_to_rgb", "TASKS"]
