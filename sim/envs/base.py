@@ -56,6 +56,8 @@ class Env(abc.ABC):
     """
 
     action_dim: int = 2
+    #: Adam learning rate that works for the task's default config (examples, benchmarks).
+    default_lr: float = 0.1
 
     def __init__(self, config: EnvConfig, batch_size: int = 1, device="cpu", dtype=torch.float32):
         if not isinstance(batch_size, int) or batch_size < 1:

@@ -34,6 +34,8 @@ class SmokeCirculation(SmokeEnv):
     + attraction |c(q_t) - c_fill|^2 / |c_jet - c_fill|^2`` with ``c(q)`` the smoke's centre of
     mass and ``c_fill`` the fill zone's centre (fractions of the box)."""
 
+    default_lr = 0.2
+
     def __init__(self, config: SmokeCirculationConfig | None = None, **kwargs):
         super().__init__(config or SmokeCirculationConfig(), **kwargs)
         self._fill = self.box_mask(self.config.fill_zone)

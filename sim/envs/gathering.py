@@ -35,6 +35,8 @@ class Gathering(MPMEnv):
     """Per-step loss ``l_t = (c_x(t) - goal_x)^2 / (c_x(0) - goal_x)^2`` with ``c`` the rigid
     object's centre of mass."""
 
+    default_lr = 0.2
+
     def __init__(self, config: GatheringConfig | None = None, **kwargs):
         super().__init__(config or GatheringConfig(), **kwargs)
         self._object = torch.as_tensor(self.sim.particles.material == 1, device=self.device)

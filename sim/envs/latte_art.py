@@ -39,6 +39,8 @@ class LatteArt(MPMEnv):
     """Per-step loss ``l_t = mean_{milk present} |x_p(t) - x*_p(t)|^2 / h^2`` against the
     scripted-policy trajectory ``x*`` (``h`` the particle spacing)."""
 
+    default_lr = 0.1
+
     def __init__(self, config: LatteArtConfig | None = None, **kwargs):
         super().__init__(config or LatteArtConfig(), **kwargs)
         birth = torch.as_tensor(self.sim.particles.birth, device=self.device)

@@ -33,6 +33,8 @@ class SmokeMixing(SmokeEnv):
     """Per-step loss ``l_t = Var_bins(q_t) / Var_bins(q_0)`` (coarse-bin means), weighted by
     ``w_t = (t + 1) / T`` so the end state counts most, as in FluidLab's mixing metric."""
 
+    default_lr = 0.3
+
     def _initial_scalar(self):
         x, _ = self.cell_coordinates()
         return torch.sigmoid((0.5 - x) / self.config.interface_width)
