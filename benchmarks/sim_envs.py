@@ -20,7 +20,7 @@ from sim.optim import ExpandingWindow, cem, optimize_actions
 
 def _extra(parser):
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated task names")
-    parser.add_argument("--part", default="all", choices=["smoke", "tasks", "all"])
+    parser.add_argument("--part", default="all", choices=["smoke", "tasks", "freeze", "all"])
     parser.add_argument("--iterations", type=int, default=200)
 
 
@@ -74,6 +74,21 @@ def task_row(name: str, device: str, iterations: int) -> dict:
             "s_per_adam_iter": adam_s / len(adam.losses)}
 
 
+def freeze_rows(device: str, iterations: int) -> list[dict]:
+    """Adam + expanding window with and without FluidLab's action freezing (smoke tasks)."""
+    rows = []
+    for name in ("smoke_art", "transport", "circulation"):
+        env = TASKS[name](device=device)
+        row = {"section": "freeze", "case": name, "adam_iters": iterations}
+        for label, lag in (("no_freeze", None), ("freeze", env.horizon // 10)):
+            window = ExpandingWindow(env.horizon, patience=3, freeze_lag=lag)
+            result = optimize_actions(env, iterations=iterations, lr=env.default_lr, window=window)
+            row[f"{label}_ratio"] = result.ratio
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
 def _merge(device: str, rows: list[dict]) -> list[dict]:
     """Keep rows of an existing results file that this run did not recompute."""
     path = RESULTS_DIR / f"sim_envs_{device}.json"
@@ -81,7 +96,7 @@ def _merge(device: str, rows: list[dict]) -> list[dict]:
         return rows
     done = {(r["section"], r["case"]) for r in rows}
     old = [r for r in json.loads(path.read_text())["rows"] if (r["section"], r["case"]) not in done]
-    order = {"smoke": 0, "task": 1}
+    order = {"smoke": 0, "task": 1, "freeze": 2}
     return sorted(old + rows, key=lambda r: order[r["section"]])
 
 
@@ -92,7 +107,9 @@ calls. Mcell_steps_per_s = B*N^2*T / fwd. Tasks: default (small CPU) configs, fl
 after 3 iterations with < 1% improvement), 200 iterations; adam_ratio = best full-horizon loss /
 loss of the zero actions. sim_steps counts a gradient rollout of W steps as 2W (forward +
 backward); CEM (population 16, 25% elites, mean kept in the population) gets exactly that many
-forward steps. CPU Warp kernels run single-threaded; the machine was shared with other jobs."""
+forward steps. Freeze: the same Adam run (100 iterations) without and with action freezing
+(freeze_lag = T/10: on each window expansion the actions before old_end - T/10 are frozen).
+CPU Warp kernels run single-threaded; the machine was shared with other jobs (wall times vary 2-3x)."""
 
 
 def main():
@@ -108,6 +125,8 @@ def main():
                 raise ValueError(f"unknown task {name!r}; choose from {sorted(TASKS)}")
             rows.append(task_row(name, args.device, iterations))
             print(rows[-1], flush=True)
+    if args.part in ("freeze", "all"):
+        rows += freeze_rows(args.device, 20 if args.quick else 100)
     rows = _merge(args.device, rows)
     print(write_results("sim_envs", args.device, rows, NOTES).read_text())
 
