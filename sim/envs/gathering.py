@@ -22,20 +22,20 @@ class GatheringConfig(MPMEnvConfig):
         goal_x: goal of the object's centre of mass along x.
     """
 
-    action_bound: float = 2.0
+    action_bound: float = 3.0
     water: tuple[float, float, float, float] = (0.1, 0.1, 0.9, 0.3)
     object_box: tuple[float, float, float, float] = (0.34, 0.27, 0.44, 0.34)
     object_density: float = 0.5
     paddle_start: tuple[float, float] = (0.2, 0.22)
     paddle_radius: float = 0.05
-    goal_x: float = 0.65
+    goal_x: float = 0.6
 
 
 class Gathering(MPMEnv):
     """Per-step loss ``l_t = (c_x(t) - goal_x)^2 / (c_x(0) - goal_x)^2`` with ``c`` the rigid
     object's centre of mass."""
 
-    default_lr = 0.2
+    default_lr = 0.3
 
     def __init__(self, config: GatheringConfig | None = None, **kwargs):
         super().__init__(config or GatheringConfig(), **kwargs)
