@@ -14,7 +14,7 @@ import contextlib
 import torch
 import warp as wp
 
-from .engine.mpm import MPMSimulator
+from .engine.mpm import MPMSimulator, check_tool_steps
 
 _PARAMS = ("E", "nu", "viscosity")
 
@@ -97,8 +97,9 @@ def mpm_rollout(sim: MPMSimulator, n_steps: int, tool_pos: torch.Tensor = None,
         E, nu, viscosity: (n_materials,) material parameters (default: the simulator's).
     Returns:
         xs, vs: (n_steps+1, N, d) positions / velocities after each env step (row 0: initial).
-    Gradients flow to every argument that requires grad. Non-finite inputs raise ValueError;
-    an unstable rollout raises ``sim.engine.SimulationError``.
+    Gradients flow to every argument that requires grad. Non-finite inputs, and tools moving
+    more than ``MPMConfig.max_tool_step`` (default dx) per substep, raise ValueError; an
+    unstable rollout raises ``sim.engine.SimulationError``.
     """
     if not isinstance(sim, MPMSimulator):
         raise TypeError(f"sim must be an MPMSimulator, got {type(sim).__name__}")
@@ -126,6 +127,9 @@ def mpm_rollout(sim: MPMSimulator, n_steps: int, tool_pos: torch.Tensor = None,
             t = wp.to_torch(default[name]).detach().clone()[: shape[0]]
         _check_tensor(name, t, shape, sim)
         args.append(t)
+    if sim.n_tools:
+        steps = torch.linalg.vector_norm(torch.diff(args[0].detach(), dim=0), dim=-1)
+        check_tool_steps(steps.double().cpu().numpy(), c.tool_step_limit, name="tool_pos")
     return MPMRollout.apply(sim, n_steps, *args)
 
 

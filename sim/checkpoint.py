@@ -1,13 +1,14 @@
 """Segment checkpointing for Warp rollouts (Griewank-style one-level checkpointing).
 
-The forward pass runs without a tape and keeps only the state at the start of each
-segment of ``segment_length`` steps. The backward pass walks the segments in reverse:
-restore the segment's start state, re-record the segment on a fresh ``wp.Tape``, seed the
-adjoint of its end state (carried from the later segment) plus any observation adjoints
-inside it, run ``tape.backward()``, and carry the adjoint of its start state to the
-earlier segment. Memory is ``segment_length`` per-step buffers plus ``n_steps /
+The forward pass keeps only the state at the start of each segment of ``segment_length``
+steps. The backward pass walks the segments in reverse: restore the segment's start state
+and recompute the segment into per-step buffers (as a fresh ``wp.Tape`` recording would),
+seed the adjoint of its end state (carried from the later segment) plus any observation
+adjoints inside it, run the segment's adjoint (``tape.backward()`` or replayed adjoint
+launches), and carry the adjoint of its start state to the earlier segment. Memory is ``segment_length`` per-step buffers plus ``n_steps /
 segment_length`` checkpoints, i.e. O(sqrt(n_steps)) with the suggested length, for one
-extra forward pass; the arithmetic is the same as storing everything, so gradients are
+extra forward pass (less one segment: the forward pass records its last segment, which
+the backward pass uses first; with a single segment nothing is recomputed); the arithmetic is the same as storing everything, so gradients are
 bitwise identical (on CPU, where atomics are serial).
 
 Parameter and control gradients accumulate across segments, so the sweep never calls
@@ -51,31 +52,26 @@ def suggest_segment_length(n_steps: int, checkpoint_bytes: int, step_bytes: int)
 class Replayable(Protocol):
     """What a simulator provides to be differentiated segment by segment."""
 
-    def restore_checkpoint(self, segment: int, start: int) -> None:
-        """Load the saved start state of ``segment`` into the segment buffers."""
-
-    def clear_segment_adjoints(self) -> None:
-        """Zero the gradients of all per-step segment buffers (not of parameters)."""
-
-    def record_segment(self, start: int, stop: int) -> None:
-        """Launch steps ``start .. stop-1`` (called inside a ``wp.Tape``)."""
+    def prepare_segment(self, segment: int, start: int, stop: int) -> None:
+        """Make the segment buffers hold the forward values of steps ``start .. stop``
+        (restore the checkpoint and recompute, unless the forward pass left them there) and
+        zero their adjoints."""
 
     def seed_segment_adjoint(self, start: int, stop: int) -> None:
         """Add the carried end-state adjoint and the observation adjoints of the segment."""
+
+    def adjoint_segment(self, start: int, stop: int) -> None:
+        """Run the adjoint of steps ``stop-1 .. start`` (e.g. ``tape.backward()``)."""
 
     def carry_start_adjoint(self, start: int) -> None:
         """Save the adjoint of the segment's start state for the earlier segment."""
 
 
 def backward_sweep(sim: Replayable, plan: SegmentPlan) -> None:
-    """Run the reverse segment sweep described in the module docstring."""
+    """Run the reverse segment sweep described in the module docstring. Parameter and
+    control adjoints accumulate across segments (never zeroed here, no ``tape.zero()``)."""
     for index, (start, stop) in reversed(list(enumerate(plan.segments))):
-        sim.restore_checkpoint(index, start)
-        sim.clear_segment_adjoints()
-        tape = wp.Tape()
-        with tape:
-            sim.record_segment(start, stop)
+        sim.prepare_segment(index, start, stop)
         sim.seed_segment_adjoint(start, stop)
-        tape.backward()
+        sim.adjoint_segment(start, stop)
         sim.carry_start_adjoint(start)
-        # no tape.reset()/tape.zero(): both would clear the accumulated parameter gradients

@@ -18,6 +18,7 @@ import warp as wp
 from ..checkpoint import SegmentPlan, backward_sweep
 from .materials import Material, MaterialKind
 from .mpm_kernels import MAX_TOOLS, get_kernels
+from .replay import RecordedStep
 from .tools import Tool
 
 
@@ -34,6 +35,8 @@ class MPMConfig:
     (``None``: store every substep of the longest rollout, i.e. no recompute).
     ``on_escape``: particles that would leave ``[dx, 1 - 2 dx]`` are clamped back and
     counted (``'clamp'``, default) or the rollout raises :class:`SimulationError` (``'raise'``).
+    ``max_tool_step``: largest tool translation per substep (default ``dx``: the grid-based
+    contact cannot resolve faster tools); larger steps raise ``ValueError``.
     """
     dim: int = 2
     n_grid: int = 64
@@ -46,6 +49,7 @@ class MPMConfig:
     device: str = "cpu"
     segment_substeps: int = None
     on_escape: str = "clamp"
+    max_tool_step: float = None
 
     def __post_init__(self):
         if self.dim not in (2, 3):
@@ -64,10 +68,16 @@ class MPMConfig:
             raise ValueError(f"segment_substeps must be >= 1, got {self.segment_substeps}")
         if self.on_escape not in ("clamp", "raise"):
             raise ValueError(f"on_escape must be 'clamp' or 'raise', got {self.on_escape!r}")
+        if self.max_tool_step is not None and not self.max_tool_step > 0:
+            raise ValueError(f"max_tool_step must be positive, got {self.max_tool_step}")
 
     @property
     def dx(self) -> float:
         return 1.0 / self.n_grid
+
+    @property
+    def tool_step_limit(self) -> float:
+        return self.dx if self.max_tool_step is None else float(self.max_tool_step)
 
     @property
     def max_substeps(self) -> int:
@@ -78,6 +88,17 @@ class MPMConfig:
         if self.gravity is not None:
             return tuple(float(g) for g in self.gravity)
         return (0.0, -9.8) if self.dim == 2 else (0.0, -9.8, 0.0)
+
+
+def check_tool_steps(step_lengths: np.ndarray, limit: float, name: str = "tool pos") -> None:
+    """Raise ``ValueError`` if a tool moves more than ``limit`` between two substeps.
+
+    step_lengths: (S, n_tools) translation per substep."""
+    if step_lengths.size and step_lengths.max() > limit:
+        s, t = np.unravel_index(int(np.argmax(step_lengths)), step_lengths.shape)
+        raise ValueError(f"{name} moves tool {t} by {step_lengths[s, t]:.3g} between substeps {s} and "
+                         f"{s + 1}, more than max_tool_step={limit:.3g} (the contact is resolved on the grid: "
+                         "keep |v_tool| dt <= dx, i.e. smaller actions or dt, or raise MPMConfig.max_tool_step)")
 
 
 @dataclass
@@ -127,7 +148,11 @@ class ParticleSet:
 
 @dataclass
 class _SegmentBuffers:
-    """Per-substep arrays of one segment (states 0..K, grids and bodies 0..K-1)."""
+    """Per-substep arrays of one segment (states 0..K, grids and bodies 0..K-1).
+
+    Each field is a list of views into one contiguous (count, size) block, so a whole
+    segment's adjoints (or its grid accumulators) are zeroed with one call per block.
+    """
     x: list = field(default_factory=list)
     v: list = field(default_factory=list)
     C: list = field(default_factory=list)
@@ -139,10 +164,26 @@ class _SegmentBuffers:
     v_adv: list = field(default_factory=list)
     body_sum: list = field(default_factory=list)
     body_A: list = field(default_factory=list)
+    blocks: dict = field(default_factory=dict)
 
-    def all_arrays(self):
-        for name in self.__dataclass_fields__:
-            yield from getattr(self, name)
+    ACCUMULATORS = ("grid_mv", "grid_m", "body_sum", "body_A")  # targets of atomic adds
+
+    def add(self, name: str, block: wp.array) -> None:
+        self.blocks[name] = block
+        setattr(self, name, [block[i] for i in range(block.shape[0])])
+
+    def zero_accumulators(self) -> None:
+        for name in self.ACCUMULATORS:
+            if name in self.blocks:
+                self.blocks[name].zero_()
+
+    def zero_adjoints(self) -> None:
+        for block in self.blocks.values():
+            block.grad.zero_()
+
+    def nbytes(self) -> int:
+        """Values plus adjoints."""
+        return sum(2 * block.capacity for block in self.blocks.values())
 
 
 class MPMSimulator:
@@ -175,6 +216,7 @@ class MPMSimulator:
         self._segment = min(self._segment, config.max_substeps)
         self._allocate()
         self.n_clamped = 0
+        self._live = None  # (segment, start, stop) whose forward values the buffers hold
 
     # ------------------------------------------------------------------ setup
     @property
@@ -253,6 +295,7 @@ class MPMSimulator:
         self._carry = [self._zeros(n, t) for t in (vec, vec, mat, mat)]
         self._status = self._zeros(2, int)
         self._buffers = self._allocate_segment(self._segment)
+        self._steps = [self._record_slot(l) for l in range(self._segment)]
 
     def _allocate_bodies(self):
         k, p = self.kernels, self.particles
@@ -287,22 +330,16 @@ class MPMSimulator:
 
     def _allocate_segment(self, K: int) -> _SegmentBuffers:
         c, k = self.config, self.kernels
-        n, cells = self.n_particles, c.n_grid ** c.dim
+        n, cells, nb = self.n_particles, c.n_grid ** c.dim, self.n_bodies
         buf = _SegmentBuffers()
-        for _ in range(K + 1):
-            buf.x.append(self._zeros(n, k.vec, True))
-            buf.v.append(self._zeros(n, k.vec, True))
-            buf.C.append(self._zeros(n, k.mat, True))
-            buf.F.append(self._zeros(n, k.mat, True))
-        for _ in range(K):
-            buf.grid_mv.append(self._zeros(cells, k.vec, True))
-            buf.grid_m.append(self._zeros(cells, k.scalar, True))
-            buf.grid_v.append(self._zeros(cells, k.vec, True))
-            if self.n_bodies:
-                buf.x_adv.append(self._zeros(n, k.vec, True))
-                buf.v_adv.append(self._zeros(n, k.vec, True))
-                buf.body_sum.append(self._zeros(self.n_bodies, k.vec, True))
-                buf.body_A.append(self._zeros(self.n_bodies, k.mat, True))
+        layout = {"x": (K + 1, n, k.vec), "v": (K + 1, n, k.vec), "C": (K + 1, n, k.mat),
+                  "F": (K + 1, n, k.mat), "grid_mv": (K, cells, k.vec), "grid_m": (K, cells, k.scalar),
+                  "grid_v": (K, cells, k.vec)}
+        if nb:
+            layout.update(x_adv=(K, n, k.vec), v_adv=(K, n, k.vec), body_sum=(K, nb, k.vec),
+                          body_A=(K, nb, k.mat))
+        for name, (count, size, dtype) in layout.items():
+            buf.add(name, self._zeros((count, size), dtype, True))
         return buf
 
     # ------------------------------------------------------------------ inputs
@@ -322,6 +359,7 @@ class MPMSimulator:
             raise ValueError(f"tool rot must have shape {pos.shape + (c.dim,)}, got {rot.shape}")
         if not (np.isfinite(pos).all() and np.isfinite(rot).all()):
             raise ValueError("tool poses must be finite (got NaN or inf)")
+        check_tool_steps(np.linalg.norm(np.diff(pos, axis=0), axis=-1), c.tool_step_limit)
         if self.n_tools:
             full_p, full_r = self.tool_pos.numpy(), self.tool_rot.numpy()
             full_p[:pos.shape[0]] = pos
@@ -330,38 +368,35 @@ class MPMSimulator:
             self.tool_rot.assign(full_r.astype(self.np_dtype))
 
     # ------------------------------------------------------------------ stepping
-    def _launch(self, kernel, dim, args):
-        wp.launch(kernel, dim=dim, inputs=args, device=self.config.device)
-
-    def _substep(self, s: int, l: int):
-        """Substep ``s`` (global) reading segment state ``l`` and writing state ``l + 1``."""
+    def _record_slot(self, l: int) -> RecordedStep:
+        """Launches of one substep reading segment state ``l`` and writing state ``l + 1``
+        (the substep index ``s`` is set at replay)."""
         c, k, b = self.config, self.kernels, self._buffers
         T, n = k.scalar, self.n_particles
         dt, inv_dx = T(c.dt), T(1.0 / c.dx)
-        b.grid_mv[l].zero_()
-        b.grid_m[l].zero_()
-        self._launch(k.p2g, n, [b.x[l], b.v[l], b.C[l], b.F[l], self.birth, s, self.p_mass, self.p_mat,
-                                self.mat_kind, self.E, self.nu, self.viscosity, self.sv_lo, self.sv_hi,
-                                T(self.p_vol), dt, inv_dx, c.n_grid, b.F[l + 1], b.grid_mv[l], b.grid_m[l]])
-        self._launch(k.grid_update, c.n_grid ** c.dim,
-                     [b.grid_mv[l], b.grid_m[l], s, dt, T(c.dx), k.vec(*c.gravity_vector), c.n_grid, c.bound,
-                      self.n_tools, self.tool_shape, self.tool_size, self.tool_softness, self.tool_friction,
-                      self.tool_pos, self.tool_rot, b.grid_v[l]])
+        step = RecordedStep(c.device)
+        step.add(k.p2g, n, [b.x[l], b.v[l], b.C[l], b.F[l], self.birth, 0, self.p_mass, self.p_mat,
+                            self.mat_kind, self.E, self.nu, self.viscosity, self.sv_lo, self.sv_hi,
+                            T(self.p_vol), dt, inv_dx, c.n_grid, b.F[l + 1], b.grid_mv[l], b.grid_m[l]]
+                 )
+        step.add(k.grid_update(self.n_tools), c.n_grid ** c.dim,
+                 [b.grid_mv[l], b.grid_m[l], 0, dt, T(c.dx), k.vec(*c.gravity_vector), c.n_grid, c.bound,
+                  self.tool_shape, self.tool_size, self.tool_softness, self.tool_friction,
+                  self.tool_pos, self.tool_rot, b.grid_v[l]])
         rigid = self.n_bodies > 0
         x_out = b.x_adv[l] if rigid else b.x[l + 1]
         v_out = b.v_adv[l] if rigid else b.v[l + 1]
-        self._launch(k.g2p, n, [b.x[l], b.v[l], b.C[l], self.birth, s, b.grid_v[l], dt, inv_dx, c.n_grid,
-                                T(c.dx), T(1.0 - 2.0 * c.dx), self.spawn_tool, self.spawn_offset,
-                                self.spawn_velocity, self.tool_pos, self.tool_rot,
-                                x_out, v_out, b.C[l + 1], self._status])
+        step.add(k.g2p, n, [b.x[l], b.v[l], b.C[l], self.birth, 0, b.grid_v[l], dt, inv_dx, c.n_grid,
+                            T(c.dx), T(1.0 - 2.0 * c.dx), self.spawn_tool, self.spawn_offset,
+                            self.spawn_velocity, self.tool_pos, self.tool_rot,
+                            x_out, v_out, b.C[l + 1], self._status])
         if rigid:
-            b.body_sum[l].zero_()
-            b.body_A[l].zero_()
-            self._launch(k.body_reduce, n, [b.x_adv[l], self.p_body, self.p_mass, self.rest,
-                                            b.body_sum[l], b.body_A[l]])
-            self._launch(k.body_project, n, [b.x[l], b.x_adv[l], b.v_adv[l], self.p_body, self.rest,
-                                             self.body_mass, b.body_sum[l], b.body_A[l], dt,
-                                             b.x[l + 1], b.v[l + 1]])
+            step.add(k.body_reduce, n, [b.x_adv[l], self.p_body, self.p_mass, self.rest,
+                                        b.body_sum[l], b.body_A[l]])
+            step.add(k.body_project, n, [b.x[l], b.x_adv[l], b.v_adv[l], self.p_body, self.rest,
+                                         self.body_mass, b.body_sum[l], b.body_A[l], dt,
+                                         b.x[l + 1], b.v[l + 1]])
+        return step
 
     def _plan(self, n_steps: int) -> SegmentPlan:
         c = self.config
@@ -384,16 +419,18 @@ class MPMSimulator:
             wp.copy(dst[0], src)
         wp.copy(self.obs_x[0], self.x0)
         wp.copy(self.obs_v[0], self.v0)
-        for index, (start, stop) in enumerate(plan.segments):
+        segments = plan.segments
+        for index, (start, stop) in enumerate(segments):
             self.restore_checkpoint(index, start)
-            for s in range(start, stop):
-                self._substep(s, s - start)
-                if (s + 1) % c.substeps_per_step == 0:
-                    row = (s + 1) // c.substeps_per_step
-                    wp.copy(self.obs_x[row], self._buffers.x[s + 1 - start])
-                    wp.copy(self.obs_v[row], self._buffers.v[s + 1 - start])
+            self.record_segment(start, stop)
+            for s in range(start + 1, stop + 1):
+                if s % c.substeps_per_step == 0:
+                    row = s // c.substeps_per_step
+                    wp.copy(self.obs_x[row], self._buffers.x[s - start])
+                    wp.copy(self.obs_v[row], self._buffers.v[s - start])
             for dst, src in zip(self._ckpt, self._state(stop - start)):
                 wp.copy(dst[index + 1], src)
+        self._live = (len(segments) - 1, *segments[-1])  # the buffers hold the last segment
         self._check_status()
 
     def _check_status(self):
@@ -407,6 +444,9 @@ class MPMSimulator:
                                   "(on_escape='raise'; use 'clamp' to clamp them back)")
 
     # ------------------------------------------------------------------ backward (checkpoint.Replayable)
+    # After forward the segment buffers still hold the last segment, so backward starts
+    # there without recomputing it, then recomputes earlier segments from their checkpoints.
+    # Changing inputs between forward and backward is not supported (one rollout in flight).
     def backward(self, n_steps: int, grad_obs_x=None, grad_obs_v=None) -> None:
         """Reverse sweep after :meth:`forward` with the same ``n_steps``.
 
@@ -425,33 +465,50 @@ class MPMSimulator:
             arr.grad.zero_()
         for arr in self._carry:
             arr.zero_()
+        self._n_substeps = plan.n_steps
         backward_sweep(self, plan)
         wp.copy(self.x0.grad, self._carry[0])
         wp.copy(self.v0.grad, self._carry[1])
+
+    def prepare_segment(self, segment: int, start: int, stop: int) -> None:
+        live, self._live = self._live, None
+        if live != (segment, start, stop):
+            self.restore_checkpoint(segment, start)
+            self.record_segment(start, stop)
+        self.clear_segment_adjoints()
+
+    def adjoint_segment(self, start: int, stop: int) -> None:
+        for s in reversed(range(start, stop)):
+            self._steps[s - start].adjoint(s)
 
     def restore_checkpoint(self, segment: int, start: int) -> None:
         for dst, src in zip(self._state(0), self._ckpt):
             wp.copy(dst, src[segment])
 
     def clear_segment_adjoints(self) -> None:
-        for arr in self._buffers.all_arrays():
-            arr.grad.zero_()
+        self._buffers.zero_adjoints()
 
     def record_segment(self, start: int, stop: int) -> None:
+        """Run substeps ``start .. stop-1`` into the segment buffers."""
+        self._buffers.zero_accumulators()
         for s in range(start, stop):
-            self._substep(s, s - start)
+            self._steps[s - start].forward(s)
 
     def seed_segment_adjoint(self, start: int, stop: int) -> None:
         k, sps, n = self.kernels, self.config.substeps_per_step, self.n_particles
         end = self._state(stop - start)
         for arr, carry in zip(end, self._carry):
             wp.copy(arr.grad, carry)
-        first = start if start == 0 else start + 1
-        for s in range(first, stop + 1):
+        # an observed state on a segment boundary is seeded in the later segment (before its
+        # adjoint contributions accumulate), so the summation order, and hence every bit of the
+        # gradient, matches a single stored-everything tape
+        last = stop + 1 if stop == self._n_substeps else stop
+        for s in range(start, last):
             if s % sps == 0:
                 l, row = s - start, s // sps
-                self._launch(k.add_vec, n, [self._grad_obs_x[row], self._buffers.x[l].grad])
-                self._launch(k.add_vec, n, [self._grad_obs_v[row], self._buffers.v[l].grad])
+                dev = self.config.device
+                wp.launch(k.add_vec, n, inputs=[self._grad_obs_x[row], self._buffers.x[l].grad], device=dev)
+                wp.launch(k.add_vec, n, inputs=[self._grad_obs_v[row], self._buffers.v[l].grad], device=dev)
 
     def carry_start_adjoint(self, start: int) -> None:
         for carry, arr in zip(self._carry, self._state(0)):
@@ -460,6 +517,6 @@ class MPMSimulator:
     # ------------------------------------------------------------------ diagnostics
     def memory_bytes(self) -> dict:
         """Bytes of the per-substep segment buffers (values + gradients) and of the checkpoints."""
-        seg = sum(2 * a.capacity for a in self._buffers.all_arrays())
+        seg = self._buffers.nbytes()
         ckpt = sum(a.capacity for a in self._ckpt)
         return {"segment": seg, "checkpoints": ckpt, "segment_substeps": self._segment}

@@ -23,7 +23,7 @@ import warp as wp
 
 from .spectral import build_spectral
 
-MAX_TOOLS = 4  # tool loops are unrolled (differentiable) up to this many tools
+MAX_TOOLS = 4  # the tool loop is unrolled (differentiable); one grid kernel per tool count
 
 # Material kinds (see sim.engine.materials.MaterialKind).
 _LIQUID, _ELASTIC, _PLASTIC, _RIGID = 0, 1, 2, 3
@@ -46,15 +46,21 @@ class MPMKernels:
     vec: type
     mat: type
     p2g: wp.Kernel
-    grid_update: wp.Kernel
+    make_grid_update: object  # n_tools -> wp.Kernel (see grid_update())
     g2p: wp.Kernel
     body_reduce: wp.Kernel
     body_project: wp.Kernel
     add_vec: wp.Kernel
-    add_mat: wp.Kernel
+
+    def grid_update(self, n_tools: int) -> wp.Kernel:
+        """The grid-update kernel for ``n_tools`` tools (built once per count)."""
+        if n_tools not in _GRID_CACHE.setdefault((self.dim, self.scalar), {}):
+            _GRID_CACHE[(self.dim, self.scalar)][n_tools] = self.make_grid_update(n_tools)
+        return _GRID_CACHE[(self.dim, self.scalar)][n_tools]
 
 
 _CACHE: dict = {}
+_GRID_CACHE: dict = {}
 
 
 def get_kernels(dim: int, dtype: str) -> MPMKernels:
@@ -67,7 +73,11 @@ def get_kernels(dim: int, dtype: str) -> MPMKernels:
 
 def _dim_helpers(dim, T, vec, mat, module, tag):
     """Small functions whose body depends on the dimension; everything else is generic."""
+    wmat = wp.types.matrix(shape=(3, dim), dtype=T)
     if dim == 2:
+        def _stencil_weight(W: wmat, i: int, j: int, k: int) -> T:
+            return W[i, 0] * W[j, 1]
+
         def _make_vec(a: T, b: T, c: T) -> vec:
             return vec(a, b)
 
@@ -94,6 +104,9 @@ def _dim_helpers(dim, T, vec, mat, module, tag):
                 return vec(s0, T(0.0))
             return vec(T(0.0), s1)
     else:
+        def _stencil_weight(W: wmat, i: int, j: int, k: int) -> T:
+            return W[i, 0] * W[j, 1] * W[k, 2]
+
         def _make_vec(a: T, b: T, c: T) -> vec:
             return vec(a, b, c)
 
@@ -122,7 +135,7 @@ def _dim_helpers(dim, T, vec, mat, module, tag):
                 return vec(T(0.0), s1, T(0.0))
             return vec(T(0.0), T(0.0), s2)
 
-    names = dict(make_vec=_make_vec, third=_third, base_third=_base_third, nz_stride=_nz_stride, make_diag=_make_diag, max_comp=_max_comp,
+    names = dict(stencil_weight=_stencil_weight, make_vec=_make_vec, third=_third, base_third=_base_third, nz_stride=_nz_stride, make_diag=_make_diag, max_comp=_max_comp,
                  box_inside_normal=_box_inside_normal)
     return {k: wp.func(f, name=f"mpm_{k}_{tag}", module=module) for k, f in names.items()}
 
@@ -133,6 +146,7 @@ def _build(dim: int, dtype: str) -> MPMKernels:
     module = f"sim_mpm_{tag}"
     h = _dim_helpers(dim, T, vec, mat, module, tag)
     make_vec, third, make_diag = h["make_vec"], h["third"], h["make_diag"]
+    stencil_weight = h["stencil_weight"]
     base_third, nz_stride = h["base_third"], h["nz_stride"]
     max_comp, box_inside_normal = h["max_comp"], h["box_inside_normal"]
     polar_rotation, clamp_singular_values = build_spectral(dim, T, vec, mat, module)
@@ -146,15 +160,20 @@ def _build(dim: int, dtype: str) -> MPMKernels:
         return wp.kernel(f, name=f"mpm_{f.__name__.strip('_')}_{tag}", module=module)
 
     @fn
-    def _wsel(o: int, a: T, b: T, c: T) -> T:
-        return wp.where(o == 0, a, wp.where(o == 1, b, c))
-
-    @fn
-    def _wz(o: int, w0: vec, w1: vec, w2: vec) -> T:
-        # weight factor along the third axis (1 in 2-D)
-        if NZ == 1:
-            return T(1.0)
-        return _wsel(o, third(w0), third(w1), third(w2))
+    def _stencil(x: vec, inv_dx: T):
+        """Base node (3 ints), fractional position fx (vec) and the quadratic B-spline weights
+        as a (3, dim) matrix, row o = weight of node offset o per axis (Hu 2018, Eq. 3)."""
+        xg = x * inv_dx
+        b0 = int(wp.floor(xg[0] - T(0.5)))
+        b1 = int(wp.floor(xg[1] - T(0.5)))
+        b2 = base_third(xg)
+        fx = xg - make_vec(T(float(b0)), T(float(b1)), T(float(b2)))
+        a0 = vec(T(1.5)) - fx
+        a1 = fx - vec(T(1.0))
+        a2 = fx - vec(T(0.5))
+        W = wp.matrix_from_rows(T(0.5) * wp.cw_mul(a0, a0), vec(T(0.75)) - wp.cw_mul(a1, a1),
+                                T(0.5) * wp.cw_mul(a2, a2))
+        return b0, b1, b2, fx, W
 
     @fn
     def _kirchhoff(kind: int, Fn: mat, C: mat, E: T, nu: T, visc: T):
@@ -199,25 +218,17 @@ def _build(dim: int, dtype: str) -> MPMKernels:
         F_out[p] = F_store
         mass = p_mass[p]
         affine = (-dt * p_vol * T(4.0) * inv_dx * inv_dx) * tau + mass * C[p]
-        xg = x[p] * inv_dx
-        b0 = int(wp.floor(xg[0] - T(0.5)))
-        b1 = int(wp.floor(xg[1] - T(0.5)))
-        b2 = base_third(xg)
-        fx = xg - make_vec(T(float(b0)), T(float(b1)), T(float(b2)))
-        a0 = vec(T(1.5)) - fx
-        a1 = fx - vec(T(1.0))
-        a2 = fx - vec(T(0.5))
-        w0 = T(0.5) * wp.cw_mul(a0, a0)
-        w1 = vec(T(0.75)) - wp.cw_mul(a1, a1)
-        w2 = T(0.5) * wp.cw_mul(a2, a2)
-        mv = mass * v[p]
+        b0, b1, b2, fx, W = _stencil(x[p], inv_dx)
+        # momentum to node offset o: w (m v + affine (o - fx) dx) = w (mom0 + affine_dx o)
+        affine_dx = affine / inv_dx
+        mom0 = mass * v[p] - affine_dx @ fx
         for i in range(3):
             for j in range(3):
                 for k in range(NZ):
-                    w = _wsel(i, w0[0], w1[0], w2[0]) * _wsel(j, w0[1], w1[1], w2[1]) * _wz(k, w0, w1, w2)
-                    dpos = (make_vec(T(float(i)), T(float(j)), T(float(k))) - fx) / inv_dx
+                    w = stencil_weight(W, i, j, k)
+                    offset = make_vec(T(float(i)), T(float(j)), T(float(k)))
                     node = ((b0 + i) * n_grid + (b1 + j)) * nz_stride(n_grid) + (b2 + k)
-                    wp.atomic_add(grid_mv, node, w * (mv + affine @ dpos))
+                    wp.atomic_add(grid_mv, node, w * (mom0 + affine_dx @ offset))
                     wp.atomic_add(grid_m, node, w * mass)
 
     @fn
@@ -270,35 +281,41 @@ def _build(dim: int, dtype: str) -> MPMKernels:
             return v_tool + rel_t * influence + rel * (T(1.0) - influence)
         return v
 
-    @kernel
-    def _grid_update(grid_mv: wp.array(dtype=vec), grid_m: wp.array(dtype=T), s: int,
-                     dt: T, dx: T, gravity: vec, n_grid: int, bound: int, n_tools: int,
-                     tool_shape: wp.array(dtype=int), tool_size: wp.array(dtype=vec),
-                     tool_softness: wp.array(dtype=T), tool_friction: wp.array(dtype=T),
-                     tool_pos: wp.array2d(dtype=vec), tool_rot: wp.array2d(dtype=mat),
-                     grid_v: wp.array(dtype=vec)):
-        node = wp.tid()
-        m = grid_m[node]
-        if m <= T(0.0):
-            grid_v[node] = vec(T(0.0))
-            return
-        stride = nz_stride(n_grid)
-        i = node // (n_grid * stride)
-        j = (node // stride) % n_grid
-        k = node % stride
-        vel = grid_mv[node] / m + dt * gravity
-        xw = make_vec(T(float(i)), T(float(j)), T(float(k))) * dx
-        for t in range(MAX_TOOLS):
-            if t < n_tools:
+    def make_grid_update(n_tools: int) -> wp.Kernel:
+        """grid_update with the tool loop unrolled ``n_tools`` times, in its own small Warp
+        module (compiled on first use): the adjoint of unused contact code is not free."""
+
+        def _grid_update(grid_mv: wp.array(dtype=vec), grid_m: wp.array(dtype=T), s: int,
+                         dt: T, dx: T, gravity: vec, n_grid: int, bound: int,
+                         tool_shape: wp.array(dtype=int), tool_size: wp.array(dtype=vec),
+                         tool_softness: wp.array(dtype=T), tool_friction: wp.array(dtype=T),
+                         tool_pos: wp.array2d(dtype=vec), tool_rot: wp.array2d(dtype=mat),
+                         grid_v: wp.array(dtype=vec)):
+            node = wp.tid()
+            m = grid_m[node]
+            if m <= T(0.0):
+                grid_v[node] = vec(T(0.0))
+                return
+            stride = nz_stride(n_grid)
+            i = node // (n_grid * stride)
+            j = (node // stride) % n_grid
+            k = node % stride
+            vel = grid_mv[node] / m + dt * gravity
+            xw = make_vec(T(float(i)), T(float(j)), T(float(k))) * dx
+            for t in range(n_tools):
                 vel = _soft_contact(vel, m, xw, dt, tool_shape[t], tool_size[t], tool_softness[t],
                                     tool_friction[t], tool_pos[s, t], tool_rot[s, t],
                                     tool_pos[s + 1, t], tool_rot[s + 1, t])
-        lo = bound
-        hi = n_grid - bound
-        keep0 = wp.where((i < lo and vel[0] < T(0.0)) or (i > hi and vel[0] > T(0.0)), T(0.0), T(1.0))
-        keep1 = wp.where((j < lo and vel[1] < T(0.0)) or (j > hi and vel[1] > T(0.0)), T(0.0), T(1.0))
-        keep2 = wp.where((k < lo and third(vel) < T(0.0)) or (k > hi and third(vel) > T(0.0)), T(0.0), T(1.0))
-        grid_v[node] = wp.cw_mul(vel, make_vec(keep0, keep1, keep2))
+            lo = bound
+            hi = n_grid - bound
+            keep0 = wp.where((i < lo and vel[0] < T(0.0)) or (i > hi and vel[0] > T(0.0)), T(0.0), T(1.0))
+            keep1 = wp.where((j < lo and vel[1] < T(0.0)) or (j > hi and vel[1] > T(0.0)), T(0.0), T(1.0))
+            keep2 = wp.where((k < lo and third(vel) < T(0.0)) or (k > hi and third(vel) > T(0.0)),
+                             T(0.0), T(1.0))
+            grid_v[node] = wp.cw_mul(vel, make_vec(keep0, keep1, keep2))
+
+        return wp.kernel(_grid_update, name=f"mpm_grid_update_{n_tools}tools_{tag}",
+                         module=f"{module}_grid{n_tools}")
 
     @kernel
     def _g2p(x: wp.array(dtype=vec), v: wp.array(dtype=vec), C: wp.array(dtype=mat),
@@ -323,28 +340,20 @@ def _build(dim: int, dtype: str) -> MPMKernels:
             v_out[p] = R @ spawn_velocity[p]
             C_out[p] = mat(T(0.0))
             return
-        xg = x[p] * inv_dx
-        b0 = int(wp.floor(xg[0] - T(0.5)))
-        b1 = int(wp.floor(xg[1] - T(0.5)))
-        b2 = base_third(xg)
-        fx = xg - make_vec(T(float(b0)), T(float(b1)), T(float(b2)))
-        a0 = vec(T(1.5)) - fx
-        a1 = fx - vec(T(1.0))
-        a2 = fx - vec(T(0.5))
-        w0 = T(0.5) * wp.cw_mul(a0, a0)
-        w1 = vec(T(0.75)) - wp.cw_mul(a1, a1)
-        w2 = T(0.5) * wp.cw_mul(a2, a2)
+        b0, b1, b2, fx, W = _stencil(x[p], inv_dx)
+        # C = 4/dx^2 sum w v_i (x_i - x_p)^T = (4/dx) (sum w v_i o^T - v fx^T)
         new_v = vec(T(0.0))
-        new_C = mat(T(0.0))
+        S = mat(T(0.0))
         for i in range(3):
             for j in range(3):
                 for k in range(NZ):
-                    w = _wsel(i, w0[0], w1[0], w2[0]) * _wsel(j, w0[1], w1[1], w2[1]) * _wz(k, w0, w1, w2)
-                    dpos = make_vec(T(float(i)), T(float(j)), T(float(k))) - fx
+                    w = stencil_weight(W, i, j, k)
+                    offset = make_vec(T(float(i)), T(float(j)), T(float(k)))
                     node = ((b0 + i) * n_grid + (b1 + j)) * nz_stride(n_grid) + (b2 + k)
-                    gv = grid_v[node]
-                    new_v = new_v + w * gv
-                    new_C = new_C + (T(4.0) * inv_dx * w) * wp.outer(gv, dpos)
+                    wv = w * grid_v[node]
+                    new_v = new_v + wv
+                    S = S + wp.outer(wv, offset)
+        new_C = (T(4.0) * inv_dx) * (S - wp.outer(new_v, fx))
         xn = x[p] + dt * new_v
         if not (wp.isfinite(xn[0]) and wp.isfinite(xn[1]) and wp.isfinite(third(xn))):
             wp.atomic_add(status, 1, 1)
@@ -390,11 +399,6 @@ def _build(dim: int, dtype: str) -> MPMKernels:
         i = wp.tid()
         dst[i] = dst[i] + src[i]
 
-    @kernel
-    def _add_mat(src: wp.array(dtype=mat), dst: wp.array(dtype=mat)):
-        i = wp.tid()
-        dst[i] = dst[i] + src[i]
-
-    return MPMKernels(dim=dim, scalar=T, vec=vec, mat=mat, p2g=_p2g, grid_update=_grid_update,
+    return MPMKernels(dim=dim, scalar=T, vec=vec, mat=mat, p2g=_p2g, make_grid_update=make_grid_update,
                       g2p=_g2p, body_reduce=_body_reduce, body_project=_body_project,
-                      add_vec=_add_vec, add_mat=_add_mat)
+                      add_vec=_add_vec)
