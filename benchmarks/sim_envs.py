@@ -20,7 +20,7 @@ from sim.optim import ExpandingWindow, cem, optimize_actions
 
 def _extra(parser):
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated task names")
-    parser.add_argument("--part", default="all", choices=["smoke", "tasks", "freeze", "all"])
+    parser.add_argument("--part", default="all", choices=["smoke", "tasks", "freeze", "window", "all"])
     parser.add_argument("--iterations", type=int, default=200)
 
 
@@ -89,6 +89,21 @@ def freeze_rows(device: str, iterations: int) -> list[dict]:
     return rows
 
 
+def window_rows(device: str, iterations: int) -> list[dict]:
+    """Adam on the full-horizon loss against Adam with the expanding window (smoke tasks)."""
+    rows = []
+    for name in ("smoke_art", "transport", "circulation"):
+        env = TASKS[name](device=device)
+        row = {"section": "window", "case": name, "adam_iters": iterations}
+        for label, window in (("full_horizon", None), ("expanding", ExpandingWindow(env.horizon, patience=3))):
+            result = optimize_actions(env, iterations=iterations, lr=env.default_lr, window=window)
+            row[f"{label}_ratio"] = result.ratio
+            row[f"{label}_sim_steps"] = result.sim_steps
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
 def _merge(device: str, rows: list[dict]) -> list[dict]:
     """Keep rows of an existing results file that this run did not recompute."""
     path = RESULTS_DIR / f"sim_envs_{device}.json"
@@ -96,7 +111,7 @@ def _merge(device: str, rows: list[dict]) -> list[dict]:
         return rows
     done = {(r["section"], r["case"]) for r in rows}
     old = [r for r in json.loads(path.read_text())["rows"] if (r["section"], r["case"]) not in done]
-    order = {"smoke": 0, "task": 1, "freeze": 2}
+    order = {"smoke": 0, "task": 1, "freeze": 2, "window": 3}
     return sorted(old + rows, key=lambda r: order[r["section"]])
 
 
@@ -109,6 +124,8 @@ loss of the zero actions. sim_steps counts a gradient rollout of W steps as 2W (
 backward); CEM (population 16, 25% elites, mean kept in the population) gets exactly that many
 forward steps. Freeze: the same Adam run (100 iterations) without and with action freezing
 (freeze_lag = T/10: on each window expansion the actions before old_end - T/10 are frozen).
+Window: the same Adam run (100 iterations) on the full-horizon loss throughout against the
+expanding window. Rows of each section may come from separate invocations (--part/--tasks).
 CPU Warp kernels run single-threaded; the machine was shared with other jobs (wall times vary 2-3x)."""
 
 
@@ -127,6 +144,8 @@ def main():
             print(rows[-1], flush=True)
     if args.part in ("freeze", "all"):
         rows += freeze_rows(args.device, 20 if args.quick else 100)
+    if args.part in ("window", "all"):
+        rows += window_rows(args.device, 20 if args.quick else 100)
     rows = _merge(args.device, rows)
     print(write_results("sim_envs", args.device, rows, NOTES).read_text())
 
