@@ -6,3 +6,11 @@ from .checkpoint import SegmentPlan, backward_sweep, suggest_segment_length  # n
 from .engine import (ELASTIC, MAX_TOOLS, RIGID, SNOW, VISCOUS_LIQUID, WATER, Material,  # noqa: E402
                      MaterialKind, MPMConfig, MPMSimulator, ParticleSet, SimulationError, Tool, ToolShape)
 # --- end sim-engine ---
+
+# --- sim-envs: smoke grid, environments, trajectory optimisation ---
+from .engine.smoke import SmokeConfig, SmokeGrid  # noqa: E402
+from .envs import (TASKS, Env, EnvConfig, Gathering, GatheringConfig, LatteArt, LatteArtConfig,  # noqa: E402
+                   SmokeArt, SmokeArtConfig, SmokeCirculation, SmokeCirculationConfig, SmokeMixing,
+                   SmokeMixingConfig, SmokeTransport, SmokeTransportConfig)
+from .optim import ExpandingWindow, OptimResult, cem, optimize_actions  # noqa: E402
+# --- end sim-envs ---

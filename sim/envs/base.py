@@ -1,0 +1,196 @@
+"""The environment API shared by every task: reset / step / loss / render plus a
+differentiable batched rollout loss for trajectory optimisation.
+
+A task is a differentiable simulator with a per-step loss ``l_t`` and per-step weights
+``w_t``; its trajectory loss is FluidLab's temporally summed loss
+``L(a_{0:T}) = sum_t w_t l_t(s_{t+1})`` (Xian et al. 2023, the ``temporal_range`` sum of
+``fluidengine/losses``). Optimisers pass an extra mask (the temporally expanding window);
+the rollout is truncated after the last step with a non-zero weight.
+
+Action convention (all tasks): an action is a vector of ``action_dim`` floats, valid in
+``[-action_bound, action_bound]``. Out-of-range values are **clamped** to that box
+(documented clamping, as FluidLab's ``action_range`` clip); NaN or infinite values raise
+``ValueError``.
+"""
+import abc
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["Env", "EnvConfig"]
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Settings every task has.
+
+    Attributes:
+        horizon: number of action steps ``T`` of an episode.
+        action_bound: actions are clamped to ``[-action_bound, action_bound]``.
+        seed: default seed of :meth:`Env.reset` (initial-state perturbation).
+    """
+
+    horizon: int = 40
+    action_bound: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if not isinstance(self.horizon, int) or self.horizon < 1:
+            raise ValueError(f"horizon must be an int >= 1, got {self.horizon!r}")
+        if not self.action_bound > 0:
+            raise ValueError(f"action_bound must be positive, got {self.action_bound!r}")
+
+
+class Env(abc.ABC):
+    """Base class of the tasks.
+
+    Args:
+        config: the task's config dataclass (a subclass of :class:`EnvConfig`).
+        batch_size: number ``B`` of worlds that :meth:`step` advances in parallel.
+        device: torch device of states and actions.
+        dtype: ``torch.float32`` (default) or ``torch.float64`` (gradient tests).
+
+    Subclasses implement :meth:`_initial_state`, :meth:`_advance` (one or more steps from a
+    given state, differentiable), :meth:`step_losses_of` and :meth:`_render_state`.
+    """
+
+    action_dim: int = 2
+    #: Adam learning rate that works for the task's default config (examples, benchmarks).
+    default_lr: float = 0.1
+
+    def __init__(self, config: EnvConfig, batch_size: int = 1, device="cpu", dtype=torch.float32):
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        if dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        self.config = config
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.reset()
+
+    # ------------------------------------------------------------------ task interface
+    @abc.abstractmethod
+    def _initial_state(self, generator: torch.Generator) -> tuple:
+        """The initial state as a tuple of tensors with a leading batch dim of 1."""
+
+    @abc.abstractmethod
+    def _advance(self, state: tuple, actions: torch.Tensor):
+        """Simulate ``actions`` ``(B, T, A)`` from ``state``; returns ``(observations, final_state)``.
+
+        ``observations`` is whatever :meth:`step_losses_of` needs, with time on dim 1.
+        Must be differentiable w.r.t. ``actions`` and the state.
+        """
+
+    @abc.abstractmethod
+    def step_losses_of(self, observations, start: int = 0) -> torch.Tensor:
+        """Per-step task losses ``l_t`` of a batch of trajectories, shape ``(B, T)``; the first
+        observation is the state after step ``start``."""
+
+    @abc.abstractmethod
+    def _render_state(self, state: tuple, index: int) -> np.ndarray:
+        """RGB image ``(H, W, 3)`` uint8 of world ``index`` of ``state``."""
+
+    def step_weights(self) -> torch.Tensor:
+        """Per-step weights ``w_t`` of the task loss, shape ``(T,)``; uniform by default."""
+        return torch.ones(self.config.horizon, dtype=self.dtype, device=self.device)
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def horizon(self) -> int:
+        return self.config.horizon
+
+    def reset(self, seed: int | None = None) -> tuple:
+        """Reset all ``B`` worlds to the initial state drawn with ``seed`` (default ``config.seed``)."""
+        seed = self.config.seed if seed is None else seed
+        if not isinstance(seed, int):
+            raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        self._init = tuple(t.to(self.device) for t in self._initial_state(generator))
+        self._state = self._expand(self._init, self.batch_size)
+        self._t = 0
+        self._losses: list[torch.Tensor] = []
+        return self._state
+
+    def step(self, action: torch.Tensor) -> tuple:
+        """Advance every world one step with ``action`` ``(A,)`` or ``(B, A)`` (no gradient)."""
+        if self._t >= self.horizon:
+            raise RuntimeError(f"episode is over (horizon {self.horizon}); call reset()")
+        action = torch.as_tensor(action, dtype=self.dtype, device=self.device)
+        if action.dim() == 1:
+            action = action.expand(self.batch_size, -1)
+        if action.shape != (self.batch_size, self.action_dim):
+            raise ValueError(f"action must have shape ({self.action_dim},) or ({self.batch_size}, "
+                             f"{self.action_dim}), got {tuple(action.shape)}")
+        with torch.no_grad():
+            obs, self._state = self._advance(self._state, self.clamp_actions(action[:, None]))
+            self._losses.append(self.step_losses_of(obs, start=self._t)[:, 0])
+        self._t += 1
+        return self._state
+
+    def loss(self) -> torch.Tensor:
+        """Task loss ``sum_t w_t l_t`` over the steps taken since :meth:`reset`, shape ``(B,)``."""
+        if not self._losses:
+            return torch.zeros(self.batch_size, dtype=self.dtype, device=self.device)
+        weights = self.step_weights()[: self._t]
+        return (torch.stack(self._losses, dim=1) * weights).sum(dim=1)
+
+    def render(self, index: int = 0) -> np.ndarray:
+        """RGB image ``(H, W, 3)`` uint8 of world ``index`` in the current state."""
+        if not 0 <= index < self.batch_size:
+            raise ValueError(f"index must be in [0, {self.batch_size}), got {index}")
+        return self._render_state(self._state, index)
+
+    def clamp_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        """Check actions are finite and clamp them to the action box (documented clamping)."""
+        if not torch.isfinite(actions).all():
+            raise ValueError("actions contain NaN or infinite values")
+        bound = self.config.action_bound
+        return actions.clamp(-bound, bound)
+
+    def initial_actions(self) -> torch.Tensor:
+        """The actions optimisation starts from: zeros of shape ``(T, A)``."""
+        return torch.zeros(self.horizon, self.action_dim, dtype=self.dtype, device=self.device)
+
+    def step_losses(self, actions: torch.Tensor) -> torch.Tensor:
+        """Per-step losses ``(B, T')`` of action sequences ``(B, T', A)`` (``T' <= T``) from the
+        initial state; differentiable w.r.t. ``actions``."""
+        actions = self._check_sequence(actions)
+        obs, _ = self._advance(self._expand(self._init, actions.shape[0]), self.clamp_actions(actions))
+        return self.step_losses_of(obs)
+
+    def rollout_loss(self, actions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Trajectory loss ``sum_t m_t w_t l_t`` of action sequences ``(B, T, A)``, shape ``(B,)``.
+
+        ``mask`` ``(T,)`` multiplies the task weights (an optimiser's loss window); the rollout
+        stops after the last step with a non-zero weight, so a short window is cheap.
+        """
+        actions = self._check_sequence(actions)
+        if actions.shape[1] != self.horizon:
+            raise ValueError(f"actions must cover the horizon {self.horizon}, got {actions.shape[1]} steps")
+        weights = self.step_weights()
+        if mask is not None:
+            if mask.shape != (self.horizon,):
+                raise ValueError(f"mask must have shape ({self.horizon},), got {tuple(mask.shape)}")
+            weights = weights * mask.to(weights)
+        nonzero = torch.nonzero(weights).flatten()
+        if nonzero.numel() == 0:
+            raise ValueError("all loss weights are zero")
+        steps = int(nonzero[-1]) + 1
+        return (self.step_losses(actions[:, :steps]) * weights[:steps]).sum(dim=1)
+
+    # ------------------------------------------------------------------ helpers
+    def _check_sequence(self, actions) -> torch.Tensor:
+        if not isinstance(actions, torch.Tensor):
+            raise TypeError(f"actions must be a torch.Tensor, got {type(actions).__name__}")
+        if actions.dim() == 2:
+            actions = actions[None]
+        if actions.dim() != 3 or actions.shape[2] != self.action_dim or not 1 <= actions.shape[1] <= self.horizon:
+            raise ValueError(f"actions must have shape (B, T<={self.horizon}, {self.action_dim}), "
+                             f"got {tuple(actions.shape)}")
+        return actions.to(device=self.device, dtype=self.dtype)
+
+    @staticmethod
+    def _expand(state: tuple, batch: int) -> tuple:
+        return tuple(t.expand(batch, *t.shape[1:]).contiguous() for t in state)

@@ -1,0 +1,56 @@
+"""Cross-entropy method (Rubinstein 1999; the sampling baseline of trajectory optimisation):
+a gradient-free optimiser of open-loop action sequences, evaluated in batched rollouts."""
+import torch
+
+from sim.envs.base import Env
+from sim.optim.trajectory import OptimResult
+
+__all__ = ["cem"]
+
+
+def cem(env: Env, step_budget: int, population: int = 16, elite_frac: float = 0.25, init_std: float | None = None,
+        min_std: float | None = None, smoothing: float = 0.1, seed: int = 0, progress=None) -> OptimResult:
+    """Minimise ``env``'s full-horizon task loss with the cross-entropy method.
+
+    Each iteration samples ``population - 1`` sequences ``a ~ N(mu, sigma^2)`` plus the mean
+    itself (clamped to the action box), evaluates them in one batched rollout, and refits
+    ``mu, sigma`` to the ``elite_frac`` best (``mu <- s mu + (1 - s) mean(elites)``, same for
+    sigma, with ``sigma >= min_std``, default ``0.05 * action_bound``, against premature
+    collapse). Runs until ``step_budget`` simulator steps (population x horizon per
+    iteration) are spent.
+
+    Returns an :class:`OptimResult`; ``losses`` holds the best loss so far after each
+    iteration, ``initial_loss`` the loss of ``env.initial_actions()``.
+    """
+    horizon = env.horizon
+    if population < 2:
+        raise ValueError(f"population must be >= 2, got {population}")
+    if not 0 < elite_frac <= 1:
+        raise ValueError(f"elite_frac must be in (0, 1], got {elite_frac}")
+    n_elite = max(1, int(round(elite_frac * population)))
+    bound = env.config.action_bound
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    mean = env.initial_actions()
+    std = torch.full_like(mean, 0.5 * bound if init_std is None else init_std)
+    min_std = 0.05 * bound if min_std is None else min_std
+    with torch.no_grad():
+        initial = float(env.rollout_loss(mean[None])[0])
+    result = OptimResult(actions=mean.clone(), initial_loss=initial, best_loss=initial)
+    while result.sim_steps + population * horizon <= step_budget:
+        noise = torch.randn(population, *mean.shape, generator=generator, dtype=torch.float64)
+        noise[0] = 0
+        samples = (mean + std * noise.to(mean)).clamp(-bound, bound)
+        with torch.no_grad():
+            losses = env.rollout_loss(samples)
+        result.sim_steps += population * horizon
+        order = torch.argsort(losses)
+        elites = samples[order[:n_elite]]
+        if float(losses[order[0]]) < result.best_loss:
+            result.best_loss, result.actions = float(losses[order[0]]), samples[order[0]].clone()
+        mean = smoothing * mean + (1 - smoothing) * elites.mean(0)
+        if n_elite > 1:
+            std = (smoothing * std + (1 - smoothing) * elites.std(0, unbiased=False)).clamp_min(min_std)
+        result.losses.append(result.best_loss)
+        if progress is not None:
+            progress(len(result.losses) - 1, result.best_loss, horizon)
+    return result

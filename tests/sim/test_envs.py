@@ -1,0 +1,100 @@
+"""Environments: loss gradients vs central finite differences on tiny float64 instances,
+determinism with a seed, the step path against the rollout path, render, action errors."""
+import numpy as np
+import pytest
+import torch
+
+from sim.envs import (Gathering, GatheringConfig, LatteArt, LatteArtConfig, SmokeArt, SmokeArtConfig,
+                      SmokeCirculation, SmokeCirculationConfig, SmokeMixing, SmokeMixingConfig, SmokeTransport,
+                      SmokeTransportConfig)
+
+TINY = dict(resolution=12, jacobi_iters=6, horizon=5)
+MPM_TINY = dict(n_grid=16, horizon=5, substeps_per_step=4, dt=2e-3)
+TASKS = {
+    "circulation": lambda **kw: SmokeCirculation(SmokeCirculationConfig(**TINY), **kw),
+    "smoke_art": lambda **kw: SmokeArt(SmokeArtConfig(**TINY, wave_period=4.0), **kw),
+    "transport": lambda **kw: SmokeTransport(SmokeTransportConfig(**TINY, jet_radius=2.0, puff_radius=0.2), **kw),
+    "mixing": lambda **kw: SmokeMixing(SmokeMixingConfig(**TINY, jet_radius=2.0), **kw),
+    "gathering": lambda **kw: Gathering(GatheringConfig(
+        **MPM_TINY, water=(0.2, 0.2, 0.7, 0.35), object_box=(0.4, 0.32, 0.5, 0.4), paddle_start=(0.28, 0.28)), **kw),
+    "latte_art": lambda **kw: LatteArt(LatteArtConfig(
+        **MPM_TINY, coffee=(0.2, 0.2, 0.8, 0.3), flux=2, nozzle_start=(0.4, 0.4)), **kw),
+}
+
+
+def _random_actions(env, batch, seed):
+    g = torch.Generator().manual_seed(seed)
+    bound = env.config.action_bound
+    return 0.5 * bound * torch.randn(batch, env.horizon, env.action_dim, generator=g, dtype=env.dtype)
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_loss_gradient_matches_central_differences(name):
+    env = TASKS[name](dtype=torch.float64)
+    actions = _random_actions(env, 1, seed=1)
+    mask = torch.tensor([1.0, 1.0, 0.5, 1.0, 1.0], dtype=torch.float64)
+    x = actions.clone().requires_grad_()
+    env.rollout_loss(x, mask).sum().backward()
+    g = torch.Generator().manual_seed(2)
+    for _ in range(2):
+        direction = torch.randn(actions.shape, generator=g, dtype=torch.float64)
+        analytic = float((x.grad * direction).sum())
+        eps = 1e-6
+        with torch.no_grad():
+            fd = float(env.rollout_loss(actions + eps * direction, mask) - env.rollout_loss(actions - eps * direction, mask))
+        fd /= 2 * eps
+        assert abs(fd) > 1e-6, "degenerate check: the loss does not depend on the actions"
+        assert abs(analytic - fd) <= 1e-4 * abs(fd), (analytic, fd)
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_cpu_episode_step_path_matches_rollout(name):
+    """reset/step/loss over a whole episode at tiny size equals the batched rollout loss."""
+    env = TASKS[name](batch_size=2)
+    actions = _random_actions(env, 2, seed=3)
+    env.reset(seed=5)
+    for t in range(env.horizon):
+        env.step(actions[:, t])
+    stepped = env.loss()
+    assert stepped.shape == (2,) and torch.isfinite(stepped).all()
+    image = env.render(1)
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(actions[:, 0])
+    env.reset(seed=5)
+    with torch.no_grad():
+        rolled = env.rollout_loss(actions)
+    torch.testing.assert_close(stepped, rolled, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_seed_determinism(name):
+    env = TASKS[name]()
+    actions = _random_actions(env, 1, seed=4)
+    runs = []
+    for seed in (7, 7, 8):
+        env.reset(seed=seed)
+        with torch.no_grad():
+            runs.append(env.rollout_loss(actions))
+    assert torch.equal(runs[0], runs[1])
+    assert not torch.equal(runs[0], runs[2])
+
+
+def test_actions_nan_raises_and_out_of_range_is_clamped():
+    env = TASKS["transport"]()
+    bound = env.config.action_bound
+    with pytest.raises(ValueError, match="NaN"):
+        env.step(torch.tensor([float("nan"), 0.0]))
+    with pytest.raises(ValueError, match="shape"):
+        env.step(torch.zeros(3))
+    with pytest.raises(ValueError, match="shape"):
+        env.rollout_loss(torch.zeros(1, env.horizon + 1, 2))
+    big = torch.full((1, env.horizon, 2), 10.0 * bound)
+    with torch.no_grad():
+        torch.testing.assert_close(env.rollout_loss(big), env.rollout_loss(torch.full_like(big, bound)))
+    with pytest.raises(ValueError, match="batch_size"):
+        TASKS["transport"](batch_size=0)
+    with pytest.raises(ValueError, match="horizon"):
+        SmokeTransportConfig(horizon=0)
+    with pytest.raises(ValueError, match="bin_size"):
+        SmokeMixingConfig(resolution=10, bin_size=4)
