@@ -28,6 +28,14 @@ class Coefficients:
     @classmethod
     def build(cls, tab: ButcherTableau, dtype: torch.dtype, t_dtype: torch.dtype,
               device: torch.device) -> "Coefficients":
+        """Cached per (method, dtypes, device): solves reuse the same small coefficient tensors."""
+        key = (tab.name, dtype, t_dtype, torch.device(device))
+        if key not in _CACHE:
+            _CACHE[key] = cls._build(tab, dtype, t_dtype, device)
+        return _CACHE[key]
+
+    @classmethod
+    def _build(cls, tab, dtype, t_dtype, device) -> "Coefficients":
         def row(values):
             return torch.tensor([list(values)], dtype=dtype, device=device)
 
@@ -39,6 +47,9 @@ class Coefficients:
             dense=None if tab.dense is None else torch.tensor(tab.dense, dtype=dtype, device=device),
             c=torch.tensor(tab.c, dtype=t_dtype, device=device),
         )
+
+
+_CACHE: dict[tuple, Coefficients] = {}
 
 
 class Step(NamedTuple):
