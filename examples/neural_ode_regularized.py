@@ -6,7 +6,7 @@ step-density estimate), then compares test accuracy, the number of function eval
 unregularised adaptive solve needs at test time, and prediction time. Writes a plot to
 ``examples/out/neural_ode_regularized.png``.
 
-    python examples/neural_ode_regularized.py            # ~1–2 min on a laptop CPU
+    python examples/neural_ode_regularized.py            # a few minutes on a laptop CPU
     python examples/neural_ode_regularized.py --steps 2000 --device cuda
 """
 from __future__ import annotations
@@ -81,8 +81,8 @@ def evaluate(field, head, data, args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=250)
-    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--tol", type=float, default=1e-6)
     parser.add_argument("--lam", type=float, default=0.05)
