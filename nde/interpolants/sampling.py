@@ -46,6 +46,9 @@ def sample_ode(b: Field, x: torch.Tensor, t0: float = 0.0, t1: float = 1.0, *, r
         times: optional increasing output times in [t0, t1] (the path is returned, shape
             ``(len(times), B, *state)``); otherwise only the end state ``(B, *state)``.
         method, rtol, atol: passed to ``nde.odeint`` (adaptive by default).
+
+    b is only evaluated at times inside [t0, t1] (clamped), since adaptive solvers may probe
+    past the end; choose [t0, t1] where b is finite.
     """
     from nde import odeint
 
@@ -59,8 +62,11 @@ def sample_ode(b: Field, x: torch.Tensor, t0: float = 0.0, t1: float = 1.0, *, r
     start, sign = (float(grid[-1]), -1.0) if reverse else (float(grid[0]), 1.0)
     tau = (grid.flip(0) - start).abs() if reverse else grid - start
 
+    lo, hi = float(grid[0]), float(grid[-1])
+
     def rhs(s, y):
-        return sign * b(expand_time(start + sign * s, y), y)
+        # Adaptive solvers may probe past the last time; keep b inside [lo, hi], where it is defined.
+        return sign * b(expand_time(start + sign * s, y).clamp(lo, hi), y)
 
     path = odeint(rhs, x, tau.to(x.device), method=method, rtol=rtol, atol=atol)
     return path[-1] if times is None else path
@@ -161,10 +167,10 @@ def log_likelihood(b: Field, x: torch.Tensor, base_log_prob: Callable[[torch.Ten
     def rhs(tau, state):
         with torch.enable_grad():
             y = state[:, :d].reshape(shape).detach().requires_grad_(True)
-            f = b(expand_time(t1 - tau, y), y)
+            f = b(expand_time(t1 - tau, y).clamp(t0, t1), y)  # solvers may probe past t0
             div = _exact_divergence(f, y) if probe is None else _hutchinson_divergence(f, y, probe)
-        # Augmented state [X, Delta]: d/dtau X = -b and d/dtau Delta = +div b, so Delta(t0) = -int div b dt.
-        return torch.cat([-f.detach().flatten(1), div.detach()[:, None]], dim=1)
+        # Augmented state [X, Delta] in tau = t1 - t: dX/dtau = -b, dDelta/dtau = -div b, so Delta = -int div b dt.
+        return torch.cat([-f.detach().flatten(1), -div.detach()[:, None]], dim=1)
 
     tau = torch.tensor([0.0, t1 - t0], dtype=x.dtype, device=x.device)
     state0 = torch.cat([x.detach().flatten(1), x.new_zeros(x.shape[0], 1)], dim=1)

@@ -1,0 +1,65 @@
+"""Metrics against closed forms and known orderings."""
+import math
+
+import pytest
+import torch
+
+from nde.interpolants import ring_mixture
+from nde.metrics import (dropped_modes, energy_mmd, mode_mass_tv, mode_masses, near_mode_fraction,
+                         negative_log_likelihood, sliced_wasserstein)
+
+
+def test_energy_mmd_gaussian_shift_closed_form():
+    """1-D N(0,1) vs N(mu,1): energy distance = 2 E|Z sqrt2 + mu| - 2 E|Z sqrt2| (closed form)."""
+    gen = torch.Generator().manual_seed(0)
+    mu, n = 1.0, 4000
+    x = torch.randn(n, 1, generator=gen, dtype=torch.float64)
+    y = mu + torch.randn(n, 1, generator=gen, dtype=torch.float64)
+    s = math.sqrt(2.0)
+
+    def folded_mean(m):  # E|N(m, s^2)|
+        return s * math.sqrt(2 / math.pi) * math.exp(-m ** 2 / (2 * s ** 2)) + m * math.erf(m / (s * math.sqrt(2)))
+
+    exact = 2 * folded_mean(mu) - 2 * folded_mean(0.0)
+    assert abs(energy_mmd(x, y) - exact) < 0.03
+    assert abs(energy_mmd(x, torch.randn(n, 1, generator=gen, dtype=torch.float64))) < 0.01
+
+
+def test_sliced_wasserstein_of_translation():
+    """Translating by v gives SW_2^2 = E_theta (theta . v)^2 = |v|^2 / d for equal samples."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2000, 2, generator=gen, dtype=torch.float64)
+    v = torch.tensor([3.0, 4.0], dtype=torch.float64)
+    sw = sliced_wasserstein(x, x + v, n_projections=4000, generator=gen)
+    assert abs(sw - 5.0 / math.sqrt(2)) < 0.1
+    assert sliced_wasserstein(x, x, generator=gen) == 0.0
+
+
+def test_mode_statistics():
+    mix = ring_mixture(4, radius=5.0, variance=0.01, weights=torch.tensor([0.4, 0.4, 0.15, 0.05]),
+                       dtype=torch.float64)
+    gen = torch.Generator().manual_seed(2)
+    x = mix.sample(20000, gen)
+    torch.testing.assert_close(mode_masses(x, mix.means), mix.weights, atol=0.01, rtol=0)
+    assert mode_mass_tv(x, mix.means, mix.weights) < 0.01
+    assert dropped_modes(x, mix.means, mix.weights) == 0
+    collapsed = x[mode_masses(x[:1], mix.means).argmax() == torch.cdist(x, mix.means).argmin(1)]
+    assert dropped_modes(collapsed, mix.means, mix.weights) == 3
+    assert near_mode_fraction(x, mix.means, std=0.1) > 0.98
+
+
+def test_negative_log_likelihood_is_entropy_for_true_samples():
+    """For N(0, I_2) the cross-entropy of true samples is the entropy 1 + log(2 pi)."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(20000, 2, generator=gen, dtype=torch.float64)
+    nll = negative_log_likelihood(x, lambda y: -0.5 * y.square().sum(1) - math.log(2 * math.pi))
+    assert abs(nll - (1 + math.log(2 * math.pi))) < 0.03
+
+
+def test_metric_argument_errors():
+    with pytest.raises(ValueError, match="x"):
+        energy_mmd(torch.zeros(3), torch.zeros(3, 1))
+    with pytest.raises(ValueError, match="equal shapes"):
+        sliced_wasserstein(torch.zeros(3, 2), torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="threshold"):
+        dropped_modes(torch.zeros(3, 2), torch.zeros(1, 2), torch.ones(1), threshold=2.0)
