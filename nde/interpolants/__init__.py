@@ -11,6 +11,7 @@ from .losses import (denoiser_loss, interpolant_velocity_loss, sample_times, sco
                      velocity_loss)
 from .mixture import GaussianMixture, ring_mixture, standard_normal
 from .networks import MLP, TimeConditionedMLP
+from .training import InterpolantTask
 from .sampling import gaussian_log_prob, log_likelihood, sample_ode, sample_sde
 from .vp import denoiser_from_velocity, vp_noise_prediction
 
@@ -19,5 +20,5 @@ __all__ = [
     "one_sided_trigonometric", "mirror", "velocity_loss", "interpolant_velocity_loss", "score_loss",
     "denoiser_loss", "sample_times", "sample_ode", "sample_sde", "log_likelihood", "gaussian_log_prob",
     "vp_noise_prediction", "denoiser_from_velocity", "MixtureInterpolantFields", "GaussianMixture",
-    "ring_mixture", "standard_normal", "checkerboard", "two_moons", "TimeConditionedMLP", "MLP",
+    "ring_mixture", "standard_normal", "checkerboard", "two_moons", "TimeConditionedMLP", "MLP", "InterpolantTask",
 ]
