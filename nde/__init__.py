@@ -1,3 +1,16 @@
-"""nde: neural and differentiable differential equations in PyTorch."""
+"""nde: neural and differentiable differential equations in PyTorch.
+
+Core ODE API: :func:`solve_ode` (returns a :class:`Solution`), and the torchdiffeq drop-ins
+:func:`odeint` / :func:`odeint_adjoint`.
+"""
+
+from .api import odeint, odeint_adjoint, solve_ode
+from .controller import IController, PIController
+from .errors import SolverError, Status
+from .solution import Solution
+from .tableaus import TABLEAUS, ButcherTableau
 
 __version__ = "0.1.0"
+
+__all__ = ["odeint", "odeint_adjoint", "solve_ode", "Solution", "SolverError", "Status",
+           "PIController", "IController", "ButcherTableau", "TABLEAUS"]

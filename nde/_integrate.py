@@ -1,0 +1,413 @@
+"""The integration loop: adaptive or fixed-grid RK stepping, shared or per-sample steps.
+
+Shared mode (torchdiffeq semantics): the whole batch is one state, time and step size are Python
+floats, and the only host synchronisation per step is reading the error ratio, which decides both
+acceptance and termination. Per-sample mode: every row of ``y`` (shape (batch, d)) has its own t, dt,
+accept/reject, output times and status; control is tensor arithmetic with masks, and the only
+synchronisation per step is one small transfer (active count, outputs passed). Rows that finish are
+dropped from the working batch once at most half of it is still active, so they stop costing work.
+
+Times are always increasing here; the API layer maps decreasing time grids onto increasing ones.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from ._rk import Coefficients, Step, interpolate, linear_interpolate, rk_step, stage_times, stiffness_estimate
+from .controller import PIController, initial_step
+from .errors import SolverError, Status
+
+
+@dataclass
+class Config:
+    """Everything the loop needs besides the function, initial state and output times."""
+
+    coeffs: Coefficients
+    rtol: float | torch.Tensor
+    atol: float | torch.Tensor
+    controller: PIController
+    t_dtype: torch.dtype
+    first_step: float | None = None
+    step_size: float | None = None           # fixed-grid methods: grid spacing (None: the output times)
+    interp: str = "linear"                   # fixed-grid output interpolation: "linear" or "cubic"
+    min_step: float = 0.0
+    max_step: float = math.inf
+    max_steps: int = 2 ** 31 - 1
+    norm: Callable | None = None             # shared mode: tensor -> scalar tensor (default RMS)
+    throw: bool = True
+    heuristics: bool = False                 # keep per-step error ratio and stiffness estimates
+    record: bool = False                     # keep (t, dt, y) checkpoints for the discrete adjoint
+    dense: bool = False                      # keep every accepted step for Solution.evaluate
+    clip_to_outputs: bool = False            # end steps exactly on output times (no interpolation)
+
+
+@dataclass
+class Record:
+    """One accepted step (shared) or one step of the working batch (per-sample), for replay.
+
+    ``rows``: indices of the working rows in the full batch (per-sample mode), else None.
+    ``accept``: per-row acceptance (per-sample mode), else None. ``outputs``: list of
+    (output index, theta) in shared mode, (output index (rows,), mask (rows,), theta (rows,)) per-sample.
+    """
+
+    t: float | torch.Tensor
+    dt: float | torch.Tensor
+    y: torch.Tensor
+    rows: torch.Tensor | None = None
+    accept: torch.Tensor | None = None
+    outputs: list = field(default_factory=list)
+    t_next: torch.Tensor | None = None          # per-sample: each row's time after the step
+
+
+@dataclass
+class Result:
+    ys: torch.Tensor                      # (T, *shape)
+    status: torch.Tensor                  # () shared, (batch,) per-sample; Status codes
+    nfe: torch.Tensor                     # () or (batch,): function evaluations (per sample: row-evaluations)
+    n_accepted: torch.Tensor
+    n_rejected: torch.Tensor
+    heuristics: dict[str, torch.Tensor]   # "t", "dt", "error_ratio", "stiffness": (steps,) or (steps, batch)
+    records: list[Record]
+    dense_steps: list                     # (t, dt, y0, Step) per accepted step (shared mode)
+    fail: tuple[float, float] | None = None
+
+
+def rms_norm(x: torch.Tensor) -> torch.Tensor:
+    """Root-mean-square over all elements (shared mode)."""
+    return torch.linalg.vector_norm(x) / math.sqrt(max(x.numel(), 1))
+
+
+def rms_rows(x: torch.Tensor) -> torch.Tensor:
+    """Root-mean-square over each row of a (batch, d) tensor (per-sample mode) -> (batch,)."""
+    return torch.linalg.vector_norm(x, dim=-1) / math.sqrt(max(x.shape[-1], 1))
+
+
+def error_ratio(step: Step, y0: torch.Tensor, rtol, atol, norm: Callable) -> torch.Tensor:
+    """EEst = ‖err / (atol + rtol·max(|y0|, |y1|))‖ (Hairer, Nørsett & Wanner I, eq. II.4.11)."""
+    scale = torch.maximum(y0.abs(), step.y1.abs()).mul(rtol).add(atol)
+    return norm(step.error / scale)
+
+
+def output_value(step: Step, y0: torch.Tensor, dt: float, theta: float, kind: str, coeffs: Coefficients,
+                 k_next: torch.Tensor | None = None) -> torch.Tensor:
+    """The state at an output time inside a step (shared mode), by the rule recorded in ``kind``:
+    "end" (y1), "start" (y0), "dense" (the method's interpolant), "cubic" (Hermite), "linear"."""
+    if kind == "end" or (kind == "dense" and theta == 1.0):
+        return step.y1
+    if kind == "start":
+        return y0
+    if kind == "linear":
+        return linear_interpolate(y0, step.y1, theta)
+    return interpolate(step, y0, dt, theta, coeffs, k_next=k_next)
+
+
+def _t(t: float, dtype, device) -> torch.Tensor:
+    return torch.tensor(t, dtype=dtype, device=device)
+
+
+def _fail(cfg: Config, status: Status, t: float, dt: float, detail: str = ""):
+    if cfg.throw:
+        raise SolverError(status, t, dt, detail)
+
+
+# --------------------------------------------------------------------------------------------
+# Shared steps
+# --------------------------------------------------------------------------------------------
+
+def integrate_shared(func: Callable, y0: torch.Tensor, t_out: list[float], cfg: Config) -> Result:
+    """Solve with one step size for the whole state; ``t_out`` increasing Python floats."""
+    if cfg.coeffs.tableau.adaptive:
+        return _adaptive_shared(func, y0, t_out, cfg)
+    return _fixed_shared(func, y0, t_out, cfg)
+
+
+def _finish_shared(outputs: list, n_out: int, y0: torch.Tensor, status: Status, nfe: int, n_acc: int,
+                   n_rej: int, heur: dict, records, dense_steps, fail=None) -> Result:
+    while len(outputs) < n_out:  # a failed solve (throw=False): unreached outputs are NaN
+        outputs.append(torch.full_like(y0, float("nan")))
+    dev = y0.device
+    return Result(
+        ys=torch.stack(outputs), status=torch.tensor(int(status), device=dev),
+        nfe=torch.tensor(nfe, device=dev), n_accepted=torch.tensor(n_acc, device=dev),
+        n_rejected=torch.tensor(n_rej, device=dev), heuristics=_stack_heuristics(heur),
+        records=records, dense_steps=dense_steps, fail=fail)
+
+
+def _stack_heuristics(heur: dict) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, values in heur.items():
+        if not values:
+            continue
+        if torch.is_tensor(values[0]):
+            out[key] = torch.stack(values)
+        else:
+            out[key] = torch.tensor(values, dtype=torch.float64)
+    return out
+
+
+def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
+    coeffs, tab, ctrl = cfg.coeffs, cfg.coeffs.tableau, cfg.controller
+    dev, tdt = y0.device, cfg.t_dtype
+    norm = cfg.norm or rms_norm
+    k_exp = tab.error_order + 1
+    t = t_out[0]
+    f0 = func(_t(t, tdt, dev), y0)
+    nfe = 1
+    if cfg.first_step is None:
+        with torch.no_grad():
+            dt = float(initial_step(func, _t(t, tdt, dev), y0, f0, tab.error_order, cfg.rtol, cfg.atol, norm))
+        nfe += 1
+    else:
+        dt = float(cfg.first_step)
+    dt = min(max(dt, cfg.min_step), cfg.max_step)
+    outputs, j = [y0], 1
+    y, k1 = y0, f0
+    prev_ratio, n_acc, n_rej = 1e-4, 0, 0
+    heur = {"t": [], "dt": [], "error_ratio": [], "stiffness": []}
+    records, dense_steps = [], []
+    while j < len(t_out):
+        if n_acc + n_rej >= cfg.max_steps:
+            _fail(cfg, Status.MAX_STEPS, t, dt, f"max_steps={cfg.max_steps}")
+            return _finish_shared(outputs, len(t_out), y0, Status.MAX_STEPS, nfe, n_acc, n_rej, heur,
+                                  records, dense_steps, (t, dt))
+        clipped = cfg.clip_to_outputs and t + dt >= t_out[j]
+        if clipped:
+            dt = t_out[j] - t
+        times = stage_times(t, dt, coeffs, tdt, dev)
+        step = rk_step(func, t, dt, y, k1, coeffs, times, want_stiffness=cfg.heuristics)
+        nfe += tab.stages - 1
+        with torch.no_grad():
+            ratio_t = error_ratio(step, y, cfg.rtol, cfg.atol, norm)
+        ratio = float(ratio_t)  # the one host synchronisation of the step
+        finite = math.isfinite(ratio)
+        accept = finite and (ratio <= 1.0 or dt <= cfg.min_step)
+        if accept:
+            t_new = t_out[j] if clipped else t + dt
+            if cfg.heuristics:
+                heur["t"].append(t)
+                heur["dt"].append(dt)
+                heur["error_ratio"].append(ratio)
+                with torch.no_grad():
+                    rho = stiffness_estimate(step, coeffs, norm)
+                heur["stiffness"].append(rho if rho is not None else torch.tensor(float("nan"), device=dev))
+            outs = []
+            while j < len(t_out) and t_out[j] <= t_new:
+                theta = (t_out[j] - t) / dt
+                theta = 1.0 if t_out[j] == t_new else theta
+                outputs.append(output_value(step, y, dt, theta, "dense", coeffs))
+                outs.append((j, theta, "dense"))
+                j += 1
+            if cfg.record:
+                records.append(Record(t, dt, y.detach(), outputs=outs))
+            if cfg.dense:
+                dense_steps.append((t, dt, y, step))
+            y, k1, t = step.y1, step.ks[-1], t_new
+            prev_ratio = ratio
+            n_acc += 1
+        else:
+            n_rej += 1
+        dt = min(max(dt * ctrl.factor(ratio, prev_ratio, accept, k_exp), cfg.min_step), cfg.max_step)
+        if j < len(t_out) and (t + dt == t or dt <= 0.0):
+            status = Status.DT_UNDERFLOW if finite else Status.NONFINITE
+            _fail(cfg, status, t, dt)
+            return _finish_shared(outputs, len(t_out), y0, status, nfe, n_acc, n_rej, heur, records,
+                                  dense_steps, (t, dt))
+    return _finish_shared(outputs, len(t_out), y0, Status.SUCCESS, nfe, n_acc, n_rej, heur, records,
+                          dense_steps)
+
+
+def fixed_grid(t_out: list[float], step_size: float | None, t_dtype, device) -> list[float]:
+    """torchdiffeq's grid: the output times, or t0 + n·step_size with the last point set to t_end."""
+    if step_size is None:
+        return list(t_out)
+    t0, t1 = t_out[0], t_out[-1]
+    n = int(math.ceil((t1 - t0) / step_size + 1))
+    grid = (torch.arange(0, n, dtype=t_dtype, device=device) * step_size + t0).tolist()
+    grid[-1] = t1
+    return grid
+
+
+def _fixed_shared(func, y0, t_out, cfg: Config) -> Result:
+    coeffs, tab = cfg.coeffs, cfg.coeffs.tableau
+    dev, tdt = y0.device, cfg.t_dtype
+    grid = fixed_grid(t_out, cfg.step_size, tdt, dev)
+    if len(grid) - 1 > cfg.max_steps:
+        _fail(cfg, Status.MAX_STEPS, grid[0], grid[1] - grid[0], f"the grid needs {len(grid) - 1} steps")
+    outputs, j, y, nfe = [y0], 1, y0, 0
+    records, dense_steps = [], []
+    k1 = None
+    for t, t_next in zip(grid[:-1], grid[1:]):
+        dt = t_next - t
+        if k1 is None:
+            k1 = func(_t(t, tdt, dev), y)
+            nfe += 1
+        step = rk_step(func, t, dt, y, k1, coeffs, stage_times(t, dt, coeffs, tdt, dev))
+        nfe += tab.stages - 1
+        k_next = None
+        outs = []
+        while j < len(t_out) and t_out[j] <= t_next:
+            kind = ("end" if t_out[j] == t_next else "start" if t_out[j] == t else cfg.interp)
+            if kind == "cubic" and k_next is None:
+                k_next = func(_t(t_next, tdt, dev), step.y1)
+                nfe += 1
+            theta = (t_out[j] - t) / dt
+            outputs.append(output_value(step, y, dt, theta, kind, coeffs, k_next))
+            outs.append((j, theta, kind))
+            j += 1
+        if cfg.record:
+            records.append(Record(t, dt, y.detach(), outputs=outs))
+        if cfg.dense:
+            dense_steps.append((t, dt, y, step))
+        y = step.y1
+        k1 = k_next
+    n = len(grid) - 1
+    return _finish_shared(outputs, len(t_out), y0, Status.SUCCESS, nfe, n, 0,
+                          {}, records, dense_steps)
+
+
+# --------------------------------------------------------------------------------------------
+# Per-sample steps
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class _Batch:
+    """Working state of the rows still being integrated (per-sample mode)."""
+
+    rows: torch.Tensor        # (n,) indices into the full batch
+    t: torch.Tensor           # (n,)
+    dt: torch.Tensor          # (n,)
+    y: torch.Tensor           # (n, d)
+    k1: torch.Tensor          # (n, d)
+    prev: torch.Tensor        # (n,) previous accepted error ratio
+    out_idx: torch.Tensor     # (n,) next output index
+    active: torch.Tensor      # (n,) bool
+
+    def select(self, keep: torch.Tensor) -> "_Batch":
+        return _Batch(*(getattr(self, name)[keep] for name in
+                        ("rows", "t", "dt", "y", "k1", "prev", "out_idx", "active")))
+
+
+def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, cfg: Config) -> Result:
+    """Solve every row of ``y0`` (batch, d) on its own adaptive grid; ``t_out`` is (batch, T),
+    increasing along T. ``func(t, y)`` receives ``t`` of shape (n,) and ``y`` of shape (n, d) for
+    the n rows still active, and must treat rows independently."""
+    coeffs, tab, ctrl = cfg.coeffs, cfg.coeffs.tableau, cfg.controller
+    if not tab.adaptive:
+        raise ValueError(f"per-sample steps need an adaptive method; {tab.name!r} is fixed-step "
+                         "(use the shared mode, where the fixed grid is common to the batch)")
+    B, T = t_out.shape
+    dev, tdt = y0.device, cfg.t_dtype
+    k_exp = tab.error_order + 1
+    t0 = t_out[:, 0]
+    f0 = func(t0, y0)
+    if cfg.first_step is None:
+        with torch.no_grad():
+            dt0 = initial_step(func, t0, y0, f0, tab.error_order, cfg.rtol, cfg.atol, rms_rows).to(tdt)
+        evals = 2
+    else:
+        dt0 = torch.full((B,), float(cfg.first_step), dtype=tdt, device=dev)
+        evals = 1
+    dt0 = dt0.clamp(cfg.min_step, cfg.max_step)
+    ys = torch.zeros((T,) + tuple(y0.shape), dtype=y0.dtype, device=dev)
+    ys = ys.index_put((torch.zeros(B, dtype=torch.long, device=dev), torch.arange(B, device=dev)), y0)
+    nfe = torch.full((B,), evals, dtype=torch.long, device=dev)
+    n_acc = torch.zeros(B, dtype=torch.long, device=dev)
+    n_rej = torch.zeros(B, dtype=torch.long, device=dev)
+    status = torch.zeros(B, dtype=torch.long, device=dev)
+    fail_t = torch.zeros(B, dtype=tdt, device=dev)
+    fail_dt = torch.zeros(B, dtype=tdt, device=dev)
+    heur = {"t": [], "dt": [], "error_ratio": [], "stiffness": []}
+    records = []
+    batch = _Batch(torch.arange(B, device=dev), t0.clone(), dt0, y0, f0,
+                   torch.full((B,), 1e-4, dtype=y0.dtype, device=dev),
+                   torch.ones(B, dtype=torch.long, device=dev),
+                   torch.ones(B, dtype=torch.bool, device=dev) if T > 1 else torch.zeros(B, dtype=torch.bool, device=dev))
+    n_active = B if T > 1 else 0
+    while n_active > 0:
+        b = batch
+        rows_t_out = t_out[b.rows]                                         # (n, T)
+        if cfg.clip_to_outputs:
+            next_out = rows_t_out.gather(1, b.out_idx.clamp_max(T - 1).unsqueeze(1)).squeeze(1)
+            clipped = b.t + b.dt >= next_out
+            b.dt = torch.where(clipped, next_out - b.t, b.dt)
+        times = stage_times(b.t, b.dt, coeffs, tdt, dev)
+        step = rk_step(func, b.t, b.dt.to(y0.dtype), b.y, b.k1, coeffs, times, want_stiffness=cfg.heuristics)
+        with torch.no_grad():
+            ratio = error_ratio(step, b.y, cfg.rtol, cfg.atol, rms_rows)
+            finite = torch.isfinite(ratio)
+            accept = b.active & finite & ((ratio <= 1.0) | (b.dt <= cfg.min_step))
+            t_end = torch.where(clipped, next_out, b.t + b.dt) if cfg.clip_to_outputs else b.t + b.dt
+            t_new = torch.where(accept, t_end, b.t)
+            passed = (rows_t_out <= t_new.unsqueeze(1)).sum(1)
+            n_pass = torch.where(accept, passed - b.out_idx, torch.zeros_like(passed)).clamp_min(0)
+            steps_taken = n_acc[b.rows] + n_rej[b.rows] + 1
+            fac = ctrl.factor_tensor(ratio, b.prev, accept, k_exp)
+            dt_new = (b.dt * fac.to(tdt)).clamp(cfg.min_step, cfg.max_step)
+            done = (b.out_idx + n_pass) >= T
+            underflow = ~done & ((t_new + dt_new == t_new) | (dt_new <= 0))
+            too_many = ~done & (steps_taken >= cfg.max_steps)
+            new_status = torch.where(underflow, torch.where(finite, int(Status.DT_UNDERFLOW), int(Status.NONFINITE)),
+                                     torch.where(too_many, int(Status.MAX_STEPS), 0))
+            still = b.active & ~done & (new_status == 0)
+            flags = torch.stack([still.sum(), n_pass.max() if n_pass.numel() else n_pass.sum(),
+                                 (new_status * b.active).max()]).tolist()  # the one host sync per step
+        n_active, max_pass, any_fail = flags
+        act_rows = b.rows
+        nfe.index_add_(0, act_rows, b.active.long() * (tab.stages - 1))
+        n_acc.index_add_(0, act_rows, accept.long())
+        n_rej.index_add_(0, act_rows, (b.active & ~accept).long())
+        outs = []
+        for jj in range(max_pass):
+            idx = (b.out_idx + jj).clamp_max(T - 1)
+            mask = jj < n_pass
+            t_q = rows_t_out.gather(1, idx.unsqueeze(1)).squeeze(1)
+            theta = ((t_q - b.t) / b.dt).clamp(0.0, 1.0)
+            value = interpolate(step, b.y, b.dt.to(y0.dtype), theta, coeffs)
+            value = torch.where((t_q == t_new).unsqueeze(1), step.y1, value)
+            old = ys[idx, b.rows]
+            ys = ys.index_put((idx, b.rows), torch.where(mask.unsqueeze(1), value, old))
+            outs.append((idx, mask, theta))
+        if cfg.heuristics:
+            full = torch.full((B,), float("nan"), dtype=y0.dtype, device=dev)
+            with torch.no_grad():
+                rho = stiffness_estimate(step, coeffs, rms_rows)
+            keep = accept
+            heur["t"].append(full.index_put((b.rows,), torch.where(keep, b.t.to(y0.dtype), full[b.rows])))
+            heur["dt"].append(full.index_put((b.rows,), torch.where(keep, b.dt.to(y0.dtype), full[b.rows])))
+            heur["error_ratio"].append(full.index_put((b.rows,), torch.where(keep, ratio, full[b.rows])))
+            if rho is not None:
+                heur["stiffness"].append(full.index_put((b.rows,), torch.where(keep, rho, full[b.rows])))
+        if cfg.record:
+            records.append(Record(b.t, b.dt, b.y.detach(), rows=b.rows, accept=accept, outputs=outs, t_next=t_new))
+        if any_fail:
+            failed = b.active & (new_status != 0)
+            status.index_put_((b.rows[failed],), new_status[failed])
+            fail_t.index_put_((b.rows[failed],), b.t[failed])
+            fail_dt.index_put_((b.rows[failed],), dt_new[failed])
+            if cfg.throw:
+                first = int(failed.nonzero()[0])
+                raise SolverError(Status(int(new_status[first])), float(b.t[first]), float(dt_new[first]),
+                                  f"batch element {int(b.rows[first])}")
+        acc2 = accept.unsqueeze(1)
+        batch = _Batch(b.rows, t_new, dt_new, torch.where(acc2, step.y1, b.y), torch.where(acc2, step.ks[-1], b.k1),
+                       torch.where(accept, ratio, b.prev), b.out_idx + n_pass, still)
+        if 0 < n_active <= batch.rows.numel() // 2:
+            batch = batch.select(still.nonzero().squeeze(1))
+    if bool((status != 0).any()):
+        failed_rows = (status != 0).nonzero().squeeze(1)
+        for row in failed_rows.tolist():  # unreached outputs of failed samples are NaN
+            reached = ys[:, row]
+            ys = ys.index_put((torch.arange(T, device=dev), torch.full((T,), row, device=dev)),
+                              torch.where(_unreached(t_out[row], fail_t[row]).unsqueeze(1),
+                                          torch.full_like(reached, float("nan")), reached))
+    heur_out = {k: torch.stack(v) for k, v in heur.items() if v}
+    return Result(ys, status, nfe, n_acc, n_rej, heur_out, records, [])
+
+
+def _unreached(t_row: torch.Tensor, t_fail: torch.Tensor) -> torch.Tensor:
+    """Output times after the time a failed sample reached."""
+    return t_row > t_fail

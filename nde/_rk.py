@@ -1,0 +1,162 @@
+"""One generic explicit Runge–Kutta step for every tableau in :mod:`nde.tableaus`.
+
+Shapes: in shared-step mode ``y`` has any shape and ``dt`` is a Python float; in per-sample mode
+``y`` is ``(batch, d)`` and ``dt`` a tensor ``(batch,)``. Stage combinations are single ``addmm``
+calls over the stacked stages, so a step costs O(stages) tensor operations plus the function calls.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+import torch
+
+from .tableaus import ButcherTableau, hermite_weights
+
+
+@dataclass
+class Coefficients:
+    """A tableau's coefficients as tensors of one dtype/device, cached per solve."""
+
+    tableau: ButcherTableau
+    a_rows: list[torch.Tensor]          # row i: (1, i+1)
+    b_row: torch.Tensor                 # (1, s)
+    err_row: torch.Tensor | None        # (1, s)
+    dense: torch.Tensor | None          # (s, m)
+    c: torch.Tensor                     # (s,) in the time dtype
+
+    @classmethod
+    def build(cls, tab: ButcherTableau, dtype: torch.dtype, t_dtype: torch.dtype,
+              device: torch.device) -> "Coefficients":
+        def row(values):
+            return torch.tensor([list(values)], dtype=dtype, device=device)
+
+        return cls(
+            tableau=tab,
+            a_rows=[row(r) for r in tab.a],
+            b_row=row(tab.b),
+            err_row=None if tab.b_error is None else row(tab.b_error),
+            dense=None if tab.dense is None else torch.tensor(tab.dense, dtype=dtype, device=device),
+            c=torch.tensor(tab.c, dtype=t_dtype, device=device),
+        )
+
+
+class Step(NamedTuple):
+    """Result of one RK step from ``(t, y)`` with step ``dt``.
+
+    ``ks``: the stage derivatives (list of tensors shaped like ``y``); for FSAL methods the last one is
+    ``f(t+dt, y1)``. ``stages``: the stage inputs ``g_i`` that the stiffness estimate needs (only the
+    two declared ones are kept). ``error``: embedded error estimate shaped like ``y`` or ``None``.
+    """
+
+    y1: torch.Tensor
+    ks: list[torch.Tensor]
+    error: torch.Tensor | None
+    stiff_inputs: tuple[torch.Tensor, torch.Tensor] | None
+
+
+def _combine(y: torch.Tensor, ks: list[torch.Tensor], row: torch.Tensor, dt) -> torch.Tensor:
+    """y + dt·Σ_j row[j]·k_j, with ``dt`` a float (shared) or a (batch,) tensor (per-sample)."""
+    n = row.shape[1]
+    stacked = torch.stack(ks[:n]).reshape(n, -1)
+    if isinstance(dt, float):
+        return torch.addmm(y.reshape(1, -1), row, stacked, alpha=dt).view(y.shape)
+    comb = torch.mm(row, stacked).view(y.shape)
+    return torch.addcmul(y, dt.unsqueeze(-1), comb)
+
+
+def _weighted(ks: list[torch.Tensor], row: torch.Tensor, dt, like: torch.Tensor) -> torch.Tensor:
+    """dt·Σ_j row[j]·k_j (used for the error estimate)."""
+    comb = torch.mm(row, torch.stack(ks).reshape(len(ks), -1)).view(like.shape)
+    return comb * dt if isinstance(dt, float) else comb * dt.unsqueeze(-1)
+
+
+def stage_times(t, dt, coeffs: Coefficients, t_dtype: torch.dtype, device) -> list:
+    """Times t + c_i·dt of every stage: 0-d tensors (shared) or (batch,) tensors (per-sample)."""
+    if isinstance(dt, float):
+        tab = coeffs.tableau
+        return list(torch.tensor([t + ci * dt for ci in tab.c], dtype=t_dtype, device=device).unbind(0))
+    return list(torch.addcmul(t.unsqueeze(0), coeffs.c.unsqueeze(1), dt.unsqueeze(0)).unbind(0))
+
+
+def rk_step(func: Callable, t, dt, y: torch.Tensor, k1: torch.Tensor, coeffs: Coefficients,
+            times: list, want_stiffness: bool = False) -> Step:
+    """Take one explicit RK step. ``k1 = f(t, y)`` is given (FSAL reuse or computed by the caller)."""
+    tab = coeffs.tableau
+    ks = [k1]
+    keep = tab.stiffness_stages or (tab.stages - 2, tab.stages - 1)
+    stiff: dict[int, torch.Tensor] = {}
+    g = y
+    for i in range(1, tab.stages):
+        g = _combine(y, ks, coeffs.a_rows[i - 1], dt)
+        if want_stiffness and i in keep:
+            stiff[i] = g
+        ks.append(func(times[i], g))
+    if tab.fsal:
+        y1 = g  # last stage input is the solution
+    else:
+        y1 = _combine(y, ks, coeffs.b_row, dt)
+    error = None if coeffs.err_row is None else _weighted(ks, coeffs.err_row, dt, y)
+    stiff_inputs = None
+    if want_stiffness and len(stiff) == 2:
+        stiff_inputs = (stiff[keep[0]], stiff[keep[1]])
+    elif want_stiffness and keep[0] == 0 and keep[1] in stiff:
+        stiff_inputs = (y, stiff[keep[1]])
+    return Step(y1, ks, error, stiff_inputs)
+
+
+def stiffness_estimate(step: Step, coeffs: Coefficients, reduce: Callable) -> torch.Tensor | None:
+    """Dominant-eigenvalue estimate ρ = ‖k_i − k_j‖ / ‖g_i − g_j‖ (Hairer & Wanner II, §IV.2).
+
+    ``reduce`` maps a tensor shaped like y to its norm (scalar or per-sample).
+    """
+    if step.stiff_inputs is None:
+        return None
+    tab = coeffs.tableau
+    i, j = tab.stiffness_stages or (tab.stages - 2, tab.stages - 1)
+    num = reduce(step.ks[j] - step.ks[i])
+    den = reduce(step.stiff_inputs[1] - step.stiff_inputs[0])
+    return num / den.clamp_min(torch.finfo(den.dtype).tiny)
+
+
+def interpolate(step: Step, y0: torch.Tensor, dt, theta, coeffs: Coefficients,
+                k_next: torch.Tensor | None = None) -> torch.Tensor:
+    """Dense output at ``t + θ·dt`` within a step.
+
+    ``theta``: float (shared) or (batch,) tensor (per-sample). Uses the method's own continuous
+    extension when it has one, otherwise cubic Hermite through (y0, f0, y1, f1) where
+    ``f1 = k_next`` (FSAL methods carry it as their last stage).
+    """
+    if isinstance(theta, float) and theta == 1.0:
+        return step.y1
+    if coeffs.dense is not None:
+        if isinstance(theta, float):
+            powers = torch.tensor([theta ** (m + 1) for m in range(coeffs.dense.shape[1])],
+                                  dtype=y0.dtype, device=y0.device)
+            row = (coeffs.dense @ powers).unsqueeze(0)
+            return _combine(y0, step.ks, row, dt)
+        exps = torch.arange(1, coeffs.dense.shape[1] + 1, device=y0.device, dtype=y0.dtype)
+        powers = theta.to(y0.dtype).unsqueeze(-1) ** exps                      # (batch, m)
+        weights = powers @ coeffs.dense.T                                     # (batch, s)
+        stacked = torch.stack(step.ks, dim=1)                                 # (batch, s, d)
+        comb = torch.bmm(weights.unsqueeze(1), stacked).squeeze(1)
+        return torch.addcmul(y0, dt.unsqueeze(-1), comb)
+    f0 = step.ks[0]
+    f1 = step.ks[-1] if coeffs.tableau.fsal else k_next
+    if f1 is None:
+        raise RuntimeError("cubic Hermite interpolation needs f(t1, y1)")
+    if isinstance(theta, float):
+        h00, h10, h01, h11 = hermite_weights(theta)
+        return h00 * y0 + h01 * step.y1 + (h10 * dt) * f0 + (h11 * dt) * f1
+    th = theta.to(y0.dtype).unsqueeze(-1)
+    t2, t3 = th * th, th * th * th
+    d = dt.to(y0.dtype).unsqueeze(-1)
+    return ((2 * t3 - 3 * t2 + 1) * y0 + (-2 * t3 + 3 * t2) * step.y1
+            + (t3 - 2 * t2 + th) * d * f0 + (t3 - t2) * d * f1)
+
+
+def linear_interpolate(y0: torch.Tensor, y1: torch.Tensor, theta) -> torch.Tensor:
+    """Linear interpolation between grid values (torchdiffeq's default for fixed-grid solvers)."""
+    if isinstance(theta, float):
+        return torch.lerp(y0, y1, theta)
+    return torch.lerp(y0, y1, theta.to(y0.dtype).unsqueeze(-1))

@@ -1,0 +1,471 @@
+"""Public ODE API: ``solve_ode`` (nde's own) and ``odeint`` / ``odeint_adjoint`` (torchdiffeq 0.2.5 drop-in)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from ._integrate import Config, Result
+from ._rk import Coefficients
+from .adjoint import AdjointConfig, BacksolveAdjoint, DiscreteAdjoint, Problem, default_adjoint_cfg
+from .controller import IController, PIController
+from .errors import Status
+from .solution import Solution
+from .tableaus import get_tableau
+
+GRADIENT_MODES = ("direct", "backsolve", "discrete")
+_ADAPTIVE_OPTIONS = {"first_step", "max_num_steps", "min_step", "max_step", "safety", "ifactor", "dfactor", "norm"}
+_FIXED_OPTIONS = {"step_size", "grid_constructor", "interp", "max_num_steps"}
+_UNSUPPORTED_OPTIONS = {
+    "step_t": "prescribed step points are not supported; split the solve at those times instead",
+    "jump_t": "discontinuity points are not supported; split the solve at those times instead",
+    "perturb": "perturbed evaluations are not supported",
+}
+DEFAULT_MAX_STEPS = 1_000_000
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+
+def _check_state(y0) -> tuple[torch.Tensor, ...]:
+    tensors = y0 if isinstance(y0, tuple) else (y0,)
+    if isinstance(y0, list):
+        raise TypeError("`y0` must be a tensor or a tuple of tensors, got a list")
+    for i, y in enumerate(tensors):
+        name = "y0" if not isinstance(y0, tuple) else f"y0[{i}]"
+        if not torch.is_tensor(y):
+            raise TypeError(f"`{name}` must be a torch.Tensor, got {type(y).__name__}")
+        if not torch.is_floating_point(y):
+            raise TypeError(f"`{name}` must have a floating-point dtype, got {y.dtype}")
+        if y.numel() == 0:
+            raise ValueError(f"`{name}` is empty")
+        if not bool(torch.isfinite(y).all()):
+            raise ValueError(f"`{name}` contains non-finite values (NaN or inf)")
+    if len({y.dtype for y in tensors}) > 1 or len({y.device for y in tensors}) > 1:
+        raise TypeError("all tensors of a tuple `y0` must share dtype and device")
+    return tensors
+
+
+def _check_times(t, per_sample: bool, batch: int | None) -> torch.Tensor:
+    if not torch.is_tensor(t):
+        raise TypeError(f"`t` must be a torch.Tensor, got {type(t).__name__}")
+    if not torch.is_floating_point(t):
+        raise TypeError(f"`t` must have a floating-point dtype, got {t.dtype}")
+    if per_sample and t.dim() == 2:
+        if t.shape[0] != batch:
+            raise ValueError(f"`t` of shape {tuple(t.shape)} must be (batch={batch}, T) in per-sample mode")
+    elif t.dim() != 1:
+        raise ValueError(f"`t` must be one-dimensional (T,), got shape {tuple(t.shape)}"
+                         + (" ((batch, T) is allowed with per_sample=True)" if not per_sample else ""))
+    if t.shape[-1] < 1:
+        raise ValueError("`t` must contain at least one time")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError("`t` contains non-finite values")
+    if t.shape[-1] > 1:
+        d = t[..., 1:] - t[..., :-1]
+        increasing, decreasing = bool((d > 0).all()), bool((d < 0).all())
+        if not (increasing or decreasing):
+            raise ValueError("`t` must be strictly increasing or strictly decreasing")
+    return t
+
+
+def _direction(t: torch.Tensor) -> float:
+    """+1 for increasing output times, −1 for decreasing (the same for every sample)."""
+    if t.shape[-1] < 2:
+        return 1.0
+    dec = t[..., 1] < t[..., 0]
+    if bool(dec.any()) and not bool(dec.all()):
+        raise ValueError("`t`: all samples must integrate in the same direction")
+    return -1.0 if bool(dec.all()) else 1.0
+
+
+def _check_tolerance(name: str, value) -> float | torch.Tensor:
+    if torch.is_tensor(value):
+        if bool((value < 0).any()) or not bool(torch.isfinite(value).all()):
+            raise ValueError(f"`{name}` must be finite and non-negative")
+        return value
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not (0 <= value < math.inf):
+        raise ValueError(f"`{name}` must be a finite non-negative number or tensor, got {value!r}")
+    return float(value)
+
+
+class _CheckedFunc:
+    """Calls ``func`` on the internal state and checks its first output's type, shape and dtype."""
+
+    def __init__(self, func: Callable, to_user: Callable, from_user: Callable, sign: float,
+                 expected_shape, dtype):
+        self.func, self.to_user, self.from_user, self.sign = func, to_user, from_user, sign
+        self.expected_shape, self.dtype, self.checked = expected_shape, dtype, False
+
+    def __call__(self, t, y):
+        if self.sign < 0:
+            out = self.func(-t, self.to_user(y))
+        else:
+            out = self.func(t, self.to_user(y))
+        if not self.checked:
+            self._check(out)
+        out = self.from_user(out)
+        return -out if self.sign < 0 else out
+
+    def _check(self, out):
+        outs = out if isinstance(out, tuple) else (out,)
+        expected = self.expected_shape
+        if len(outs) != len(expected):
+            raise TypeError(f"`func` returned {len(outs)} tensor(s) but the state has {len(expected)}")
+        for o, shape in zip(outs, expected):
+            if not torch.is_tensor(o):
+                raise TypeError(f"`func` must return a tensor (or tuple of tensors), got {type(o).__name__}")
+            if o.dtype != self.dtype:
+                raise TypeError(f"`func` returned dtype {o.dtype}, but the state has dtype {self.dtype}")
+            if tuple(o.shape) != tuple(shape):
+                raise ValueError(f"`func` returned shape {tuple(o.shape)}, but the state has shape {tuple(shape)}")
+        self.checked = True
+
+
+# --------------------------------------------------------------------------------------------
+# State layout: tuples and per-sample rows are flattened to one tensor inside the solver
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class _Layout:
+    shapes: list[tuple[int, ...]]
+    per_sample: bool
+
+    @property
+    def is_plain(self) -> bool:
+        return len(self.shapes) == 1 and (not self.per_sample or len(self.shapes[0]) == 2)
+
+    def flatten(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+        if self.is_plain:
+            return tensors[0]
+        if self.per_sample:
+            return torch.cat([x.reshape(x.shape[0], -1) for x in tensors], dim=1)
+        return torch.cat([x.reshape(-1) for x in tensors])
+
+    def unflatten(self, y: torch.Tensor, lead: tuple[int, ...] = ()) -> tuple[torch.Tensor, ...]:
+        """Inverse of flatten; ``lead`` are extra leading dims (e.g. time)."""
+        if self.is_plain:
+            return (y,)
+        n_lead = len(lead)
+        if self.per_sample:
+            batch = y.shape[n_lead]
+            sizes = [math.prod(s[1:]) for s in self.shapes]
+            parts = torch.split(y, sizes, dim=-1)
+            return tuple(p.reshape(*y.shape[:n_lead + 1], *s[1:]) for p, s in zip(parts, self.shapes))
+        sizes = [math.prod(s) for s in self.shapes]
+        parts = torch.split(y, sizes, dim=-1)
+        return tuple(p.reshape(*y.shape[:n_lead], *s) for p, s in zip(parts, self.shapes))
+
+
+# --------------------------------------------------------------------------------------------
+# The one entry point behind solve_ode and odeint
+# --------------------------------------------------------------------------------------------
+
+def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, options, fixed_options,
+           max_steps, norm, throw, dense, heuristics, adjoint_params, adjoint_rtol, adjoint_atol,
+           adjoint_method, adjoint_options) -> tuple[Result, tuple[torch.Tensor, ...], _Layout, Problem]:
+    if not callable(func):
+        raise TypeError("`func` must be callable as func(t, y)")
+    if adjoint not in GRADIENT_MODES:
+        raise ValueError(f"`adjoint` must be one of {GRADIENT_MODES}, got {adjoint!r}")
+    tab = get_tableau(method)
+    tensors = _check_state(y0)
+    batch = tensors[0].shape[0] if per_sample and tensors[0].dim() > 0 else None
+    if per_sample:
+        if any(x.dim() < 1 or x.shape[0] != batch for x in tensors):
+            raise ValueError("per_sample=True needs every tensor of `y0` to have the batch as dimension 0")
+    t = _check_times(t, per_sample, batch)
+    rtol, atol = _check_tolerance("rtol", rtol), _check_tolerance("atol", atol)
+    dtype, device = tensors[0].dtype, tensors[0].device
+    layout = _Layout([tuple(x.shape) for x in tensors], per_sample)
+    if torch.is_tensor(rtol) or torch.is_tensor(atol):
+        if len(tensors) > 1:
+            raise ValueError("per-component `rtol`/`atol` tensors need a single-tensor state")
+    sign = _direction(t)
+
+    def to_user(y):
+        parts = layout.unflatten(y) if not layout.is_plain else (y,)
+        return parts if len(parts) > 1 else parts[0]
+
+    def from_user(out):
+        outs = out if isinstance(out, tuple) else (out,)
+        return layout.flatten(outs)
+
+    checked = _CheckedFunc(func, to_user, from_user, sign, layout.shapes, dtype)
+    y0_flat = layout.flatten(tensors)
+    t_dtype = t.dtype if t.dtype == torch.float64 else torch.float64
+    coeffs = Coefficients.build(tab, dtype, t_dtype, device)
+    cfg = Config(coeffs=coeffs, rtol=rtol, atol=atol, controller=controller, t_dtype=t_dtype,
+                 max_steps=max_steps, norm=norm, throw=throw, heuristics=heuristics,
+                 dense=dense and not per_sample, clip_to_outputs=_needs_clipping(tab), **options,
+                 **fixed_options)
+    t_internal = sign * t.detach()
+    t_out = t_internal.to(t_dtype) if per_sample else t_internal.tolist()
+    if per_sample and t_out.dim() == 1:
+        t_out = t_out.unsqueeze(0).expand(batch, -1)
+    problem = Problem(checked, t_out, cfg, per_sample)
+
+    time_grad = t.requires_grad
+    if time_grad:
+        y0_flat = _shift_initial_time(checked, y0_flat, t, sign, per_sample)
+    if adjoint == "direct":
+        result = problem.run(y0_flat)
+        ys = result.ys
+    else:
+        params = _adjoint_params(func, adjoint_params)
+        if adjoint == "discrete":
+            ys = DiscreteAdjoint.apply(problem, y0_flat, *params)
+        else:
+            if per_sample and t.dim() == 2:
+                raise ValueError("adjoint='backsolve' needs output times shared by the batch; with per-sample "
+                                 "times use adjoint='discrete' (exact gradient, O(steps) memory) or 'direct'")
+            adj_cfg = _adjoint_config(cfg, rtol, atol, adjoint_rtol, adjoint_atol, adjoint_method,
+                                      adjoint_options, dtype, t_dtype, device)
+            ys = BacksolveAdjoint.apply(problem, adj_cfg, y0_flat, *params)
+        result = problem.last
+    if time_grad:
+        ys = _attach_output_time_grads(checked, ys, t, sign, per_sample)
+    return result, ys, layout, problem
+
+
+def _needs_clipping(tab) -> bool:
+    """Adaptive methods whose only interpolant (cubic Hermite) is far below their order land steps on
+    the output times instead of interpolating (dopri8: Hermite would cost ~4 digits)."""
+    return tab.adaptive and tab.dense is None and tab.order > 4
+
+
+def _adjoint_params(func, adjoint_params) -> tuple[torch.Tensor, ...]:
+    if adjoint_params is not None:
+        params = tuple(adjoint_params)
+    elif isinstance(func, torch.nn.Module):
+        params = tuple(func.parameters())
+    else:
+        params = ()
+    return tuple(p for p in params if torch.is_tensor(p) and p.requires_grad)
+
+
+def _adjoint_config(cfg, rtol, atol, adjoint_rtol, adjoint_atol, adjoint_method, adjoint_options,
+                    dtype, t_dtype, device) -> AdjointConfig:
+    options = dict(adjoint_options or {})
+    norm = options.pop("norm", None)
+    seminorm = norm == "seminorm"
+    if norm is not None and not seminorm:
+        raise ValueError("`adjoint_options['norm']` must be 'seminorm' (or absent)")
+    coeffs = cfg.coeffs
+    if adjoint_method is not None:
+        coeffs = Coefficients.build(get_tableau(adjoint_method), dtype, t_dtype, device)
+    fields = _translate_adaptive_options(options, "adjoint_options") if coeffs.tableau.adaptive else \
+        _translate_fixed_options(options, "adjoint_options")
+    a_rtol = rtol if adjoint_rtol is None else _check_tolerance("adjoint_rtol", adjoint_rtol)
+    a_atol = atol if adjoint_atol is None else _check_tolerance("adjoint_atol", adjoint_atol)
+    if torch.is_tensor(a_rtol) or torch.is_tensor(a_atol):
+        raise ValueError("the adjoint solve needs scalar `adjoint_rtol`/`adjoint_atol`")
+    return AdjointConfig(default_adjoint_cfg(cfg, a_rtol, a_atol, coeffs, fields), seminorm=seminorm)
+
+
+def _shift_initial_time(func, y0, t, sign, per_sample):
+    """y0 − (t0 − t0.detach())·f(t0, y0): adds ∂L/∂t0 = −a(t0)·f(t0, y0) without changing values."""
+    t0 = t[..., 0]
+    with torch.no_grad():
+        f0 = sign * func(sign * t0.detach().to(torch.float64), y0)
+    shift = (t0 - t0.detach()).to(y0.dtype)
+    if per_sample:
+        shift = shift.unsqueeze(-1)
+    return y0 - shift * f0
+
+
+def _attach_output_time_grads(func, ys, t, sign, per_sample):
+    """ys_i + (t_i − t_i.detach())·f(t_i, y_i): adds ∂L/∂t_i = ⟨∂L/∂y_i, f(t_i, y_i)⟩ for i ≥ 1.
+
+    For i = 0 the same term cancels the shift of ``_shift_initial_time`` in the output y(t0) = y0,
+    which does not depend on t0."""
+    outs = []
+    for i in range(ys.shape[0]):
+        ti = t[..., i]
+        with torch.no_grad():
+            fi = sign * func(sign * ti.detach().to(torch.float64), ys[i].detach())
+        shift = (ti - ti.detach()).to(ys.dtype)
+        if per_sample:
+            shift = shift.unsqueeze(-1)
+        outs.append(ys[i] + shift * fi)
+    return torch.stack(outs)
+
+
+def _translate_adaptive_options(options: dict, argname: str) -> dict:
+    """torchdiffeq adaptive-solver options -> Config fields (controller handled by the caller)."""
+    out = {}
+    for key, value in options.items():
+        if key in _UNSUPPORTED_OPTIONS:
+            raise ValueError(f"`{argname}['{key}']`: {_UNSUPPORTED_OPTIONS[key]}")
+        if key not in _ADAPTIVE_OPTIONS:
+            raise ValueError(f"unknown key {key!r} in `{argname}` for an adaptive method; "
+                             f"expected some of {sorted(_ADAPTIVE_OPTIONS)}")
+        if key == "first_step" and value is not None:
+            out["first_step"] = float(value)
+        elif key == "min_step":
+            out["min_step"] = float(value)
+        elif key == "max_step":
+            out["max_step"] = float(value)
+        elif key == "max_num_steps":
+            out["max_steps"] = int(value)
+        elif key == "norm":
+            if not callable(value):
+                raise ValueError(f"`{argname}['norm']` must be callable")
+            out["norm"] = value
+    return out
+
+
+def _translate_fixed_options(options: dict, argname: str) -> dict:
+    out = {}
+    for key, value in options.items():
+        if key in _UNSUPPORTED_OPTIONS:
+            raise ValueError(f"`{argname}['{key}']`: {_UNSUPPORTED_OPTIONS[key]}")
+        if key not in _FIXED_OPTIONS:
+            raise ValueError(f"unknown key {key!r} in `{argname}` for a fixed-step method; "
+                             f"expected some of {sorted(_FIXED_OPTIONS)}")
+        if key == "step_size" and value is not None:
+            if not float(value) > 0:
+                raise ValueError(f"`{argname}['step_size']` must be positive")
+            out["step_size"] = float(value)
+        elif key == "interp":
+            if value not in ("linear", "cubic"):
+                raise ValueError(f"`{argname}['interp']` must be 'linear' or 'cubic'")
+            out["interp"] = value
+        elif key == "max_num_steps":
+            out["max_steps"] = int(value)
+        elif key == "grid_constructor":
+            raise ValueError(f"`{argname}['grid_constructor']` is not supported; pass `step_size` or the grid as `t`")
+    return out
+
+
+def _controller_from_options(options: dict, default: PIController) -> PIController:
+    safety, ifactor, dfactor = options.get("safety"), options.get("ifactor"), options.get("dfactor")
+    if safety is None and ifactor is None and dfactor is None:
+        return default
+    return PIController(beta1=default.beta1, beta2=default.beta2,
+                        safety=default.safety if safety is None else float(safety),
+                        factor_min=default.factor_min if dfactor is None else float(dfactor),
+                        factor_max=default.factor_max if ifactor is None else float(ifactor),
+                        accept_factor_min=default.accept_factor_min)
+
+
+# --------------------------------------------------------------------------------------------
+# Public functions
+# --------------------------------------------------------------------------------------------
+
+def solve_ode(func: Callable, y0, t: torch.Tensor, *, method: str = "dopri5", rtol=1e-6, atol=1e-6,
+              adjoint: str = "direct", per_sample: bool = False, controller: PIController | None = None,
+              first_step: float | None = None, step_size: float | None = None, min_step: float = 0.0,
+              max_step: float = math.inf, max_steps: int = DEFAULT_MAX_STEPS, throw: bool = True,
+              dense: bool = True, heuristics: bool = True, adjoint_params=None, adjoint_rtol=None,
+              adjoint_atol=None, adjoint_method: str | None = None, adjoint_options: dict | None = None,
+              interp: str = "linear") -> Solution:
+    """Solve ``dy/dt = func(t, y)`` from ``y(t[0]) = y0`` and return a :class:`Solution`.
+
+    Args:
+        func: ``func(t, y) -> dy/dt``. Shared mode: ``t`` is a 0-d tensor and ``y`` has ``y0``'s shape.
+            Per-sample mode: ``t`` is ``(n,)`` and ``y`` is ``(n, *y0.shape[1:])`` for the ``n`` rows
+            still being integrated; rows must not interact.
+        y0: initial state, a tensor (or tuple of tensors); in per-sample mode ``(batch, ...)``.
+        t: output times ``(T,)``, strictly increasing or decreasing; per-sample mode also accepts
+            ``(batch, T)``, a grid per sample.
+        method: ``euler``, ``midpoint``, ``rk4`` (fixed grid) or ``heun2``, ``bosh3``, ``dopri5``,
+            ``tsit5``, ``dopri8`` (adaptive).
+        rtol, atol: tolerances, scalars or tensors broadcastable to the state.
+        adjoint: gradient mode: ``"direct"`` (autograd through the solver), ``"backsolve"`` (continuous
+            adjoint, memory independent of steps), ``"discrete"`` (exact gradient of the discretisation
+            from O(steps) checkpoints).
+        per_sample: every batch row gets its own steps, acceptance and finish.
+        controller: step-size controller; default :class:`PIController` (Gustafsson's PI).
+        first_step, min_step, max_step, max_steps: step limits (``first_step=None`` selects it by
+            Hairer's rule).
+        step_size: grid spacing of fixed-step methods (default: the output times).
+        throw: raise :class:`nde.SolverError` on failure (default); ``False`` returns status codes and
+            NaN for outputs that were not reached.
+        dense: keep every accepted step for ``Solution.evaluate`` (shared mode).
+        heuristics: record per-step error ratio and stiffness estimates.
+        adjoint_*: parameters, tolerances, method and options (``norm="seminorm"``) of the backsolve.
+        interp: fixed-grid output interpolation, ``"linear"`` or ``"cubic"``.
+    """
+    tab = get_tableau(method)
+    if controller is not None and not isinstance(controller, PIController):
+        raise TypeError("`controller` must be an nde.PIController")
+    options = {"first_step": None if first_step is None else float(first_step),
+               "min_step": float(min_step), "max_step": float(max_step)}
+    fixed = {}
+    if not tab.adaptive:
+        fixed = _translate_fixed_options({"step_size": step_size, "interp": interp}, "solve_ode")
+    if max_steps < 1:
+        raise ValueError("`max_steps` must be a positive integer")
+    result, ys, layout, problem = _solve(
+        func, y0, t, method=method, rtol=rtol, atol=atol, adjoint=adjoint, per_sample=per_sample,
+        controller=controller or PIController(), options=options, fixed_options=fixed, max_steps=max_steps,
+        norm=None, throw=throw, dense=dense, heuristics=heuristics, adjoint_params=adjoint_params,
+        adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol, adjoint_method=adjoint_method,
+        adjoint_options=adjoint_options)
+    parts = layout.unflatten(ys, lead=(ys.shape[0],))
+    stats = {"nfe": result.nfe, "n_accepted": result.n_accepted, "n_rejected": result.n_rejected}
+    return Solution(ts=t, ys=parts if len(parts) > 1 else parts[0], stats=stats, status=result.status,
+                    heuristics=result.heuristics, _dense=result.dense_steps, _coeffs=problem.cfg.coeffs,
+                    _unflatten=None if layout.is_plain else (lambda y: layout.unflatten(y, lead=(y.shape[0],))),
+                    _time_sign=_direction(t))
+
+
+def odeint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method: str | None = None,
+           options: dict | None = None, event_fn=None, adjoint: str = "direct", adjoint_params=None,
+           adjoint_rtol=None, adjoint_atol=None, adjoint_method=None, adjoint_options=None):
+    """Drop-in replacement for ``torchdiffeq.odeint`` (0.2.5): same arguments, defaults and output.
+
+    Returns ``(len(t), *y0.shape)`` (a tuple for tuple states). ``adjoint`` selects the gradient mode
+    (``"direct"``, ``"backsolve"``, ``"discrete"``); the step-size controller is torchdiffeq's
+    I controller, so accepted steps and NFE match torchdiffeq's for the same method and tolerances.
+    Differences: ``max_num_steps`` defaults to 10^6 (instead of 2^31−1, which never ends), and failures
+    raise :class:`nde.SolverError` instead of an ``AssertionError``.
+    """
+    if event_fn is not None:
+        raise ValueError("`event_fn` is not supported by nde.odeint")
+    method = "dopri5" if method is None else method
+    tab = get_tableau(method)
+    options = dict(options or {})
+    if not isinstance(options, dict):
+        raise TypeError("`options` must be a dict")
+    controller = _controller_from_options(options, IController())
+    for key in ("safety", "ifactor", "dfactor"):
+        options.pop(key, None)
+    max_steps = DEFAULT_MAX_STEPS
+    if tab.adaptive:
+        fields = _translate_adaptive_options(options, "options")
+        norm = fields.pop("norm", None)
+        max_steps = fields.pop("max_steps", max_steps)
+        fixed = {}
+    else:
+        fixed = _translate_fixed_options(options, "options")
+        max_steps = fixed.pop("max_steps", max_steps)
+        fields, norm = {}, None
+    result, ys, layout, _ = _solve(
+        func, y0, t, method=method, rtol=rtol, atol=atol, adjoint=adjoint, per_sample=False,
+        controller=controller, options=fields, fixed_options=fixed, max_steps=max_steps, norm=norm,
+        throw=True, dense=False, heuristics=False, adjoint_params=adjoint_params, adjoint_rtol=adjoint_rtol,
+        adjoint_atol=adjoint_atol, adjoint_method=adjoint_method, adjoint_options=adjoint_options)
+    parts = layout.unflatten(ys, lead=(ys.shape[0],))
+    return parts if isinstance(y0, tuple) else parts[0]
+
+
+def odeint_adjoint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method: str | None = None,
+                   options: dict | None = None, event_fn=None, adjoint_rtol=None, adjoint_atol=None,
+                   adjoint_method=None, adjoint_options=None, adjoint_params=None):
+    """Drop-in replacement for ``torchdiffeq.odeint_adjoint``: the continuous (backsolve) adjoint.
+
+    As in torchdiffeq, ``func`` must be an ``nn.Module`` unless ``adjoint_params`` is given.
+    """
+    if adjoint_params is None and not isinstance(func, torch.nn.Module):
+        raise ValueError("`func` must be an nn.Module to infer the parameters; otherwise pass `adjoint_params`")
+    return odeint(func, y0, t, rtol=rtol, atol=atol, method=method, options=options, event_fn=event_fn,
+                  adjoint="backsolve", adjoint_params=adjoint_params, adjoint_rtol=adjoint_rtol,
+                  adjoint_atol=adjoint_atol, adjoint_method=adjoint_method, adjoint_options=adjoint_options)
+
+
+__all__ = ["solve_ode", "odeint", "odeint_adjoint", "GRADIENT_MODES", "Status"]

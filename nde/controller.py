@@ -1,0 +1,92 @@
+"""Step-size control: PI controller and Hairer's initial step selection.
+
+References: Gustafsson (1991), "Control theoretic techniques for stepsize selection in explicit
+Runge–Kutta methods", ACM TOMS 17(4); Hairer & Wanner, *Solving ODEs II*, §IV.2, eq. (2.43c);
+Hairer, Nørsett & Wanner, *Solving ODEs I*, §II.4 (initial step).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class PIController:
+    """Proportional–integral step-size controller.
+
+    With ``k = error_order + 1`` and error ratios ``r_n`` (RMS of error/tolerance; accept iff ``r_n ≤ 1``),
+    the next step is ``dt·clip(safety · r_n^(−beta1/k) · r_{n−1}^(beta2/k), factor_min, factor_max)``
+    after an accepted step. After a rejection the integral part alone is used and the factor is
+    capped at 1. ``beta2 = 0`` gives the classical I controller.
+
+    Defaults ``beta1 = 0.7``, ``beta2 = 0.4`` are Gustafsson's PI values recommended by Hairer & Wanner II
+    (eq. IV.2.43c). ``accept_factor_min`` bounds the factor after an accepted step from below:
+    torchdiffeq never shrinks after an accepted step (``accept_factor_min = 1``).
+    """
+
+    beta1: float = 0.7
+    beta2: float = 0.4
+    safety: float = 0.9
+    factor_min: float = 0.2
+    factor_max: float = 10.0
+    accept_factor_min: float = 0.2
+
+    def __post_init__(self):
+        if not (0 < self.safety <= 1):
+            raise ValueError(f"`safety` must be in (0, 1], got {self.safety}")
+        if not (0 < self.factor_min <= 1 <= self.factor_max):
+            raise ValueError("controller factors must satisfy 0 < factor_min <= 1 <= factor_max")
+
+    def factor(self, ratio: float, prev_ratio: float, accepted: bool, k: int) -> float:
+        """Step multiplier for scalar (shared-step) control; plain Python arithmetic, no tensors."""
+        if ratio != ratio or ratio == float("inf"):  # non-finite: shrink as much as allowed
+            return self.factor_min
+        if ratio == 0.0:
+            return self.factor_max
+        if accepted:
+            fac = self.safety * ratio ** (-self.beta1 / k) * max(prev_ratio, 1e-4) ** (self.beta2 / k)
+            return min(self.factor_max, max(self.accept_factor_min, fac))
+        return min(1.0, max(self.factor_min, self.safety * ratio ** (-1.0 / k)))
+
+    def factor_tensor(self, ratio: torch.Tensor, prev_ratio: torch.Tensor, accepted: torch.Tensor,
+                      k: int) -> torch.Tensor:
+        """The same rule elementwise on tensors of shape (batch,), for per-sample control."""
+        finite = torch.isfinite(ratio)
+        safe = torch.where(finite, ratio, torch.ones_like(ratio)).clamp_min(1e-10)
+        integral = self.safety * safe.pow(-1.0 / k)
+        pi = self.safety * safe.pow(-self.beta1 / k) * prev_ratio.clamp_min(1e-4).pow(self.beta2 / k)
+        acc = pi.clamp(self.accept_factor_min, self.factor_max)
+        rej = integral.clamp(self.factor_min, 1.0)
+        fac = torch.where(accepted, acc, rej)
+        fac = torch.where(ratio == 0, torch.full_like(fac, self.factor_max), fac)
+        return torch.where(finite, fac, torch.full_like(fac, self.factor_min))
+
+
+def IController(safety: float = 0.9, factor_min: float = 0.2, factor_max: float = 10.0) -> PIController:
+    """The integral controller of torchdiffeq: ``min(ifactor, max(safety·r^(−1/k), dfactor))``,
+    never shrinking after an accepted step."""
+    return PIController(beta1=1.0, beta2=0.0, safety=safety, factor_min=factor_min,
+                        factor_max=factor_max, accept_factor_min=1.0)
+
+
+def initial_step(func, t0, y0: torch.Tensor, f0: torch.Tensor, error_order: int, rtol, atol,
+                 norm) -> torch.Tensor:
+    """Hairer's initial step (Hairer, Nørsett & Wanner I, §II.4), in torchdiffeq's form.
+
+    ``norm`` reduces a tensor shaped like ``y0`` to the error norm (a scalar in shared mode, one per
+    sample in per-sample mode); ``t0`` is a scalar tensor or a per-sample tensor of shape (batch,).
+    Costs one function evaluation. Returns the proposed step, shaped like ``norm``'s output.
+    """
+    scale = atol + rtol * y0.abs()
+    d0 = norm(y0 / scale)
+    d1 = norm(f0 / scale)
+    small = (d0 < 1e-5) | (d1 < 1e-5)
+    h0 = torch.where(small, torch.full_like(d0, 1e-6), 0.01 * d0 / d1.clamp_min(1e-300))
+    h0_b = h0.reshape(h0.shape + (1,) * (y0.dim() - h0.dim()))
+    f1 = func(t0 + h0.to(t0.dtype) if torch.is_tensor(t0) else t0 + h0, y0 + h0_b * f0)
+    d2 = norm((f1 - f0) / scale) / h0
+    dmax = torch.maximum(d1, d2)
+    h1 = torch.where(dmax <= 1e-15, torch.clamp_min(h0 * 1e-3, 1e-6),
+                     (0.01 / dmax.clamp_min(1e-300)) ** (1.0 / (error_order + 1)))
+    return torch.minimum(100 * h0, h1)
