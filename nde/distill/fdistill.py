@@ -122,11 +122,11 @@ class FDistill(Task):
             x0_fake = self.networks["fake_score"](s, x_s_detached)
         h = self.weights(x_s_detached, s, all_reduce_sum)
         loss = distillation_loss(x, x0_teacher, x0_fake, h)
-        metrics = {"loss_distill": float(loss), "h_max": float(h.max())}
+        metrics = {"loss_distill": float(loss.detach()), "h_max": float(h.max())}
         if self.gan_weight > 0:
             gan = F.softplus(-self.log_ratio(x_s, s)).mean()
             loss = loss + self.gan_weight * gan
-            metrics["loss_gan_generator"] = float(gan)
+            metrics["loss_gan_generator"] = float(gan.detach())
         return loss, metrics
 
     def fake_score_loss(self, x: torch.Tensor, s: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -142,11 +142,15 @@ class FDistill(Task):
         return F.softplus(fake_logit).mean() + F.softplus(-real_logit).mean()
 
     # --- training ---------------------------------------------------------------------------------------
+    def _to_model(self, x: torch.Tensor) -> torch.Tensor:
+        """On the networks' device and dtype (random draws are made on the CPU generator)."""
+        return x.to(self.device, next(self.networks["generator"].parameters()).dtype)
+
     def _draw(self, gen: torch.Generator, ctx: StepContext, *shapes) -> list[torch.Tensor]:
-        return [ctx.shard(torch.randn(shape, generator=gen)).to(self.device) for shape in shapes]
+        return [self._to_model(ctx.shard(torch.randn(shape, generator=gen))) for shape in shapes]
 
     def _levels(self, gen: torch.Generator, ctx: StepContext) -> torch.Tensor:
-        return ctx.shard(sample_times(self.batch_size, self.s_min, self.s_max, gen)).to(self.device)
+        return self._to_model(ctx.shard(sample_times(self.batch_size, self.s_min, self.s_max, gen)))
 
     def training_step(self, ctx: StepContext) -> dict[str, float]:
         gen, n = ctx.generator, self.batch_size
@@ -160,12 +164,12 @@ class FDistill(Task):
             fake = self.networks["generator"](z)
         dsm = self.fake_score_loss(fake, s, noise)
         ctx.update("fake_score", dsm)
-        real = ctx.shard(self.sample_real(n, gen)).to(self.device)
+        real = self._to_model(ctx.shard(self.sample_real(n, gen)))
         s_real, s_fake = self._levels(gen, ctx), self._levels(gen, ctx)
         noise_real, noise_fake = self._draw(gen, ctx, (n, self.dim), (n, self.dim))
         disc = self.discriminator_loss(real, fake, s_real, s_fake, noise_real, noise_fake)
         ctx.update("discriminator", disc)
-        return {"loss_fake_score": float(dsm), "loss_discriminator": float(disc)}
+        return {"loss_fake_score": float(dsm.detach()), "loss_discriminator": float(disc.detach())}
 
     def state_dict(self) -> dict:
         return {} if self.normalizer is None else {"ratio_normalizer": self.normalizer.state_dict()}
@@ -178,4 +182,4 @@ class FDistill(Task):
     def sample(self, n: int, generator: torch.Generator | None = None, ema: dict | None = None) -> torch.Tensor:
         """``(n, dim)`` one-step samples G(z) (from ``trainer.ema`` when given)."""
         net = self.networks["generator"] if ema is None else ema["generator"].module
-        return net(torch.randn(n, self.latent_dim, generator=generator).to(self.device))
+        return net(self._to_model(torch.randn(n, self.latent_dim, generator=generator)))
