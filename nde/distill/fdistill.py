@@ -67,6 +67,7 @@ class FDistill(Task):
             normalisation (``ratio_bins = 0`` disables it); stage 2 (h / mean h) is always applied.
         gan_weight: weight of the generator's non-saturating GAN term softplus(-D(x_s)) (FastGen 1e-3).
         student_update_freq: generator updated when (step + 1) % freq == 0, critics otherwise (DMD2: 5).
+        device, dtype: of the networks; random draws are made on the CPU generator and moved.
         lr, betas: Adam settings for all three networks (research toy: 1e-3, (0, 0.99)).
     """
 
@@ -77,7 +78,7 @@ class FDistill(Task):
                  lr: float = 1e-3, betas: tuple[float, float] = (0.0, 0.99), student_update_freq: int = 5,
                  s_min: float = 0.02, s_max: float = 0.98, ratio_lower: float = 0.1, ratio_upper: float = 20.0,
                  ratio_bins: int = 10, ratio_ema_rate: float = 0.0, gan_weight: float = 1e-3,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
         f_function(divergence)  # validates the name
         if student_update_freq < 1:
             raise ValueError(f"student_update_freq must be >= 1, got {student_update_freq}")
@@ -95,6 +96,8 @@ class FDistill(Task):
             "fake_score": TimeConditionedMLP(dim, hidden=hidden, depth=depth).to(self.device),
             "discriminator": TimeConditionedMLP(dim, 1, hidden=hidden, depth=depth).to(self.device),
         }
+        for net in self.networks.values():
+            net.to(dtype)
         self.optimizers = {n: torch.optim.Adam(m.parameters(), lr=lr, betas=betas) for n, m in self.networks.items()}
 
     # --- pieces ------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ class InterpolantTask(Task):
         dim: state dimension; each field is a :class:`TimeConditionedMLP` (``hidden``, ``depth``).
         batch_size: global batch (split over ranks).
         t_min, t_max: training times are uniform on [t_min, t_max].
+        device, dtype: where the networks and batches live (samplers draw on the CPU generator).
         lr: Adam learning rate; ``lr_decay_every``/``lr_decay`` give a step decay (reference notebooks:
             StepLR(1500, 0.4)).
     """
@@ -33,7 +34,7 @@ class InterpolantTask(Task):
                  sample_base: Sampler | None = None, fields: tuple[str, ...] = ("b", "eta"), batch_size: int = 1000,
                  hidden: int = 256, depth: int = 4, lr: float = 2e-3, lr_decay_every: int = 1500,
                  lr_decay: float = 0.4, t_min: float = 1e-4, t_max: float = 1 - 1e-4,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
         unknown = [f for f in fields if f not in LOSSES]
         if unknown or not fields:
             raise ValueError(f"fields must be a non-empty subset of {sorted(LOSSES)}, got {fields}")
@@ -41,8 +42,8 @@ class InterpolantTask(Task):
             raise ValueError("sample_base is required for a two-sided interpolant")
         self.interpolant, self.sample_base, self.sample_target = interpolant, sample_base, sample_target
         self.fields, self.dim, self.batch_size = tuple(fields), dim, batch_size
-        self.t_min, self.t_max, self.device = t_min, t_max, torch.device(device)
-        self.networks = {f: TimeConditionedMLP(dim, hidden=hidden, depth=depth).to(self.device) for f in fields}
+        self.t_min, self.t_max, self.device, self.dtype = t_min, t_max, torch.device(device), dtype
+        self.networks = {f: TimeConditionedMLP(dim, hidden=hidden, depth=depth).to(self.device, dtype) for f in fields}
         params = [p for net in self.networks.values() for p in net.parameters()]
         self.optimizers = {"fields": torch.optim.Adam(params, lr=lr)}
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizers["fields"], lr_decay_every, lr_decay)
@@ -59,14 +60,14 @@ class InterpolantTask(Task):
             x0 = self.sample_base(n, gen)
         z = torch.randn(n, self.dim, generator=gen, dtype=x1.dtype)
         t = sample_times(n, self.t_min, self.t_max, gen, dtype=x1.dtype)
-        return [v.to(self.device) for v in (t, x0, x1, z)]
+        return [v.to(self.device, self.dtype) for v in (t, x0, x1, z)]
 
     def training_step(self, ctx: StepContext) -> dict[str, float]:
         t, x0, x1, z = (ctx.shard(v) for v in self._batch(ctx.generator))
         losses = {f: LOSSES[f](self.networks[f], self.interpolant, t, x0, x1, z) for f in self.fields}
         ctx.update("fields", sum(losses.values()))
         self.scheduler.step()
-        return {f"loss_{f}": float(v) for f, v in losses.items()}
+        return {f"loss_{f}": float(v.detach()) for f, v in losses.items()}
 
     def state_dict(self) -> dict:
         return {"scheduler": self.scheduler.state_dict()}

@@ -24,6 +24,8 @@ class StepContext:
     generator: torch.Generator
     grad_clip: float | None = None
     _optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict, repr=False)
+    updated: list[str] = field(default_factory=list)
+    """Names of the optimisers stepped so far in this step, in order."""
 
     @property
     def rank(self) -> int:
@@ -54,6 +56,7 @@ class StepContext:
         if self.grad_clip is not None:
             nn.utils.clip_grad_norm_(params, self.grad_clip)
         opt.step()
+        self.updated.append(optimizer)
 
 
 class Task:

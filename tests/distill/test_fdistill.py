@@ -25,9 +25,7 @@ def test_distillation_loss_gradient_is_pseudo_target_direction():
 def _task(divergence="reverse_kl", gan_weight=0.0, dtype=torch.float64):
     mix = ring_mixture(4, radius=2.0, variance=0.1, dtype=dtype)
     task = FDistill(DiffusionTeacher.from_mixture(mix), mix.sample, 2, divergence=divergence,
-                    gan_weight=gan_weight, hidden=16, depth=2)
-    for net in task.networks.values():
-        net.to(dtype)
+                    gan_weight=gan_weight, hidden=16, depth=2, dtype=dtype)
     return task, mix
 
 
