@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..interpolants.interpolant import _per_sample
+from ..interpolants.interpolant import per_sample
 from ..interpolants.losses import sample_times
 from ..interpolants.networks import MLP, TimeConditionedMLP
 from ..training import StepContext, Task
@@ -49,7 +49,7 @@ def distillation_loss(x: torch.Tensor, x0_teacher: torch.Tensor, x0_fake: torch.
     """
     with torch.no_grad():
         scale = (x - x0_teacher).abs().flatten(1).mean(1) + 1e-6
-        grad = _per_sample(weight / scale, x) * (x0_fake - x0_teacher)
+        grad = per_sample(weight / scale, x) * (x0_fake - x0_teacher)
     return 0.5 * F.mse_loss(x, (x - grad).detach(), reduction="mean")
 
 

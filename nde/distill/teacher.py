@@ -15,7 +15,7 @@ import torch
 
 from ..interpolants import (GaussianMixture, MixtureInterpolantFields, one_sided_trigonometric, standard_normal,
                             vp_noise_prediction)
-from ..interpolants.interpolant import _per_sample, expand_time
+from ..interpolants.interpolant import per_sample, expand_time
 
 NoiseModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -30,7 +30,7 @@ def cosine_sigma(s: torch.Tensor) -> torch.Tensor:
 
 def diffuse(x: torch.Tensor, s: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """x_s = alpha_s x + sigma_s noise for ``s`` of shape ``(B,)``."""
-    return _per_sample(cosine_alpha(s), x) * x + _per_sample(cosine_sigma(s), x) * noise
+    return per_sample(cosine_alpha(s), x) * x + per_sample(cosine_sigma(s), x) * noise
 
 
 class DiffusionTeacher:
@@ -58,7 +58,7 @@ class DiffusionTeacher:
         """x0-prediction ``(B, d)`` at noise levels ``s`` of shape ``(B,)``."""
         s = expand_time(s, x)
         eps = self.eps_model(x, s)
-        return (x - _per_sample(cosine_sigma(s), x) * eps) / _per_sample(cosine_alpha(s), x)
+        return (x - per_sample(cosine_sigma(s), x) * eps) / per_sample(cosine_alpha(s), x)
 
     @torch.no_grad()
     def sample(self, n: int, dim: int, steps: int = 50, s_max: float = 0.999, s_min: float = 1e-3,

@@ -40,8 +40,8 @@ def expand_time(t: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def _per_sample(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Reshape a ``(B,)`` coefficient to broadcast against ``x`` of shape ``(B, *state)``."""
+def per_sample(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Reshape a ``(B,)`` per-sample coefficient to broadcast against ``x`` of shape ``(B, *state)``."""
     return c.reshape(c.shape + (1,) * (x.dim() - 1))
 
 
@@ -70,41 +70,32 @@ class Interpolant:
     def latent_scale_dot(self, t: torch.Tensor) -> torch.Tensor:
         return self.alpha_dot(t) if self.one_sided else self.gamma.dot(t)
 
-    def sample_latent_base(self, x0: torch.Tensor | None, x1: torch.Tensor,
-                           generator: torch.Generator | None = None) -> torch.Tensor:
-        """The x0 to use: ``N(0, I)`` draws for a one-sided interpolant when ``x0`` is None."""
-        if x0 is not None:
-            return x0
-        if not self.one_sided and self.alpha(torch.zeros(())).abs() > 0:
-            raise ValueError("x0 is required for a two-sided interpolant with alpha(0) != 0")
-        return torch.randn(x1.shape, generator=generator, dtype=x1.dtype).to(x1.device)
-
     # --- the interpolant and its time derivative -----------------------------------------------
     def x_t(self, t: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         """x_t of shape ``(B, *state)`` for ``t`` of shape ``(B,)`` (``z`` ignored when one-sided)."""
-        out = _per_sample(self.alpha(t), x0) * x0 + _per_sample(self.beta(t), x1) * x1
+        out = per_sample(self.alpha(t), x0) * x0 + per_sample(self.beta(t), x1) * x1
         if not self.one_sided and not self.gamma.is_zero:
             if z is None:
                 raise ValueError("z is required for a two-sided interpolant with gamma != 0")
-            out = out + _per_sample(self.gamma(t), z) * z
+            out = out + per_sample(self.gamma(t), z) * z
         return out
 
     def dt_interpolant(self, t: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
         """d/dt I(t, x0, x1) = alpha_dot x0 + beta_dot x1 (target of the v-loss)."""
-        return _per_sample(self.alpha_dot(t), x0) * x0 + _per_sample(self.beta_dot(t), x1) * x1
+        return per_sample(self.alpha_dot(t), x0) * x0 + per_sample(self.beta_dot(t), x1) * x1
 
     def velocity_target(self, t: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor,
                         z: torch.Tensor | None = None) -> torch.Tensor:
         """d/dt x_t = d/dt I + gamma_dot z (target of the b-loss, paper Eq. 2.13)."""
         out = self.dt_interpolant(t, x0, x1)
         if not self.one_sided and not self.gamma.is_zero:
-            out = out + _per_sample(self.gamma.dot(t), z) * z
+            out = out + per_sample(self.gamma.dot(t), z) * z
         return out
 
     # --- conversions between fields --------------------------------------------------------------
     def score_from_denoiser(self, t: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
         """s = -eta / latent_scale(t) (paper Thm 2.3 / Remark 2.6; singular where the scale vanishes)."""
-        return -eta / _per_sample(self.latent_scale(t), eta)
+        return -eta / per_sample(self.latent_scale(t), eta)
 
     def velocity_from_denoiser(self, t: torch.Tensor, x: torch.Tensor, eta: torch.Tensor,
                                v: torch.Tensor | None = None) -> torch.Tensor:
@@ -115,14 +106,14 @@ class Interpolant:
           interpolant v = 0, so b = gamma_dot eta (Remark 3.8) and ``v`` may be omitted.
         """
         if self.one_sided:
-            a, ad = _per_sample(self.alpha(t), x), _per_sample(self.alpha_dot(t), x)
-            b, bd = _per_sample(self.beta(t), x), _per_sample(self.beta_dot(t), x)
+            a, ad = per_sample(self.alpha(t), x), per_sample(self.alpha_dot(t), x)
+            b, bd = per_sample(self.beta(t), x), per_sample(self.beta_dot(t), x)
             return ad * eta + bd / b * (x - a * eta)
         if v is None:
             if self.name != "mirror":
                 raise ValueError(f"v is required to build b from eta for the {self.name!r} interpolant")
             v = torch.zeros_like(x)
-        return v + _per_sample(self.gamma.dot(t), x) * eta
+        return v + per_sample(self.gamma.dot(t), x) * eta
 
 
 def _half_pi(t: torch.Tensor) -> torch.Tensor:

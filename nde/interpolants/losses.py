@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from .interpolant import Interpolant, _per_sample
+from .interpolant import Interpolant, per_sample
 
 Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -74,7 +74,7 @@ def score_loss(s: Field, interpolant: Interpolant, t: torch.Tensor, x0: torch.Te
     """L_s (Eq. 2.16); minimised by the score s = grad log rho_t. Keep ``antithetic=True`` near the ends."""
     def integrand(value, x0_, z_):
         latent = _latent(interpolant, x0_, z_)
-        return 0.5 * _dot(value, value) + _dot(latent / _per_sample(interpolant.latent_scale(t), latent), value)
+        return 0.5 * _dot(value, value) + _dot(latent / per_sample(interpolant.latent_scale(t), latent), value)
     return _objective(s, interpolant, t, x0, x1, z, antithetic, integrand)
 
 

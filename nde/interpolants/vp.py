@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from .interpolant import Interpolant, _per_sample, expand_time
+from .interpolant import Interpolant, per_sample, expand_time
 
 Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -39,7 +39,7 @@ def vp_noise_prediction(denoiser: Field, alpha: Callable[[torch.Tensor], torch.T
         tau = expand_time(tau, x)
         a, s = alpha(tau), sigma(tau)
         t = (2 / math.pi) * torch.atan2(a, s)
-        return denoiser(t, x / _per_sample(torch.sqrt(a ** 2 + s ** 2), x))
+        return denoiser(t, x / per_sample(torch.sqrt(a ** 2 + s ** 2), x))
     return model
 
 
@@ -55,6 +55,6 @@ def denoiser_from_velocity(interpolant: Interpolant, b: Field) -> Field:
         t = expand_time(t, x)
         a, ad = interpolant.alpha(t), interpolant.alpha_dot(t)
         bt, bd = interpolant.beta(t), interpolant.beta_dot(t)
-        ratio = _per_sample(bd / bt, x)
-        return (b(t, x) - ratio * x) / _per_sample(ad - bd * a / bt, x)
+        ratio = per_sample(bd / bt, x)
+        return (b(t, x) - ratio * x) / per_sample(ad - bd * a / bt, x)
     return eta
