@@ -44,7 +44,8 @@ def sample_ode(b: Field, x: torch.Tensor, t0: float = 0.0, t1: float = 1.0, *, r
         b: velocity field.
         x: ``(B, *state)`` samples at the starting time.
         times: optional increasing output times in [t0, t1] (the path is returned, shape
-            ``(len(times), B, *state)``); otherwise only the end state ``(B, *state)``.
+            ``(len(times), B, *state)``, in the order of integration: decreasing times when
+            ``reverse``); otherwise only the end state ``(B, *state)``.
         method, rtol, atol: passed to ``nde.odeint`` (adaptive by default).
 
     b is only evaluated at times inside [t0, t1] (clamped), since adaptive solvers may probe
