@@ -98,3 +98,14 @@ def test_velocity_from_denoiser_identities(name, make, two_mixtures):
     torch.testing.assert_close(interp.score_from_denoiser(t, eta), fields.score(t, x))
     if name == "mirror":  # b = gamma_dot eta needs no v (Remark 3.8)
         torch.testing.assert_close(interp.velocity_from_denoiser(t, x, eta), fields.velocity(t, x))
+
+
+def test_training_task_argument_errors():
+    from nde.interpolants import InterpolantTask, checkerboard
+    with pytest.raises(ValueError, match="fields"):
+        InterpolantTask(one_sided_linear(), checkerboard, 2, fields=("q",))
+    with pytest.raises(ValueError, match="sample_base"):
+        InterpolantTask(linear(), checkerboard, 2)
+    task = InterpolantTask(one_sided_linear(), checkerboard, 2, fields=("b",), hidden=8, depth=1)
+    with pytest.raises(ValueError, match="eta"):
+        task.field("eta")
