@@ -14,3 +14,5 @@ __version__ = "0.1.0"
 
 __all__ = ["odeint", "odeint_adjoint", "solve_ode", "Solution", "SolverError", "Status",
            "PIController", "IController", "ButcherTableau", "TABLEAUS"]
+
+from . import regularize  # noqa: E402  (solver-heuristic regularisers: nde.regularize.ErrorEstimate, ...)

@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 from ._rk import Coefficients, Step, interpolate, linear_interpolate, rk_step, stage_times, stiffness_estimate
-from .controller import PIController, initial_step
+from .controller import PIController, initial_step, initial_step_scalar
 from .errors import SolverError, Status
 
 
@@ -43,6 +43,7 @@ class Config:
     record: bool = False                     # keep (t, dt, y) checkpoints for the discrete adjoint
     dense: bool = False                      # keep every accepted step for Solution.evaluate
     clip_to_outputs: bool = False            # end steps exactly on output times (no interpolation)
+    regularizer: object = None               # a GlobalRegularizer: one differentiable term per accepted step
 
 
 @dataclass
@@ -74,6 +75,7 @@ class Result:
     records: list[Record]
     dense_steps: list                     # (t, dt, y0, Step) per accepted step (shared mode)
     fail: tuple[float, float] | None = None
+    reg_terms: list = field(default_factory=list)   # the regulariser's term per accepted step
 
 
 def rms_norm(x: torch.Tensor) -> torch.Tensor:
@@ -119,14 +121,16 @@ def _fail(cfg: Config, status: Status, t: float, dt: float, detail: str = ""):
 # --------------------------------------------------------------------------------------------
 
 def integrate_shared(func: Callable, y0: torch.Tensor, t_out: list[float], cfg: Config) -> Result:
-    """Solve with one step size for the whole state; ``t_out`` increasing Python floats."""
-    if cfg.coeffs.tableau.adaptive:
+    """Solve with one step size for the whole state; ``t_out`` increasing Python floats.
+
+    Adaptive methods given a ``step_size`` take fixed steps (no error control)."""
+    if cfg.coeffs.tableau.adaptive and cfg.step_size is None:
         return _adaptive_shared(func, y0, t_out, cfg)
     return _fixed_shared(func, y0, t_out, cfg)
 
 
 def _finish_shared(outputs: list, n_out: int, y0: torch.Tensor, status: Status, nfe: int, n_acc: int,
-                   n_rej: int, heur: dict, records, dense_steps, fail=None) -> Result:
+                   n_rej: int, heur: dict, records, dense_steps, fail=None, reg_terms=None) -> Result:
     while len(outputs) < n_out:  # a failed solve (throw=False): unreached outputs are NaN
         outputs.append(torch.full_like(y0, float("nan")))
     dev = y0.device
@@ -134,7 +138,7 @@ def _finish_shared(outputs: list, n_out: int, y0: torch.Tensor, status: Status, 
         ys=torch.stack(outputs), status=torch.tensor(int(status), device=dev),
         nfe=torch.tensor(nfe, device=dev), n_accepted=torch.tensor(n_acc, device=dev),
         n_rejected=torch.tensor(n_rej, device=dev), heuristics=_stack_heuristics(heur),
-        records=records, dense_steps=dense_steps, fail=fail)
+        records=records, dense_steps=dense_steps, fail=fail, reg_terms=reg_terms or [])
 
 
 def _stack_heuristics(heur: dict) -> dict[str, torch.Tensor]:
@@ -159,7 +163,7 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
     nfe = 1
     if cfg.first_step is None:
         with torch.no_grad():
-            dt = float(initial_step(func, _t(t, tdt, dev), y0, f0, tab.error_order, cfg.rtol, cfg.atol, norm))
+            dt = initial_step_scalar(func, t, _t(t, tdt, dev), y0, f0, tab.error_order, cfg.rtol, cfg.atol, norm)
         nfe += 1
     else:
         dt = float(cfg.first_step)
@@ -168,25 +172,30 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
     y, k1 = y0, f0
     prev_ratio, n_acc, n_rej = 1e-4, 0, 0
     heur = {"t": [], "dt": [], "error_ratio": [], "stiffness": []}
-    records, dense_steps = [], []
+    records, dense_steps, reg_terms = [], [], []
+    reg = cfg.regularizer
     while j < len(t_out):
         if n_acc + n_rej >= cfg.max_steps:
             _fail(cfg, Status.MAX_STEPS, t, dt, f"max_steps={cfg.max_steps}")
             return _finish_shared(outputs, len(t_out), y0, Status.MAX_STEPS, nfe, n_acc, n_rej, heur,
-                                  records, dense_steps, (t, dt))
+                                  records, dense_steps, (t, dt), reg_terms)
         clipped = cfg.clip_to_outputs and t + dt >= t_out[j]
         if clipped:
             dt = t_out[j] - t
         times = stage_times(t, dt, coeffs, tdt, dev)
-        step = rk_step(func, t, dt, y, k1, coeffs, times, want_stiffness=cfg.heuristics)
+        step = rk_step(func, t, dt, y, k1, coeffs, times,
+                       want_stiffness=cfg.heuristics or (reg is not None and reg.needs_stiffness))
         nfe += tab.stages - 1
-        with torch.no_grad():
+        with torch.set_grad_enabled(reg is not None and torch.is_grad_enabled()):
             ratio_t = error_ratio(step, y, cfg.rtol, cfg.atol, norm)
-        ratio = float(ratio_t)  # the one host synchronisation of the step
+        ratio = float(ratio_t.detach())  # the one host synchronisation of the step
         finite = math.isfinite(ratio)
         accept = finite and (ratio <= 1.0 or dt <= cfg.min_step)
         if accept:
             t_new = t_out[j] if clipped else t + dt
+            if reg is not None:
+                rho_t = stiffness_estimate(step, coeffs, norm) if reg.needs_stiffness else None
+                reg_terms.append(reg.term(ratio_t, dt, rho_t, tab))
             if cfg.heuristics:
                 heur["t"].append(t)
                 heur["dt"].append(dt)
@@ -206,18 +215,19 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
             if cfg.dense:
                 dense_steps.append((t, dt, y, step))
             y, k1, t = step.y1, step.ks[-1], t_new
-            prev_ratio = ratio
             n_acc += 1
         else:
             n_rej += 1
         dt = min(max(dt * ctrl.factor(ratio, prev_ratio, accept, k_exp), cfg.min_step), cfg.max_step)
+        if accept:
+            prev_ratio = ratio
         if j < len(t_out) and (t + dt == t or dt <= 0.0):
             status = Status.DT_UNDERFLOW if finite else Status.NONFINITE
             _fail(cfg, status, t, dt)
             return _finish_shared(outputs, len(t_out), y0, status, nfe, n_acc, n_rej, heur, records,
-                                  dense_steps, (t, dt))
+                                  dense_steps, (t, dt), reg_terms)
     return _finish_shared(outputs, len(t_out), y0, Status.SUCCESS, nfe, n_acc, n_rej, heur, records,
-                          dense_steps)
+                          dense_steps, None, reg_terms)
 
 
 def fixed_grid(t_out: list[float], step_size: float | None, t_dtype, device) -> list[float]:
@@ -263,7 +273,7 @@ def _fixed_shared(func, y0, t_out, cfg: Config) -> Result:
         if cfg.dense:
             dense_steps.append((t, dt, y, step))
         y = step.y1
-        k1 = k_next
+        k1 = step.ks[-1] if tab.fsal else k_next
     n = len(grid) - 1
     return _finish_shared(outputs, len(t_out), y0, Status.SUCCESS, nfe, n, 0,
                           {}, records, dense_steps)

@@ -19,8 +19,9 @@ from typing import Callable
 
 import torch
 
-from ._integrate import Config, Record, Result, integrate_per_sample, integrate_shared, output_value, rms_norm
-from ._rk import interpolate, rk_step, stage_times
+from ._integrate import (Config, Record, Result, error_ratio, integrate_per_sample, integrate_shared, output_value,
+                         rms_norm)
+from ._rk import interpolate, rk_step, stage_times, stiffness_estimate
 
 
 @dataclass
@@ -54,44 +55,72 @@ def _grads(outputs, inputs, grad_outputs):
 # --------------------------------------------------------------------------------------------
 
 class DiscreteAdjoint(torch.autograd.Function):
-    """ys = solve(y0; params) with the exact discrete gradient by checkpointed recomputation."""
+    """(ys, R) = solve(y0; params) with the exact discrete gradient by checkpointed recomputation.
+
+    ``R`` is the global regulariser's value (0 when the problem has none); its gradient is replayed
+    step by step together with the state's."""
 
     @staticmethod
     def forward(ctx, problem: Problem, y0: torch.Tensor, *params: torch.Tensor):
         with torch.no_grad():
             result = problem.run(y0, record=True)
+            reg = problem.cfg.regularizer
+            value = reg.reduce(torch.stack(result.reg_terms)) if reg is not None and result.reg_terms \
+                else y0.new_zeros(())
         ctx.problem, ctx.records, ctx.params = problem, result.records, params
-        return result.ys
+        ctx.reg_terms = result.reg_terms
+        return result.ys, value
 
     @staticmethod
-    def backward(ctx, grad_ys: torch.Tensor):
+    def backward(ctx, grad_ys: torch.Tensor, grad_reg: torch.Tensor):
         problem, params = ctx.problem, ctx.params
-        replay = _replay_per_sample if problem.per_sample else _replay_shared
-        grad_y0, grad_params = replay(problem, ctx.records, grad_ys, params)
+        weights = None
+        if problem.cfg.regularizer is not None and ctx.reg_terms:
+            leaf = torch.stack(ctx.reg_terms).detach().requires_grad_(True)
+            with torch.enable_grad():
+                (weights,) = torch.autograd.grad(problem.cfg.regularizer.reduce(leaf), leaf, grad_reg)
+        if problem.per_sample:
+            grad_y0, grad_params = _replay_per_sample(problem, ctx.records, grad_ys, params)
+        else:
+            grad_y0, grad_params = _replay_shared(problem, ctx.records, grad_ys, params, weights)
         return (None, grad_y0, *grad_params)
 
 
-def _replay_shared(problem: Problem, records: list[Record], grad_ys: torch.Tensor, params):
+def _replay_shared(problem: Problem, records: list[Record], grad_ys: torch.Tensor, params, reg_weights=None):
     cfg, func = problem.cfg, problem.func
     coeffs, tdt = cfg.coeffs, cfg.t_dtype
     adj = torch.zeros_like(grad_ys[0])
     g_params = [torch.zeros_like(p) for p in params]
-    for rec in reversed(records):
+    for index in range(len(records) - 1, -1, -1):
+        rec = records[index]
         y_in = rec.y.detach().requires_grad_(True)
         dev = y_in.device
         with torch.enable_grad():
             k1 = func(torch.tensor(rec.t, dtype=tdt, device=dev), y_in)
-            step = rk_step(func, rec.t, rec.dt, y_in, k1, coeffs, stage_times(rec.t, rec.dt, coeffs, tdt, dev))
+            step = rk_step(func, rec.t, rec.dt, y_in, k1, coeffs, stage_times(rec.t, rec.dt, coeffs, tdt, dev),
+                           want_stiffness=reg_weights is not None and problem.cfg.regularizer.needs_stiffness)
             k_next = None
             if any(kind == "cubic" for _, _, kind in rec.outputs):
                 k_next = func(torch.tensor(rec.t + rec.dt, dtype=tdt, device=dev), step.y1)
             outs = [output_value(step, y_in, rec.dt, theta, kind, coeffs, k_next)
                     for _, theta, kind in rec.outputs]
-        got = _grads([step.y1, *outs], [y_in, *params], [adj, *(grad_ys[j] for j, _, _ in rec.outputs)])
+            targets, target_grads = [step.y1, *outs], [adj, *(grad_ys[j] for j, _, _ in rec.outputs)]
+            if reg_weights is not None:
+                targets.append(_reg_term(problem.cfg, step, y_in, rec.dt))
+                target_grads.append(reg_weights[index])
+        got = _grads(targets, [y_in, *params], target_grads)
         adj = got[0]
         for acc, g in zip(g_params, got[1:]):
             acc.add_(g)
     return adj + grad_ys[0], g_params
+
+
+def _reg_term(cfg: Config, step, y_in: torch.Tensor, dt: float) -> torch.Tensor:
+    """The global regulariser's term of one replayed step (as computed in the forward loop)."""
+    norm = cfg.norm or rms_norm
+    ratio = error_ratio(step, y_in, cfg.rtol, cfg.atol, norm)
+    rho = stiffness_estimate(step, cfg.coeffs, norm) if cfg.regularizer.needs_stiffness else None
+    return cfg.regularizer.term(ratio, dt, rho, cfg.coeffs.tableau)
 
 
 def _replay_per_sample(problem: Problem, records: list[Record], grad_ys: torch.Tensor, params):

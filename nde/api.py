@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 
-from ._integrate import Config, Result
-from ._rk import Coefficients
+from ._integrate import Config, Result, output_value, rms_norm, rms_rows
+from ._rk import Coefficients, rk_step, stage_times
+from .controller import initial_step
+from .regularize import RNODE, GlobalRegularizer, LocalErrorEstimate, _containing_step
 from .adjoint import AdjointConfig, BacksolveAdjoint, DiscreteAdjoint, Problem, default_adjoint_cfg
 from .controller import IController, PIController
 from .errors import Status
@@ -96,15 +99,18 @@ class _CheckedFunc:
     """Calls ``func`` on the internal state and checks its first output's type, shape and dtype."""
 
     def __init__(self, func: Callable, to_user: Callable, from_user: Callable, sign: float,
-                 expected_shape, dtype):
+                 expected_shape, dtype, plain: bool):
         self.func, self.to_user, self.from_user, self.sign = func, to_user, from_user, sign
         self.expected_shape, self.dtype, self.checked = expected_shape, dtype, False
+        self.fast = plain and sign > 0   # the user's state is the solver's: no reshaping, no sign flip
 
     def __call__(self, t, y):
-        if self.sign < 0:
-            out = self.func(-t, self.to_user(y))
-        else:
-            out = self.func(t, self.to_user(y))
+        if self.fast:
+            out = self.func(t, y)
+            if not self.checked:
+                self._check(out)
+            return out
+        out = self.func(-t if self.sign < 0 else t, self.to_user(y))
         if not self.checked:
             self._check(out)
         out = self.from_user(out)
@@ -166,7 +172,10 @@ class _Layout:
 
 def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, options, fixed_options,
            max_steps, norm, throw, dense, heuristics, adjoint_params, adjoint_rtol, adjoint_atol,
-           adjoint_method, adjoint_options) -> tuple[Result, tuple[torch.Tensor, ...], _Layout, Problem]:
+           adjoint_method, adjoint_options, regularizer=None):
+    """Validate, lay out the state, run the chosen gradient mode.
+
+    Returns (Result, ys (T, *flat state), layout, problem, value of the global regulariser or None)."""
     if not callable(func):
         raise TypeError("`func` must be callable as func(t, y)")
     if adjoint not in GRADIENT_MODES:
@@ -194,14 +203,14 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
         outs = out if isinstance(out, tuple) else (out,)
         return layout.flatten(outs)
 
-    checked = _CheckedFunc(func, to_user, from_user, sign, layout.shapes, dtype)
+    checked = _CheckedFunc(func, to_user, from_user, sign, layout.shapes, dtype, layout.is_plain)
     y0_flat = layout.flatten(tensors)
     t_dtype = t.dtype if t.dtype == torch.float64 else torch.float64
     coeffs = Coefficients.build(tab, dtype, t_dtype, device)
     cfg = Config(coeffs=coeffs, rtol=rtol, atol=atol, controller=controller, t_dtype=t_dtype,
                  max_steps=max_steps, norm=norm, throw=throw, heuristics=heuristics,
-                 dense=dense and not per_sample, clip_to_outputs=_needs_clipping(tab), **options,
-                 **fixed_options)
+                 dense=dense and not per_sample, clip_to_outputs=_needs_clipping(tab), regularizer=regularizer,
+                 **options, **fixed_options)
     t_internal = sign * t.detach()
     t_out = t_internal.to(t_dtype) if per_sample else t_internal.tolist()
     if per_sample and t_out.dim() == 1:
@@ -211,13 +220,17 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
     time_grad = t.requires_grad
     if time_grad:
         y0_flat = _shift_initial_time(checked, y0_flat, t, sign, per_sample)
+    reg_value = None
     if adjoint == "direct":
         result = problem.run(y0_flat)
         ys = result.ys
+        if regularizer is not None:
+            reg_value = regularizer.reduce(torch.stack(result.reg_terms)) if result.reg_terms else ys.new_zeros(())
     else:
         params = _adjoint_params(func, adjoint_params)
         if adjoint == "discrete":
-            ys = DiscreteAdjoint.apply(problem, y0_flat, *params)
+            ys, reg_value = DiscreteAdjoint.apply(problem, y0_flat, *params)
+            reg_value = reg_value if regularizer is not None else None
         else:
             if per_sample and t.dim() == 2:
                 raise ValueError("adjoint='backsolve' needs output times shared by the batch; with per-sample "
@@ -228,7 +241,7 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
         result = problem.last
     if time_grad:
         ys = _attach_output_time_grads(checked, ys, t, sign, per_sample)
-    return result, ys, layout, problem
+    return result, ys, layout, problem, reg_value
 
 
 def _needs_clipping(tab) -> bool:
@@ -362,13 +375,13 @@ def solve_ode(func: Callable, y0, t: torch.Tensor, *, method: str = "dopri5", rt
               max_step: float = math.inf, max_steps: int = DEFAULT_MAX_STEPS, throw: bool = True,
               dense: bool = True, heuristics: bool = True, adjoint_params=None, adjoint_rtol=None,
               adjoint_atol=None, adjoint_method: str | None = None, adjoint_options: dict | None = None,
-              interp: str = "linear") -> Solution:
+              interp: str = "linear", regularize=None, generator: random.Random | None = None) -> Solution:
     """Solve ``dy/dt = func(t, y)`` from ``y(t[0]) = y0`` and return a :class:`Solution`.
 
     Args:
         func: ``func(t, y) -> dy/dt``. Shared mode: ``t`` is a 0-d tensor and ``y`` has ``y0``'s shape.
             Per-sample mode: ``t`` is ``(n,)`` and ``y`` is ``(n, *y0.shape[1:])`` for the ``n`` rows
-            still being integrated; rows must not interact.
+            still being integrated; rows must not interact (per-row parameters belong in the state).
         y0: initial state, a tensor (or tuple of tensors); in per-sample mode ``(batch, ...)``.
         t: output times ``(T,)``, strictly increasing or decreasing; per-sample mode also accepts
             ``(batch, T)``, a grid per sample.
@@ -382,13 +395,17 @@ def solve_ode(func: Callable, y0, t: torch.Tensor, *, method: str = "dopri5", rt
         controller: step-size controller; default :class:`PIController` (Gustafsson's PI).
         first_step, min_step, max_step, max_steps: step limits (``first_step=None`` selects it by
             Hairer's rule).
-        step_size: grid spacing of fixed-step methods (default: the output times).
+        step_size: grid spacing of fixed-step methods (default: the output times); given with an
+            adaptive method, it takes fixed steps without error control.
         throw: raise :class:`nde.SolverError` on failure (default); ``False`` returns status codes and
             NaN for outputs that were not reached.
         dense: keep every accepted step for ``Solution.evaluate`` (shared mode).
         heuristics: record per-step error ratio and stiffness estimates.
         adjoint_*: parameters, tolerances, method and options (``norm="seminorm"``) of the backsolve.
         interp: fixed-grid output interpolation, ``"linear"`` or ``"cubic"``.
+        regularize: a regulariser from :mod:`nde.regularize`; its differentiable value is
+            ``Solution.regularization`` (add ``λ·sol.regularization`` to the loss).
+        generator: ``random.Random`` for the local regulariser's sampled times (default: module RNG).
     """
     tab = get_tableau(method)
     if controller is not None and not isinstance(controller, PIController):
@@ -396,22 +413,104 @@ def solve_ode(func: Callable, y0, t: torch.Tensor, *, method: str = "dopri5", rt
     options = {"first_step": None if first_step is None else float(first_step),
                "min_step": float(min_step), "max_step": float(max_step)}
     fixed = {}
-    if not tab.adaptive:
+    if not tab.adaptive or step_size is not None:
         fixed = _translate_fixed_options({"step_size": step_size, "interp": interp}, "solve_ode")
     if max_steps < 1:
         raise ValueError("`max_steps` must be a positive integer")
-    result, ys, layout, problem = _solve(
+    global_reg, local_reg, rnode = _split_regularizer(regularize, tab, adjoint, per_sample, step_size)
+    if rnode is not None:
+        func, y0, adjoint_params = _augment_rnode(rnode, func, y0, adjoint_params)
+    result, ys, layout, problem, reg_value = _solve(
         func, y0, t, method=method, rtol=rtol, atol=atol, adjoint=adjoint, per_sample=per_sample,
         controller=controller or PIController(), options=options, fixed_options=fixed, max_steps=max_steps,
-        norm=None, throw=throw, dense=dense, heuristics=heuristics, adjoint_params=adjoint_params,
-        adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol, adjoint_method=adjoint_method,
-        adjoint_options=adjoint_options)
-    parts = layout.unflatten(ys, lead=(ys.shape[0],))
+        norm=None, throw=throw, dense=dense or local_reg is not None, heuristics=heuristics,
+        adjoint_params=adjoint_params, adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol,
+        adjoint_method=adjoint_method, adjoint_options=adjoint_options, regularizer=global_reg)
     stats = {"nfe": result.nfe, "n_accepted": result.n_accepted, "n_rejected": result.n_rejected}
+    if local_reg is not None:
+        reg_value, extra_nfe = _local_value(local_reg, problem, result, generator or random)
+        stats["nfe_regularization"] = torch.tensor(extra_nfe)
+    if rnode is not None:
+        reg_value = rnode.value(ys[-1][..., -2:])
+        ys = ys[..., :-2]
+    parts = layout.unflatten(ys, lead=(ys.shape[0],)) if rnode is None else (ys,)
     return Solution(ts=t, ys=parts if len(parts) > 1 else parts[0], stats=stats, status=result.status,
-                    heuristics=result.heuristics, _dense=result.dense_steps, _coeffs=problem.cfg.coeffs,
+                    heuristics=result.heuristics, regularization=reg_value,
+                    _dense=result.dense_steps if dense and rnode is None else [], _coeffs=problem.cfg.coeffs,
                     _unflatten=None if layout.is_plain else (lambda y: layout.unflatten(y, lead=(y.shape[0],))),
                     _time_sign=_direction(t))
+
+
+def _split_regularizer(regularize, tab, adjoint, per_sample, step_size):
+    """Sort ``regularize`` into (global, local, RNODE) and check it fits the solve."""
+    if regularize is None:
+        return None, None, None
+    if isinstance(regularize, GlobalRegularizer):
+        if not tab.adaptive or step_size is not None:
+            raise ValueError("`regularize`: global regularisers need an adaptive method without `step_size`")
+        if per_sample:
+            raise ValueError("`regularize`: global regularisers need shared steps (per_sample=False)")
+        if adjoint == "backsolve":
+            raise ValueError("`regularize`: a continuous adjoint cannot differentiate the solver's error "
+                             "estimates; use adjoint='direct' or 'discrete', or nde.regularize.LocalErrorEstimate")
+        return regularize, None, None
+    if isinstance(regularize, LocalErrorEstimate):
+        if not tab.adaptive or step_size is not None or per_sample:
+            raise ValueError("`regularize`: LocalErrorEstimate needs an adaptive method and shared steps")
+        return None, regularize, None
+    if isinstance(regularize, RNODE):
+        return None, None, regularize
+    raise TypeError("`regularize` must be a regulariser from nde.regularize, got " + type(regularize).__name__)
+
+
+def _augment_rnode(rnode: RNODE, func, y0, adjoint_params):
+    if not torch.is_tensor(y0) or y0.dim() < 1:
+        raise ValueError("`regularize=RNODE(...)` needs a tensor `y0` with the state in its last dimension")
+    params = adjoint_params if adjoint_params is not None else (
+        tuple(func.parameters()) if isinstance(func, torch.nn.Module) else None)
+    aug = rnode.augment(func, y0.shape[-1], y0)
+    return aug, torch.cat([y0, y0.new_zeros(*y0.shape[:-1], 2)], dim=-1), params
+
+
+def _local_value(reg: LocalErrorEstimate, problem: Problem, result: Result, rng) -> tuple[torch.Tensor, int]:
+    """One live step of the solver at each sampled time, from the detached dense-output state."""
+    cfg, func = problem.cfg, problem.func
+    dense = result.dense_steps
+    starts, dts = [d[0] for d in dense], [d[1] for d in dense]
+    t_first, t_last = starts[0], starts[-1] + dts[-1]
+    tab = get_tableau(reg.method) if reg.method is not None else cfg.coeffs.tableau
+    y_ref = dense[0][2]
+    coeffs = Coefficients.build(tab, y_ref.dtype, cfg.t_dtype, y_ref.device)
+    k_exp = tab.error_order + 1
+    total, extra_nfe = y_ref.new_zeros(()), 0
+    for t_r, weight in reg.sample_times(t_first, t_last, starts, dts, rng):
+        j = _containing_step(starts, dts, t_r)
+        t0, dt, y0, step = dense[j]
+        theta = min(max((t_r - t0) / dt, 0.0), 1.0)
+        with torch.no_grad():
+            y_r = output_value(step, y0, dt, theta, "dense", cfg.coeffs).detach()
+        t_tensor = torch.tensor(t_r, dtype=cfg.t_dtype, device=y_r.device)
+        k1 = func(t_tensor, y_r)
+        if reg.step == "heuristic":
+            with torch.no_grad():
+                h = float(initial_step(func, t_tensor, y_r, k1.detach(), tab.error_order, cfg.rtol, cfg.atol,
+                                       rms_norm))
+            extra_nfe += 1
+        else:
+            h = dt
+        local = rk_step(func, t_r, h, y_r, k1, coeffs, stage_times(t_r, h, coeffs, cfg.t_dtype, y_r.device))
+        extra_nfe += tab.stages
+        scaled = local.error / torch.maximum(y_r.abs(), local.y1.abs()).mul(cfg.rtol).add(cfg.atol)
+        if reg.norm == "batch":
+            eest = rms_norm(scaled)
+        else:
+            eest = rms_rows(scaled.reshape(scaled.shape[0], -1))
+        if reg.quantity == "error":
+            value = eest * h
+        else:
+            value = (t_last - t_first) * eest.clamp_min(1e-12) ** (1.0 / k_exp) / h
+        total = total + weight * value.mean()
+    return total / reg.n_samples, extra_nfe
 
 
 def odeint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method: str | None = None,
@@ -445,7 +544,7 @@ def odeint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method:
         fixed = _translate_fixed_options(options, "options")
         max_steps = fixed.pop("max_steps", max_steps)
         fields, norm = {}, None
-    result, ys, layout, _ = _solve(
+    result, ys, layout, _, _ = _solve(
         func, y0, t, method=method, rtol=rtol, atol=atol, adjoint=adjoint, per_sample=False,
         controller=controller, options=fields, fixed_options=fixed, max_steps=max_steps, norm=norm,
         throw=True, dense=False, heuristics=False, adjoint_params=adjoint_params, adjoint_rtol=adjoint_rtol,

@@ -90,3 +90,16 @@ def initial_step(func, t0, y0: torch.Tensor, f0: torch.Tensor, error_order: int,
     h1 = torch.where(dmax <= 1e-15, torch.clamp_min(h0 * 1e-3, 1e-6),
                      (0.01 / dmax.clamp_min(1e-300)) ** (1.0 / (error_order + 1)))
     return torch.minimum(100 * h0, h1)
+
+
+def initial_step_scalar(func, t0: float, t_tensor, y0: torch.Tensor, f0: torch.Tensor, error_order: int, rtol, atol,
+                        norm) -> float:
+    """:func:`initial_step` for shared steps in Python floats (three host reads, once per solve)."""
+    scale = atol + rtol * y0.abs()
+    d0, d1 = float(norm(y0 / scale)), float(norm(f0 / scale))
+    h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
+    f1 = func(t_tensor + h0, torch.add(y0, f0, alpha=h0))
+    d2 = float(norm((f1 - f0) / scale)) / h0
+    dmax = max(d1, d2)
+    h1 = max(1e-6, h0 * 1e-3) if dmax <= 1e-15 else (0.01 / dmax) ** (1.0 / (error_order + 1))
+    return min(100 * h0, h1)

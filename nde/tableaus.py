@@ -120,11 +120,12 @@ BOSH3 = ButcherTableau(
     b_error=(2 / 9 - 7 / 24, 1 / 3 - 1 / 4, 4 / 9 - 1 / 3, -1 / 8),
     order=3, error_order=2, fsal=True)
 
-# Dormand & Prince (1980), "A family of embedded Runge–Kutta formulae", J. Comput. Appl. Math. 6(1).
-# Dense output: Shampine (1986), "Some practical Runge–Kutta formulas", Math. Comp. 46, the
-# continuous extension used by MATLAB's ode45 (coefficients of θ^1..θ^4 per stage).
+# Dormand & Prince (1980), "A family of embedded Runge–Kutta formulae", J. Comput. Appl. Math. 6(1),
+# with the embedded 4th-order solution and the continuous extension recommended by Shampine (1986),
+# "Some practical Runge–Kutta formulas", Math. Comp. 46 (the error estimate of torchdiffeq and diffrax,
+# so step sequences match theirs; dense coefficients of θ^1..θ^4 per stage as in MATLAB's ode45).
 _DP5_B = (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0)
-_DP5_BHAT = (5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40)
+_DP5_BHAT = (1951 / 21600, 0.0, 22642 / 50085, 451 / 720, -12231 / 42400, 649 / 6300, 1 / 60)
 DOPRI5 = ButcherTableau(
     "dopri5", c=(0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0),
     a=((1 / 5,),

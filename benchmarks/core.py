@@ -1,0 +1,194 @@
+"""ODE core benchmark: nde vs torchdiffeq (and torchode when installed).
+
+Problems:
+  * ``mlp``: dy/dt = Linear(d,64)·tanh·Linear(64,d), batch B, dopri5 at rtol=atol=1e-6 on [0, 1],
+    float32; forward, and forward+backward of mean(y(1)²) in every gradient mode.
+  * ``sweep``: the same for dims 2–64 and batch 1–4096 (forward and direct forward+backward).
+  * ``vdp``: a batch of Van der Pol oscillators with mixed stiffness μ, per-sample vs shared steps.
+
+Run: ``python -m benchmarks.core [--device cpu|cuda] [--quick]``.
+Reports medians of warm, round-robin repeats; NFE; saved-tensor bytes (and CUDA peak memory).
+"""
+from __future__ import annotations
+
+import importlib.util
+import time
+
+import torch
+
+import nde
+from benchmarks._common import cuda_peak_bytes, parse_args, saved_tensor_bytes, time_calls, write_results
+
+HAVE_TDQ = importlib.util.find_spec("torchdiffeq") is not None
+HAVE_TORCHODE = importlib.util.find_spec("torchode") is not None
+
+
+class MLPField(torch.nn.Module):
+    def __init__(self, dim: int = 2, hidden: int = 64):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(dim, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, dim))
+        self.nfe = 0
+
+    def forward(self, t, y):
+        self.nfe += 1
+        return self.net(y)
+
+
+def _cases(field, y0, t, tol):
+    """name -> (forward fn returning y(1), gradient-mode label)."""
+    cases = {
+        "nde odeint (direct)": lambda: nde.odeint(field, y0, t, rtol=tol, atol=tol, method="dopri5")[-1],
+        "nde solve_ode (direct)": lambda: nde.solve_ode(field, y0, t, rtol=tol, atol=tol, heuristics=False,
+                                                        dense=False, controller=nde.IController()).ys[-1],
+        "nde discrete": lambda: nde.odeint(field, y0, t, rtol=tol, atol=tol, adjoint="discrete")[-1],
+        "nde backsolve (seminorm)": lambda: nde.odeint_adjoint(
+            field, y0, t, rtol=tol, atol=tol, adjoint_options=dict(norm="seminorm"))[-1],
+    }
+    if HAVE_TDQ:
+        import torchdiffeq
+        cases["torchdiffeq odeint (direct)"] = lambda: torchdiffeq.odeint(field, y0, t, rtol=tol, atol=tol)[-1]
+        cases["torchdiffeq odeint_adjoint (seminorm)"] = lambda: torchdiffeq.odeint_adjoint(
+            field, y0, t, rtol=tol, atol=tol, adjoint_options=dict(norm="seminorm"))[-1]
+    if HAVE_TORCHODE:
+        cases.update(_torchode_cases(field, y0, t, tol))
+    return cases
+
+
+def _torchode_cases(field, y0, t, tol):
+    import torchode as to
+    term = to.ODETerm(field)
+    step = to.Dopri5(term=term)
+    ctrl = to.IntegralController(atol=tol, rtol=tol, term=term)
+    direct = to.AutoDiffAdjoint(step, ctrl)
+    joint = to.JointBacksolveAdjoint(term, step, ctrl)
+    t_eval = t.unsqueeze(0).repeat(y0.shape[0], 1)
+
+    def solve(solver):
+        return solver.solve(to.InitialValueProblem(y0=y0, t_eval=t_eval)).ys[:, -1]
+
+    return {"torchode AutoDiff (direct, per-sample)": lambda: solve(direct),
+            "torchode JointBacksolve": lambda: solve(joint)}
+
+
+def _fwd_bwd(fn, params):
+    def run():
+        for p in params:
+            p.grad = None
+        fn().pow(2).mean().backward()
+    return run
+
+
+def bench_mlp(device, dim, batch, tol, repeats, modes=None):
+    torch.manual_seed(0)
+    field = MLPField(dim).to(device)
+    y0 = torch.randn(batch, dim, device=device)
+    t = torch.tensor([0.0, 1.0], device=device)
+    cases = _cases(field, y0, t, tol)
+    if modes is not None:
+        cases = {k: v for k, v in cases.items() if k in modes}
+    params = list(field.parameters())
+    rows = []
+    with torch.no_grad():
+        fwd = time_calls(cases, device, repeats=repeats)
+    both = time_calls({k: _fwd_bwd(v, params) for k, v in cases.items()}, device, repeats=repeats)
+    for name, fn in cases.items():
+        field.nfe = 0
+        with torch.no_grad():
+            fn()
+        nfe_fwd = field.nfe
+        field.nfe = 0
+        _fwd_bwd(fn, params)()
+        nfe_total = field.nfe
+        rows.append({"problem": f"mlp d={dim} B={batch}", "case": name, "fwd_ms": fwd[name]["median_ms"],
+                     "fwd_bwd_ms": both[name]["median_ms"], "nfe_fwd": nfe_fwd, "nfe_fwd_bwd": nfe_total,
+                     "saved_bytes": saved_tensor_bytes(fn),
+                     "cuda_peak_bytes": cuda_peak_bytes(_fwd_bwd(fn, params), device)})
+    return rows
+
+
+def solver_overhead(device, repeats):
+    """Wall time ÷ (NFE × time of one func call) for the target problem (nde odeint, forward)."""
+    torch.manual_seed(0)
+    field = MLPField(2).to(device)
+    y0 = torch.randn(256, 2, device=device)
+    t = torch.tensor([0.0, 1.0], device=device)
+    t0 = torch.tensor(0.0, device=device)
+    with torch.no_grad():
+        calls = {"func": lambda: field(t0, y0),
+                 "nde": lambda: nde.odeint(field, y0, t, rtol=1e-6, atol=1e-6)}
+        if HAVE_TDQ:
+            import torchdiffeq
+            calls["torchdiffeq"] = lambda: torchdiffeq.odeint(field, y0, t, rtol=1e-6, atol=1e-6)
+        times = time_calls(calls, device, repeats=repeats * 5)
+        field.nfe = 0
+        nde.odeint(field, y0, t, rtol=1e-6, atol=1e-6)
+        nfe = field.nfe
+    rows = []
+    for name in [k for k in calls if k != "func"]:
+        rows.append({"problem": "overhead mlp d=2 B=256", "case": name, "fwd_ms": times[name]["median_ms"],
+                     "nfe_fwd": nfe, "func_ms": times["func"]["median_ms"],
+                     "overhead": times[name]["median_ms"] / (nfe * times["func"]["median_ms"])})
+    return rows
+
+
+def vdp_field(t, y):
+    """Van der Pol with μ carried as a constant third component: rows are independent problems."""
+    x, v, mu = y[..., :1], y[..., 1:2], y[..., 2:]
+    return torch.cat([v, mu * (1 - x * x) * v - x, torch.zeros_like(mu)], dim=-1)
+
+
+def bench_vdp(device, batch, repeats):
+    """Per-sample vs shared steps on Van der Pol with μ log-spaced in [0.1, 20]."""
+    mu = torch.logspace(-1, 1.3, batch, device=device, dtype=torch.float64)
+    y0 = torch.cat([torch.full((batch, 1), 2.0, device=device, dtype=torch.float64),
+                    torch.zeros(batch, 1, device=device, dtype=torch.float64), mu.unsqueeze(1)], 1)
+    t = torch.tensor([0.0, 10.0], device=device, dtype=torch.float64)
+    rows_evaluated = [0]
+
+    def counted(t, y):
+        rows_evaluated[0] += y.shape[0]
+        return vdp_field(t, y)
+
+    cases = {"nde shared": lambda: nde.solve_ode(counted, y0, t, rtol=1e-6, atol=1e-6, heuristics=False),
+             "nde per-sample": lambda: nde.solve_ode(counted, y0, t, rtol=1e-6, atol=1e-6, per_sample=True,
+                                                     heuristics=False)}
+    if HAVE_TDQ:
+        import torchdiffeq
+        cases["torchdiffeq (shared)"] = lambda: torchdiffeq.odeint(counted, y0, t, rtol=1e-6, atol=1e-6)
+    if HAVE_TORCHODE:
+        import torchode as to
+        term = to.ODETerm(counted)
+        solver = to.AutoDiffAdjoint(to.Dopri5(term=term), to.IntegralController(atol=1e-6, rtol=1e-6, term=term))
+        t_eval = t.unsqueeze(0).repeat(batch, 1)
+        cases["torchode (per-sample)"] = lambda: solver.solve(to.InitialValueProblem(y0=y0, t_eval=t_eval))
+    with torch.no_grad():
+        times = time_calls(cases, device, repeats=repeats, warmup=1)
+        rows = []
+        for name, fn in cases.items():
+            rows_evaluated[0] = 0
+            fn()
+            rows.append({"problem": f"vdp B={batch} mu=0.1..20", "case": name,
+                         "fwd_ms": times[name]["median_ms"], "row_evaluations": rows_evaluated[0]})
+    return rows
+
+
+def main(argv=None):
+    args = parse_args(__doc__.splitlines()[0], argv)
+    repeats = args.repeats or (3 if args.quick else 10)
+    torch.set_num_threads(1 if args.device == "cpu" else torch.get_num_threads())
+    started = time.time()
+    rows = bench_mlp(args.device, 2, 256, 1e-6, repeats)
+    rows += solver_overhead(args.device, repeats)
+    sweep = [(2, 1), (2, 4096), (16, 256), (64, 256), (64, 4096)] if not args.quick else [(64, 256)]
+    modes = {"nde odeint (direct)", "torchdiffeq odeint (direct)"}
+    for dim, batch in sweep:
+        rows += bench_mlp(args.device, dim, batch, 1e-6, max(3, repeats // 2), modes=modes)
+    rows += bench_vdp(args.device, 16 if args.quick else 64, max(3, repeats // 3))
+    notes = (f"dopri5, rtol=atol=1e-6, float32 (VdP float64), median of {repeats} warm round-robin repeats; "
+             f"torch threads={torch.get_num_threads()}; total {time.time() - started:.0f} s.")
+    path = write_results("core", args.device, rows, notes)
+    print(path.read_text())
+
+
+if __name__ == "__main__":
+    main()

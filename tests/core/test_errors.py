@@ -1,0 +1,105 @@
+"""Bad input gets a clear error naming the argument; failures raise SolverError or return status."""
+import pytest
+import torch
+
+import nde
+
+T = torch.tensor([0.0, 1.0])
+
+
+def decay(t, y):
+    return -y
+
+
+@pytest.mark.parametrize("y0,match", [
+    (torch.tensor([1.0, float("nan")]), "`y0` contains non-finite"),
+    (torch.tensor([1, 2]), "`y0` must have a floating-point dtype"),
+    ([torch.ones(2)], "`y0` must be a tensor"),
+    (torch.ones(0), "`y0` is empty"),
+])
+def test_bad_initial_state(y0, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        nde.odeint(decay, y0, T)
+
+
+@pytest.mark.parametrize("t,match", [
+    (torch.tensor([0.0, 1.0, 0.5]), "strictly increasing or strictly decreasing"),
+    (torch.tensor([0.0, 0.0]), "strictly increasing or strictly decreasing"),
+    (torch.tensor([[0.0, 1.0]]), "`t` must be one-dimensional"),
+    (torch.tensor([0, 1]), "`t` must have a floating-point dtype"),
+    ([0.0, 1.0], "`t` must be a torch.Tensor"),
+    (torch.tensor([0.0, float("inf")]), "`t` contains non-finite"),
+])
+def test_bad_times(t, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        nde.odeint(decay, torch.ones(2), t)
+
+
+def test_func_returning_wrong_shape_or_dtype():
+    with pytest.raises(ValueError, match="`func` returned shape"):
+        nde.odeint(lambda t, y: y[:1], torch.ones(2), T)
+    with pytest.raises(TypeError, match="`func` returned dtype"):
+        nde.odeint(lambda t, y: y.double(), torch.ones(2), T)
+    with pytest.raises(TypeError, match="`func` must return a tensor"):
+        nde.odeint(lambda t, y: 1.0, torch.ones(2), T)
+
+
+def test_unknown_method_option_and_mode():
+    with pytest.raises(ValueError, match="unknown `method`"):
+        nde.odeint(decay, torch.ones(2), T, method="rk45")
+    with pytest.raises(ValueError, match="unknown key 'stepsize' in `options`"):
+        nde.odeint(decay, torch.ones(2), T, method="rk4", options={"stepsize": 0.1})
+    with pytest.raises(ValueError, match="unknown key 'step_size' in `options` for an adaptive"):
+        nde.odeint(decay, torch.ones(2), T, options={"step_size": 0.1})
+    with pytest.raises(ValueError, match="`options\\['jump_t'\\]`"):
+        nde.odeint(decay, torch.ones(2), T, options={"jump_t": torch.tensor([0.5])})
+    with pytest.raises(ValueError, match="`adjoint` must be one of"):
+        nde.solve_ode(decay, torch.ones(2), T, adjoint="magic")
+    with pytest.raises(ValueError, match="`rtol`"):
+        nde.odeint(decay, torch.ones(2), T, rtol=-1.0)
+
+
+def test_blow_up_raises_solver_error_with_time_and_step():
+    # y' = y^2 from y(0) = 1 blows up at t = 1.
+    with pytest.raises(nde.SolverError, match=r"at t=(0\.99\d*|1) with step size") as info:
+        nde.odeint(lambda t, y: y ** 2, torch.ones(1, dtype=torch.float64), torch.tensor([0.0, 2.0]))
+    assert info.value.status in (nde.Status.DT_UNDERFLOW, nde.Status.NONFINITE)
+    assert isinstance(info.value, RuntimeError)
+
+
+def test_max_steps_raises_and_throw_false_returns_status():
+    t = torch.tensor([0.0, 10.0])
+    stiff = lambda t, y: -1000.0 * (y - torch.cos(t))  # noqa: E731
+    with pytest.raises(nde.SolverError, match="maximum number of steps"):
+        nde.solve_ode(stiff, torch.zeros(1), t, max_steps=50)
+    sol = nde.solve_ode(stiff, torch.zeros(1), t, max_steps=50, throw=False)
+    assert int(sol.status) == nde.Status.MAX_STEPS and not sol.success
+    assert torch.isnan(sol.ys[-1]).all() and torch.isfinite(sol.ys[0]).all()
+
+
+def test_per_sample_failure_is_per_sample():
+    y0 = torch.tensor([[0.5], [1.0], [0.2]], dtype=torch.float64)
+    sol = nde.solve_ode(lambda t, y: y ** 2, y0, torch.tensor([0.0, 1.5], dtype=torch.float64),
+                        per_sample=True, throw=False)
+    # y' = y^2 blows up at t = 1/y0: rows 0 (t=2) and 2 (t=5) succeed, row 1 (t=1) fails.
+    assert sol.status.tolist()[0] == 0 and sol.status.tolist()[2] == 0 and sol.status.tolist()[1] != 0
+    assert torch.isnan(sol.ys[-1, 1]).all() and torch.isfinite(sol.ys[-1, [0, 2]]).all()
+    assert sol.ys[-1, 0].item() == pytest.approx(0.5 / (1 - 0.5 * 1.5), rel=1e-5)
+
+
+def test_nan_in_the_vector_field_shrinks_then_fails_without_hanging():
+    def f(t, y):  # undefined (NaN) past y = 2: the solver must shrink the step, then stop
+        return torch.where(y < 2.0, torch.ones_like(y), torch.full_like(y, float("nan")))
+    with pytest.raises(nde.SolverError):
+        nde.odeint(f, torch.zeros(1, dtype=torch.float64), torch.tensor([0.0, 5.0]))
+
+
+def test_odeint_adjoint_requires_module_or_params():
+    with pytest.raises(ValueError, match="adjoint_params"):
+        nde.odeint_adjoint(decay, torch.ones(2), T)
+
+
+def test_backsolve_with_per_sample_times_is_refused_with_a_pointer():
+    t = torch.tensor([[0.0, 1.0], [0.0, 2.0]])
+    with pytest.raises(ValueError, match="adjoint='discrete'"):
+        nde.solve_ode(decay, torch.ones(2, 1, requires_grad=True), t, per_sample=True, adjoint="backsolve")

@@ -1,0 +1,44 @@
+"""Solution: dense evaluation, statistics, and the solver heuristics against closed forms."""
+import pytest
+import torch
+
+import nde
+
+
+def test_evaluate_matches_outputs_and_closed_form():
+    t = torch.linspace(0, 2, 5, dtype=torch.float64)
+    y0 = torch.tensor([1.0, -2.0], dtype=torch.float64)
+    sol = nde.solve_ode(lambda t, y: -y, y0, t, rtol=1e-9, atol=1e-9)
+    assert torch.allclose(sol.evaluate(t), sol.ys, atol=1e-12)
+    tq = torch.tensor([0.13, 1.37], dtype=torch.float64)
+    assert torch.allclose(sol.evaluate(tq), y0 * torch.exp(-tq).unsqueeze(1), atol=1e-7)
+    with pytest.raises(ValueError, match="outside the solved interval"):
+        sol.evaluate(3.0)
+
+
+@pytest.mark.parametrize("method", ["dopri5", "tsit5"])
+def test_stiffness_estimate_is_the_eigenvalue_of_a_linear_problem(method):
+    lam = 7.5
+    sol = nde.solve_ode(lambda t, y: -lam * y, torch.ones(3, dtype=torch.float64),
+                        torch.tensor([0.0, 1.0], dtype=torch.float64), method=method)
+    assert torch.allclose(sol.heuristics["stiffness"], torch.full_like(sol.heuristics["stiffness"], lam), rtol=1e-8)
+
+
+def test_error_ratio_is_the_scaled_local_error():
+    sol = nde.solve_ode(lambda t, y: torch.cos(t) * y, torch.ones(1, dtype=torch.float64),
+                        torch.tensor([0.0, 3.0], dtype=torch.float64), rtol=1e-6, atol=1e-6)
+    ratios = sol.heuristics["error_ratio"]
+    assert ratios.shape == sol.heuristics["dt"].shape == (int(sol.stats["n_accepted"]),)
+    assert bool((ratios <= 1).all()) and bool((ratios > 0).all())
+    assert sol.heuristics["dt"].sum().item() >= 3.0 - 1e-12  # accepted steps cover the interval
+
+
+def test_stats_count_every_function_evaluation():
+    calls = []
+
+    def f(t, y):
+        calls.append(1)
+        return -y
+    sol = nde.solve_ode(f, torch.ones(2), torch.tensor([0.0, 5.0]), method="dopri5")
+    assert int(sol.stats["nfe"]) == len(calls)
+    assert int(sol.stats["nfe"]) == 2 + 6 * (int(sol.stats["n_accepted"]) + int(sol.stats["n_rejected"]))

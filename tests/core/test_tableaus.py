@@ -1,0 +1,47 @@
+"""Butcher tableaus: order conditions, dense-output consistency, stability sizes."""
+import numpy as np
+import pytest
+
+from nde.tableaus import TABLEAUS, get_tableau
+
+
+def _matrix(tab):
+    s = tab.stages
+    A = np.zeros((s, s))
+    for i, row in enumerate(tab.a):
+        A[i + 1, : i + 1] = row
+    return A
+
+
+@pytest.mark.parametrize("name", sorted(TABLEAUS))
+def test_order_conditions_up_to_three(name):
+    tab = TABLEAUS[name]
+    b, c, A = np.array(tab.b), np.array(tab.c), _matrix(tab)
+    assert np.allclose(A.sum(1), c, atol=1e-12)  # row-sum condition
+    assert b.sum() == pytest.approx(1.0, abs=1e-12)
+    if tab.order >= 2:
+        assert b @ c == pytest.approx(0.5, abs=1e-12)
+    if tab.order >= 3:
+        assert b @ c**2 == pytest.approx(1 / 3, abs=1e-12)
+        assert b @ A @ c == pytest.approx(1 / 6, abs=1e-12)
+    if tab.b_error is not None:
+        assert sum(tab.b_error) == pytest.approx(0.0, abs=1e-12)  # b̂ is consistent too
+
+
+@pytest.mark.parametrize("name", ["dopri5", "tsit5"])
+def test_dense_output_ends_at_solution_weights(name):
+    tab = TABLEAUS[name]
+    at_one = np.array(tab.dense).sum(1)
+    assert np.allclose(at_one, tab.b, atol=1e-12)
+
+
+@pytest.mark.parametrize("name,expected", [("euler", 2.0), ("rk4", 2.7853), ("dopri5", 3.3066), ("tsit5", 3.5068)])
+def test_stability_size_matches_literature(name, expected):
+    assert TABLEAUS[name].stability_size == pytest.approx(expected, abs=2e-3)
+
+
+def test_unknown_method_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown `method`"):
+        get_tableau("rk45")
+    with pytest.raises(TypeError, match="`method`"):
+        get_tableau(5)

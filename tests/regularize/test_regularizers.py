@@ -1,0 +1,169 @@
+"""Regularisers against closed forms on linear ODEs; gradient routing; every gradient mode; training."""
+import random
+
+import numpy as np
+import pytest
+import torch
+
+import nde
+from nde import regularize as R
+from nde.tableaus import TABLEAUS
+
+T1 = torch.tensor([0.0, 1.0], dtype=torch.float64)
+
+
+def _stability_poly(weights, tab, z):
+    """Σ_i w_i·k_i/ (λ y0) for y' = λy: w·(I − zA)⁻¹·1 (Hairer & Wanner II, eq. IV.2.3)."""
+    s = tab.stages
+    A = np.zeros((s, s))
+    for i, row in enumerate(tab.a):
+        A[i + 1, : i + 1] = row
+    return float(np.dot(weights, np.linalg.solve(np.eye(s) - z * A, np.ones(s))))
+
+
+def test_error_estimate_of_one_step_matches_the_stability_polynomials():
+    lam, h, rtol, atol = -2.0, 0.1, 1e-3, 1e-3
+    tab = TABLEAUS["dopri5"]
+    y0 = torch.tensor([1.5], dtype=torch.float64)
+    sol = nde.solve_ode(lambda t, y: lam * y, y0, torch.tensor([0.0, h], dtype=torch.float64), first_step=h,
+                        rtol=rtol, atol=atol, regularize=R.ErrorEstimate())
+    assert int(sol.stats["n_accepted"]) == 1
+    z = lam * h
+    err = abs(1.5 * z * _stability_poly(tab.b_error, tab, z))
+    y1 = 1.5 * (1 + z * _stability_poly(tab.b, tab, z))
+    expected = err / (atol + rtol * max(1.5, abs(y1))) * h
+    assert sol.regularization.item() == pytest.approx(expected, rel=1e-10)
+
+
+def test_stiffness_regulariser_is_lambda_times_span_over_stability_size():
+    lam = 6.0
+    sol = nde.solve_ode(lambda t, y: -lam * y, torch.ones(4, dtype=torch.float64), T1,
+                        regularize=R.StiffnessEstimate(form="dt"))
+    covered = sol.heuristics["dt"].sum().item()  # the last step may overshoot t1 (then interpolates)
+    assert covered >= 1.0
+    assert sol.regularization.item() == pytest.approx(lam * covered / TABLEAUS["dopri5"].stability_size, rel=1e-8)
+    sol = nde.solve_ode(lambda t, y: -lam * y, torch.ones(4, dtype=torch.float64), T1,
+                        regularize=R.StiffnessEstimate(form="abs", reduction="max"))
+    assert sol.regularization.item() == pytest.approx(lam / TABLEAUS["dopri5"].stability_size, rel=1e-8)
+
+
+def test_step_density_and_mean_reductions_are_consistent_with_the_heuristics():
+    f = lambda t, y: torch.sin(3 * t) * y  # noqa: E731
+    y0 = torch.ones(2, dtype=torch.float64)
+    sol = nde.solve_ode(f, y0, T1, regularize=R.StepDensity())
+    ratios, dts = sol.heuristics["error_ratio"], sol.heuristics["dt"]
+    assert sol.regularization.item() == pytest.approx((ratios.clamp_min(1e-12) ** 0.2).sum().item(), rel=1e-10)
+    mean = nde.solve_ode(f, y0, T1, regularize=R.ErrorEstimate("mean")).regularization
+    assert mean.item() == pytest.approx((ratios * dts).mean().item(), rel=1e-10)
+
+
+class Field(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2)).double()
+
+    def forward(self, t, y):
+        return self.net(y)
+
+
+@pytest.mark.parametrize("reg", [R.ErrorEstimate(), R.StiffnessEstimate(), R.StepDensity()])
+def test_global_regularisers_discrete_equals_direct(reg):
+    func, y0 = Field(), torch.randn(8, 2, dtype=torch.float64)
+    grads = []
+    for mode in ("direct", "discrete"):
+        func.zero_grad()
+        sol = nde.solve_ode(func, y0, T1, regularize=reg, adjoint=mode)
+        (sol.regularization + sol.ys[-1].pow(2).sum()).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in func.parameters()]))
+    # EEst^(1/5) amplifies round-off where EEst is tiny: StepDensity agrees to ~1e-6 relative
+    rtol = 1e-5 if isinstance(reg, R.StepDensity) else 1e-7
+    assert torch.allclose(grads[0], grads[1], rtol=rtol, atol=1e-10)
+
+
+@pytest.mark.parametrize("reg", [R.LocalErrorEstimate(), R.LocalErrorEstimate(sampling="biased"),
+                                 R.LocalErrorEstimate("mixture", 3, "density", "solver", None, "per_sample")])
+@pytest.mark.parametrize("adjoint", ["direct", "discrete", "backsolve"])
+def test_local_regulariser_reaches_parameters_not_the_state(reg, adjoint):
+    func = Field()
+    y0 = torch.randn(8, 2, dtype=torch.float64, requires_grad=True)
+    sol = nde.solve_ode(func, y0, T1, regularize=reg, adjoint=adjoint, generator=random.Random(0))
+    params = list(func.parameters())
+    grads = torch.autograd.grad(sol.regularization, [y0, *params], allow_unused=True)
+    assert grads[0] is None or float(grads[0].abs().max()) == 0.0
+    assert sum(float(g.abs().sum()) for g in grads[1:]) > 0
+    assert int(sol.stats["nfe_regularization"]) >= 6
+
+
+def test_local_value_is_the_same_in_every_gradient_mode():
+    func, y0 = Field(), torch.randn(8, 2, dtype=torch.float64)
+    values = [nde.solve_ode(func, y0, T1, regularize=R.LocalErrorEstimate(step="solver"), adjoint=mode,
+                            rtol=1e-8, atol=1e-8, generator=random.Random(1)).regularization.item()
+              for mode in ("direct", "discrete")]
+    assert values[0] == pytest.approx(values[1], rel=1e-12)
+
+
+def test_local_density_is_an_unbiased_estimate_of_the_step_count():
+    """For y' = −λy, the local density estimate averaged over many samples ≈ Σ_j EEst_j^(1/5)."""
+    func = lambda t, y: -3.0 * y * (1 + t)  # noqa: E731
+    y0 = torch.ones(3, dtype=torch.float64)
+    global_value = nde.solve_ode(func, y0, T1, regularize=R.StepDensity(), rtol=1e-7, atol=1e-7).regularization
+    local = nde.solve_ode(func, y0, T1, rtol=1e-7, atol=1e-7, generator=random.Random(0),
+                          regularize=R.LocalErrorEstimate("mixture", 400, "density", "solver", "dopri5"))
+    assert local.regularization.item() == pytest.approx(global_value.item(), rel=0.1)
+
+
+def test_rnode_kinetic_energy_closed_form():
+    """y' = −y from y0: ∫‖f‖² dt = ‖y0‖²(1 − e^{−2})/2; Jacobian −I gives ∫‖ε‖² = d."""
+    y0 = torch.tensor([[1.0, 2.0]], dtype=torch.float64)
+    sol = nde.solve_ode(lambda t, y: -y, y0, T1, rtol=1e-9, atol=1e-9, regularize=R.RNODE(1.0, 0.0))
+    assert sol.regularization.item() == pytest.approx(5.0 * (1 - np.exp(-2)) / 2, rel=1e-6)
+    sol = nde.solve_ode(lambda t, y: -y, y0, T1, rtol=1e-9, atol=1e-9, regularize=R.RNODE(0.0, 1.0))
+    assert sol.regularization.item() == pytest.approx(2.0, rel=1e-6)
+    assert sol.ys.shape == (2, 1, 2)
+
+
+def test_bad_combinations_are_refused():
+    with pytest.raises(ValueError, match="continuous adjoint"):
+        nde.solve_ode(Field(), torch.ones(1, 2, dtype=torch.float64), T1, regularize=R.ErrorEstimate(),
+                      adjoint="backsolve")
+    with pytest.raises(ValueError, match="shared steps"):
+        nde.solve_ode(Field(), torch.ones(1, 2, dtype=torch.float64), T1, regularize=R.ErrorEstimate(),
+                      per_sample=True)
+    with pytest.raises(ValueError, match="`sampling`"):
+        R.LocalErrorEstimate(sampling="sometimes")
+    with pytest.raises(TypeError, match="`regularize`"):
+        nde.solve_ode(Field(), torch.ones(1, 2, dtype=torch.float64), T1, regularize="error")
+
+
+def test_steer_and_adaptive_coefficient():
+    t = torch.tensor([0.0, 1.0])
+    ends = [float(R.steer_end_time(t, 0.5)[-1]) for _ in range(200)]
+    assert 0.5 <= min(ends) and max(ends) <= 1.5 and abs(np.mean(ends) - 1.0) < 0.1
+    lam = R.AdaptiveCoefficient(target_nfe=100, value=1.0, rate=0.5)
+    assert lam.update(200) > 1.0 and lam.update(10) < lam.update(200)
+
+
+@pytest.mark.parametrize("reg,lam", [(R.ErrorEstimate(), 100.0), (R.StepDensity(), 1.0),
+                                     (R.LocalErrorEstimate(step="solver", n_samples=2), 100.0)])
+def test_regularised_training_reduces_nfe(reg, lam):
+    """Fit the same regression with and without the regulariser: the regularised field is cheaper."""
+    def train(lam):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2)).double()
+        with torch.no_grad():
+            net[0].weight.mul_(2.0)
+        x = torch.randn(16, 2, dtype=torch.float64)
+        target = torch.stack([x[:, 1], -x[:, 0]], 1)
+        opt = torch.optim.Adam(net.parameters(), lr=2e-2)
+        rng = random.Random(0)
+        for _ in range(15):
+            sol = nde.solve_ode(lambda t, y: net(y), x, T1, rtol=1e-5, atol=1e-5, regularize=reg, generator=rng,
+                                heuristics=False)
+            loss = (sol.ys[-1] - target).pow(2).mean() + lam * sol.regularization
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            return int(nde.solve_ode(lambda t, y: net(y), x, T1, rtol=1e-5, atol=1e-5).stats["nfe"])
+    assert train(lam) < 0.8 * train(0.0)
