@@ -31,7 +31,7 @@ def test_exact_field_minimises_loss(interp, which, two_mixtures):
     loss_fn, attr = LOSSES[which]
     exact = getattr(fields, attr)
     gen = torch.Generator().manual_seed(1)
-    t, x0, x1, z = _batch(interp, rho0, rho1, 40000, gen)
+    t, x0, x1, z = _batch(interp, rho0, rho1, 20000, gen)
     direction = torch.tensor([0.6, -0.8], dtype=torch.float64)
 
     def perturbed(c):
