@@ -72,3 +72,19 @@ def test_metric_argument_errors():
         sliced_wasserstein(torch.zeros(3, 2), torch.zeros(4, 2))
     with pytest.raises(ValueError, match="threshold"):
         dropped_modes(torch.zeros(3, 2), torch.zeros(1, 2), torch.ones(1), threshold=2.0)
+
+
+def test_toy_datasets_have_expected_support():
+    """Checkerboard: uniform on the 8 black 2x2 squares of [-4, 4]^2; moons: two arcs, samplers take (n, generator)."""
+    from nde.interpolants import checkerboard, two_moons
+    gen = torch.Generator().manual_seed(4)
+    x = checkerboard(4000, gen)
+    assert x.abs().max() <= 4.0
+    cell = torch.floor(x / 2).long()
+    assert bool(((cell[:, 0] + cell[:, 1]) % 2 == 0).all())  # only one colour of squares
+    assert len(set(map(tuple, cell.tolist()))) == 8
+    m = two_moons(2000, gen, noise=0.0)
+    centres = torch.tensor([[-1.0, -0.5], [1.0, 0.5]])  # upper and lower arcs, radius 2 after scaling
+    assert float((torch.cdist(m, centres) - 2).abs().min(1).values.max()) < 1e-5
+    assert m.shape == (2000, 2) and torch.equal(two_moons(5, torch.Generator().manual_seed(1)),
+                                                two_moons(5, torch.Generator().manual_seed(1)))

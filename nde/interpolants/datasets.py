@@ -18,7 +18,7 @@ def checkerboard(n: int, generator: torch.Generator | None = None, dtype: torch.
     return 2 * torch.stack([x1, x2], dim=1)
 
 
-def two_moons(n: int, noise: float = 0.1, generator: torch.Generator | None = None,
+def two_moons(n: int, generator: torch.Generator | None = None, noise: float = 0.1,
               dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The two interleaving half circles of scikit-learn's ``make_moons``, centred and scaled by 2."""
     upper = torch.rand(n, generator=generator) < 0.5
