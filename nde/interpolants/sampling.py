@@ -90,8 +90,9 @@ def sample_sde(b: Field, s: Field, x: torch.Tensor, eps: Diffusion, t0: float = 
     backward: X_{t-h} = X_t - h (b - eps s)(t, X_t) + sqrt(2 eps(t) h) xi,   t1 -> t0
 
     Args:
-        eps: a constant >= 0 or a callable eps(t) on ``(B,)`` times (e.g. vanishing at an end
-            where s is singular).
+        eps: a constant >= 0 or a callable eps(t) on ``(B,)`` times. Where s is singular (an end where
+            the latent scale vanishes) let eps vanish there too, e.g. eps(t) = eps0 * latent_scale(t):
+            the product eps s is then finite, and it is taken as 0 wherever eps(t) = 0.
         steps: number of uniform steps.
         return_path: return ``(steps + 1, B, *state)`` instead of the end state.
     Returns the end state ``(B, *state)`` (at t1 forward, t0 backward).
@@ -112,7 +113,8 @@ def sample_sde(b: Field, s: Field, x: torch.Tensor, eps: Diffusion, t0: float = 
     for k in range(steps):
         t = expand_time(grid[k], x)
         e = eps_fn(t).reshape((-1,) + (1,) * (x.dim() - 1))
-        drift = b(t, x) + (e * s(t, x) if forward else -e * s(t, x))
+        eps_s = torch.where(e > 0, e * s(t, x), torch.zeros_like(x))  # eps s := 0 where eps = 0 (s may be infinite)
+        drift = b(t, x) + (eps_s if forward else -eps_s)
         noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
         x = x + (h if forward else -h) * drift + (2 * e * h).sqrt() * noise
         if return_path:

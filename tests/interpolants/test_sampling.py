@@ -117,3 +117,21 @@ def test_sampler_argument_errors(setup):
         sample_sde(fields.velocity, fields.score, x, 1.0, 0.8, 0.2)
     with pytest.raises(ValueError, match="divergence"):
         log_likelihood(fields.velocity, x, gaussian_log_prob, divergence="magic")
+
+
+def test_sde_with_vanishing_eps_at_singular_ends(setup):
+    """eps(t) = eps0 gamma(t): s = -eta/gamma is infinite at t = 0 and 1, but eps s = -eps0 eta is finite;
+    both directions stay finite and reach the right law."""
+    interp, fields, rho0, rho1, gen = setup
+
+    def score(t, x):
+        return interp.score_from_denoiser(t, fields.denoiser(t, x))
+
+    def eps(t):
+        return 1.0 * interp.gamma(t)
+
+    x1 = sample_sde(fields.velocity, score, rho0.sample(N, gen), eps, steps=100, generator=gen)
+    x0 = sample_sde(fields.velocity, score, rho1.sample(N, gen), eps, steps=100, direction="backward",
+                    generator=gen)
+    assert energy_mmd(x1, rho1.sample(N, gen)) < 0.01
+    assert energy_mmd(x0, rho0.sample(N, gen)) < 0.01
