@@ -20,6 +20,7 @@ Run: ``python -m benchmarks.regularization [--quick] [--steps N] [--seeds 0 1 2]
 """
 from __future__ import annotations
 
+import json
 import math
 import random
 import statistics
@@ -176,7 +177,7 @@ def main(argv=None):
         p.add_argument("--tol", type=float, default=1e-6)
         p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
         p.add_argument("--variants", nargs="+", default=list(VARIANTS))
-        p.add_argument("--sweep", nargs="+", default=["local_unbiased", "nde_local_density", "ernode"],
+        p.add_argument("--sweep", nargs="*", default=["local_unbiased", "nde_local_density", "ernode"],
                        help="variants whose λ is also run at 0.3x and 3x (seed 0) for the Pareto plot")
     args = parse_args(__doc__.splitlines()[0], argv, extra)
     if args.quick:
@@ -184,22 +185,18 @@ def main(argv=None):
     torch.set_num_threads(1 if args.device == "cpu" else torch.get_num_threads())
     data = load_digits(args.device, torch.float32)
     rows = []
-    for seed in args.seeds:
-        for variant in args.variants:
-            rows.append(run(variant, seed, args, data))
-            print(rows[-1], flush=True)
-    for variant in args.sweep:
-        for scale in (0.3, 3.0):
-            rows.append(run(variant, args.seeds[0], args, data, lam_scale=scale))
-            print(rows[-1], flush=True)
-    summary = summarise(rows)
-    notes = (f"digits neural ODE, tsit5 rtol=atol={args.tol}, float32, {args.steps} Adam steps (lr {args.lr}), "
-             f"batch {args.batch}, seeds {args.seeds}; mean over seeds; ratios vs vanilla. "
-             "Per-run rows (and the λ sweep) are in the JSON file.")
-    path = write_results("regularization", args.device, summary, notes)
-    (RESULTS_DIR / f"regularization_{args.device}_runs.json").write_text(__import__("json").dumps(rows, indent=1))
-    if not args.quick:
-        pareto_plot(rows, RESULTS_DIR / "regularization_pareto.png")
+    jobs = [(v, seed, 1.0) for seed in args.seeds for v in args.variants]
+    jobs += [(v, args.seeds[0], scale) for v in args.sweep for scale in (0.3, 3.0)]
+    for done, (variant, seed, scale) in enumerate(jobs, 1):
+        rows.append(run(variant, seed, args, data, lam_scale=scale))
+        print(rows[-1], flush=True)
+        notes = (f"digits neural ODE, tsit5 rtol=atol={args.tol}, float32, {args.steps} Adam steps (lr {args.lr}), "
+                 f"batch {args.batch}, seeds {args.seeds}; mean over seeds; ratios vs vanilla; {done}/{len(jobs)} "
+                 "runs done. Per-run rows (and any λ sweep) are in the _runs.json file.")
+        path = write_results("regularization", args.device, summarise(rows), notes)
+        (RESULTS_DIR / f"regularization_{args.device}_runs.json").write_text(json.dumps(rows, indent=1))
+        if not args.quick:
+            pareto_plot(rows, RESULTS_DIR / "regularization_pareto.png")
     print(path.read_text())
 
 

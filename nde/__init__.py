@@ -9,10 +9,12 @@ from .controller import IController, PIController
 from .errors import SolverError, Status
 from .solution import Solution
 from .tableaus import TABLEAUS, ButcherTableau
+from .sde import BrownianPath, sdeint, sdeint_adjoint, solve_sde
 
 __version__ = "0.1.0"
 
 __all__ = ["odeint", "odeint_adjoint", "solve_ode", "Solution", "SolverError", "Status",
-           "PIController", "IController", "ButcherTableau", "TABLEAUS"]
+           "PIController", "IController", "ButcherTableau", "TABLEAUS",
+           "sdeint", "sdeint_adjoint", "solve_sde", "BrownianPath"]
 
 from . import regularize  # noqa: E402  (solver-heuristic regularisers: nde.regularize.ErrorEstimate, ...)

@@ -1,6 +1,9 @@
 import pytest
 import torch
 
+# The test problems are tiny; on small shared machines extra intra-op threads only add contention.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed():

@@ -1,0 +1,34 @@
+"""Adaptive reference solve of the probability-flow ODE with the nde core.
+
+In y = x/alpha and lambda the PF-ODE has no linear term (DPM-Solver, Lu et al. 2022, Eq. 3.4 rewritten):
+    dy/dlambda = -e^{-lambda} eps(alpha_lambda y, t(lambda)),
+which an adaptive Runge-Kutta method (``nde.solve_ode``) integrates to tight tolerances. This is the
+"ground truth" that every fixed-NFE sampler is compared against (research note, section 1.4).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .. import solve_ode
+from .pf_ode import LambdaODE
+from .schedules import NoiseSchedule
+
+
+def probability_flow_reference(model: Callable, x_T: torch.Tensor, schedule: NoiseSchedule,
+                               t_start: float | None = None, t_end: float | None = None,
+                               rtol: float = 1e-9, atol: float = 1e-9, method: str = "dopri8") -> torch.Tensor:
+    """x at ``t_end`` from x_T at ``t_start`` by an adaptive solve of the PF-ODE (use float64 for references).
+
+    Returns:
+        (B, *state) endpoint. Raises ``nde.SolverError`` if the solver fails.
+    """
+    t_start = schedule.t_start if t_start is None else float(t_start)
+    t_end = schedule.t_end if t_end is None else float(t_end)
+    ends = torch.tensor([t_start, t_end], dtype=x_T.dtype, device=x_T.device)
+    lam = schedule.lambda_(ends)
+    alpha = schedule.alpha(ends)
+    sol = solve_ode(LambdaODE(model, schedule), x_T / alpha[0], lam, method=method, rtol=rtol, atol=atol,
+                    dense=False, heuristics=False)
+    return alpha[1] * sol.ys[-1]

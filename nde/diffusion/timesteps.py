@@ -1,0 +1,43 @@
+"""Time-step schedules for sampling: uniform in logSNR, in time, quadratic in time, or EDM's rho-spacing.
+
+Each returns ``steps + 1`` float64 CPU times from ``t_start`` down to ``t_end`` (DPM-Solver, Lu et al.
+2022, App. D.1; EDM, Karras et al. 2022, Eq. 5 with rho = 7 applied to the noise level sigma/alpha = e^{-lambda}).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .schedules import NoiseSchedule
+
+SKIP_TYPES = ("logSNR", "time_uniform", "time_quadratic", "edm")
+
+
+def sampling_times(schedule: NoiseSchedule, steps: int, skip_type: str = "logSNR",
+                   t_start: float | None = None, t_end: float | None = None, rho: float = 7.0) -> torch.Tensor:
+    """(steps + 1,) float64 times, decreasing from ``t_start`` (default ``schedule.t_start``) to ``t_end``."""
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    if skip_type not in SKIP_TYPES:
+        raise ValueError(f"skip_type must be one of {SKIP_TYPES}, got {skip_type!r}")
+    t_start = schedule.t_start if t_start is None else float(t_start)
+    t_end = schedule.t_end if t_end is None else float(t_end)
+    if not t_end < t_start:
+        raise ValueError(f"need t_end < t_start, got t_start={t_start}, t_end={t_end}")
+    ends = torch.tensor([t_start, t_end], dtype=torch.float64)
+    if skip_type == "time_uniform":
+        return torch.linspace(t_start, t_end, steps + 1, dtype=torch.float64)
+    if skip_type == "time_quadratic":
+        return torch.linspace(t_start**0.5, t_end**0.5, steps + 1, dtype=torch.float64) ** 2
+    lam_start, lam_end = schedule.lambda_(ends).tolist()
+    if skip_type == "logSNR":
+        lam = torch.linspace(lam_start, lam_end, steps + 1, dtype=torch.float64)
+    else:
+        ramp = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
+        inv_max, inv_min = math.exp(-lam_start / rho), math.exp(-lam_end / rho)  # sigma^{1/rho} at the ends
+        noise = (inv_max + ramp * (inv_min - inv_max)) ** rho
+        lam = -torch.log(noise)
+    times = schedule.t_of_lambda(lam)
+    times[0], times[-1] = t_start, t_end  # remove round-off of the inverse map at the ends
+    return times

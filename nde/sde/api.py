@@ -1,0 +1,298 @@
+"""Public SDE entry points: ``sdeint`` / ``sdeint_adjoint`` (drop-in for torchsde 0.2.6) and ``solve_sde``.
+
+Inputs are validated once here, with messages that name the argument; the loops in
+:mod:`nde.sde.integrate` and :mod:`nde.sde.adjoint` then run without per-step checks.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from ..controller import PIController
+from ..errors import SolverError, Status
+from ..solution import Solution
+from . import adjoint as _adjoint
+from .brownian import BrownianPath
+from .integrate import Grid, NoiseSource, fixed_grid, run_adaptive, run_fixed
+from .methods import default_method, select_method
+from .protocol import SDE, LogqpSDE
+
+GRADIENTS = ("direct", "backsolve", "reversible")
+
+
+def solve_sde(sde, y0, ts, bm=None, method: Optional[str] = None, dt: float = 1e-3, adaptive: bool = False,
+              rtol: float = 1e-5, atol: float = 1e-4, dt_min: float = 1e-5, gradient: str = "direct",
+              adjoint_method: str = "midpoint", adjoint_params=None, options: Optional[dict] = None,
+              names: Optional[dict] = None, extra_solver_state: Optional[tuple] = None,
+              entropy: Optional[int] = None, controller: Optional[PIController] = None) -> Solution:
+    """Solve an SDE and return the core's :class:`nde.Solution`.
+
+    Args:
+        sde: torchsde-style object (see :mod:`nde.sde.protocol`).
+        y0: ``(batch, d)`` initial state.
+        ts: increasing output times (1-D tensor or sequence), ``ts[0]`` is the time of ``y0``.
+        bm: a Brownian path (``bm(ta, tb)`` -> ``(batch, m)``); default a fresh :class:`BrownianPath`
+            seeded with ``entropy``.
+        method: see :data:`nde.sde.methods.METHOD_NAMES`; default as torchsde.
+        dt: fixed step (or initial step when ``adaptive``).
+        gradient: ``"direct"`` (autograd through the steps), ``"backsolve"`` (stochastic adjoint,
+            backward solved with ``adjoint_method``) or ``"reversible"`` (``method='reversible_heun'``,
+            exact gradients, memory flat in the number of steps).
+        adjoint_params: tensors to differentiate in the adjoint modes (default: ``sde.parameters()``).
+        controller: step-size controller of adaptive solves (default :class:`nde.PIController`).
+
+    Returns a :class:`nde.Solution`: ``ys`` ``(len(ts), batch, d)``, ``ts``, ``stats`` (``nfe`` =
+    drift-and-diffusion evaluations, ``n_accepted``, ``n_rejected``), ``status``, and for adaptive
+    solves ``heuristics`` per accepted step: ``t``, ``dt``, ``error_ratio`` (step-doubling error
+    estimate over tolerance, accept iff <= 1). Raises :class:`nde.SolverError` on failure.
+    """
+    return _solve_sde(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, gradient, adjoint_method,
+                      adjoint_params, options, names, extra_solver_state, entropy, controller)[0]
+
+
+def _solve_sde(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, gradient, adjoint_method,
+               adjoint_params, options, names, extra_solver_state, entropy, controller):
+    """:func:`solve_sde`, also returning the method's final extra state (for ``sdeint(extra=True)``)."""
+    if gradient not in GRADIENTS:
+        raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}.")
+    problem = _prepare(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options, names, entropy)
+    sde, y0, ts_list, bm, method = problem
+    if gradient == "reversible" and method.name != "reversible_heun":
+        raise ValueError(f"gradient='reversible' needs method='reversible_heun', got method={method.name!r}.")
+    params = _adjoint_params(sde, adjoint_params) if gradient != "direct" else ()
+    if extra_solver_state is not None and gradient != "direct":
+        raise ValueError("extra_solver_state is supported with gradient='direct' only.")
+    if controller is not None and not isinstance(controller, PIController):
+        raise TypeError(f"controller must be an nde.PIController, got {type(controller).__name__}.")
+    heuristics, rejected, evals = {}, 0, 0
+    if adaptive:
+        t0 = torch.tensor(ts_list[0], dtype=y0.dtype, device=y0.device)
+        extra0 = extra_solver_state if extra_solver_state is not None else method.init(sde, t0, y0)
+        context = torch.enable_grad() if gradient == "direct" else torch.no_grad()
+        with context:
+            ys, extra, adaptive_stats = run_adaptive(method, sde, y0, ts_list, bm, dt, rtol, atol, dt_min, extra0,
+                                                     controller or PIController())
+        rejected = adaptive_stats.rejected
+        evals = 3 * (adaptive_stats.accepted + rejected) * method.evals_per_step
+        heuristics = {key: torch.tensor(values, dtype=torch.float64) for key, values in (
+            ("t", adaptive_stats.starts), ("dt", adaptive_stats.steps), ("error_ratio", adaptive_stats.error_ratios))}
+        # The accepted state is two half steps: replay those (adjoint modes) on the same nodes.
+        times = [t for pair in zip(adaptive_stats.mids, adaptive_stats.times) for t in pair]
+        grid = Grid([ts_list[0]] + times, _nodes_of_outputs(ts_list, times), ts_list)
+    else:
+        grid = fixed_grid(ts_list, dt)
+    if not adaptive or gradient != "direct":
+        noise = NoiseSource(bm, grid.times, method.needs_area)
+        ys, extra = _run(gradient, sde, method, y0, grid, noise, extra_solver_state, params, adjoint_method)
+        evals += grid.num_steps * method.evals_per_step
+    _check_finite(ys, grid)
+    device = y0.device
+    accepted = grid.num_steps // 2 if adaptive else grid.num_steps
+    stats = {"nfe": torch.tensor(evals, device=device), "n_accepted": torch.tensor(accepted, device=device),
+             "n_rejected": torch.tensor(rejected, device=device)}
+    solution = Solution(ts=torch.tensor(ts_list, dtype=y0.dtype, device=device), ys=ys, stats=stats,
+                        status=torch.tensor(int(Status.SUCCESS), device=device), heuristics=heuristics)
+    return solution, tuple(extra)
+
+
+def sdeint(sde, y0, ts, bm=None, method: Optional[str] = None, dt=1e-3, adaptive: bool = False, rtol=1e-5,
+           atol=1e-4, dt_min=1e-5, options: Optional[dict] = None, names: Optional[dict] = None,
+           logqp: bool = False, extra: bool = False, extra_solver_state=None, **unused_kwargs):
+    """Drop-in for ``torchsde.sdeint`` (same arguments, defaults and returns), gradients by autograd.
+
+    Returns ``ys`` of shape ``(len(ts), batch, d)``; with ``logqp`` also the log-ratio increments
+    ``(len(ts) - 1, batch)``; with ``extra`` also the method's final extra state.
+    """
+    _reject_unknown(unused_kwargs, "sdeint")
+    y0_aug, sde_aug = _logqp_setup(sde, y0, names, logqp)
+    sol, extra_state = _solve_sde(sde_aug, y0_aug, ts, bm, method, dt, adaptive, rtol, atol, dt_min, "direct",
+                                  "midpoint", None, options, None, extra_solver_state, None, None)
+    return _torchsde_return(sol.ys, extra_state, logqp, extra)
+
+
+def sdeint_adjoint(sde, y0, ts, bm=None, method: Optional[str] = None, adjoint_method: Optional[str] = None,
+                   dt=1e-3, adaptive: bool = False, adjoint_adaptive: bool = False, rtol=1e-5, adjoint_rtol=1e-5,
+                   atol=1e-4, adjoint_atol=1e-4, dt_min=1e-5, options: Optional[dict] = None,
+                   adjoint_options: Optional[dict] = None, adjoint_params=None, names: Optional[dict] = None,
+                   logqp: bool = False, extra: bool = False, extra_solver_state=None, **unused_kwargs):
+    """Drop-in for ``torchsde.sdeint_adjoint``: gradients by the stochastic adjoint, or — for
+    ``method='reversible_heun'`` (default ``adjoint_method='adjoint_reversible_heun'``) — by exact
+    reconstruction of the reversible Heun steps.
+
+    Differences from torchsde: ``adjoint_method`` is ``'midpoint'`` (default) or ``'heun'`` for the
+    stochastic adjoint; ``adjoint_adaptive`` is not supported (the backward pass replays the forward
+    pass's steps, so ``adjoint_rtol``/``adjoint_atol`` are accepted but unused); ``adjoint_options``
+    must be empty.
+    """
+    _reject_unknown(unused_kwargs, "sdeint_adjoint")
+    if adjoint_adaptive:
+        raise ValueError("adjoint_adaptive=True is not supported: the backward pass replays the forward steps.")
+    if adjoint_options:
+        raise ValueError(f"adjoint_options has unsupported keys {sorted(adjoint_options)}.")
+    if adjoint_params is None and not isinstance(sde, torch.nn.Module):
+        raise ValueError("sde must be an nn.Module, or adjoint_params must list the tensors to differentiate "
+                         "(adjoint_params=() if there are none).")
+    y0_aug, sde_aug = _logqp_setup(sde, y0, names, logqp)
+    chosen = method if method is not None else default_method(getattr(sde, "sde_type", None),
+                                                              getattr(sde, "noise_type", None))
+    if chosen == "reversible_heun" and adjoint_method in (None, "adjoint_reversible_heun"):
+        gradient, adjoint_method = "reversible", "midpoint"
+    elif adjoint_method == "adjoint_reversible_heun":
+        raise ValueError(f"adjoint_method='adjoint_reversible_heun' needs method='reversible_heun', got {chosen!r}.")
+    else:
+        gradient, adjoint_method = "backsolve", adjoint_method or "midpoint"
+    params = adjoint_params if adjoint_params is not None else tuple(sde.parameters())
+    sol, extra_state = _solve_sde(sde_aug, y0_aug, ts, bm, method, dt, adaptive, rtol, atol, dt_min, gradient,
+                                  adjoint_method, params, options, None, extra_solver_state, None, None)
+    return _torchsde_return(sol.ys, extra_state, logqp, extra)
+
+
+# --------------------------------------------------------------------------- internals
+def _run(gradient, sde, method, y0, grid, noise, extra_solver_state, params, adjoint_method):
+    if gradient == "reversible":
+        out = _adjoint.reversible_heun(sde, y0, grid, noise, params)
+        return out[0], tuple(out[1:])
+    t0 = torch.tensor(grid.times[0], dtype=y0.dtype, device=y0.device)
+    extra0 = extra_solver_state if extra_solver_state is not None else method.init(sde, t0, y0)
+    if gradient == "backsolve":
+        return _adjoint.backsolve(sde, method, y0, grid, noise, tuple(e.detach() for e in extra0), params,
+                                  adjoint_method)
+    return run_fixed(method, sde, y0, grid, noise, tuple(extra0))
+
+
+def _prepare(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options, names, entropy):
+    """Validate everything once; return ``(SDE wrapper, y0, ts as floats, bm, method object)``."""
+    if not isinstance(sde, SDE):
+        sde = SDE(sde, names)
+    y0 = _check_y0(y0)
+    ts_list = _check_ts(ts)
+    dt = _positive_float(dt, "dt")
+    _positive_float(dt_min, "dt_min")
+    _positive_float(rtol, "rtol", allow_zero=True)
+    _positive_float(atol, "atol", allow_zero=True)
+    if not isinstance(adaptive, bool):
+        raise TypeError(f"adaptive must be a bool, got {type(adaptive).__name__}.")
+    method = select_method(method if method is not None else default_method(sde.sde_type, sde.noise_type),
+                           sde.sde_type, sde.noise_type, options)
+    sde.check(ts_list[0], y0)
+    bm = _check_bm(bm, sde, y0, ts_list, method, entropy)
+    return sde, y0, ts_list, bm, method
+
+
+def _check_y0(y0):
+    if not isinstance(y0, torch.Tensor):
+        raise TypeError(f"y0 must be a torch.Tensor, got {type(y0).__name__}.")
+    if y0.dim() != 2:
+        raise ValueError(f"y0 must have shape (batch, d), got {tuple(y0.shape)}.")
+    if not y0.is_floating_point():
+        raise TypeError(f"y0 must be a floating-point tensor, got dtype {y0.dtype}.")
+    if not bool(torch.isfinite(y0).all()):
+        raise ValueError("y0 contains non-finite values (nan or inf).")
+    return y0
+
+
+def _check_ts(ts) -> list:
+    if isinstance(ts, torch.Tensor):
+        if ts.requires_grad:
+            raise ValueError("ts must not require gradients (gradients with respect to times are not supported).")
+        if ts.dim() != 1:
+            raise ValueError(f"ts must be 1-D, got shape {tuple(ts.shape)}.")
+        values = [float(t) for t in ts.detach().cpu().double()]
+    elif isinstance(ts, (list, tuple)) and all(isinstance(t, (int, float)) for t in ts):
+        values = [float(t) for t in ts]
+    else:
+        raise TypeError("ts must be a 1-D tensor or a list/tuple of floats.")
+    if len(values) < 1:
+        raise ValueError("ts must contain at least one time.")
+    if not all(math.isfinite(t) for t in values):
+        raise ValueError("ts contains non-finite times.")
+    if any(b <= a for a, b in zip(values[:-1], values[1:])):
+        raise ValueError("ts must be strictly increasing.")
+    return values
+
+
+def _positive_float(value, name: str, allow_zero: bool = False):
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1 or value.requires_grad:
+            raise ValueError(f"{name} must be a scalar without gradient.")
+        value = float(value)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}.")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'} and finite, got {value}.")
+    return float(value)
+
+
+def _check_bm(bm, sde, y0, ts_list, method, entropy):
+    shape = (sde.batch_size, sde.noise_size)
+    area = "space-time" if method.needs_area else "none"
+    if bm is None:
+        t1 = ts_list[-1] if len(ts_list) > 1 else ts_list[0] + 1.0
+        return BrownianPath(ts_list[0], t1, shape, dtype=y0.dtype, device=y0.device, entropy=entropy,
+                            levy_area_approximation=area)
+    if not callable(bm):
+        raise TypeError(f"bm must be callable as bm(ta, tb), got {type(bm).__name__}.")
+    bm_shape = getattr(bm, "shape", None)
+    if bm_shape is not None and tuple(bm_shape) != shape:
+        raise ValueError(f"bm has shape {tuple(bm_shape)} but the SDE needs Brownian increments of shape "
+                         f"(batch, m) = {shape} for noise_type={sde.noise_type!r}.")
+    start = getattr(bm, "t0", getattr(bm, "_start", None))
+    end = getattr(bm, "t1", getattr(bm, "_end", None))
+    if start is not None and end is not None and (ts_list[0] < float(start) or ts_list[-1] > float(end)):
+        raise ValueError(f"bm covers [{float(start)}, {float(end)}] but ts spans [{ts_list[0]}, {ts_list[-1]}].")
+    if method.needs_area and getattr(bm, "levy_area_approximation", "none") == "none":
+        raise ValueError(f"method {method.name!r} needs the space-time Lévy area: build bm with "
+                         "levy_area_approximation='space-time'.")
+    return bm
+
+
+def _adjoint_params(sde: SDE, adjoint_params) -> tuple:
+    if adjoint_params is None:
+        module = sde.module
+        adjoint_params = tuple(module.parameters()) if isinstance(module, torch.nn.Module) else ()
+    params = tuple(adjoint_params)
+    for p in params:
+        if not isinstance(p, torch.Tensor):
+            raise TypeError(f"adjoint_params must contain tensors, got {type(p).__name__}.")
+    return tuple(p for p in params if p.requires_grad)
+
+
+def _nodes_of_outputs(ts_list, step_times) -> list:
+    index, out = {t: k + 1 for k, t in enumerate(step_times)}, [0]
+    out += [index[t] for t in ts_list[1:]]
+    return out
+
+
+def _check_finite(ys, grid: Grid) -> None:
+    """One host sync after the solve: a non-finite output raises :class:`nde.SolverError` naming where."""
+    finite = torch.isfinite(ys).flatten(1).all(dim=1)
+    if not bool(finite.all()):
+        first = int((~finite).nonzero()[0])
+        k = grid.out_node[first]
+        raise SolverError(Status.NONFINITE, grid.out_time[first], grid.times[k] - grid.times[max(k - 1, 0)],
+                          f"SDE state non-finite at output {first}; reduce dt or regularise the dynamics")
+
+
+def _logqp_setup(sde, y0, names, logqp):
+    wrapped = SDE(sde, names)
+    if not logqp:
+        return y0, wrapped
+    y0 = _check_y0(y0)
+    return torch.cat([y0, y0.new_zeros(y0.shape[0], 1)], dim=1), LogqpSDE(wrapped)
+
+
+def _torchsde_return(ys, extra_state: tuple, logqp: bool, extra: bool):
+    out = [ys]
+    if logqp:
+        ys, log_ratio = ys[..., :-1], ys[..., -1]
+        out = [ys, log_ratio[1:] - log_ratio[:-1]]
+    if extra:
+        out.append(extra_state)
+    return out[0] if len(out) == 1 else tuple(out)
+
+
+def _reject_unknown(kwargs: dict, where: str) -> None:
+    if kwargs:
+        raise TypeError(f"{where} got unexpected keyword arguments {sorted(kwargs)}.")

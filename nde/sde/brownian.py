@@ -1,0 +1,218 @@
+"""Brownian sample paths that answer increments over any interval, in any order.
+
+:class:`BrownianPath` stores an exact sample of a Brownian motion ``W`` (and, on request,
+its running time integral ``I(t) = int_{t0}^t W_u du``) at every time it has been asked
+about. A query at a new time is drawn exactly from the conditional law given the
+neighbouring stored points (Brownian bridge; with the time integral, the joint Gaussian
+bridge of ``(W, I)``). Because every answer is stored, a backward pass that asks for
+the same intervals gets exactly the noise of the forward pass.
+
+Why not torchsde's ``BrownianInterval``: measured on this machine (batch 512 x 16,
+1000 sequential steps), it costs ~1 ms per forward query and ~1.7 ms per backward query,
+about ten times the cost of drawing the normals themselves (torchsde issues #36, #109,
+#141 report the same slowdowns). The solvers here ask :meth:`BrownianPath.increments`
+for the whole step grid at once, which draws it with one ``randn`` and one ``cumsum``.
+
+Any object with torchsde's protocol (``bm(ta, tb)`` returns the increment, ``bm.shape``)
+is accepted by the solvers too, torchsde's ``BrownianInterval`` included.
+"""
+from __future__ import annotations
+
+import bisect
+import math
+from typing import Optional, Sequence
+
+import torch
+
+LEVY_AREAS = ("none", "space-time")
+
+
+class BrownianPath:
+    """An exact, reproducible Brownian sample path on ``[t0, t1]``.
+
+    Args:
+        t0, t1: the interval (floats, ``t0 < t1``).
+        size: shape of ``W(t)``, normally ``(batch, noise_channels)``.
+        dtype, device: of the returned tensors.
+        entropy: integer seed; the same seed and the same sequence of queries give the
+            same path. ``None`` draws a seed from torch's global generator.
+        levy_area_approximation: ``"none"`` or ``"space-time"``; the latter also answers
+            the space-time Lévy area through ``return_U=True`` (torchsde's convention).
+        tol: query times closer than ``tol * (t1 - t0)`` to a stored time are snapped to it.
+
+    Calling ``bm(ta, tb)`` returns ``W(tb) - W(ta)`` of shape ``size``; with
+    ``return_U=True`` it also returns ``U = int_ta^tb (W_u - W_ta) du`` (same shape).
+    """
+
+    def __init__(self, t0: float, t1: float, size: Sequence[int], dtype: Optional[torch.dtype] = None,
+                 device: Optional[torch.device | str] = None, entropy: Optional[int] = None,
+                 levy_area_approximation: str = "none", tol: float = 1e-12):
+        t0, t1 = _as_float(t0, "t0"), _as_float(t1, "t1")
+        if not t0 < t1:
+            raise ValueError(f"BrownianPath needs t0 < t1, got t0={t0}, t1={t1}.")
+        if levy_area_approximation not in LEVY_AREAS:
+            raise ValueError(f"levy_area_approximation must be one of {LEVY_AREAS}, got {levy_area_approximation!r}.")
+        self.shape = torch.Size(size)
+        self.dtype = dtype if dtype is not None else torch.get_default_dtype()
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.levy_area_approximation = levy_area_approximation
+        self._have_area = levy_area_approximation == "space-time"
+        self._t0, self._t1 = t0, t1
+        self._snap = tol * (t1 - t0)
+        if entropy is None:
+            entropy = int(torch.randint(0, 2 ** 62, (), dtype=torch.int64))
+        self._generator = torch.Generator(device=self.device)
+        self._generator.manual_seed(int(entropy))
+        zero = torch.zeros(self.shape, dtype=self.dtype, device=self.device)
+        self._times: list[float] = [t0]
+        self._w: list[torch.Tensor] = [zero]        # W(t_k)
+        self._i: list[torch.Tensor] = [zero]        # I(t_k) = int_{t0}^{t_k} W du (only with Lévy area)
+
+    # ------------------------------------------------------------------ public
+    @property
+    def t0(self) -> float:
+        return self._t0
+
+    @property
+    def t1(self) -> float:
+        return self._t1
+
+    def __call__(self, ta, tb=None, return_U: bool = False, return_A: bool = False):
+        if return_A:
+            raise ValueError("BrownianPath does not provide the full Lévy area (return_A); "
+                             "use torchsde.BrownianInterval with levy_area_approximation='davie' or 'foster'.")
+        if tb is None:
+            ta, tb = self._t0, ta
+        ta, tb = _as_float(ta, "ta"), _as_float(tb, "tb")
+        if ta > tb:
+            raise ValueError(f"Brownian query needs ta <= tb, got ta={ta}, tb={tb}.")
+        ka, kb = self._index(ta), self._index(tb)
+        dw = self._w[kb] - self._w[ka]
+        if not return_U:
+            return dw
+        if not self._have_area:
+            raise ValueError("return_U=True needs levy_area_approximation='space-time'.")
+        h = self._times[kb] - self._times[ka]
+        return dw, self._i[kb] - self._i[ka] - h * self._w[ka]
+
+    def increments(self, grid: Sequence[float], return_U: bool = False):
+        """Increments over consecutive intervals of ``grid`` (floats, increasing).
+
+        Returns ``dW`` of shape ``(len(grid) - 1, *size)`` (and ``U`` of the same shape with
+        ``return_U``). On a fresh part of the path this is one vectorised draw.
+        """
+        grid = [float(t) for t in grid]
+        if any(b <= a for a, b in zip(grid[:-1], grid[1:])):
+            raise ValueError("BrownianPath.increments needs a strictly increasing grid.")
+        if return_U and not self._have_area:
+            raise ValueError("return_U=True needs levy_area_approximation='space-time'.")
+        self._check_range(grid[0])
+        self._check_range(grid[-1])
+        if abs(grid[0] - self._times[-1]) <= self._snap:
+            return self._extend(grid[1:], return_U)
+        pieces = [self(a, b, return_U=return_U) for a, b in zip(grid[:-1], grid[1:])]
+        if return_U:
+            return torch.stack([p[0] for p in pieces]), torch.stack([p[1] for p in pieces])
+        return torch.stack(pieces)
+
+    def __repr__(self) -> str:
+        return (f"BrownianPath(t0={self._t0}, t1={self._t1}, size={tuple(self.shape)}, "
+                f"levy_area_approximation={self.levy_area_approximation!r}, stored_points={len(self._times)})")
+
+    # ----------------------------------------------------------------- private
+    def _randn(self, *size: int) -> torch.Tensor:
+        return torch.randn(*size, *self.shape, generator=self._generator, dtype=self.dtype, device=self.device)
+
+    def _check_range(self, t: float) -> None:
+        if t < self._t0 - self._snap or t > self._t1 + self._snap:
+            raise ValueError(f"Brownian query time {t} lies outside the path's interval [{self._t0}, {self._t1}].")
+
+    def _index(self, t: float) -> int:
+        """Index of the stored point at time ``t``, creating it if needed."""
+        self._check_range(t)
+        k = bisect.bisect_left(self._times, t)
+        if k < len(self._times) and self._times[k] - t <= self._snap:
+            return k
+        if k > 0 and t - self._times[k - 1] <= self._snap:
+            return k - 1
+        if k == len(self._times):
+            self._extend([t], False)
+            return k
+        self._bridge(k, t)
+        return k
+
+    def _extend(self, times: list[float], return_U: bool):
+        """Append points after the last stored one by a random walk; return its increments."""
+        t_last = self._times[-1]
+        h = torch.tensor([b - a for a, b in zip([t_last] + times[:-1], times)], dtype=self.dtype, device=self.device)
+        h = h.reshape(-1, *([1] * len(self.shape)))
+        dw = self._randn(len(times)) * h.sqrt()
+        w = self._w[-1] + dw.cumsum(0)
+        u = None
+        if self._have_area:
+            # U_k = h_k (dW_k / 2 + H_k),  H_k ~ N(0, h_k / 12) independent of dW_k.
+            u = h * (0.5 * dw + self._randn(len(times)) * (h / 12).sqrt())
+            w_prev = torch.cat([self._w[-1].unsqueeze(0), w[:-1]])
+            i = self._i[-1] + (u + h * w_prev).cumsum(0)
+            self._i.extend(i.unbind(0))
+        self._times.extend(times)
+        self._w.extend(w.unbind(0))
+        return (dw, u) if return_U else dw
+
+    def _bridge(self, k: int, t: float) -> None:
+        """Insert a point at ``t`` between stored points ``k - 1`` and ``k``."""
+        ta, tb = self._times[k - 1], self._times[k]
+        wa, wb = self._w[k - 1], self._w[k]
+        h1, h2 = t - ta, tb - t
+        if not self._have_area:
+            mean = wa + (h1 / (h1 + h2)) * (wb - wa)
+            w = mean + math.sqrt(h1 * h2 / (h1 + h2)) * self._randn()
+            self._times.insert(k, t)
+            self._w.insert(k, w)
+            return
+        ia, ib = self._i[k - 1], self._i[k]
+        dw, u = wb - wa, ib - ia - (tb - ta) * wa
+        gain, chol = _area_bridge_coefficients(h1, h2)
+        z1, z2 = self._randn(), self._randn()
+        dw1 = gain[0][0] * dw + gain[0][1] * u + chol[0][0] * z1
+        u1 = gain[1][0] * dw + gain[1][1] * u + chol[1][0] * z1 + chol[1][1] * z2
+        self._times.insert(k, t)
+        self._w.insert(k, wa + dw1)
+        self._i.insert(k, ia + u1 + h1 * wa)
+
+
+def _area_bridge_coefficients(h1: float, h2: float):
+    """Conditional law of ``(dW1, U1)`` on ``[a, a+h1]`` given ``(dW, U)`` on ``[a, a+h1+h2]``.
+
+    With independent ``dW_i ~ N(0, h_i)``, ``H_i ~ N(0, h_i/12)``, ``U_i = h_i (dW_i/2 + H_i)``:
+    ``dW = dW1 + dW2`` and ``U = U1 + U2 + h2 dW1``. Standard Gaussian conditioning gives
+    ``(dW1, U1) | (dW, U) ~ N(K (dW, U), S)``; returns ``K`` (2x2) and the Cholesky factor of ``S``.
+    Computed in float64 Python arithmetic (entries are O(h^3)).
+    """
+    # Rows: the four independent variables (dW1, H1, dW2, H2) with their variances.
+    var = (h1, h1 / 12, h2, h2 / 12)
+    z_map = ((1.0, 0.0, 0.0, 0.0), (h1 / 2, h1, 0.0, 0.0))                       # (dW1, U1)
+    y_map = ((1.0, 0.0, 1.0, 0.0), (h1 / 2 + h2, h1, h2 / 2, h2))               # (dW, U)
+
+    def cov(a, b):
+        return [[sum(a[i][k] * var[k] * b[j][k] for k in range(4)) for j in range(2)] for i in range(2)]
+
+    szy, syy, szz = cov(z_map, y_map), cov(y_map, y_map), cov(z_map, z_map)
+    det = syy[0][0] * syy[1][1] - syy[0][1] * syy[1][0]
+    syy_inv = [[syy[1][1] / det, -syy[0][1] / det], [-syy[1][0] / det, syy[0][0] / det]]
+    gain = [[sum(szy[i][k] * syy_inv[k][j] for k in range(2)) for j in range(2)] for i in range(2)]
+    s = [[szz[i][j] - sum(gain[i][k] * szy[j][k] for k in range(2)) for j in range(2)] for i in range(2)]
+    l00 = math.sqrt(max(s[0][0], 0.0))
+    l10 = s[1][0] / l00 if l00 > 0 else 0.0
+    l11 = math.sqrt(max(s[1][1] - l10 * l10, 0.0))
+    return gain, ((l00, 0.0), (l10, l11))
+
+
+def _as_float(t, name: str) -> float:
+    if isinstance(t, torch.Tensor):
+        if t.numel() != 1:
+            raise ValueError(f"{name} must be a scalar time, got a tensor of shape {tuple(t.shape)}.")
+        return float(t.item())
+    if isinstance(t, (int, float)):
+        return float(t)
+    raise TypeError(f"{name} must be a float or a scalar tensor, got {type(t).__name__}.")

@@ -1,0 +1,172 @@
+"""API edge: every bad input gets a clear error; adaptive steps; Solution contents; names."""
+import pytest
+import torch
+import torchsde
+
+import nde
+from nde.sde import BrownianPath, sdeint, sdeint_adjoint, solve_sde
+from tests.sde.models import GBM, NeuralSDE
+
+Y0 = torch.ones(3, 1, dtype=torch.float64)
+TS = [0.0, 0.5, 1.0]
+
+
+class Bare:
+    """A non-Module sde with configurable attributes."""
+    def __init__(self, noise_type="diagonal", sde_type="ito", g_shape=None, f=True):
+        self.noise_type, self.sde_type, self._g_shape = noise_type, sde_type, g_shape
+        if f:
+            self.f = lambda t, y: -y
+
+    def g(self, t, y):
+        shape = self._g_shape or y.shape
+        return torch.ones(shape, dtype=y.dtype)
+
+
+@pytest.mark.parametrize("sde,match", [
+    (Bare(noise_type="colored"), "noise_type"),
+    (Bare(sde_type="levy"), "sde_type"),
+    (Bare(f=False), "define `f` and `g`"),
+    (Bare(g_shape=(3, 1, 1)), "noise_type='diagonal' needs g"),
+    (Bare(noise_type="general", g_shape=(3, 1)), "noise_type='general' needs g"),
+    (Bare(noise_type="scalar", g_shape=(3, 1, 2)), "noise_type='scalar' needs g"),
+])
+def test_bad_sde_objects(sde, match):
+    with pytest.raises(ValueError, match=match):
+        sdeint(sde, Y0, TS, dt=0.1)
+
+
+def test_missing_noise_type_attribute():
+    class NoType:
+        sde_type = "ito"
+        def f(self, t, y): return y
+        def g(self, t, y): return y
+    with pytest.raises(ValueError, match="noise_type"):
+        sdeint(NoType(), Y0, TS)
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(y0=torch.ones(3)), ValueError, "y0 must have shape"),
+    (dict(y0=[[1.0]]), TypeError, "y0 must be a torch.Tensor"),
+    (dict(y0=torch.ones(3, 1, dtype=torch.long)), TypeError, "floating-point"),
+    (dict(y0=torch.tensor([[float("nan")]], dtype=torch.float64)), ValueError, "non-finite"),
+    (dict(ts=[0.0, 1.0, 0.5]), ValueError, "strictly increasing"),
+    (dict(ts=torch.tensor([0.0, 1.0], requires_grad=True)), ValueError, "ts must not require"),
+    (dict(ts="0 1"), TypeError, "ts must be"),
+    (dict(dt=0.0), ValueError, "dt must be > 0"),
+    (dict(dt=-1.0), ValueError, "dt must be > 0"),
+    (dict(rtol=-1.0), ValueError, "rtol"),
+    (dict(method="rk4"), ValueError, "method must be one of"),
+    (dict(method="heun"), ValueError, "solves stratonovich SDEs"),
+    (dict(method="milstein", options={"grad_free": True, "foo": 1}), ValueError, "unknown keys"),
+    (dict(method="euler", options={"grad_free": True}), ValueError, "grad_free"),
+    (dict(bm=BrownianPath(0.0, 1.0, (3, 2))), ValueError, "bm has shape"),
+    (dict(bm=BrownianPath(0.0, 0.5, (3, 1))), ValueError, "bm covers"),
+    (dict(bm=torchsde.BrownianInterval(0.0, 1.0, size=(3, 1)), method="srk"), ValueError, "Lévy area"),
+    (dict(bm=3), TypeError, "bm must be callable"),
+    (dict(adaptive="yes"), TypeError, "adaptive"),
+    (dict(names={"drift2": "f"}), ValueError, "unknown keys"),
+    (dict(unknown_argument=1), TypeError, "unexpected keyword"),
+])
+def test_bad_arguments(kwargs, error, match):
+    args = dict(sde=GBM("ito"), y0=Y0, ts=TS, dt=0.1)
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        sdeint(**args)
+
+
+def test_unsupported_noise_for_method():
+    with pytest.raises(ValueError, match="supports noise types"):
+        sdeint(NeuralSDE("ito", "general"), torch.zeros(2, 3, dtype=torch.float64), TS, method="milstein")
+
+
+def test_adjoint_argument_errors():
+    sde = GBM("stratonovich")
+    with pytest.raises(ValueError, match="adjoint_adaptive"):
+        sdeint_adjoint(sde, Y0, TS, adjoint_adaptive=True)
+    with pytest.raises(ValueError, match="adjoint_method must be one of"):
+        sdeint_adjoint(sde, Y0, TS, method="midpoint", adjoint_method="euler")
+    with pytest.raises(ValueError, match="needs method='reversible_heun'"):
+        sdeint_adjoint(sde, Y0, TS, method="midpoint", adjoint_method="adjoint_reversible_heun")
+    with pytest.raises(ValueError, match="nn.Module"):
+        sdeint_adjoint(Bare(sde_type="stratonovich"), Y0, TS)
+    with pytest.raises(ValueError, match="Itô SDE needs commutative noise"):
+        sdeint_adjoint(NeuralSDE("ito", "general"), torch.zeros(2, 3, dtype=torch.float64), TS)
+    with pytest.raises(ValueError, match="gradient='reversible' needs"):
+        solve_sde(sde, Y0, TS, method="heun", gradient="reversible")
+    with pytest.raises(ValueError, match="gradient must be one of"):
+        solve_sde(sde, Y0, TS, gradient="adjoint")
+
+
+def test_nonfinite_solution_raises_solver_error_with_time():
+    class Explode(GBM):
+        def f(self, t, y):
+            return 1e200 * y * y
+
+    with pytest.raises(nde.SolverError, match="non-finite"):
+        sdeint(Explode("ito"), Y0, TS, method="euler", dt=0.1)
+
+
+def test_names_rename_methods_and_f_and_g_is_used():
+    class Renamed(torch.nn.Module):
+        noise_type, sde_type = "diagonal", "ito"
+        def drift(self, t, y): return 0.5 * y
+        def diff(self, t, y): return 0.3 * y
+
+    class Fused(torch.nn.Module):
+        noise_type, sde_type = "diagonal", "ito"
+        def f_and_g(self, t, y): return 0.5 * y, 0.3 * y
+
+    bm = BrownianPath(0.0, 1.0, (3, 1), dtype=torch.float64, entropy=1)
+    reference = sdeint(GBM("ito", 0.5, 0.3), Y0, TS, bm=bm, method="euler", dt=0.1)
+    renamed = sdeint(Renamed(), Y0, TS, bm=bm, method="euler", dt=0.1, names={"drift": "drift", "diffusion": "diff"})
+    fused = sdeint(Fused(), Y0, TS, bm=bm, method="euler", dt=0.1)
+    torch.testing.assert_close(renamed, reference)
+    torch.testing.assert_close(fused, reference)
+
+
+def test_solve_sde_returns_core_solution_with_stats():
+    sol = solve_sde(GBM("stratonovich"), Y0, TS, method="midpoint", dt=0.125, entropy=3)
+    assert isinstance(sol, nde.Solution) and sol.success
+    assert sol.ys.shape == (3, 3, 1)
+    assert int(sol.stats["n_accepted"]) == 8 and int(sol.stats["nfe"]) == 16
+    torch.testing.assert_close(sol.ts, torch.tensor(TS, dtype=torch.float64))
+
+
+def test_default_path_is_reproducible_with_entropy():
+    a = solve_sde(GBM("ito"), Y0, TS, dt=0.1, entropy=5).ys
+    b = solve_sde(GBM("ito"), Y0, TS, dt=0.1, entropy=5).ys
+    c = solve_sde(GBM("ito"), Y0, TS, dt=0.1, entropy=6).ys
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_adaptive_steps_meet_tolerance_and_expose_error_ratios():
+    """Step doubling + PI control: error against the exact GBM path falls with the tolerance."""
+    sde = GBM("stratonovich", mu=0.5, sigma=0.5)
+    y0 = torch.ones(64, 1, dtype=torch.float64)
+    errors, steps = [], []
+    for tol in (1e-2, 1e-4):
+        bm = BrownianPath(0.0, 1.0, (64, 1), dtype=torch.float64, entropy=2)
+        sol = solve_sde(sde, y0, [0.0, 1.0], bm=bm, method="heun", dt=0.1, adaptive=True, rtol=tol, atol=tol)
+        truth = sde.exact(y0, 1.0, bm(0.0, 1.0))
+        errors.append(float((sol.ys[-1] - truth).abs().max().detach()))
+        steps.append(int(sol.stats["n_accepted"]))
+        ratios = sol.heuristics["error_ratio"]
+        assert ratios.shape == (steps[-1],) and bool((ratios <= 1).all())
+        torch.testing.assert_close(sol.heuristics["dt"].sum(), torch.tensor(1.0, dtype=torch.float64))
+    assert steps[1] > steps[0]
+    assert errors[1] < errors[0] / 10, errors
+
+
+def test_adaptive_reversible_adjoint_gradient_equals_adaptive_direct():
+    """The adjoint modes replay the accepted steps of the adaptive forward pass."""
+    torch.manual_seed(0)
+    sde = NeuralSDE("stratonovich")
+    y0 = torch.randn(4, 3, dtype=torch.float64)
+    grads = []
+    for fn in (sdeint, sdeint_adjoint):
+        bm = BrownianPath(0.0, 1.0, (4, 3), dtype=torch.float64, entropy=1)
+        ys = fn(sde, y0, TS, bm=bm, method="reversible_heun", dt=0.1, adaptive=True, rtol=1e-3, atol=1e-3)
+        grads.append(torch.autograd.grad(ys.pow(2).sum(), list(sde.parameters())))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)

@@ -1,0 +1,73 @@
+"""BrownianPath: exact Brownian statistics, consistency of increments, replay, space-time area."""
+import pytest
+import torch
+
+from nde.sde import BrownianPath
+
+
+def test_increments_are_additive_and_replayed_in_any_order():
+    bm = BrownianPath(0.0, 1.0, (5, 3), dtype=torch.float64, entropy=3)
+    points = [0.0, 0.13, 0.5, 0.51, 0.9, 1.0]
+    forward = [bm(a, b) for a, b in zip(points[:-1], points[1:])]
+    backward = [bm(a, b) for a, b in reversed(list(zip(points[:-1], points[1:])))][::-1]
+    for f, b in zip(forward, backward):
+        assert torch.equal(f, b)
+    torch.testing.assert_close(bm(0.0, 1.0), sum(forward), rtol=0, atol=1e-14)
+    torch.testing.assert_close(bm(0.13, 0.9), bm(0.13, 0.5) + bm(0.5, 0.9), rtol=0, atol=1e-14)
+
+
+def test_same_entropy_same_path_and_grid_draw_matches_single_queries():
+    grid = [0.0, 0.25, 0.5, 0.75, 1.0]
+    a = BrownianPath(0.0, 1.0, (64, 16), entropy=11)
+    b = BrownianPath(0.0, 1.0, (64, 16), entropy=11)
+    single = torch.stack([b(s, t) for s, t in zip(grid[:-1], grid[1:])])
+    torch.testing.assert_close(a.increments(grid), single, rtol=0, atol=1e-6)
+    c = BrownianPath(0.0, 1.0, (64, 16), entropy=12)
+    assert not torch.equal(a(0.0, 1.0), c(0.0, 1.0))
+
+
+def test_increment_and_bridge_variances():
+    """Var W(t) = t for points drawn forward and for points bridged in between afterwards."""
+    bm = BrownianPath(0.0, 2.0, (200_000,), dtype=torch.float64, entropy=0)
+    w2 = bm(0.0, 2.0)
+    w_half = bm(0.0, 0.5)                      # bridged between stored 0 and 2
+    assert abs(w2.var().item() - 2.0) < 0.03
+    assert abs(w_half.var().item() - 0.5) < 0.01
+    # Bridge: W(0.5) - W(2)/4 is independent of W(2) with variance 0.5 * 1.5 / 2.
+    resid = w_half - 0.25 * w2
+    assert abs(resid.var().item() - 0.375) < 0.008
+    assert abs(torch.corrcoef(torch.stack([resid, w2]))[0, 1].item()) < 0.01
+
+
+def test_space_time_area_statistics_after_bridging():
+    """U = int_a^b (W_s - W_a) ds: Var U = h^3/3, Cov(dW, U) = h^2/2, also on bridged sub-intervals."""
+    bm = BrownianPath(0.0, 1.0, (100_000,), dtype=torch.float64, entropy=1, levy_area_approximation="space-time")
+    dw, u = bm(0.0, 1.0, return_U=True)
+    for (a, b) in ((0.0, 0.3), (0.3, 1.0), (0.1, 0.2)):
+        dw_s, u_s = bm(a, b, return_U=True)
+        h = b - a
+        assert abs(u_s.var().item() / (h ** 3 / 3) - 1) < 0.04
+        assert abs((dw_s * u_s).mean().item() / (h ** 2 / 2) - 1) < 0.04
+    # Composition: U over [0, 1] from the pieces 0-0.3-1.0.
+    dw1, u1 = bm(0.0, 0.3, return_U=True)
+    dw2, u2 = bm(0.3, 1.0, return_U=True)
+    torch.testing.assert_close(u, u1 + u2 + 0.7 * dw1, rtol=0, atol=1e-12)
+    torch.testing.assert_close(dw, dw1 + dw2, rtol=0, atol=1e-12)
+
+
+def test_bad_queries_raise_clear_errors():
+    with pytest.raises(ValueError, match="t0 < t1"):
+        BrownianPath(1.0, 1.0, (2,))
+    with pytest.raises(ValueError, match="levy_area_approximation"):
+        BrownianPath(0.0, 1.0, (2,), levy_area_approximation="davie")
+    bm = BrownianPath(0.0, 1.0, (2,))
+    with pytest.raises(ValueError, match="outside"):
+        bm(0.5, 1.5)
+    with pytest.raises(ValueError, match="ta <= tb"):
+        bm(0.6, 0.5)
+    with pytest.raises(ValueError, match="space-time"):
+        bm(0.0, 0.5, return_U=True)
+    with pytest.raises(ValueError, match="return_A"):
+        bm(0.0, 0.5, return_A=True)
+    with pytest.raises(TypeError, match="ta"):
+        bm("0", 0.5)
