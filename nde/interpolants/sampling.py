@@ -7,9 +7,8 @@ for any eps(t) >= 0 the following all have marginal rho(t):
 * forward SDE    dX = (b + eps s) dt + sqrt(2 eps) dW,  t: t0 -> t1 (:func:`sample_sde`, direction="forward")
 * backward SDE   dX = (b - eps s) dt + sqrt(2 eps) dW^B, t: t1 -> t0 (direction="backward")
 
-The ODE runs on the nde ODE core (adaptive ``nde.odeint``). The SDEs run on a fixed-step
-Euler-Maruyama loop in this module (documented in docs/transport.md; it will move to the nde
-SDE core when that lands). Fields take ``(t, x)`` with ``t`` of shape ``(B,)``.
+The ODE runs on the nde ODE core (adaptive ``nde.odeint``), the SDEs on the nde SDE core
+(``nde.sdeint``, Euler-Maruyama with a fixed step). Fields take ``(t, x)`` with ``t`` of shape ``(B,)``.
 Where b or s divide by gamma or alpha, integrate on [t_min, t_max] inside (0, 1).
 """
 from __future__ import annotations
@@ -19,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from .interpolant import expand_time
+from .interpolant import expand_time, per_sample
 
 Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Diffusion = Callable[[torch.Tensor], torch.Tensor] | float
@@ -81,45 +80,72 @@ def _epsilon(eps: Diffusion) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda t: torch.full_like(t, float(eps))
 
 
+class _InterpolantSDE(torch.nn.Module):
+    """The forward or time-reversed interpolant SDE in torchsde form (diagonal Ito noise) on flat states.
+
+    Time tau runs forward from 0: t = t0 + tau (forward) or t = t1 - tau (backward), so that
+    f = +(b + eps s) forward and f = -(b - eps s) backward; g = sqrt(2 eps) in both.
+    """
+
+    noise_type, sde_type = "diagonal", "ito"
+
+    def __init__(self, b: Field, s: Field, eps: Callable[[torch.Tensor], torch.Tensor], shape: torch.Size,
+                 start: float, forward: bool):
+        super().__init__()
+        self.b, self.s, self.eps, self.shape, self.start, self.forward = b, s, eps, shape, start, forward
+
+    def _time(self, tau: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return expand_time(self.start + tau if self.forward else self.start - tau, y)
+
+    def f(self, tau: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x = y.reshape(self.shape)
+        t = self._time(tau, y)
+        e = per_sample(self.eps(t), x)
+        eps_s = torch.where(e > 0, e * self.s(t, x), torch.zeros_like(x))  # eps s := 0 where eps = 0 (s may be inf)
+        b = self.b(t, x)
+        return (b + eps_s if self.forward else eps_s - b).flatten(1)
+
+    def g(self, tau: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        t = self._time(tau, y)
+        return (2 * self.eps(t)).sqrt()[:, None].expand_as(y)
+
+
 def sample_sde(b: Field, s: Field, x: torch.Tensor, eps: Diffusion, t0: float = 0.0, t1: float = 1.0, *,
                steps: int = 200, direction: str = "forward", return_path: bool = False,
                generator: torch.Generator | None = None) -> torch.Tensor:
-    """Fixed-step Euler-Maruyama for the forward or backward interpolant SDE (Cor. 2.3).
+    """Euler-Maruyama on the nde SDE core (``nde.sdeint``) for the forward or backward interpolant SDE (Cor. 2.3).
 
-    forward:  X_{t+h} = X_t + h (b + eps s)(t, X_t) + sqrt(2 eps(t) h) xi,   t0 -> t1
-    backward: X_{t-h} = X_t - h (b - eps s)(t, X_t) + sqrt(2 eps(t) h) xi,   t1 -> t0
+    forward:  dX = (b + eps s)(t, X) dt + sqrt(2 eps(t)) dW,     t0 -> t1
+    backward: dX = (b - eps s)(t, X) dt + sqrt(2 eps(t)) dW^B,   t1 -> t0 (solved in tau = t1 - t)
 
     Args:
         eps: a constant >= 0 or a callable eps(t) on ``(B,)`` times. Where s is singular (an end where
             the latent scale vanishes) let eps vanish there too, e.g. eps(t) = eps0 * latent_scale(t):
             the product eps s is then finite, and it is taken as 0 wherever eps(t) = 0.
         steps: number of uniform steps.
-        return_path: return ``(steps + 1, B, *state)`` instead of the end state.
+        return_path: return ``(steps + 1, B, *state)`` (in the order of integration) instead of the end state.
+        generator: seeds the Brownian path (reproducible sampling).
     Returns the end state ``(B, *state)`` (at t1 forward, t0 backward).
     """
+    from nde import BrownianPath, sdeint
+
     _check_state(x)
     _check_interval(t0, t1)
     if direction not in ("forward", "backward"):
         raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}")
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps}")
-    eps_fn = _epsilon(eps)
     forward = direction == "forward"
-    grid = torch.linspace(t0, t1, steps + 1, dtype=x.dtype)
-    if not forward:
-        grid = grid.flip(0)
-    h = (t1 - t0) / steps
-    path = [x]
-    for k in range(steps):
-        t = expand_time(grid[k], x)
-        e = eps_fn(t).reshape((-1,) + (1,) * (x.dim() - 1))
-        eps_s = torch.where(e > 0, e * s(t, x), torch.zeros_like(x))  # eps s := 0 where eps = 0 (s may be infinite)
-        drift = b(t, x) + (eps_s if forward else -eps_s)
-        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-        x = x + (h if forward else -h) * drift + (2 * e * h).sqrt() * noise
-        if return_path:
-            path.append(x)
-    return torch.stack(path) if return_path else x
+    sde = _InterpolantSDE(b, s, _epsilon(eps), x.shape, t0 if forward else t1, forward)
+    span = t1 - t0
+    taus = torch.linspace(0.0, span, steps + 1, dtype=x.dtype, device=x.device)
+    y0 = x.flatten(1)
+    entropy = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
+    bm = BrownianPath(0.0, span, y0.shape, dtype=x.dtype, device=x.device, entropy=entropy)
+    grid = taus if return_path else taus[[0, -1]]
+    ys = sdeint(sde, y0, grid, bm=bm, method="euler", dt=span / steps)
+    ys = ys.reshape(ys.shape[:1] + x.shape)
+    return ys if return_path else ys[-1]
 
 
 def _exact_divergence(f: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -135,3 +135,16 @@ def test_sde_with_vanishing_eps_at_singular_ends(setup):
                     generator=gen)
     assert energy_mmd(x1, rho1.sample(N, gen)) < 0.01
     assert energy_mmd(x0, rho0.sample(N, gen)) < 0.01
+
+
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_sde_noise_scale_and_reproducibility(direction):
+    """b = s = 0: X_end - X_start ~ N(0, 2 eps (t1 - t0) I); the same generator seed gives the same samples."""
+    zero = lambda t, x: torch.zeros_like(x)  # noqa: E731
+    x = torch.zeros(20000, 2, dtype=torch.float64)
+    out = sample_sde(zero, zero, x, 0.5, 0.2, 0.8, steps=20, direction=direction,
+                     generator=torch.Generator().manual_seed(0))
+    assert abs(float(out.var(0).mean()) - 2 * 0.5 * 0.6) < 0.02
+    again = sample_sde(zero, zero, x, 0.5, 0.2, 0.8, steps=20, direction=direction,
+                       generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
