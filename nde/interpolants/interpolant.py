@@ -53,10 +53,11 @@ class Interpolant:
     """
 
     def __init__(self, name: str, alpha: Coefficient, alpha_dot: Coefficient, beta: Coefficient,
-                 beta_dot: Coefficient, gamma: Gamma, one_sided: bool = False):
+                 beta_dot: Coefficient, gamma: Gamma, one_sided: bool = False, stationary: bool = False):
         if one_sided and not gamma.is_zero:
             raise ValueError("a one-sided interpolant must have gamma of kind 'zero'")
         self.name, self.gamma, self.one_sided = name, gamma, one_sided
+        self.stationary = stationary  # I(t, x0, x1) = x1 for all t (mirror): d/dt I = 0, x0 unused
         self.alpha, self.alpha_dot, self.beta, self.beta_dot = alpha, alpha_dot, beta, beta_dot
 
     def __repr__(self) -> str:
@@ -110,7 +111,7 @@ class Interpolant:
             b, bd = per_sample(self.beta(t), x), per_sample(self.beta_dot(t), x)
             return ad * eta + bd / b * (x - a * eta)
         if v is None:
-            if self.name != "mirror":
+            if not self.stationary:
                 raise ValueError(f"v is required to build b from eta for the {self.name!r} interpolant")
             v = torch.zeros_like(x)
         return v + per_sample(self.gamma.dot(t), x) * eta
@@ -188,4 +189,4 @@ def mirror(gamma: Gamma | None = None) -> Interpolant:
     """
     gamma = gamma or Gamma("brownian", a=1.0)
     return Interpolant("mirror", lambda t: torch.zeros_like(t), lambda t: torch.zeros_like(t),
-                       lambda t: torch.ones_like(t), lambda t: torch.zeros_like(t), gamma)
+                       lambda t: torch.ones_like(t), lambda t: torch.zeros_like(t), gamma, stationary=True)

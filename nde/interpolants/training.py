@@ -38,7 +38,7 @@ class InterpolantTask(Task):
         unknown = [f for f in fields if f not in LOSSES]
         if unknown or not fields:
             raise ValueError(f"fields must be a non-empty subset of {sorted(LOSSES)}, got {fields}")
-        if sample_base is None and not interpolant.one_sided and interpolant.name != "mirror":
+        if sample_base is None and not interpolant.one_sided and not interpolant.stationary:
             raise ValueError("sample_base is required for a two-sided interpolant")
         self.interpolant, self.sample_base, self.sample_target = interpolant, sample_base, sample_target
         self.fields, self.dim, self.batch_size = tuple(fields), dim, batch_size
@@ -54,7 +54,7 @@ class InterpolantTask(Task):
         x1 = self.sample_target(n, gen)
         if self.interpolant.one_sided:
             x0 = torch.randn(n, self.dim, generator=gen, dtype=x1.dtype)
-        elif self.interpolant.name == "mirror":
+        elif self.interpolant.stationary:
             x0 = x1
         else:
             x0 = self.sample_base(n, gen)
