@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from _training_tasks import TASKS, ddp_worker, run_training
+from tests.training._training_tasks import TASKS, ddp_worker, run_training
 from nde.training import EMA, Trainer, free_port
 
 
@@ -50,13 +50,21 @@ def test_ema_closed_form():
     net = torch.nn.Linear(1, 1, bias=False).double()
     with torch.no_grad():
         net.weight.fill_(0.0)
-    ema = EMA(net, decay=0.5)
+    ema = EMA(net, decay=0.5, warmup=False)
     for value in (1.0, 2.0, 3.0):
         with torch.no_grad():
             net.weight.fill_(value)
         ema.update(net)
     # 0 -> 0.5 -> 1.25 -> 2.125
     assert float(ema.module.weight) == pytest.approx(2.125)
+    warm = EMA(net, decay=0.99)  # decays 1/10, 2/11, 3/12: the initial weight keeps 1/10 * 2/11 * 3/12
+    for value in (1.0, 1.0, 1.0):
+        with torch.no_grad():
+            net.weight.fill_(value)
+        warm.update(net)
+    start = 3.0  # the weight when ``warm`` was created
+    kept = (1 / 10) * (2 / 11) * (3 / 12)
+    assert float(warm.module.weight) == pytest.approx(kept * start + (1 - kept) * 1.0)
     with pytest.raises(ValueError, match="decay"):
         EMA(net, decay=1.0)
 
