@@ -125,9 +125,9 @@ def main(argv=None) -> None:
     rows = [row for result in results for row in result]
     rows = rows + _summaries(rows)
     notes = ("A: one-sided linear interpolant N(0,I) -> checkerboard, b and eta learned (MLP 3x128, 3000 steps, "
-             "batch 1000, Adam 2e-3 with StepLR(1000, 0.4), EMA 0.999 with warm-up), 5000 samples; SDE eps(t) = eps0 * alpha(t), 250 Euler-Maruyama steps; ODE "
+             "batch 1000, Adam 2e-3 with StepLR(1000, 0.4), EMA 0.999 with warm-up), 5000 samples; SDE eps(t) = eps0 * alpha(t), 250 Euler-Maruyama steps on the nde SDE core; ODE "
              "dopri5 rtol=atol=1e-4 on the nde core. B: f-distill, exact 8-mode teacher (weights 0.2/0.05), "
-             "6000 steps (generator every 5th), batch 256, Adam 1e-3 (0, 0.99), GAN weight 1e-3, s in [0.02, 0.98]; "
+             "2000 steps (generator every 5th), batch 256, Adam 1e-3 (0, 0.99), GAN weight 1e-3, s in [0.02, 0.98]; "
              "dropped = mode mass < 20% of its weight; light_mode_mass true value 0.2; teacher = 50-step DDIM with "
              "the exact denoiser. energy_mmd vs fresh true samples (n=5000; noise floor ~ the reference row).")
     if args.small_noise:
