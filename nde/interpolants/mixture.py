@@ -1,0 +1,89 @@
+"""Isotropic Gaussian mixtures: sampling, exact log-density and score.
+
+A mixture ``sum_k w_k N(mu_k, v_k I)`` is the closed-form test density used by the
+interpolant tests, the f-distill analytic teacher and the exact log-likelihood metric.
+Each component has an isotropic covariance ``v_k I`` (``v_k`` a scalar per component).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class GaussianMixture:
+    """``sum_k weights[k] * N(means[k], variances[k] * I)``.
+
+    Args:
+        weights: ``(K,)`` non-negative, normalised to sum 1.
+        means: ``(K, d)``.
+        variances: ``(K,)`` positive per-component isotropic variances, or a float for all.
+    """
+
+    def __init__(self, weights: torch.Tensor, means: torch.Tensor, variances: torch.Tensor | float):
+        means = torch.as_tensor(means)
+        if means.dim() != 2:
+            raise ValueError(f"means must have shape (K, d), got {tuple(means.shape)}")
+        weights = torch.as_tensor(weights, dtype=means.dtype, device=means.device)
+        if weights.shape != means.shape[:1] or bool((weights < 0).any()) or float(weights.sum()) <= 0:
+            raise ValueError("weights must be a non-negative (K,) tensor with positive sum")
+        variances = torch.as_tensor(variances, dtype=means.dtype, device=means.device)
+        variances = variances.expand(means.shape[0]).clone()
+        if bool((variances <= 0).any()):
+            raise ValueError("variances must be positive")
+        self.weights = weights / weights.sum()
+        self.means = means
+        self.variances = variances
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> "GaussianMixture":
+        return GaussianMixture(self.weights.to(dtype=dtype, device=device),
+                               self.means.to(dtype=dtype, device=device),
+                               self.variances.to(dtype=dtype, device=device))
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``(n, d)`` samples."""
+        idx = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        noise = torch.randn(n, self.dim, generator=generator, dtype=self.means.dtype, device=self.means.device)
+        return self.means[idx] + self.variances[idx].sqrt()[:, None] * noise
+
+    def component_log_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """``(n, K)``: ``log w_k + log N(x; mu_k, v_k I)`` for ``x`` of shape ``(n, d)``."""
+        sq = torch.cdist(x, self.means).square()
+        d = self.dim
+        return (self.weights.log() - 0.5 * sq / self.variances
+                - 0.5 * d * torch.log(2 * math.pi * self.variances))
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """``(n,)`` exact log-density."""
+        return torch.logsumexp(self.component_log_probs(x), dim=1)
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """``(n, d)`` exact score ``grad log p(x) = -sum_k w_k(x) (x - mu_k) / v_k``."""
+        resp = torch.softmax(self.component_log_probs(x), dim=1)
+        diff = x[:, None, :] - self.means[None]
+        return -(resp[..., None] * diff / self.variances[None, :, None]).sum(1)
+
+    def diffused(self, alpha: float | torch.Tensor, sigma: float | torch.Tensor) -> "GaussianMixture":
+        """Law of ``alpha * x + sigma * z`` with ``x ~ self`` and ``z ~ N(0, I)`` (scalar alpha, sigma)."""
+        alpha = torch.as_tensor(alpha, dtype=self.means.dtype)
+        sigma = torch.as_tensor(sigma, dtype=self.means.dtype)
+        return GaussianMixture(self.weights, alpha * self.means, alpha ** 2 * self.variances + sigma ** 2)
+
+
+def ring_mixture(n_modes: int = 8, radius: float = 3.0, variance: float = 0.05,
+                 weights: torch.Tensor | None = None, dtype: torch.dtype = torch.float32) -> GaussianMixture:
+    """``n_modes`` Gaussians evenly spaced on a circle (the '8 Gaussians' toy when n_modes=8)."""
+    angles = torch.arange(n_modes, dtype=dtype) * (2 * math.pi / n_modes)
+    means = radius * torch.stack([angles.cos(), angles.sin()], dim=1)
+    if weights is None:
+        weights = torch.ones(n_modes, dtype=dtype)
+    return GaussianMixture(torch.as_tensor(weights, dtype=dtype), means, variance)
+
+
+def standard_normal(dim: int, dtype: torch.dtype = torch.float32) -> GaussianMixture:
+    """``N(0, I_dim)`` as a one-component mixture."""
+    return GaussianMixture(torch.ones(1, dtype=dtype), torch.zeros(1, dim, dtype=dtype), 1.0)

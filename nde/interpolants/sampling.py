@@ -1,0 +1,213 @@
+"""Generative dynamics of a stochastic interpolant: ODE, forward and backward SDEs.
+
+Albergo, Boffi & Vanden-Eijnden (arXiv 2303.08797), Cor. 2.3: with velocity b and score s,
+for any eps(t) >= 0 the following all have marginal rho(t):
+
+* ODE            dX/dt = b(t, X)                                 (:func:`sample_ode`)
+* forward SDE    dX = (b + eps s) dt + sqrt(2 eps) dW,  t: t0 -> t1 (:func:`sample_sde`, direction="forward")
+* backward SDE   dX = (b - eps s) dt + sqrt(2 eps) dW^B, t: t1 -> t0 (direction="backward")
+
+The ODE runs on the nde ODE core (adaptive ``nde.odeint``), the SDEs on the nde SDE core
+(``nde.sdeint``, Euler-Maruyama with a fixed step). Fields take ``(t, x)`` with ``t`` of shape ``(B,)``.
+Where b or s divide by gamma or alpha, integrate on [t_min, t_max] inside (0, 1).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from .interpolant import expand_time, per_sample
+
+Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Diffusion = Callable[[torch.Tensor], torch.Tensor] | float
+
+
+def _check_state(x: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() < 2:
+        raise ValueError(f"x must be a (batch, *state) tensor, got {getattr(x, 'shape', type(x))}")
+
+
+def _check_interval(t0: float, t1: float) -> None:
+    if not 0 <= t0 < t1 <= 1:
+        raise ValueError(f"need 0 <= t0 < t1 <= 1, got t0={t0}, t1={t1}")
+
+
+def sample_ode(b: Field, x: torch.Tensor, t0: float = 0.0, t1: float = 1.0, *, reverse: bool = False,
+               times: torch.Tensor | None = None, method: str = "dopri5", rtol: float = 1e-5,
+               atol: float = 1e-5) -> torch.Tensor:
+    """Integrate dX/dt = b(t, X) from t0 to t1 (or from t1 back to t0 when ``reverse``).
+
+    Args:
+        b: velocity field.
+        x: ``(B, *state)`` samples at the starting time.
+        times: optional increasing output times in [t0, t1] (the path is returned, shape
+            ``(len(times), B, *state)``, in the order of integration: decreasing times when
+            ``reverse``); otherwise only the end state ``(B, *state)``.
+        method, rtol, atol: passed to ``nde.odeint`` (adaptive by default).
+
+    b is only evaluated at times inside [t0, t1] (clamped), since adaptive solvers may probe
+    past the end; choose [t0, t1] where b is finite.
+    """
+    from nde import odeint
+
+    _check_state(x)
+    _check_interval(t0, t1)
+    grid = torch.tensor([t0, t1], dtype=x.dtype) if times is None else torch.as_tensor(times, dtype=x.dtype)
+    if grid.dim() != 1 or grid.numel() < 2 or bool((grid.diff() <= 0).any()) \
+            or float(grid[0]) < t0 or float(grid[-1]) > t1:
+        raise ValueError("times must be increasing and inside [t0, t1]")
+    # Integrate in tau from 0 to len; t = start + sign * tau keeps the solver's time increasing.
+    start, sign = (float(grid[-1]), -1.0) if reverse else (float(grid[0]), 1.0)
+    tau = (grid.flip(0) - start).abs() if reverse else grid - start
+
+    lo, hi = float(grid[0]), float(grid[-1])
+
+    def rhs(s, y):
+        # Adaptive solvers may probe past the last time; keep b inside [lo, hi], where it is defined.
+        return sign * b(expand_time(start + sign * s, y).clamp(lo, hi), y)
+
+    path = odeint(rhs, x, tau.to(x.device), method=method, rtol=rtol, atol=atol)
+    return path[-1] if times is None else path
+
+
+def _epsilon(eps: Diffusion) -> Callable[[torch.Tensor], torch.Tensor]:
+    if callable(eps):
+        return eps
+    if not float(eps) >= 0:
+        raise ValueError(f"eps must be non-negative, got {eps}")
+    return lambda t: torch.full_like(t, float(eps))
+
+
+class _InterpolantSDE(torch.nn.Module):
+    """The forward or time-reversed interpolant SDE in torchsde form (diagonal Ito noise) on flat states.
+
+    Time tau runs forward from 0: t = t0 + tau (forward) or t = t1 - tau (backward), so that
+    f = +(b + eps s) forward and f = -(b - eps s) backward; g = sqrt(2 eps) in both.
+    """
+
+    noise_type, sde_type = "diagonal", "ito"
+
+    def __init__(self, b: Field, s: Field, eps: Callable[[torch.Tensor], torch.Tensor], shape: torch.Size,
+                 start: float, forward: bool):
+        super().__init__()
+        self.b, self.s, self.eps, self.shape, self.start, self.forward = b, s, eps, shape, start, forward
+
+    def _time(self, tau: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return expand_time(self.start + tau if self.forward else self.start - tau, y)
+
+    def f(self, tau: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x = y.reshape(self.shape)
+        t = self._time(tau, y)
+        e = per_sample(self.eps(t), x)
+        eps_s = torch.where(e > 0, e * self.s(t, x), torch.zeros_like(x))  # eps s := 0 where eps = 0 (s may be inf)
+        b = self.b(t, x)
+        return (b + eps_s if self.forward else eps_s - b).flatten(1)
+
+    def g(self, tau: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        t = self._time(tau, y)
+        return (2 * self.eps(t)).sqrt()[:, None].expand_as(y)
+
+
+def sample_sde(b: Field, s: Field, x: torch.Tensor, eps: Diffusion, t0: float = 0.0, t1: float = 1.0, *,
+               steps: int = 200, direction: str = "forward", return_path: bool = False,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """Euler-Maruyama on the nde SDE core (``nde.sdeint``) for the forward or backward interpolant SDE (Cor. 2.3).
+
+    forward:  dX = (b + eps s)(t, X) dt + sqrt(2 eps(t)) dW,     t0 -> t1
+    backward: dX = (b - eps s)(t, X) dt + sqrt(2 eps(t)) dW^B,   t1 -> t0 (solved in tau = t1 - t)
+
+    Args:
+        eps: a constant >= 0 or a callable eps(t) on ``(B,)`` times. Where s is singular (an end where
+            the latent scale vanishes) let eps vanish there too, e.g. eps(t) = eps0 * latent_scale(t):
+            the product eps s is then finite, and it is taken as 0 wherever eps(t) = 0.
+        steps: number of uniform steps.
+        return_path: return ``(steps + 1, B, *state)`` (in the order of integration) instead of the end state.
+        generator: seeds the Brownian path (reproducible sampling).
+    Returns the end state ``(B, *state)`` (at t1 forward, t0 backward).
+    """
+    from nde import BrownianPath, sdeint
+
+    _check_state(x)
+    _check_interval(t0, t1)
+    if direction not in ("forward", "backward"):
+        raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}")
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps}")
+    forward = direction == "forward"
+    sde = _InterpolantSDE(b, s, _epsilon(eps), x.shape, t0 if forward else t1, forward)
+    span = t1 - t0
+    taus = torch.linspace(0.0, span, steps + 1, dtype=x.dtype, device=x.device)
+    y0 = x.flatten(1)
+    entropy = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
+    bm = BrownianPath(0.0, span, y0.shape, dtype=x.dtype, device=x.device, entropy=entropy)
+    grid = taus if return_path else taus[[0, -1]]
+    ys = sdeint(sde, y0, grid, bm=bm, method="euler", dt=span / steps)
+    ys = ys.reshape(ys.shape[:1] + x.shape)
+    return ys if return_path else ys[-1]
+
+
+def _exact_divergence(f: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """sum_i d f_i / d x_i by one backward pass per dimension (cost O(d)); ``(B,)``."""
+    flat = f.flatten(1)
+    div = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    for i in range(flat.shape[1]):
+        grad = torch.autograd.grad(flat[:, i].sum(), x, retain_graph=True)[0]
+        div = div + grad.flatten(1)[:, i]
+    return div
+
+
+def _hutchinson_divergence(f: torch.Tensor, x: torch.Tensor, probe: torch.Tensor) -> torch.Tensor:
+    """Unbiased estimate E_v[v^T (df/dx) v] with a fixed Rademacher probe v; ``(B,)``."""
+    grad = torch.autograd.grad((f * probe).sum(), x)[0]
+    return (grad * probe).flatten(1).sum(1)
+
+
+def log_likelihood(b: Field, x: torch.Tensor, base_log_prob: Callable[[torch.Tensor], torch.Tensor],
+                   t0: float = 0.0, t1: float = 1.0, *, divergence: str = "exact",
+                   generator: torch.Generator | None = None, method: str = "dopri5",
+                   rtol: float = 1e-5, atol: float = 1e-5) -> torch.Tensor:
+    """log rho_hat(t1, x) through the probability-flow ODE (paper Lemma 2.5):
+
+        log rho(t1, x) = log rho(t0, X_{t0}) - int_{t0}^{t1} div b(t, X_t) dt,
+
+    with X solved backwards from X_{t1} = x on the nde ODE core, jointly with the integral.
+
+    Args:
+        x: ``(B, *state)`` points at t1.
+        base_log_prob: log rho(t0, .) mapping ``(B, *state)`` to ``(B,)``.
+        divergence: ``"exact"`` (d backward passes; small d) or ``"hutchinson"`` (one
+            Rademacher probe per sample held fixed along the path; unbiased, for large d).
+    Returns ``(B,)`` log-densities. Gradients are not propagated (evaluation only).
+    """
+    from nde import odeint
+
+    _check_state(x)
+    _check_interval(t0, t1)
+    if divergence not in ("exact", "hutchinson"):
+        raise ValueError(f"divergence must be 'exact' or 'hutchinson', got {divergence!r}")
+    probe = None
+    if divergence == "hutchinson":
+        probe = torch.randint(0, 2, x.shape, generator=generator).to(x) * 2 - 1
+
+    shape, d = x.shape, x[0].numel()
+
+    def rhs(tau, state):
+        with torch.enable_grad():
+            y = state[:, :d].reshape(shape).detach().requires_grad_(True)
+            f = b(expand_time(t1 - tau, y).clamp(t0, t1), y)  # solvers may probe past t0
+            div = _exact_divergence(f, y) if probe is None else _hutchinson_divergence(f, y, probe)
+        # Augmented state [X, Delta] in tau = t1 - t: dX/dtau = -b, dDelta/dtau = -div b, so Delta = -int div b dt.
+        return torch.cat([-f.detach().flatten(1), -div.detach()[:, None]], dim=1)
+
+    tau = torch.tensor([0.0, t1 - t0], dtype=x.dtype, device=x.device)
+    state0 = torch.cat([x.detach().flatten(1), x.new_zeros(x.shape[0], 1)], dim=1)
+    end = odeint(rhs, state0, tau, method=method, rtol=rtol, atol=atol)[-1]
+    return base_log_prob(end[:, :d].reshape(shape)) + end[:, d]
+
+
+def gaussian_log_prob(x: torch.Tensor) -> torch.Tensor:
+    """log N(x; 0, I) per sample, ``(B,)`` (the base density of a one-sided interpolant)."""
+    d = x[0].numel()
+    return -0.5 * x.flatten(1).square().sum(1) - 0.5 * d * math.log(2 * math.pi)

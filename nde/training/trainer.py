@@ -1,0 +1,146 @@
+"""One training loop for interpolants and f-distill: checkpoint/resume, EMA, progress bar,
+metrics log file and data-parallel training over torch.distributed."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from . import distributed
+from .checkpoint import load_checkpoint, save_checkpoint
+from .ema import EMA
+from .task import StepContext, Task
+
+_SEED_STRIDE = 1_000_003
+
+
+class Trainer:
+    """Runs ``task.training_step`` for steps 0 .. ``steps - 1``.
+
+    Args:
+        task: a :class:`~nde.training.Task`.
+        steps: total number of steps.
+        seed: run seed; step k draws from ``torch.Generator().manual_seed(seed * 1000003 + k)``
+            (CPU generator, same on every rank), so resuming replays the same randomness.
+        checkpoint_dir: where ``last.pt`` is saved every ``checkpoint_every`` steps and at the end;
+            if it already holds a checkpoint, :meth:`fit` resumes from it.
+        ema_decay: keep an :class:`EMA` of each network in ``task.ema_networks`` (None: no EMA).
+        log_path: JSON-lines metrics file (step, time and the task's metrics averaged over ranks),
+            written by rank 0 every ``log_every`` steps; on resume, lines after the checkpoint are dropped.
+        progress: show a tqdm progress bar on rank 0.
+        grad_clip: max gradient norm applied in ``ctx.update`` (None: no clipping).
+    """
+
+    def __init__(self, task: Task, steps: int, *, seed: int = 0, checkpoint_dir: str | Path | None = None,
+                 checkpoint_every: int = 1000, ema_decay: float | None = None, log_path: str | Path | None = None,
+                 log_every: int = 10, progress: bool = False, grad_clip: float | None = None):
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be a positive int, got {steps!r}")
+        if checkpoint_every < 1 or log_every < 1:
+            raise ValueError("checkpoint_every and log_every must be positive")
+        for name in task.ema_networks:
+            if name not in task.networks:
+                raise ValueError(f"task.ema_networks names {name!r}, which is not in task.networks")
+        self.task, self.steps, self.seed = task, steps, seed
+        self.checkpoint_path = None if checkpoint_dir is None else Path(checkpoint_dir) / "last.pt"
+        self.checkpoint_every, self.log_every = checkpoint_every, log_every
+        self.log_path = None if log_path is None else Path(log_path)
+        self.progress, self.grad_clip = progress, grad_clip
+        self.ema = {} if ema_decay is None else {n: EMA(task.networks[n], ema_decay) for n in task.ema_networks}
+        self.step = 0  # number of completed steps
+
+    # --- state -------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "seed": self.seed,
+            "networks": {n: m.state_dict() for n, m in self.task.networks.items()},
+            "optimizers": {n: o.state_dict() for n, o in self.task.optimizers.items()},
+            "ema": {n: e.state_dict() for n, e in self.ema.items()},
+            "task": self.task.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["seed"] != self.seed:
+            raise ValueError(f"checkpoint was written with seed {state['seed']}, this run has seed {self.seed}")
+        for n, m in self.task.networks.items():
+            m.load_state_dict(state["networks"][n])
+        for n, o in self.task.optimizers.items():
+            o.load_state_dict(state["optimizers"][n])
+        for n, e in self.ema.items():
+            e.load_state_dict(state["ema"][n])
+        self.task.load_state_dict(state["task"])
+        self.step = state["step"]
+
+    def save(self) -> None:
+        if self.checkpoint_path is not None and distributed.rank() == 0:
+            save_checkpoint(self.state_dict(), self.checkpoint_path)
+        if distributed.is_distributed():
+            dist.barrier()
+
+    def _resume(self) -> None:
+        if self.checkpoint_path is None:
+            return
+        state = load_checkpoint(self.checkpoint_path)
+        if state is not None:
+            self.load_state_dict(state)
+            self._truncate_log()
+
+    # --- logging ----------------------------------------------------------------------------
+    def _truncate_log(self) -> None:
+        if self.log_path is None or distributed.rank() != 0 or not self.log_path.exists():
+            return
+        kept = [line for line in self.log_path.read_text().splitlines()
+                if line and json.loads(line)["step"] < self.step]
+        self.log_path.write_text("".join(line + "\n" for line in kept))
+
+    def _log(self, metrics: dict[str, float], started: float) -> dict[str, float]:
+        names = sorted(metrics)
+        values = torch.tensor([float(metrics[n]) for n in names], dtype=torch.float64)
+        values = distributed.all_reduce_sum(values) / distributed.world_size()
+        record = {"step": self.step - 1, "time_s": round(time.time() - started, 3),
+                  **{n: float(v) for n, v in zip(names, values)}}
+        if self.log_path is not None and distributed.rank() == 0:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with self.log_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+        return record
+
+    def _progress_bar(self):
+        if not self.progress or distributed.rank() != 0:
+            return None
+        from tqdm.auto import tqdm
+        return tqdm(total=self.steps, initial=self.step, dynamic_ncols=True)
+
+    # --- loop ---------------------------------------------------------------------------------
+    def fit(self, stop_after: int | None = None) -> int:
+        """Train until ``steps`` (or until ``stop_after`` completed steps, to emulate preemption).
+
+        Resumes from ``checkpoint_dir/last.pt`` if present. Returns the number of completed steps.
+        """
+        self._resume()
+        end = self.steps if stop_after is None else min(self.steps, stop_after)
+        bar, started = self._progress_bar(), time.time()
+        try:
+            while self.step < end:
+                ctx = StepContext(self.step, torch.Generator().manual_seed(self.seed * _SEED_STRIDE + self.step),
+                                  self.grad_clip, self.task.optimizers)
+                metrics = self.task.training_step(ctx)
+                for n, e in self.ema.items():
+                    e.update(self.task.networks[n])
+                self.step += 1
+                if self.step % self.log_every == 0 or self.step == self.steps:
+                    record = self._log(metrics, started)
+                    if bar is not None:
+                        bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k not in ("step", "time_s")})
+                if bar is not None:
+                    bar.update(1)
+                if self.step % self.checkpoint_every == 0 or self.step == self.steps:
+                    self.save()
+        finally:
+            if bar is not None:
+                bar.close()
+        return self.step

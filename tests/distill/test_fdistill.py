@@ -1,0 +1,138 @@
+"""f-distill gradients: the pseudo-target loss, the VSD special case, the mode-covering weights,
+the discriminator's ratio and the analytic teacher."""
+import math
+
+import pytest
+import torch
+
+from nde.distill import DiffusionTeacher, FDistill, cosine_alpha, cosine_sigma, diffuse, distillation_loss
+from nde.distill import divergence_weight, normalize_by_mean
+from nde.interpolants import GaussianMixture, ring_mixture
+from nde.metrics import energy_mmd
+
+
+def test_distillation_loss_gradient_is_pseudo_target_direction():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 2, generator=gen, dtype=torch.float64, requires_grad=True)
+    x0_t, x0_f = torch.randn(8, 2, generator=gen, dtype=torch.float64), torch.randn(8, 2, generator=gen,
+                                                                                    dtype=torch.float64)
+    w = torch.rand(8, generator=gen, dtype=torch.float64)
+    grad = torch.autograd.grad(distillation_loss(x, x0_t, x0_f, w), x)[0]
+    scale = (x.detach() - x0_t).abs().mean(1) + 1e-6
+    torch.testing.assert_close(grad, (w / scale)[:, None] * (x0_f - x0_t) / x.numel())
+
+
+def _task(divergence="reverse_kl", gan_weight=0.0, dtype=torch.float64):
+    mix = ring_mixture(4, radius=2.0, variance=0.1, dtype=dtype)
+    task = FDistill(DiffusionTeacher.from_mixture(mix), mix.sample, 2, divergence=divergence,
+                    gan_weight=gan_weight, hidden=16, depth=2, dtype=dtype)
+    return task, mix
+
+
+def test_reverse_kl_gradient_equals_vsd_gradient():
+    """h = 1: the generator's gradient is the DMD/VSD gradient, computed here from its definition."""
+    task, _ = _task("reverse_kl")
+    gen = torch.Generator().manual_seed(1)
+    z = torch.randn(64, 2, generator=gen, dtype=torch.float64)
+    s = torch.rand(64, generator=gen, dtype=torch.float64) * 0.9 + 0.05
+    noise = torch.randn(64, 2, generator=gen, dtype=torch.float64)
+    params = list(task.networks["generator"].parameters())
+    loss, _ = task.generator_loss(z, s, noise)
+    got = torch.autograd.grad(loss, params)
+
+    x = task.networks["generator"](z)
+    with torch.no_grad():
+        x_s = cosine_alpha(s)[:, None] * x + cosine_sigma(s)[:, None] * noise
+        # score difference in x0 form: grad log q - grad log p = alpha / sigma^2 (x0_fake - x0_teacher)
+        x0_teacher = task.teacher.denoise(x_s, s)
+        x0_fake = task.networks["fake_score"](s, x_s)
+        vsd = (x0_fake - x0_teacher) / ((x - x0_teacher).abs().mean(1, keepdim=True) + 1e-6)
+    expected = torch.autograd.grad(x, params, grad_outputs=vsd / x.numel())
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e)
+
+
+def test_mode_covering_weights_emphasise_a_missed_mode():
+    """Exact ratio, student missing one mode: forward-KL / JS put more weight near the missed mode than
+    reverse-KL (h = 1), and less on the over-covered modes."""
+    teacher = GaussianMixture(torch.ones(4, dtype=torch.float64) / 4,
+                              torch.tensor([[3.0, 0], [0, 3.0], [-3.0, 0], [0, -3.0]], dtype=torch.float64), 0.05)
+    student = GaussianMixture(torch.ones(3, dtype=torch.float64) / 3, teacher.means[:3], 0.05)
+    s = torch.tensor(0.5, dtype=torch.float64)
+    p_s, q_s = teacher.diffused(cosine_alpha(s), cosine_sigma(s)), student.diffused(cosine_alpha(s), cosine_sigma(s))
+    x_s = q_s.sample(20000, torch.Generator().manual_seed(2))
+    r = (p_s.log_prob(x_s) - q_s.log_prob(x_s)).exp()
+    near_missing = torch.cdist(x_s, teacher.means).argmin(1) == 3
+    assert int(near_missing.sum()) > 20
+    mean_weight = {}
+    for name in ("reverse_kl", "forward_kl", "js"):
+        h = normalize_by_mean(divergence_weight(name, r))
+        mean_weight[name] = float(h[near_missing].mean()), float(h[~near_missing].mean())
+    for name in ("forward_kl", "js"):
+        assert mean_weight[name][0] > 1.5 * mean_weight["reverse_kl"][0]
+        assert mean_weight[name][1] < mean_weight["reverse_kl"][1]
+
+
+def test_discriminator_learns_log_density_ratio():
+    """p = N(0, 1), q = N(1, 1) in 1-D at a fixed noise level: the optimal logit is
+    log p_s/q_s (x) = (alpha^2 - 2 alpha x) / 2 (both diffuse to unit-variance Gaussians)."""
+    torch.manual_seed(0)
+    task = FDistill(DiffusionTeacher(lambda x, s: x), lambda n, g: torch.randn(n, 1, generator=g), 1,
+                    hidden=32, depth=2, lr=3e-3)
+    gen = torch.Generator().manual_seed(3)
+    s_val = 0.4
+    opt = task.optimizers["discriminator"]
+    for _ in range(1500):
+        real = torch.randn(256, 1, generator=gen)
+        fake = 1.0 + torch.randn(256, 1, generator=gen)
+        s = torch.full((256,), s_val)
+        loss = task.discriminator_loss(real, fake, s, s, torch.randn(256, 1, generator=gen),
+                                       torch.randn(256, 1, generator=gen))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    alpha = math.cos(0.5 * math.pi * s_val)
+    x = torch.linspace(-1.0, 2.0, 31)[:, None]
+    with torch.no_grad():
+        logit = task.log_ratio(x, torch.full((31,), s_val))
+    exact = (alpha ** 2 - 2 * alpha * x[:, 0]) / 2
+    assert (logit - exact).abs().max() < 0.15
+
+
+def test_analytic_teacher_denoiser_and_50_step_sampler():
+    mix = ring_mixture(8, 3.0, 0.05, weights=torch.tensor([0.2, 0.05] * 4), dtype=torch.float64)
+    teacher = DiffusionTeacher.from_mixture(mix)
+    s = torch.tensor(0.6, dtype=torch.float64)
+    a, sig = cosine_alpha(s), cosine_sigma(s)
+    noisy = mix.diffused(a, sig)
+    x = noisy.sample(200)
+    tweedie = (x + sig ** 2 * noisy.score(x)) / a  # E[x0 | x_s], independent closed form
+    torch.testing.assert_close(teacher.denoise(x, s), tweedie)
+    gen = torch.Generator().manual_seed(4)
+    samples = teacher.sample(1000, 2, steps=50, generator=gen, dtype=torch.float64)
+    assert energy_mmd(samples, mix.sample(1000, gen)) < 0.01
+
+
+def test_training_step_alternates_updates():
+    """Generator parameters change only on student steps; critics only on the others."""
+    from nde.training import StepContext
+    task, _ = _task("js", gan_weight=1e-3)
+    before = {n: [p.clone() for p in m.parameters()] for n, m in task.networks.items()}
+
+    def changed(name):
+        return any(not torch.equal(a, b) for a, b in zip(before[name], task.networks[name].parameters()))
+
+    task.freq = 2
+    task.training_step(StepContext(0, torch.Generator().manual_seed(0), None, task.optimizers))
+    assert not changed("generator") and changed("fake_score") and changed("discriminator")
+    before = {n: [p.clone() for p in m.parameters()] for n, m in task.networks.items()}
+    task.training_step(StepContext(1, torch.Generator().manual_seed(1), None, task.optimizers))
+    assert changed("generator") and not changed("fake_score") and not changed("discriminator")
+
+
+def test_bad_arguments():
+    mix = ring_mixture(4)
+    with pytest.raises(ValueError, match="divergence"):
+        FDistill(DiffusionTeacher.from_mixture(mix), mix.sample, 2, divergence="nope")
+    with pytest.raises(ValueError, match="gan_weight"):
+        FDistill(DiffusionTeacher.from_mixture(mix), mix.sample, 2, gan_weight=-1.0)

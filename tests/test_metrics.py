@@ -1,0 +1,90 @@
+"""Metrics against closed forms and known orderings."""
+import math
+
+import pytest
+import torch
+
+from nde.interpolants import ring_mixture
+from nde.metrics import (dropped_modes, energy_mmd, mode_mass_tv, mode_masses, near_mode_fraction,
+                         negative_log_likelihood, sliced_wasserstein)
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """Small tensors on a shared machine: intra-op threads only add contention."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_energy_mmd_gaussian_shift_closed_form():
+    """1-D N(0,1) vs N(mu,1): energy distance = 2 E|Z sqrt2 + mu| - 2 E|Z sqrt2| (closed form)."""
+    gen = torch.Generator().manual_seed(0)
+    mu, n = 1.0, 4000
+    x = torch.randn(n, 1, generator=gen, dtype=torch.float64)
+    y = mu + torch.randn(n, 1, generator=gen, dtype=torch.float64)
+    s = math.sqrt(2.0)
+
+    def folded_mean(m):  # E|N(m, s^2)|
+        return s * math.sqrt(2 / math.pi) * math.exp(-m ** 2 / (2 * s ** 2)) + m * math.erf(m / (s * math.sqrt(2)))
+
+    exact = 2 * folded_mean(mu) - 2 * folded_mean(0.0)
+    assert abs(energy_mmd(x, y) - exact) < 0.03
+    assert abs(energy_mmd(x, torch.randn(n, 1, generator=gen, dtype=torch.float64))) < 0.01
+
+
+def test_sliced_wasserstein_of_translation():
+    """Translating by v gives SW_2^2 = E_theta (theta . v)^2 = |v|^2 / d for equal samples."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(1000, 2, generator=gen, dtype=torch.float64)
+    v = torch.tensor([3.0, 4.0], dtype=torch.float64)
+    sw = sliced_wasserstein(x, x + v, n_projections=1000, generator=gen)
+    assert abs(sw - 5.0 / math.sqrt(2)) < 0.1
+    assert sliced_wasserstein(x, x, generator=gen) == 0.0
+
+
+def test_mode_statistics():
+    mix = ring_mixture(4, radius=5.0, variance=0.01, weights=torch.tensor([0.4, 0.4, 0.15, 0.05]),
+                       dtype=torch.float64)
+    gen = torch.Generator().manual_seed(2)
+    x = mix.sample(20000, gen)
+    torch.testing.assert_close(mode_masses(x, mix.means), mix.weights, atol=0.01, rtol=0)
+    assert mode_mass_tv(x, mix.means, mix.weights) < 0.01
+    assert dropped_modes(x, mix.means, mix.weights) == 0
+    collapsed = x[torch.cdist(x, mix.means).argmin(1) == 0]
+    assert dropped_modes(collapsed, mix.means, mix.weights) == 3
+    assert near_mode_fraction(x, mix.means, std=0.1) > 0.98
+
+
+def test_negative_log_likelihood_is_entropy_for_true_samples():
+    """For N(0, I_2) the cross-entropy of true samples is the entropy 1 + log(2 pi)."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(20000, 2, generator=gen, dtype=torch.float64)
+    nll = negative_log_likelihood(x, lambda y: -0.5 * y.square().sum(1) - math.log(2 * math.pi))
+    assert abs(nll - (1 + math.log(2 * math.pi))) < 0.03
+
+
+def test_metric_argument_errors():
+    with pytest.raises(ValueError, match="x"):
+        energy_mmd(torch.zeros(3), torch.zeros(3, 1))
+    with pytest.raises(ValueError, match="equal shapes"):
+        sliced_wasserstein(torch.zeros(3, 2), torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="threshold"):
+        dropped_modes(torch.zeros(3, 2), torch.zeros(1, 2), torch.ones(1), threshold=2.0)
+
+
+def test_toy_datasets_have_expected_support():
+    """Checkerboard: uniform on the 8 black 2x2 squares of [-4, 4]^2; moons: two arcs, samplers take (n, generator)."""
+    from nde.interpolants import checkerboard, two_moons
+    gen = torch.Generator().manual_seed(4)
+    x = checkerboard(4000, gen)
+    assert x.abs().max() <= 4.0
+    cell = torch.floor(x / 2).long()
+    assert bool(((cell[:, 0] + cell[:, 1]) % 2 == 0).all())  # only one colour of squares
+    assert len(set(map(tuple, cell.tolist()))) == 8
+    m = two_moons(2000, gen, noise=0.0)
+    centres = torch.tensor([[-1.0, -0.5], [1.0, 0.5]])  # upper and lower arcs, radius 2 after scaling
+    assert float((torch.cdist(m, centres) - 2).abs().min(1).values.max()) < 1e-5
+    assert m.shape == (2000, 2) and torch.equal(two_moons(5, torch.Generator().manual_seed(1)),
+                                                two_moons(5, torch.Generator().manual_seed(1)))

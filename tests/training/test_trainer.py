@@ -1,0 +1,107 @@
+"""Trainer: resume equals uninterrupted, EMA, metrics log, and data parallel equals single process."""
+import json
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from tests.training._training_tasks import TASKS, ddp_worker, run_training
+from nde.training import EMA, Trainer, free_port
+
+
+def _states_equal(a, b):
+    for name, net in a.networks.items():
+        for (k, x), (_, y) in zip(net.state_dict().items(), b.networks[name].state_dict().items()):
+            assert torch.equal(x, y), f"{name}.{k} differs"
+
+
+@pytest.mark.parametrize("kind", sorted(TASKS))
+def test_interrupted_and_resumed_equals_uninterrupted(kind, tmp_path):
+    steps = 12
+    full_task = TASKS[kind](seed=0)
+    full = Trainer(full_task, steps, seed=3, checkpoint_dir=tmp_path / "a", checkpoint_every=5, ema_decay=0.9,
+                   log_path=tmp_path / "a.jsonl", log_every=1)
+    full.fit()
+
+    first = Trainer(TASKS[kind](seed=0), steps, seed=3, checkpoint_dir=tmp_path / "b", checkpoint_every=5,
+                    ema_decay=0.9, log_path=tmp_path / "b.jsonl", log_every=1)
+    assert first.fit(stop_after=7) == 7  # "preempted" after step 7; last checkpoint is at 5
+    resumed_task = TASKS[kind](seed=123)  # different initial weights: everything must come from the checkpoint
+    resumed = Trainer(resumed_task, steps, seed=3, checkpoint_dir=tmp_path / "b", checkpoint_every=5,
+                      ema_decay=0.9, log_path=tmp_path / "b.jsonl", log_every=1)
+    assert resumed.fit() == steps
+
+    _states_equal(full_task, resumed_task)
+    for name in full.ema:
+        for x, y in zip(full.ema[name].module.parameters(), resumed.ema[name].module.parameters()):
+            assert torch.equal(x, y)
+    for name, opt in full_task.optimizers.items():
+        a, b = opt.state_dict()["state"], resumed_task.optimizers[name].state_dict()["state"]
+        for k in a:
+            assert torch.equal(a[k]["exp_avg_sq"], b[k]["exp_avg_sq"])
+    log_a = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
+    log_b = [json.loads(line) for line in (tmp_path / "b.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log_b] == list(range(steps))  # no duplicated lines after the resume
+    for ra, rb in zip(log_a, log_b):
+        assert {k: v for k, v in ra.items() if k != "time_s"} == {k: v for k, v in rb.items() if k != "time_s"}
+
+
+def test_ema_closed_form():
+    net = torch.nn.Linear(1, 1, bias=False).double()
+    with torch.no_grad():
+        net.weight.fill_(0.0)
+    ema = EMA(net, decay=0.5, warmup=False)
+    for value in (1.0, 2.0, 3.0):
+        with torch.no_grad():
+            net.weight.fill_(value)
+        ema.update(net)
+    # 0 -> 0.5 -> 1.25 -> 2.125
+    assert float(ema.module.weight) == pytest.approx(2.125)
+    warm = EMA(net, decay=0.99)  # decays 1/10, 2/11, 3/12: the initial weight keeps 1/10 * 2/11 * 3/12
+    for value in (1.0, 1.0, 1.0):
+        with torch.no_grad():
+            net.weight.fill_(value)
+        warm.update(net)
+    start = 3.0  # the weight when ``warm`` was created
+    kept = (1 / 10) * (2 / 11) * (3 / 12)
+    assert float(warm.module.weight) == pytest.approx(kept * start + (1 - kept) * 1.0)
+    with pytest.raises(ValueError, match="decay"):
+        EMA(net, decay=1.0)
+
+
+def test_trainer_rejects_bad_arguments():
+    task = TASKS["interpolant"]()
+    with pytest.raises(ValueError, match="steps"):
+        Trainer(task, 0)
+    task.ema_networks = ("missing",)
+    with pytest.raises(ValueError, match="ema_networks"):
+        Trainer(task, 3, ema_decay=0.9)
+
+
+def test_checkpoint_seed_mismatch_is_refused(tmp_path):
+    Trainer(TASKS["interpolant"](), 2, seed=0, checkpoint_dir=tmp_path).fit()
+    with pytest.raises(ValueError, match="seed"):
+        Trainer(TASKS["interpolant"](), 4, seed=1, checkpoint_dir=tmp_path).fit()
+
+
+def test_data_parallel_two_processes_equals_single_process(tmp_path):
+    """2 gloo ranks, each with half of the global batch, apply the same gradients at every step and
+    reach the same final weights as one process on the whole batch (both tasks; f-distill also
+    all-reduces its ratio normalisation and updates three networks on two time scales)."""
+    steps = 4
+    out = tmp_path / "ddp.pt"
+    mp.start_processes(ddp_worker, args=(2, free_port(), str(out), steps), nprocs=2, join=True,
+                       start_method="fork")
+    ddp = torch.load(out, weights_only=False)
+    for kind in TASKS:
+        ddp_grads, ddp_weights = ddp[kind]
+        grads, weights = run_training(kind, steps)
+        assert len(ddp_grads) == len(grads) == steps
+        for step_ddp, step_single in zip(ddp_grads, grads):
+            assert sorted(step_ddp) == sorted(step_single) and step_single
+            for name in step_single:
+                for g_ddp, g_single in zip(step_ddp[name], step_single[name], strict=True):
+                    torch.testing.assert_close(g_ddp, g_single, rtol=1e-10, atol=1e-12)
+        for name in weights:
+            for k in weights[name]:
+                torch.testing.assert_close(ddp_weights[name][k], weights[name][k], rtol=1e-10, atol=1e-12)
