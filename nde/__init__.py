@@ -17,4 +17,5 @@ __all__ = ["odeint", "odeint_adjoint", "solve_ode", "Solution", "SolverError", "
            "PIController", "IController", "ButcherTableau", "TABLEAUS",
            "sdeint", "sdeint_adjoint", "solve_sde", "BrownianPath"]
 
-from . import regularize  # noqa: E402  (solver-heuristic regularisers: nde.regularize.ErrorEstimate, ...)
+# Subpackages: solver-heuristic regularisers, models, diffusion, transport, training, metrics.
+from . import diffusion, distill, interpolants, metrics, models, regularize, training  # noqa: E402

@@ -9,15 +9,6 @@ from nde.metrics import (dropped_modes, energy_mmd, mode_mass_tv, mode_masses, n
                          negative_log_likelihood, sliced_wasserstein)
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Small tensors on a shared machine: intra-op threads only add contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_energy_mmd_gaussian_shift_closed_form():
     """1-D N(0,1) vs N(mu,1): energy distance = 2 E|Z sqrt2 + mu| - 2 E|Z sqrt2| (closed form)."""
     gen = torch.Generator().manual_seed(0)

@@ -12,11 +12,3 @@ def two_mixtures():
                            torch.tensor([0.3, 0.2], dtype=torch.float64))
     return rho0, ring_mixture(8, radius=3.0, variance=0.05, dtype=torch.float64)
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """The test machine is shared; intra-op threads only add contention for these small tensors."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
