@@ -129,8 +129,8 @@ expanding window. Rows of each section may come from separate invocations (--par
 CPU Warp kernels run single-threaded; the machine was shared with other jobs (wall times vary 2-3x)."""
 
 
-def main():
-    args = parse_args("sim environments benchmark", extra=_extra)
+def main(argv=None):
+    args = parse_args("sim environments benchmark", argv, extra=_extra)
     repeats = args.repeats or (3 if args.quick else 5)
     rows = []
     if args.part in ("smoke", "all"):
