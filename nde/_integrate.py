@@ -193,16 +193,20 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
         accept = finite and (ratio <= 1.0 or dt <= cfg.min_step)
         if accept:
             t_new = t_out[j] if clipped else t + dt
+            rho_t = None
+            if reg is not None and reg.needs_stiffness:  # differentiable: the regulariser uses it
+                rho_t = stiffness_estimate(step, coeffs, norm)
             if reg is not None:
-                rho_t = stiffness_estimate(step, coeffs, norm) if reg.needs_stiffness else None
                 reg_terms.append(reg.term(ratio_t, dt, rho_t, tab))
             if cfg.heuristics:
                 heur["t"].append(t)
                 heur["dt"].append(dt)
                 heur["error_ratio"].append(ratio)
-                with torch.no_grad():
-                    rho = stiffness_estimate(step, coeffs, norm)
-                heur["stiffness"].append(rho if rho is not None else torch.tensor(float("nan"), device=dev))
+                if rho_t is None:
+                    with torch.no_grad():
+                        rho_t = stiffness_estimate(step, coeffs, norm)
+                heur["stiffness"].append(torch.tensor(float("nan"), device=dev) if rho_t is None
+                                         else rho_t.detach())
             outs = []
             while j < len(t_out) and t_out[j] <= t_new:
                 theta = (t_out[j] - t) / dt
@@ -322,15 +326,15 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
         dt0 = torch.full((B,), float(cfg.first_step), dtype=tdt, device=dev)
         evals = 1
     dt0 = dt0.clamp(cfg.min_step, cfg.max_step)
-    ys = torch.zeros((T,) + tuple(y0.shape), dtype=y0.dtype, device=dev)
-    ys = ys.index_put((torch.zeros(B, dtype=torch.long, device=dev), torch.arange(B, device=dev)), y0)
+    ys = y0.new_zeros((T,) + tuple(y0.shape))
+    ys[0] = y0
     nfe = torch.full((B,), evals, dtype=torch.long, device=dev)
     n_acc = torch.zeros(B, dtype=torch.long, device=dev)
     n_rej = torch.zeros(B, dtype=torch.long, device=dev)
     status = torch.zeros(B, dtype=torch.long, device=dev)
     fail_t = torch.zeros(B, dtype=tdt, device=dev)
     fail_dt = torch.zeros(B, dtype=tdt, device=dev)
-    heur = {"t": [], "dt": [], "error_ratio": [], "stiffness": []}
+    heur_steps = []                     # per step: (rows, accept, t, dt, error ratio, stiffness or None)
     records = []
     batch = _Batch(torch.arange(B, device=dev), t0.clone(), dt0, y0, f0,
                    torch.full((B,), 1e-4, dtype=y0.dtype, device=dev),
@@ -366,10 +370,9 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
             flags = torch.stack([still.sum(), n_pass.max() if n_pass.numel() else n_pass.sum(),
                                  (new_status * b.active).max()]).tolist()  # the one host sync per step
         n_active, max_pass, any_fail = flags
-        act_rows = b.rows
-        nfe.index_add_(0, act_rows, b.active.long() * (tab.stages - 1))
-        n_acc.index_add_(0, act_rows, accept.long())
-        n_rej.index_add_(0, act_rows, (b.active & ~accept).long())
+        nfe.index_add_(0, b.rows, b.active.long() * (tab.stages - 1))
+        n_acc.index_add_(0, b.rows, accept.long())
+        n_rej.index_add_(0, b.rows, (b.active & ~accept).long())
         outs = []
         for jj in range(max_pass):
             idx = (b.out_idx + jj).clamp_max(T - 1)
@@ -378,19 +381,12 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
             theta = ((t_q - b.t) / b.dt).clamp(0.0, 1.0)
             value = interpolate(step, b.y, b.dt.to(y0.dtype), theta, coeffs)
             value = torch.where((t_q == t_new).unsqueeze(1), step.y1, value)
-            old = ys[idx, b.rows]
-            ys = ys.index_put((idx, b.rows), torch.where(mask.unsqueeze(1), value, old))
+            ys.index_put_((idx, b.rows), torch.where(mask.unsqueeze(1), value, ys[idx, b.rows]))
             outs.append((idx, mask, theta))
         if cfg.heuristics:
-            full = torch.full((B,), float("nan"), dtype=y0.dtype, device=dev)
             with torch.no_grad():
                 rho = stiffness_estimate(step, coeffs, rms_rows)
-            keep = accept
-            heur["t"].append(full.index_put((b.rows,), torch.where(keep, b.t.to(y0.dtype), full[b.rows])))
-            heur["dt"].append(full.index_put((b.rows,), torch.where(keep, b.dt.to(y0.dtype), full[b.rows])))
-            heur["error_ratio"].append(full.index_put((b.rows,), torch.where(keep, ratio, full[b.rows])))
-            if rho is not None:
-                heur["stiffness"].append(full.index_put((b.rows,), torch.where(keep, rho, full[b.rows])))
+            heur_steps.append((b.rows, accept, b.t, b.dt, ratio, rho))
         if cfg.record:
             records.append(Record(b.t, b.dt, b.y.detach(), rows=b.rows, accept=accept, outputs=outs, t_next=t_new))
         if any_fail:
@@ -407,17 +403,23 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
                        torch.where(accept, ratio, b.prev), b.out_idx + n_pass, still)
         if 0 < n_active <= batch.rows.numel() // 2:
             batch = batch.select(still.nonzero().squeeze(1))
-    if bool((status != 0).any()):
-        failed_rows = (status != 0).nonzero().squeeze(1)
-        for row in failed_rows.tolist():  # unreached outputs of failed samples are NaN
-            reached = ys[:, row]
-            ys = ys.index_put((torch.arange(T, device=dev), torch.full((T,), row, device=dev)),
-                              torch.where(_unreached(t_out[row], fail_t[row]).unsqueeze(1),
-                                          torch.full_like(reached, float("nan")), reached))
-    heur_out = {k: torch.stack(v) for k, v in heur.items() if v}
-    return Result(ys, status, nfe, n_acc, n_rej, heur_out, records, [])
+    # Outputs that a failed sample did not reach are NaN.
+    unreached = ((status != 0).unsqueeze(1) & (t_out > fail_t.unsqueeze(1))).T          # (T, batch)
+    ys = torch.where(unreached.unsqueeze(-1), torch.full_like(ys, float("nan")), ys)
+    return Result(ys, status, nfe, n_acc, n_rej, _scatter_heuristics(heur_steps, B, y0), records, [])
 
 
-def _unreached(t_row: torch.Tensor, t_fail: torch.Tensor) -> torch.Tensor:
-    """Output times after the time a failed sample reached."""
-    return t_row > t_fail
+def _scatter_heuristics(steps: list, batch: int, like: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-step records of the working rows -> (steps, batch) tensors, NaN where a row did not accept."""
+    if not steps:
+        return {}
+    out = {}
+    names = ("t", "dt", "error_ratio", "stiffness")
+    for k, name in enumerate(names):
+        if steps[0][2 + k] is None:
+            continue
+        table = like.new_full((len(steps), batch), float("nan"))
+        for i, (rows, accept, *values) in enumerate(steps):
+            table[i, rows] = torch.where(accept, values[k].to(like.dtype), table[i, rows])
+        out[name] = table
+    return out

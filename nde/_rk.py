@@ -95,24 +95,20 @@ def rk_step(func: Callable, t, dt, y: torch.Tensor, k1: torch.Tensor, coeffs: Co
     """Take one explicit RK step. ``k1 = f(t, y)`` is given (FSAL reuse or computed by the caller)."""
     tab = coeffs.tableau
     ks = [k1]
-    keep = tab.stiffness_stages or (tab.stages - 2, tab.stages - 1)
-    stiff: dict[int, torch.Tensor] = {}
+    pair = tab.stiffness_pair if want_stiffness else None
+    inputs = {0: y}  # stage inputs g_i kept for the stiffness estimate
     g = y
     for i in range(1, tab.stages):
         g = _combine(y, ks, coeffs.a_rows[i - 1], dt)
-        if want_stiffness and i in keep:
-            stiff[i] = g
+        if pair is not None and i in pair:
+            inputs[i] = g
         ks.append(func(times[i], g))
     if tab.fsal:
         y1 = g  # last stage input is the solution
     else:
         y1 = _combine(y, ks, coeffs.b_row, dt)
     error = None if coeffs.err_row is None else _weighted(ks, coeffs.err_row, dt, y)
-    stiff_inputs = None
-    if want_stiffness and len(stiff) == 2:
-        stiff_inputs = (stiff[keep[0]], stiff[keep[1]])
-    elif want_stiffness and keep[0] == 0 and keep[1] in stiff:
-        stiff_inputs = (y, stiff[keep[1]])
+    stiff_inputs = None if pair is None else (inputs[pair[0]], inputs[pair[1]])
     return Step(y1, ks, error, stiff_inputs)
 
 
@@ -123,8 +119,7 @@ def stiffness_estimate(step: Step, coeffs: Coefficients, reduce: Callable) -> to
     """
     if step.stiff_inputs is None:
         return None
-    tab = coeffs.tableau
-    i, j = tab.stiffness_stages or (tab.stages - 2, tab.stages - 1)
+    i, j = coeffs.tableau.stiffness_pair
     num = reduce(step.ks[j] - step.ks[i])
     den = reduce(step.stiff_inputs[1] - step.stiff_inputs[0])
     return num / den.clamp_min(torch.finfo(den.dtype).tiny)

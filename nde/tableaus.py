@@ -69,6 +69,13 @@ class ButcherTableau:
         return self.b_error is not None
 
     @property
+    def stiffness_pair(self) -> tuple[int, int] | None:
+        """Stages used for the stiffness estimate: the declared pair, else the last two (None for 1 stage)."""
+        if self.stiffness_stages is not None:
+            return self.stiffness_stages
+        return (self.stages - 2, self.stages - 1) if self.stages > 1 else None
+
+    @property
     def new_evals_per_step(self) -> int:
         """Function evaluations per step (FSAL methods reuse their first stage)."""
         return self.stages - 1 if self.fsal else self.stages
