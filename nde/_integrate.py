@@ -11,6 +11,7 @@ Times are always increasing here; the API layer maps decreasing time grids onto 
 """
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -76,6 +77,11 @@ class Result:
     dense_steps: list                     # (t, dt, y0, Step) per accepted step (shared mode)
     fail: tuple[float, float] | None = None
     reg_terms: list = field(default_factory=list)   # the regulariser's term per accepted step
+
+
+def step_index(starts: list[float], t: float) -> int:
+    """Index of the accepted step whose interval contains ``t`` (``starts`` increasing)."""
+    return max(0, min(bisect.bisect_right(starts, t) - 1, len(starts) - 1))
 
 
 def rms_norm(x: torch.Tensor) -> torch.Tensor:

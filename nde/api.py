@@ -8,10 +8,10 @@ from typing import Callable, Sequence
 
 import torch
 
-from ._integrate import Config, Result, output_value, rms_norm, rms_rows
+from ._integrate import Config, Result, output_value, rms_norm, rms_rows, step_index
 from ._rk import Coefficients, rk_step, stage_times
-from .controller import initial_step
-from .regularize import RNODE, GlobalRegularizer, LocalErrorEstimate, _containing_step
+from .controller import initial_step_scalar
+from .regularize import RNODE, GlobalRegularizer, LocalErrorEstimate
 from .adjoint import AdjointConfig, BacksolveAdjoint, DiscreteAdjoint, Problem, default_adjoint_cfg
 from .controller import IController, PIController
 from .errors import Status
@@ -199,7 +199,7 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
     sign = _direction(t)
 
     def to_user(y):
-        parts = layout.unflatten(y) if not layout.is_plain else (y,)
+        parts = layout.unflatten(y)
         return parts if len(parts) > 1 else parts[0]
 
     def from_user(out):
@@ -285,32 +285,25 @@ def _adjoint_config(cfg, rtol, atol, adjoint_rtol, adjoint_atol, adjoint_method,
     return AdjointConfig(default_adjoint_cfg(cfg, a_rtol, a_atol, coeffs, fields), seminorm=seminorm)
 
 
-def _shift_initial_time(func, y0, t, sign, per_sample):
-    """y0 − (t0 − t0.detach())·f(t0, y0): adds ∂L/∂t0 = −a(t0)·f(t0, y0) without changing values."""
-    t0 = t[..., 0]
+def _time_term(func, ti: torch.Tensor, yi: torch.Tensor, sign: float, per_sample: bool) -> torch.Tensor:
+    """(t_i − t_i.detach())·f(t_i, y_i) with f detached: zero in value, ∂/∂t_i = f(t_i, y_i)."""
     with torch.no_grad():
-        f0 = sign * func(sign * t0.detach(), y0)
-    shift = (t0 - t0.detach()).to(y0.dtype)
-    if per_sample:
-        shift = shift.unsqueeze(-1)
-    return y0 - shift * f0
+        fi = sign * func(sign * ti.detach(), yi.detach())
+    shift = (ti - ti.detach()).to(yi.dtype)
+    return (shift.unsqueeze(-1) if per_sample else shift) * fi
+
+
+def _shift_initial_time(func, y0, t, sign, per_sample):
+    """y0 − term(t0): adds ∂L/∂t0 = −⟨a(t0), f(t0, y0)⟩ without changing values."""
+    return y0 - _time_term(func, t[..., 0], y0, sign, per_sample)
 
 
 def _attach_output_time_grads(func, ys, t, sign, per_sample):
-    """ys_i + (t_i − t_i.detach())·f(t_i, y_i): adds ∂L/∂t_i = ⟨∂L/∂y_i, f(t_i, y_i)⟩ for i ≥ 1.
+    """ys_i + term(t_i): adds ∂L/∂t_i = ⟨∂L/∂y_i, f(t_i, y_i)⟩ for i ≥ 1.
 
     For i = 0 the same term cancels the shift of ``_shift_initial_time`` in the output y(t0) = y0,
     which does not depend on t0."""
-    outs = []
-    for i in range(ys.shape[0]):
-        ti = t[..., i]
-        with torch.no_grad():
-            fi = sign * func(sign * ti.detach(), ys[i].detach())
-        shift = (ti - ti.detach()).to(ys.dtype)
-        if per_sample:
-            shift = shift.unsqueeze(-1)
-        outs.append(ys[i] + shift * fi)
-    return torch.stack(outs)
+    return torch.stack([ys[i] + _time_term(func, t[..., i], ys[i], sign, per_sample) for i in range(ys.shape[0])])
 
 
 def _check_option_keys(options: dict, allowed: set, argname: str, kind: str) -> None:
@@ -492,7 +485,7 @@ def _local_value(reg: LocalErrorEstimate, problem: Problem, result: Result, rng)
     k_exp = tab.error_order + 1
     total, extra_nfe = y_ref.new_zeros(()), 0
     for t_r, weight in reg.sample_times(t_first, t_last, starts, dts, rng):
-        j = _containing_step(starts, dts, t_r)
+        j = step_index(starts, t_r)
         t0, dt, y0, step = dense[j]
         theta = min(max((t_r - t0) / dt, 0.0), 1.0)
         with torch.no_grad():
@@ -501,8 +494,8 @@ def _local_value(reg: LocalErrorEstimate, problem: Problem, result: Result, rng)
         k1 = func(t_tensor, y_r)
         if reg.step == "heuristic":
             with torch.no_grad():
-                h = float(initial_step(func, t_tensor, y_r, k1.detach(), tab.error_order, cfg.rtol, cfg.atol,
-                                       rms_norm))
+                h = initial_step_scalar(func, t_r, t_tensor, y_r, k1.detach(), tab.error_order, cfg.rtol,
+                                        cfg.atol, rms_norm)
             extra_nfe += 1
         else:
             h = dt
@@ -536,9 +529,9 @@ def odeint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method:
         raise ValueError("`event_fn` is not supported by nde.odeint")
     method = "dopri5" if method is None else method
     tab = get_tableau(method)
-    options = dict(options or {})
-    if not isinstance(options, dict):
+    if options is not None and not isinstance(options, dict):
         raise TypeError("`options` must be a dict")
+    options = dict(options or {})
     controller = _controller_from_options(options, IController())
     for key in ("safety", "ifactor", "dfactor"):
         options.pop(key, None)

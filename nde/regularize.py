@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ._integrate import step_index
 from .tableaus import ButcherTableau, get_tableau
 
 _REDUCTIONS = ("sum", "mean", "max")
@@ -166,15 +167,10 @@ class LocalErrorEstimate:
                 else:
                     j = rng.randrange(len(starts))
                     tr = starts[j] + rng.random() * dts[j]
-                j = _containing_step(starts, dts, tr)
+                j = step_index(starts, tr)
                 density = 0.5 / span + 0.5 / (len(starts) * dts[j])     # p(t_r)
                 out.append((tr, (1.0 / span) / density))
         return out
-
-
-def _containing_step(starts: list[float], dts: list[float], t: float) -> int:
-    import bisect
-    return max(0, min(bisect.bisect_right(starts, t) - 1, len(starts) - 1))
 
 
 @dataclass

@@ -1,12 +1,11 @@
 """The result of :func:`nde.solve_ode`."""
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass, field
 
 import torch
 
-from ._integrate import output_value
+from ._integrate import output_value, step_index
 from ._rk import Coefficients
 from .errors import Status
 
@@ -60,7 +59,7 @@ class Solution:
             s = self._time_sign * tq
             if not (lo - 1e-12 * max(1.0, abs(lo)) <= s <= hi + 1e-12 * max(1.0, abs(hi))):
                 raise ValueError(f"`t`={tq} is outside the solved interval")
-            i = max(0, min(bisect.bisect_right(starts, s) - 1, len(starts) - 1))
+            i = step_index(starts, s)
             t0, dt, y0, step = self._dense[i]
             theta = min(max((s - t0) / dt, 0.0), 1.0)
             kind = "dense" if self._coeffs.dense is not None or self._coeffs.tableau.fsal else "linear"
