@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from .integrate import Grid, NoiseSource, node_tensors, read_outputs
+from .integrate import Grid, NoiseSource, node_tensors, read_outputs, step_grid
 from .methods import ReversibleHeun, g_and_gdg_prod
 
 ADJOINT_METHODS = ("midpoint", "heun")
@@ -34,14 +34,8 @@ class _ReversibleHeun(torch.autograd.Function):
     def forward(ctx, sde, grid, noise, num_params, y0, *params):
         method = ReversibleHeun()
         with torch.no_grad():
-            y, times, node_t = y0, grid.times, node_tensors(grid, y0)
-            extra = method.init(sde, node_t[0], y0)
-            needed, saved = grid.needed_nodes(), {0: y0}
-            for k in range(grid.num_steps):
-                dw, _ = noise(k)
-                y, extra = method.step(sde, node_t[k], node_t[k + 1], times[k + 1] - times[k], y, extra, dw, None)
-                if k + 1 in needed:
-                    saved[k + 1] = y
+            extra = method.init(sde, node_tensors(grid, y0)[0], y0)
+            y, extra, saved = step_grid(method, sde, y0, grid, noise, extra)
             ys = read_outputs(grid, saved)
         ctx.sde, ctx.grid, ctx.noise = sde, grid, noise
         ctx.save_for_backward(y, *extra, *params)
@@ -112,13 +106,7 @@ class _Backsolve(torch.autograd.Function):
     @staticmethod
     def forward(ctx, sde, method, grid, noise, adjoint_method, extra0, num_params, y0, *params):
         with torch.no_grad():
-            y, extra, times, node_t = y0, extra0, grid.times, node_tensors(grid, y0)
-            needed, saved = grid.needed_nodes(), {0: y0}
-            for k in range(grid.num_steps):
-                dw, u = noise(k)
-                y, extra = method.step(sde, node_t[k], node_t[k + 1], times[k + 1] - times[k], y, extra, dw, u)
-                if k + 1 in needed:
-                    saved[k + 1] = y
+            y, extra, saved = step_grid(method, sde, y0, grid, noise, extra0)
             ys = read_outputs(grid, saved)
         ctx.sde, ctx.grid, ctx.noise, ctx.adjoint_method = sde, grid, noise, adjoint_method
         ctx.nodes = sorted(saved)

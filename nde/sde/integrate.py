@@ -90,8 +90,11 @@ class NoiseSource:
         return self.bm(ta, tb), None
 
 
-def run_fixed(method, sde, y0: torch.Tensor, grid: Grid, noise: NoiseSource, extra: tuple):
-    """Step ``method`` over ``grid``; returns ``(ys, extra)`` with ``ys`` of shape ``(len(ts), batch, d)``."""
+def step_grid(method, sde, y0: torch.Tensor, grid: Grid, noise: NoiseSource, extra: tuple):
+    """Step ``method`` over every node of ``grid``.
+
+    Returns ``(y_last, extra, saved)``: the final state, the method's extra state, and the node states
+    the outputs read (``{node index: state}``)."""
     needed = grid.needed_nodes()
     saved = {0: y0}
     y, times, node_t = y0, grid.times, node_tensors(grid, y0)
@@ -100,6 +103,12 @@ def run_fixed(method, sde, y0: torch.Tensor, grid: Grid, noise: NoiseSource, ext
         y, extra = method.step(sde, node_t[k], node_t[k + 1], times[k + 1] - times[k], y, extra, dw, u)
         if k + 1 in needed:
             saved[k + 1] = y
+    return y, extra, saved
+
+
+def run_fixed(method, sde, y0: torch.Tensor, grid: Grid, noise: NoiseSource, extra: tuple):
+    """Step ``method`` over ``grid``; returns ``(ys, extra)`` with ``ys`` of shape ``(len(ts), batch, d)``."""
+    _, extra, saved = step_grid(method, sde, y0, grid, noise, extra)
     return read_outputs(grid, saved), extra
 
 
