@@ -160,7 +160,6 @@ class _Layout:
             return (y,)
         n_lead = len(lead)
         if self.per_sample:
-            batch = y.shape[n_lead]
             sizes = [math.prod(s[1:]) for s in self.shapes]
             parts = torch.split(y, sizes, dim=-1)
             return tuple(p.reshape(*y.shape[:n_lead + 1], *s[1:]) for p, s in zip(parts, self.shapes))

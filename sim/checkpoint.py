@@ -18,8 +18,6 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
-import warp as wp
-
 
 @dataclass(frozen=True)
 class SegmentPlan:

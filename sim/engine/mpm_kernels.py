@@ -171,7 +171,6 @@ def _build(dim: int, dtype: str) -> MPMKernels:
     max_comp, box_inside_normal = h["max_comp"], h["box_inside_normal"]
     polar_rotation, clamp_singular_values = build_spectral(dim, T, vec, mat, module)
     NZ = 3 if dim == 3 else 1  # stencil extent along the third axis
-    DIMF = float(dim)
 
     def fn(f):
         return wp.func(f, name=f"mpm_{f.__name__.strip('_')}_{tag}", module=module)
