@@ -356,11 +356,30 @@ def _arguments(p):
     p.add_argument("--variants", nargs="+", default=VARIANT_NAMES, choices=VARIANT_NAMES)
     p.add_argument("--sweep", nargs="*", default=["local_unbiased", "ernode", "nde_local_density"],
                    choices=VARIANT_NAMES, help="variants also run at the --scales multiples of λ")
-    p.add_argument("--scales", type=float, nargs="+", default=[0.1, 10.0])
+    p.add_argument("--scales", type=float, nargs="+", default=[0.1, 10.0, 100.0])
     p.add_argument("--sweep-seed", type=int, default=None, help="seed of the λ sweep (default: first seed)")
     p.add_argument("--target-ratio", type=float, default=0.75,
                    help="nde_adaptive's target NFE as a fraction of the true field's NFE on the probe")
     p.add_argument("--tag", default="", help="suffix of the results files")
+    p.add_argument("--combine", nargs="+", default=None,
+                   help="no training: summarise these _runs.json files (a run split over processes; pass the "
+                        "same settings as the runs had so that the notes are right)")
+
+
+def _write(rows: list[dict], args, area: str, total: int) -> Path:
+    """Summary table, per-run rows and (except quick runs) the Pareto plot of ``rows``."""
+    sweep_seed = args.seeds[0] if args.sweep_seed is None else args.sweep_seed
+    notes = (f"{args.task} task: windows of dz/dt = A z^3 (Δ={args.window}, K={args.points} irregular points, "
+             f"noise {args.noise}, {args.n_train} train / {args.n_test} test windows); tsit5 rtol=atol={args.tol}, "
+             f"float32, {args.steps} Adam steps (lr {args.lr}), batch {args.batch}, seeds {args.seeds}; mean over "
+             f"seeds; ratios vs vanilla; {len(rows)}/{total} runs done. Per-run rows and the λ sweep "
+             f"(seed {sweep_seed}, scales {args.scales}) are in the _runs.json file.")
+    path = write_results(area, args.device, summarise(rows), notes)
+    (RESULTS_DIR / f"{area}_{args.device}_runs.json").write_text(json.dumps(rows, indent=1))
+    if not args.quick:
+        pareto_plot(rows, RESULTS_DIR / f"{area}_pareto.png",
+                    f"{args.task}: testing NFE vs test MSE over seeds and λ scales")
+    return path
 
 
 def main(argv=None):
@@ -368,6 +387,12 @@ def main(argv=None):
     if args.quick:
         args.steps, args.seeds, args.sweep, args.n_train, args.n_test = 4, [0], [], 64, 32
     args.repeats = args.repeats or (2 if args.quick else 7)
+    area = "regularization_timeseries" + ("" if args.task == "spiral" else f"_{args.task}") + \
+        (f"_{args.tag}" if args.tag else "")
+    if args.combine:
+        rows = [row for f in args.combine for row in json.loads(Path(f).read_text())]
+        print(_write(rows, args, area, len(rows)).read_text())
+        return rows
     torch.set_num_threads(1 if args.device == "cpu" else torch.get_num_threads())
     data = spiral_windows(args.n_train, args.n_test, args.points, args.window, args.noise)
     data = Windows(data.tau.to(args.device), data.train.to(args.device), data.test.to(args.device))
@@ -375,22 +400,11 @@ def main(argv=None):
     sweep_seed = args.seeds[0] if args.sweep_seed is None else args.sweep_seed
     jobs = [(v, seed, 1.0) for seed in args.seeds for v in args.variants]
     jobs += [(v, sweep_seed, scale) for v in args.sweep for scale in args.scales]
-    area = "regularization_timeseries" + ("" if args.task == "spiral" else f"_{args.task}") + \
-        (f"_{args.tag}" if args.tag else "")
     rows = []
-    for done, (variant, seed, scale) in enumerate(jobs, 1):
+    for variant, seed, scale in jobs:
         rows.append(run(variant, seed, args, task, lam_scale=scale))
         print(rows[-1], flush=True)
-        notes = (f"{args.task} task: windows of dz/dt = A z^3 (Δ={args.window}, K={args.points} irregular points, "
-                 f"noise {args.noise}, {args.n_train} train / {args.n_test} test windows); tsit5 rtol=atol={args.tol}, "
-                 f"float32, {args.steps} Adam steps (lr {args.lr}), batch {args.batch}, seeds {args.seeds}; mean over "
-                 f"seeds; ratios vs vanilla; {done}/{len(jobs)} runs done. Per-run rows and the λ sweep "
-                 f"(seed {sweep_seed}, scales {args.scales}) are in the _runs.json file.")
-        path = write_results(area, args.device, summarise(rows), notes)
-        (RESULTS_DIR / f"{area}_{args.device}_runs.json").write_text(json.dumps(rows, indent=1))
-        if not args.quick:
-            pareto_plot(rows, RESULTS_DIR / f"{area}_pareto.png",
-                        f"{args.task}: testing NFE vs test MSE over seeds and λ scales")
+        path = _write(rows, args, area, len(jobs))
     print(path.read_text())
     return rows
 
