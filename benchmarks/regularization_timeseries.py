@@ -374,7 +374,7 @@ def _write(rows: list[dict], args, area: str, total: int) -> Path:
              f"noise {args.noise}, {args.n_train} train / {args.n_test} test windows); tsit5 rtol=atol={args.tol}, "
              f"float32, {args.steps} Adam steps (lr {args.lr}), batch {args.batch}, seeds {args.seeds}; mean over "
              f"seeds; ratios vs vanilla; {len(rows)}/{total} runs done. Per-run rows and the λ sweep "
-             f"(seed {sweep_seed}, scales {args.scales}) are in the _runs.json file.")
+             f"({', '.join(args.sweep) or 'none'}; seed {sweep_seed}, λ × {args.scales}) are in the _runs.json file.")
     path = write_results(area, args.device, summarise(rows), notes)
     (RESULTS_DIR / f"{area}_{args.device}_runs.json").write_text(json.dumps(rows, indent=1))
     if not args.quick:
