@@ -392,7 +392,7 @@ def solve_ode(func: Callable, y0, t: torch.Tensor, *, method: str = "dopri5", rt
             adjoint, memory independent of steps), ``"discrete"`` (exact gradient of the discretisation
             from O(steps) checkpoints).
         per_sample: every batch row gets its own steps, acceptance and finish.
-        controller: step-size controller; default :class:`PIController` (Gustafsson's PI).
+        controller: step-size controller; default :class:`PIController` (Hairer's stabilised PI).
         first_step, min_step, max_step, max_steps: step limits (``first_step=None`` selects it by
             Hairer's rule).
         step_size: grid spacing of fixed-step methods (default: the output times); given with an
