@@ -35,6 +35,7 @@ class MPMEnvConfig(EnvConfig):
         dt: substep; substeps_per_step: substeps per action step.
         segment_substeps: checkpoint segment length (None: store every substep).
         init_jitter: seeded random offset of the initial liquid particles, in particle spacings.
+        gravity: gravity vector ``(2,)`` (None: the engine's ``(0, -9.8)``; FluidLab uses ``(0, -20)``).
     """
 
     horizon: int = 30
@@ -44,6 +45,7 @@ class MPMEnvConfig(EnvConfig):
     substeps_per_step: int = 10
     segment_substeps: int | None = None
     init_jitter: float = 0.1
+    gravity: tuple[float, float] | None = None
 
     @property
     def spacing(self) -> float:
@@ -73,7 +75,8 @@ class MPMEnv(Env):
         particles, materials, tools = self._scene(config)
         mpm = MPMConfig(dim=2, n_grid=config.n_grid, dt=config.dt, substeps_per_step=config.substeps_per_step,
                         max_steps=config.horizon, dtype="float64" if dtype == torch.float64 else "float32",
-                        device=str(torch.device(device)), segment_substeps=config.segment_substeps)
+                        device=str(torch.device(device)), segment_substeps=config.segment_substeps,
+                        gravity=config.gravity)
         self.sim = MPMSimulator(mpm, particles, materials, tools)
         self._jitter_mask = torch.as_tensor(self._jittered(particles), dtype=torch.bool)
         super().__init__(config, batch_size=batch_size, device=device, dtype=dtype)
