@@ -20,7 +20,7 @@ from sim.optim import ExpandingWindow, cem, optimize_actions
 
 def _extra(parser):
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated task names")
-    parser.add_argument("--part", default="all", choices=["smoke", "tasks", "freeze", "window", "all"])
+    parser.add_argument("--part", default="all", choices=["smoke", "step", "tasks", "freeze", "window", "all"])
     parser.add_argument("--iterations", type=int, default=200)
 
 
@@ -54,6 +54,30 @@ def smoke_rows(device: str, quick: bool, repeats: int) -> list[dict]:
                      "fwd_ms": fwd, "fwd_tape_ms": fwd_tape, "bwd_ms": both - fwd_tape,
                      "Mcell_steps_per_s": batch * n * n * steps / fwd / 1e3,
                      "bwd_over_fwd": (both - fwd_tape) / fwd})
+    return rows
+
+
+def step_rows(device: str, repeats: int) -> list[dict]:
+    """Cost of ``env.step`` early and late in an episode (O(1) continuation from the kept engine
+    state) against replaying the history up to the last step (what a replaying step costs there)."""
+    rows = []
+    for name in ("gathering", "pouring"):
+        env = TASKS[name](device=device)
+        actions = 0.3 * env.config.action_bound * torch.randn(env.horizon, env.action_dim, device=device)
+        times = torch.zeros(repeats, env.horizon)
+        for r in range(repeats):
+            env.reset()
+            for t in range(env.horizon):
+                start = time.perf_counter()
+                env.step(actions[t])
+                times[r, t] = time.perf_counter() - start
+        per_step = times.median(dim=0).values * 1e3
+        replay = time_calls({"replay": lambda: env.step_losses(actions[None]).detach()}, device,
+                            repeats=repeats, warmup=1)["replay"]["median_ms"]
+        rows.append({"section": "step", "case": name, "horizon": env.horizon,
+                     "step_ms_first5": float(per_step[:5].median()), "step_ms_last5": float(per_step[-5:].median()),
+                     "replay_ms_at_T": replay, "replay_over_step_at_T": replay / float(per_step[-5:].median())})
+        print(rows[-1], flush=True)
     return rows
 
 
@@ -111,7 +135,7 @@ def _merge(device: str, rows: list[dict]) -> list[dict]:
         return rows
     done = {(r["section"], r["case"]) for r in rows}
     old = [r for r in json.loads(path.read_text())["rows"] if (r["section"], r["case"]) not in done]
-    order = {"smoke": 0, "task": 1, "freeze": 2, "window": 3}
+    order = {"smoke": 0, "step": 1, "task": 2, "freeze": 3, "window": 4}
     return sorted(old + rows, key=lambda r: order[r["section"]])
 
 
@@ -125,7 +149,9 @@ backward); CEM (population 16, 25% elites, mean kept in the population) gets exa
 forward steps. Freeze: the same Adam run (100 iterations) without and with action freezing
 (freeze_lag = T/10: on each window expansion the actions before old_end - T/10 are frozen).
 Window: the same Adam run (100 iterations) on the full-horizon loss throughout against the
-expanding window. Rows of each section may come from separate invocations (--part/--tasks).
+expanding window. Step: wall time of env.step (batch 1, no gradient) over the first and last 5 steps
+of an episode (medians over repeats), and of replaying the whole action history once (a no-gradient
+rollout of T steps: the cost of the last step when step() replayed the history). Rows of each section may come from separate invocations (--part/--tasks).
 CPU Warp kernels run single-threaded; the machine was shared with other jobs (wall times vary 2-3x)."""
 
 
@@ -135,6 +161,8 @@ def main(argv=None):
     rows = []
     if args.part in ("smoke", "all"):
         rows += smoke_rows(args.device, args.quick, repeats)
+    if args.part in ("step", "all"):
+        rows += step_rows(args.device, repeats)
     if args.part in ("tasks", "all"):
         iterations = 20 if args.quick else args.iterations
         for name in args.tasks.split(","):
