@@ -14,27 +14,40 @@ import torch
 
 from benchmarks._common import RESULTS_DIR, parse_args, time_calls, write_results
 from sim.engine.smoke import SmokeConfig, SmokeGrid
+from sim.engine.smoke3d import Smoke3DConfig, SmokeGrid3D
 from sim.envs import TASKS
 from sim.optim import ExpandingWindow, cem, optimize_actions
 
 
 def _extra(parser):
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated task names")
-    parser.add_argument("--part", default="all", choices=["smoke", "step", "tasks", "freeze", "window", "all"])
+    parser.add_argument("--part", default="all", choices=["smoke", "smoke3d", "step", "tasks", "freeze", "window", "all"])
     parser.add_argument("--iterations", type=int, default=200)
 
 
-def smoke_rows(device: str, quick: bool, repeats: int) -> list[dict]:
-    """Cell-steps/s forward (no tape), forward with tape, and backward/forward time ratio."""
-    sizes = [(32, 1), (64, 1)] if quick else [(32, 1), (64, 1), (128, 1), (64, 8)]
-    if device == "cuda" and not quick:
-        sizes += [(256, 1), (512, 1), (256, 16)]
-    steps, rows = 20, []
+def smoke_rows(device: str, quick: bool, repeats: int, dim: int = 2) -> list[dict]:
+    """Cell-steps/s forward (no tape), forward with tape, and backward/forward time ratio of the
+    2-D (``dim=2``: 20 steps, 30 Jacobi sweeps) or 3-D grid (``dim=3``: 10 steps, 20 sweeps)."""
+    if dim == 2:
+        sizes = [(32, 1), (64, 1)] if quick else [(32, 1), (64, 1), (128, 1), (64, 8)]
+        if device == "cuda" and not quick:
+            sizes += [(256, 1), (512, 1), (256, 16)]
+        steps, iters, section = 20, 30, "smoke"
+    else:
+        sizes = [(16, 1), (32, 1)] if quick else [(16, 1), (32, 1), (48, 1), (16, 8)]
+        if device == "cuda" and not quick:
+            sizes += [(64, 1), (128, 1), (64, 8)]
+        steps, iters, section = 10, 20, "smoke3d"
+    rows = []
     for n, batch in sizes:
-        grid = SmokeGrid(SmokeConfig(resolution=n, jacobi_iters=30))
-        v0 = 0.1 * torch.randn(batch, n, n, 2, device=device)
-        q0 = torch.rand(batch, n, n, device=device)
-        actions = (0.3 * torch.randn(batch, steps, 2, device=device)).requires_grad_()
+        shape = (batch,) + (n,) * dim
+        if dim == 2:
+            grid = SmokeGrid(SmokeConfig(resolution=n, jacobi_iters=iters))
+        else:
+            grid = SmokeGrid3D(Smoke3DConfig(resolution=n, jacobi_iters=iters))
+        v0 = 0.1 * torch.randn(*shape, dim, device=device)
+        q0 = torch.rand(*shape, device=device)
+        actions = (0.3 * torch.randn(batch, steps, dim, device=device)).requires_grad_()
 
         def forward():
             with torch.no_grad():
@@ -50,9 +63,9 @@ def smoke_rows(device: str, quick: bool, repeats: int) -> list[dict]:
         t = time_calls({"fwd": forward, "fwd_tape": forward_tape, "fwd_bwd": forward_backward}, device,
                        repeats=repeats, warmup=1)
         fwd, fwd_tape, both = (t[k]["median_ms"] for k in ("fwd", "fwd_tape", "fwd_bwd"))
-        rows.append({"section": "smoke", "case": f"N={n} B={batch} T={steps} jacobi=30",
+        rows.append({"section": section, "case": f"N={n}{'' if dim == 2 else '^3'} B={batch} T={steps} jacobi={iters}",
                      "fwd_ms": fwd, "fwd_tape_ms": fwd_tape, "bwd_ms": both - fwd_tape,
-                     "Mcell_steps_per_s": batch * n * n * steps / fwd / 1e3,
+                     "Mcell_steps_per_s": batch * n ** dim * steps / fwd / 1e3,
                      "bwd_over_fwd": (both - fwd_tape) / fwd})
     return rows
 
@@ -135,13 +148,13 @@ def _merge(device: str, rows: list[dict]) -> list[dict]:
         return rows
     done = {(r["section"], r["case"]) for r in rows}
     old = [r for r in json.loads(path.read_text())["rows"] if (r["section"], r["case"]) not in done]
-    order = {"smoke": 0, "step": 1, "task": 2, "freeze": 3, "window": 4}
+    order = {"smoke": 0, "smoke3d": 1, "step": 2, "task": 3, "freeze": 4, "window": 5}
     return sorted(old + rows, key=lambda r: order[r["section"]])
 
 
-NOTES = """Smoke: 2-D grid, 20 steps, 30 Jacobi sweeps, float32; fwd = forward without tape,
+NOTES = """Smoke: 2-D grid, 20 steps, 30 Jacobi sweeps (smoke3d: 3-D grid, 10 steps, 20 sweeps), float32; fwd = forward without tape,
 fwd_tape = forward recording the tape, bwd = (forward+backward) - fwd_tape; medians of warm
-calls. Mcell_steps_per_s = B*N^2*T / fwd. Tasks: default (small CPU) configs, float32, Adam
+calls. Mcell_steps_per_s = B*N^d*T / fwd. Tasks: default (small CPU) configs, float32, Adam
 (torch.optim, beta2 0.99, task default lr) with FluidLab's expanding window (start T/5, +T/5
 after 3 iterations with < 1% improvement), 200 iterations; adam_ratio = best full-horizon loss /
 loss of the zero actions. sim_steps counts a gradient rollout of W steps as 2W (forward +
@@ -161,6 +174,8 @@ def main(argv=None):
     rows = []
     if args.part in ("smoke", "all"):
         rows += smoke_rows(args.device, args.quick, repeats)
+    if args.part in ("smoke3d", "all"):
+        rows += smoke_rows(args.device, args.quick, repeats, dim=3)
     if args.part in ("step", "all"):
         rows += step_rows(args.device, repeats)
     if args.part in ("tasks", "all"):
