@@ -140,6 +140,9 @@ def test_pouring_moves_liquid_into_the_receiving_cup_and_checks_its_inputs():
     # at rest the liquid stays in the cup (loss ~ 1 per step); tipping towards the target lowers it
     torch.testing.assert_close(still, torch.ones_like(still), rtol=0.05, atol=0.0)
     assert float(tipped[0, -1]) < 0.9 * float(still[0, -1])
+    inside = torch.tensor([[0.5, 0.2], [0.7, 0.25]]), torch.tensor([[0.5, 0.2], [0.2, 0.6]])
+    assert float(env.delivered(env._x0)) == 0.0
+    assert [float(env.delivered(x)) for x in inside] == [1.0, 0.5]
     with pytest.raises(ValueError, match="action must have shape"):
         env.step(torch.zeros(2))
     with pytest.raises(ValueError, match="NaN"):
