@@ -1,7 +1,8 @@
 """Pouring: tip liquid out of a rotating container into a target area; FluidLab's Pouring
 (a glass of liquid rotated about its rim, rotation-only action, loss pulling the liquid into
 a receiving region) in 2-D on the MPM engine: water in a cup whose three walls are kinematic
-box tools, rotated (and optionally translated) about the outer corner of its right rim."""
+box tools, rotated (and optionally translated) about a pivot fixed to the cup (by default its
+bottom-left inner corner), above a static receiving cup."""
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,6 +81,8 @@ class Pouring(MPMEnv):
         self._target_lo = torch.tensor(config.target[:2], dtype=self.dtype, device=self.device)
         self._target_hi = torch.tensor(config.target[2:], dtype=self.dtype, device=self.device)
         self._scale = float(self._distance2(self._x0).mean())
+        if self._scale == 0:
+            raise ValueError("the liquid starts inside the target: move config.target or config.cup")
 
     # ------------------------------------------------------------------ scene
     def _walls(self, config) -> tuple[np.ndarray, np.ndarray]:
@@ -115,8 +118,8 @@ class Pouring(MPMEnv):
         return x0 + config.pivot[0] * (x1 - x0), y0 + config.pivot[1] * (y1 - y0)
 
     def _level_liquid(self, config) -> np.ndarray:
-        """Liquid particles ``(M, 2)`` at rest in the cup tilted by ``tilt``: the lattice points
-        inside the tilted cup, lowest first, as many as fill the upright cup to height ``fill``."""
+        """Liquid particles ``(M, 2)`` with a level surface in the cup tilted by ``tilt``: the lattice
+        points inside the tilted cup, lowest first, as many as fill the upright cup to height ``fill``."""
         x0, y0, x1, _ = config.cup
         h = config.spacing
         count = len(block((x0, y0), (x1, y0 + config.fill), h))

@@ -153,6 +153,8 @@ def test_pouring_moves_liquid_into_the_receiving_cup_and_checks_its_inputs():
         PouringConfig(cup=(0.4, 0.5, 0.3, 0.7))
     with pytest.raises(ValueError, match="target"):
         PouringConfig(target=(0.5, 0.3, 0.4, 0.1))
+    with pytest.raises(ValueError, match="inside the target"):
+        Pouring(PouringConfig(**{**POUR_TINY.__dict__, "target": (0.1, 0.1, 0.9, 0.9)}))
     moving = Pouring(PouringConfig(**{**POUR_TINY.__dict__, "translation": True}))
     assert moving.action_dim == 3
     pos, rot, end = moving.tool_poses(torch.tensor([[0.0, 1.0, 0.0]]), moving.control_start())
