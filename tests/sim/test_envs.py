@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from sim.bridge import mpm_rollout
-from sim.envs import (Gathering, GatheringConfig, LatteArt, LatteArtConfig, Pouring, PouringConfig, SmokeArt, SmokeArtConfig,
-                      SmokeCirculation, SmokeCirculationConfig, SmokeMixing, SmokeMixingConfig, SmokeTransport,
-                      SmokeTransportConfig)
+from sim.envs import (Gathering, GatheringConfig, LatteArt, LatteArtConfig, Pouring, PouringConfig, SmokeArt,
+                      SmokeArtConfig, SmokeCirculation, SmokeCirculationConfig, SmokeMixing, SmokeMixingConfig,
+                      SmokeTransport, SmokeTransportConfig)
 
 TINY = dict(resolution=12, jacobi_iters=6, horizon=5)
 MPM_TINY = dict(n_grid=16, horizon=5, substeps_per_step=4, dt=2e-3)
