@@ -7,16 +7,22 @@ cross-entropy, Adam. Every variant trains with backprop through the solver (tsit
 Variants (λ schedules as in the papers' code, see shared/research/regularization.md):
   vanilla; steer (T ~ U[0.5, 1.5]); rnode (kinetic + Jacobian, 0.01 each);
   ernode (global mean EEst·dt, λ 100 → 10); srnode (max |ρ|/S, λ 0.1);
-  local_unbiased / local_biased (EEst·dt at one sampled time, Hairer dt, λ 2.5 → 1);
-  nde_density (global Σ EEst^(1/5), λ 0.05); nde_local_density (importance-weighted, 2 samples,
-  solver dt, λ 0.05); nde_local_per_sample (per-sample norms, λ 2.5 → 1);
-  nde_adaptive (local density, λ by dual ascent holding testing NFE at its initial level).
+  local_unbiased / local_biased (EEst·dt at one sampled time, Hairer dt, the paper's λ 2.5 → 1 times
+  LOCAL_SCALE, see below); nde_density (global Σ EEst^(1/5), λ 0.05); nde_local_density
+  (importance-weighted, 2 samples, solver dt, λ 0.1); nde_local_per_sample (per-sample norms, λ as
+  local_unbiased); nde_adaptive (local density, λ by dual ascent holding testing NFE at its initial level).
+
+The variants of a seed train interleaved, one step each in turn, from the same initial weights on the
+same mini-batches (common random numbers), so that comparisons between variants are paired and load on
+a shared machine slows all of them alike. Float64 by default: in float32 at tol 1e-6 the error estimate
+of a Hairer-sized step is mostly round-off (4.6× the float64 value on a trained model).
 
 Metrics: test accuracy, testing NFE (unregularised solve of the whole test set at the training
 tolerance), prediction time (median of 5), training time. Writes results/regularization_<device>.{json,md}
 and a Pareto plot (testing NFE vs accuracy over λ) to results/regularization_pareto.png.
 
-Run: ``python -m benchmarks.regularization [--quick] [--steps N] [--seeds 0 1 2]``.
+Run: ``python -m benchmarks.regularization [--quick] [--steps N] [--seeds 0 1 2]``; one process per seed
+with ``--tag T_s<seed>``, then ``--combine T_s0 T_s1 T_s2 --tag T`` summarises them.
 """
 from __future__ import annotations
 
@@ -65,18 +71,25 @@ def exp_anneal(start, end, step, total):
     return start * math.exp(-step * math.log(start / end) / total)
 
 
+# The 2023 paper's λ (2.5 → 1, MNIST at tol 1.4e-8) times LOCAL_SCALE. EEst·dt at Hairer's initial step
+# scales like (dt_Hairer/dt_solver)^(k+1); at this task's tolerance that ratio is about 0.27 (paper ≈ 0.5),
+# so the term is ~10^4 times smaller relative to the loss. A seed-0 sweep of the scale (1, 100, 1000, 10^4)
+# gave testing NFE 86, 74, 62, 56 against vanilla's 80.
+LOCAL_SCALE = 1e4
+
 VARIANTS = {
     "vanilla": dict(),
     "steer": dict(steer=0.5),
     "rnode": dict(reg=lambda: R.RNODE(0.01, 0.01), lam=(1.0, 1.0)),
     "ernode": dict(reg=lambda: R.ErrorEstimate("mean"), lam=(100.0, 10.0)),
     "srnode": dict(reg=lambda: R.StiffnessEstimate("abs", "max"), lam=(0.1, 0.1)),
-    "local_unbiased": dict(reg=lambda: R.LocalErrorEstimate("unbiased"), lam=(2.5, 1.0)),
-    "local_biased": dict(reg=lambda: R.LocalErrorEstimate("biased"), lam=(2.5, 1.0)),
+    "local_unbiased": dict(reg=lambda: R.LocalErrorEstimate("unbiased"), lam=(2.5 * LOCAL_SCALE, LOCAL_SCALE)),
+    "local_biased": dict(reg=lambda: R.LocalErrorEstimate("biased"), lam=(2.5 * LOCAL_SCALE, LOCAL_SCALE)),
     "nde_density": dict(reg=lambda: R.StepDensity(), lam=(0.05, 0.05)),
     "nde_local_density": dict(reg=lambda: R.LocalErrorEstimate("mixture", 2, "density", "solver", None),
-                              lam=(0.05, 0.05)),
-    "nde_local_per_sample": dict(reg=lambda: R.LocalErrorEstimate("unbiased", norm="per_sample"), lam=(2.5, 1.0)),
+                              lam=(0.1, 0.1)),
+    "nde_local_per_sample": dict(reg=lambda: R.LocalErrorEstimate("unbiased", norm="per_sample"),
+                                 lam=(2.5 * LOCAL_SCALE, LOCAL_SCALE)),
     "nde_adaptive": dict(reg=lambda: R.LocalErrorEstimate("mixture", 2, "density", "solver", None),
                          lam=(0.05, 0.05), adaptive=True),
 }
@@ -226,6 +239,8 @@ def main(argv=None):
                        help="variants whose λ is also run at the --scales multiples (first seed) for the Pareto plot")
         p.add_argument("--scales", type=float, nargs="+", default=[0.3, 3.0])
         p.add_argument("--tag", default="", help="suffix of the results files (e.g. 'long')")
+        p.add_argument("--combine", nargs="*", default=[],
+                       help="tags of earlier runs whose per-run rows are summarised into --tag (no training)")
         p.add_argument("--dtype", choices=["float32", "float64"], default="float64",
                        help="float64 by default: in float32 at tol 1e-6 the local error of a Hairer-sized "
                             "step is below round-off, so its gradient is noise")
@@ -236,13 +251,23 @@ def main(argv=None):
     data = load_digits(args.device, getattr(torch, args.dtype))
     rows = []
     area = "regularization" + (f"_{args.tag}" if args.tag else "")
+    if args.combine:  # summarise the per-run rows of earlier runs (e.g. one process per seed)
+        seen = set()
+        for tag in args.combine:  # the first row of a (variant, seed, λ scale) wins
+            for row in json.loads((RESULTS_DIR / f"regularization_{tag}_{args.device}_runs.json").read_text()):
+                if (key := (row["variant"], row["seed"], row["lam_scale"])) not in seen:
+                    seen.add(key)
+                    rows.append(row)
+        args.seeds = sorted({r["seed"] for r in rows})
+        args.variants = []
     for n, seed in enumerate(args.seeds):
         jobs = [(v, 1.0) for v in args.variants]
         if n == 0:
             jobs += [(v, scale) for v in args.sweep for scale in args.scales]
-        rows += train_interleaved(jobs, seed, args, data)
-        for row in rows[-len(jobs):]:
-            print(row, flush=True)
+        if not args.combine:
+            rows += train_interleaved(jobs, seed, args, data)
+            for row in rows[-len(jobs):]:
+                print(row, flush=True)
         notes = (f"digits neural ODE, tsit5 rtol=atol={args.tol}, {args.dtype}, {args.steps} Adam steps (lr {args.lr}), "
                  f"batch {args.batch}, seeds {args.seeds[:n + 1]}; mean over seeds; ratios vs vanilla. The variants of "
                  "a seed train interleaved step by step on the same mini-batches from the same initial weights, and "
