@@ -12,7 +12,7 @@ EDM, Karras et al. 2022, Eq. 5 on the noise level rho = sigma/alpha = e^{-lambda
 - ``"edm"``:             rho(u)^{1/r} = rho_0^{1/r} + u (rho_1^{1/r} - rho_0^{1/r}), r = 7.
 
 An SDE in lambda, dx = F dlambda + G dW_lambda, reads dx = F lambda'(u) du + G sqrt(lambda'(u)) dW_u on
-the clock (time change of an Ito integral, Oksendal 2003, Thm. 8.5.7), so an adaptive solver on the clock
+the clock (time change of an Ito integral, Oksendal 2003, Sec. 8.5), so an adaptive solver on the clock
 also sees the skip type's step density as its natural scale.
 """
 from __future__ import annotations

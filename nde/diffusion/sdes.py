@@ -10,7 +10,7 @@ either and every nde SDE method applies (euler, milstein, srk, heun, euler_heun,
 - :class:`ReverseSDE`: Song et al. 2021, Eq. 6, on x:
       dx = [f(t) x - g(t)^2 grad log p_t(x)] dt + g(t) dW_bar,   f = dlog alpha/dt,  g^2 = dsigma^2/dt - 2 f sigma^2,
   with grad log p_t = -eps/sigma. With g^2 = -2 sigma^2 dlambda/dt and dt = (dt/dlambda) dlambda this is,
-  in the increasing variable lambda (Lu et al. 2022b, Sec. 4),
+  in the increasing variable lambda (the form SDE-DPM-Solver integrates, Lu et al. 2022b),
       dx = [a(lambda) x - 2 sigma eps(x, t)] dlambda + sqrt(2) sigma dW_lambda,   a = dlog alpha/dlambda.
 - :class:`EDMSDE`: Karras et al. 2022, Eq. 6 (the backward member dx_-), on y = x/alpha with noise level
   rho = sigma/alpha as EDM's sigma(t) (so sigma_dot = 1 in rho-time):
