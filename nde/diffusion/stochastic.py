@@ -84,6 +84,10 @@ def edm_sde(model: Callable, x_T: torch.Tensor, schedule: NoiseSchedule, steps: 
         s_tmin, s_tmax: the noise-level window (in rho = sigma/alpha) where the churn is on.
         method: an nde SDE method name (default ``"heun"``); steps, generator, bm, adaptive, rtol, atol as in
             :func:`reverse_sde`. NFE = steps x the method's evaluations per step (+1 validation call).
+
+    Stability: at high noise the drift on y is linear with rate -(1 + c) per unit lambda, so Heun needs
+    (1 + c) h <= 2 for a step h in lambda; with few steps (about 10 or fewer on VP schedules) it diverges where
+    :func:`edm_sampler` (whose Heun step sees only the PF-ODE) does not (benchmarks/results/diffusion_stochastic_*).
     """
     _check_core_method(method)
     if not 0 <= s_tmin <= s_tmax:
