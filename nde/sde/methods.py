@@ -105,6 +105,8 @@ def g_and_gdg_prod(sde, t, y, weight=None):
     with torch.enable_grad():
         y_ = y if y.requires_grad else y.detach().requires_grad_(True)
         g = sde.g(t, y_)
+        if not g.requires_grad:  # g independent of y (and of any parameter): no Milstein term
+            return g, torch.zeros_like(y)
         if sde.noise_type == "diagonal":
             out, = torch.autograd.grad(g, y_, g if weight is None else g * weight, create_graph=create,
                                        allow_unused=True)
