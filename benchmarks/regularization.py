@@ -214,10 +214,11 @@ def pareto_plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    for variant in VARIANTS:
+    for i, variant in enumerate(VARIANTS):
         sel = [r for r in rows if r["variant"] == variant]
         if sel:
-            ax.scatter([r["testing_nfe"] for r in sel], [r["test_acc"] for r in sel], label=variant, s=18)
+            ax.scatter([r["testing_nfe"] for r in sel], [r["test_acc"] for r in sel], label=variant, s=22,
+                       color=plt.cm.tab20(i / 20), marker="osD^v<>ph*X"[i % 11], alpha=0.8)
     ax.set_xlabel("testing NFE (lower is cheaper)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Neural ODE on digits: cost vs accuracy over λ and seeds")
