@@ -84,11 +84,11 @@ def moment_loss(ys, mean, var) -> torch.Tensor:
     return ((m - mean) ** 2).sum() + ((v - var) ** 2).sum()
 
 
-def spiral_data(ts: torch.Tensor, paths: int = 10_000):
-    """Mean and variance (each (T, 2)) of ``paths`` trajectories of the spiral SDE (srk, dt = 1e-3)."""
+def spiral_data(ts: torch.Tensor, paths: int = 10_000, dt: float = 1e-3):
+    """Mean and variance (each (T, 2)) of ``paths`` trajectories of the spiral SDE (srk, fixed ``dt``)."""
     u0 = torch.tensor([[2.0, 0.0]]).expand(paths, 2).to(ts)
     with torch.no_grad():
-        ys = solve_sde(SpiralSDE(), u0, ts, method="srk", dt=1e-3, entropy=2021).ys
+        ys = solve_sde(SpiralSDE(), u0, ts, method="srk", dt=dt, entropy=2021).ys
     return moments(ys)
 
 
@@ -132,7 +132,7 @@ class Problem:
 
     def __init__(self, args, device, dtype=torch.float32):
         self.ts = torch.linspace(0.0, 1.0, 30, dtype=dtype, device=device)
-        self.mean, self.var = spiral_data(self.ts, args.data_paths)
+        self.mean, self.var = spiral_data(self.ts, args.data_paths, args.data_dt)
         self.tol, self.dt0, self.method, self.args = args.tol, args.dt0, args.method, args
         self.u0 = torch.tensor([[2.0, 0.0]], dtype=dtype, device=device)
 
@@ -236,6 +236,7 @@ def main(argv=None) -> list[dict]:
         p.add_argument("--train-paths", type=int, default=100)
         p.add_argument("--test-paths", type=int, default=1000)
         p.add_argument("--data-paths", type=int, default=10_000)
+        p.add_argument("--data-dt", type=float, default=1e-3, help="fixed srk step of the data trajectories")
         p.add_argument("--lr", type=float, default=0.03)
         p.add_argument("--tol", type=float, default=1e-2)
         p.add_argument("--method", default="euler", choices=["euler", "milstein", "srk"],
@@ -249,7 +250,7 @@ def main(argv=None) -> list[dict]:
     args = parse_args(__doc__.splitlines()[0], argv, extra)
     if args.quick:   # smoke run: tiny sizes, nothing written
         args.iters, args.seeds, args.sweep = 3, [0], []
-        args.train_paths, args.test_paths, args.data_paths, args.repeats = 16, 32, 200, 1
+        args.train_paths, args.test_paths, args.data_paths, args.data_dt, args.repeats = 16, 32, 200, 1e-2, 1
     torch.set_num_threads(1 if args.device == "cpu" else torch.get_num_threads())
     prob = Problem(args, args.device)
     rows = []

@@ -10,8 +10,8 @@ Step contract (shared by every method; the integration loop calls nothing else):
 
 Declared facts: ``sde_type``, ``noise_types``, ``strong_order(noise_type)``, ``needs_area``,
 ``evals_per_step`` (drift-and-diffusion evaluations per step, for ``Solution.stats['nfe']``),
-``stability_size(noise_type)`` (length of the real stability interval ``[-S, 0]`` of the method's drift part on
-``y' = lambda y``, used by the stiffness regulariser; ``None`` where that interval is empty).
+``stability_size(noise_type)`` (length of the real stability interval ``[-S, 0]`` of the method's
+drift part on ``y' = lambda y``, used by the stiffness regulariser; ``None`` where it is empty).
 Diagonal noise follows torchsde: ``g`` is element-wise, ``g_i`` depends on ``y_i`` only
 (the Milstein correction ``g dg/dy`` is computed with that assumption).
 """

@@ -194,3 +194,13 @@ def test_srk_stability_size_is_the_rk3_interval():
     s = SRK().stability_size("diagonal")
     assert abs(1 - s + s ** 2 / 2 - s ** 3 / 6) == pytest.approx(1.0, abs=1e-4)
     assert not math.isclose(s, 2.0)
+
+
+def test_benchmark_quick_smoke_run():
+    """``python -m benchmarks.regularization_sde --quick`` runs end to end (writes no result files)."""
+    from benchmarks import regularization_sde
+    rows = regularization_sde.main(["--quick", "--device", "cpu", "--variants", "vanilla", "ernsde",
+                                    "local_unbiased"])
+    assert [r["variant"] for r in rows] == ["vanilla", "ernsde", "local_unbiased"]
+    for r in rows:
+        assert math.isfinite(r["test_loss"]) and r["testing_nfe"] > 0 and r["train_nfe_per_iter"] >= r["testing_nfe"] / 2
