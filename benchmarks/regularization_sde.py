@@ -31,7 +31,6 @@ Run: ``python -m benchmarks.regularization_sde [--quick] [--iters N] [--seeds 0 
 from __future__ import annotations
 
 import json
-import math
 import random
 import statistics
 import time

@@ -19,7 +19,7 @@ from .brownian import BrownianPath
 from .integrate import Grid, NoiseSource, fixed_grid, run_adaptive, run_fixed
 from .methods import default_method, select_method
 from .protocol import SDE, LogqpSDE
-from .regularize import GlobalTerms, LocalTerms, method_facts, split_regularizer
+from .regularize import regularization_hook
 
 GRADIENTS = ("direct", "backsolve", "reversible")
 
@@ -77,9 +77,8 @@ def _solve_sde(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, gradie
         raise ValueError("extra_solver_state is supported with gradient='direct' only.")
     if controller is not None and not isinstance(controller, PIController):
         raise TypeError(f"controller must be an nde.PIController, got {type(controller).__name__}.")
-    global_reg, local_reg = split_regularizer(regularize, method, sde.noise_type, adaptive, gradient)
-    hook = GlobalTerms(global_reg, sde, method_facts(method, sde.noise_type)) if global_reg is not None else \
-        LocalTerms(local_reg, sde, method, bm, rtol, atol, dt, generator or random) if local_reg is not None else None
+    hook = regularization_hook(regularize, sde, method, bm, rtol, atol, dt, adaptive, gradient,
+                               generator or random)
     heuristics, rejected, evals = {}, 0, 0
     if adaptive:
         t0 = torch.tensor(ts_list[0], dtype=y0.dtype, device=y0.device)
@@ -97,7 +96,7 @@ def _solve_sde(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, gradie
         grid = Grid([ts_list[0]] + times, _nodes_of_outputs(ts_list, times), ts_list)
     else:
         grid = fixed_grid(ts_list, dt)
-        if local_reg is not None:
+        if hook is not None:
             hook.plan_fixed(grid)
     if not adaptive or gradient != "direct":
         noise = NoiseSource(bm, grid.times, method.needs_area)
@@ -110,7 +109,7 @@ def _solve_sde(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, gradie
              "n_rejected": torch.tensor(rejected, device=device)}
     reg_value = None
     if hook is not None:
-        reg_value = hook.value(ys) if global_reg is not None else hook.value()
+        reg_value = hook.value(ys)
         stats["nfe_regularization"] = torch.tensor(hook.extra_evals, device=device)
     solution = Solution(ts=torch.tensor(ts_list, dtype=y0.dtype, device=device), ys=ys, stats=stats,
                         status=torch.tensor(int(Status.SUCCESS), device=device), heuristics=heuristics,

@@ -83,6 +83,19 @@ def split_regularizer(regularize, method, noise_type: str, adaptive: bool, gradi
                     f"LocalErrorEstimate from nde.regularize, got {type(regularize).__name__}")
 
 
+def regularization_hook(regularize, sde, method, bm, rtol: float, atol: float, dt: float, adaptive: bool,
+                        gradient: str, rng: random.Random):
+    """The object that computes ``regularize`` on this solve (``None`` without a regulariser):
+    ``run_adaptive``'s accept hook, ``plan_fixed(grid)`` before a fixed-step solve (local regularisers
+    only: global ones are refused there), and ``value(like)`` after the solve."""
+    global_reg, local_reg = split_regularizer(regularize, method, sde.noise_type, adaptive, gradient)
+    if global_reg is not None:
+        return GlobalTerms(global_reg, sde, method_facts(method, sde.noise_type))
+    if local_reg is not None:
+        return LocalTerms(local_reg, sde, method, bm, rtol, atol, dt, rng)
+    return None
+
+
 class GlobalTerms:
     """``run_adaptive``'s accept hook for a global regulariser: one differentiable term per accepted step."""
 
@@ -155,7 +168,7 @@ class LocalTerms:
         grid.keep = {k: None for s in self.samples for k in (s.step, s.step + 1)}
         self.states = grid.keep
 
-    def value(self) -> torch.Tensor:
+    def value(self, like: torch.Tensor) -> torch.Tensor:
         """The regulariser: mean over samples of ``weight·q(t_r)`` (0-d, differentiable in the parameters)."""
         if not self.samples:
             self._sample()
