@@ -54,11 +54,11 @@ class MethodFacts:
     stability_size: float | None
 
 
-def method_facts(method, noise_type: str) -> MethodFacts:
+def _method_facts(method, noise_type: str) -> MethodFacts:
     return MethodFacts(method.name, method.strong_order(noise_type) - 0.5, method.stability_size(noise_type))
 
 
-def split_regularizer(regularize, method, noise_type: str, adaptive: bool, gradient: str):
+def _split_regularizer(regularize, method, noise_type: str, adaptive: bool, gradient: str):
     """Sort ``regularize`` into (global, local) and check that it fits the solve."""
     if regularize is None:
         return None, None
@@ -88,9 +88,9 @@ def regularization_hook(regularize, sde, method, bm, rtol: float, atol: float, d
     """The object that computes ``regularize`` on this solve (``None`` without a regulariser):
     ``run_adaptive``'s accept hook, ``plan_fixed(grid)`` before a fixed-step solve (local regularisers
     only: global ones are refused there), and ``value(like)`` after the solve."""
-    global_reg, local_reg = split_regularizer(regularize, method, sde.noise_type, adaptive, gradient)
+    global_reg, local_reg = _split_regularizer(regularize, method, sde.noise_type, adaptive, gradient)
     if global_reg is not None:
-        return GlobalTerms(global_reg, sde, method_facts(method, sde.noise_type))
+        return GlobalTerms(global_reg, sde, _method_facts(method, sde.noise_type))
     if local_reg is not None:
         return LocalTerms(local_reg, sde, method, bm, rtol, atol, dt, rng)
     return None
@@ -204,3 +204,6 @@ class LocalTerms:
             return (eest * h).mean()
         k = self.method.strong_order(self.sde.noise_type) + 0.5
         return (span * eest.clamp_min(1e-12) ** (1.0 / k) / h).mean()
+
+
+__all__ = ["MethodFacts", "regularization_hook", "GlobalTerms", "LocalTerms"]
