@@ -227,6 +227,7 @@ def pareto_plot(rows: list[dict], path: Path) -> None:
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main(argv=None) -> list[dict]:
