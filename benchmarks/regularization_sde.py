@@ -247,13 +247,14 @@ def main(argv=None) -> list[dict]:
         p.add_argument("--sweep", nargs="*", default=["ernsde", "local_unbiased", "nde_local_density"],
                        help="variants also run at the --scales multiples of λ (first seed) for the Pareto plot")
         p.add_argument("--scales", type=float, nargs="+", default=[0.2, 5.0])
+        p.add_argument("--tag", default="", help="suffix of the results files (e.g. 'sweep')")
     args = parse_args(__doc__.splitlines()[0], argv, extra)
     if args.quick:   # smoke run: tiny sizes, nothing written
         args.iters, args.seeds, args.sweep = 3, [0], []
         args.train_paths, args.test_paths, args.data_paths, args.data_dt, args.repeats = 16, 32, 200, 1e-2, 1
     torch.set_num_threads(1 if args.device == "cpu" else torch.get_num_threads())
     prob = Problem(args, args.device)
-    rows = []
+    rows, area = [], "regularization_sde" + (f"_{args.tag}" if args.tag else "")
     jobs = [(v, seed, 1.0) for seed in args.seeds for v in args.variants]
     jobs += [(v, args.seeds[0], scale) for v in args.sweep for scale in args.scales]
     for done, (variant, seed, scale) in enumerate(jobs, 1):
@@ -266,9 +267,9 @@ def main(argv=None) -> list[dict]:
                  f"paths per iteration, test loss from {args.test_paths} fresh paths vs moments of "
                  f"{args.data_paths} data paths; seeds {args.seeds}; mean over seeds; ratios vs vanilla; "
                  f"{done}/{len(jobs)} runs done. Per-run rows (and the λ sweep) are in the _runs.json file.")
-        write_results("regularization_sde", args.device, summarise(rows), notes)
-        (RESULTS_DIR / f"regularization_sde_{args.device}_runs.json").write_text(json.dumps(rows, indent=1))
-        pareto_plot(rows, RESULTS_DIR / "regularization_sde_pareto.png")
+        write_results(area, args.device, summarise(rows), notes)
+        (RESULTS_DIR / f"{area}_{args.device}_runs.json").write_text(json.dumps(rows, indent=1))
+        pareto_plot(rows, RESULTS_DIR / f"{area}_pareto.png")
     summary = summarise(rows)
     for row in summary:
         print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})
