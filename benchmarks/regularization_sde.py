@@ -216,10 +216,11 @@ def pareto_plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    for variant in VARIANTS:
+    for i, variant in enumerate(VARIANTS):
         sel = [r for r in rows if r["variant"] == variant]
         if sel:
-            ax.scatter([r["testing_nfe"] for r in sel], [r["test_loss"] for r in sel], label=variant, s=18)
+            ax.scatter([r["testing_nfe"] for r in sel], [r["test_loss"] for r in sel], label=variant, s=22,
+                       marker="os^Dv<>PX*h"[i % 11], color=f"C{i % 10}")
     ax.set_xlabel("testing NFE (lower is cheaper)")
     ax.set_ylabel("test moment loss (lower is better)")
     ax.set_yscale("log")
