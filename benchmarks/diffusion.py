@@ -9,7 +9,18 @@ Part 2: AdjointDPM (backsolve) vs backprop (direct) vs the discrete adjoint as t
 grows: saved-tensor bytes, median forward+backward time, and gradient error against backprop through
 400 RK4 steps, on an exact ring mixture plus a small MLP (gradients w.r.t. x_T and the MLP weights).
 
-Run: python -m benchmarks.diffusion [--device cpu|cuda] [--quick]
+Part 3 (``--stochastic``, written to diffusion_stochastic_<device>): stochastic samplers vs NFE on an 8-mode
+ring (D = 2) and a random 6-component mixture (D = 8), exact scores, VP linear, logSNR steps. Stochastic samples
+have no pointwise reference, so the metrics are distributional: total variation between the mode masses of the
+samples and of 200k exact samples (samples assigned to the most responsible component), and the unbiased MMD^2
+(Gaussian kernel, bandwidth = median distance between exact samples of the same mode) to 4000 fresh exact
+samples; a row "exact samples" gives the Monte Carlo floor of both. Samplers: SDE-DPM-Solver++(1) (closed form),
+the reverse SDE on the nde SDE core (euler, heun, srk; fixed and adaptive steps), EDM Eq. 6 on the core (heun,
+churn 1), EDM Algorithm 2 (s_churn equivalent to churn 1 on logSNR steps), both also on EDM's own step spacing,
+and DPM-Solver++(3M) on the PF-ODE for context. NFE counts every model call (the SDE core makes one extra call to
+validate the SDE). A timing row compares nde.solve_sde with torchsde.sdeint on the same SDE object.
+
+Run: python -m benchmarks.diffusion [--device cpu|cuda] [--quick] [--stochastic]
 """
 from __future__ import annotations
 
@@ -18,9 +29,11 @@ import time
 import torch
 
 from benchmarks._common import parse_args, saved_tensor_bytes, time_calls, write_results
-from nde.diffusion import (DPMSolverV3, GaussianMixtureNoisePredictor, TimeMLP, VPLinear, adjoint_sample, ddim,
-                           dpm_solver_pp, edm_sampler, estimate_statistics, probability_flow_reference,
-                           random_mixture, ring_mixture, unipc)
+from nde.diffusion import (DPMSolverV3, GaussianMixtureNoisePredictor, ReverseSDE, SamplingClock, TimeMLP, VPLinear,
+                           adjoint_sample, ddim, dpm_solver_pp, edm_churn_equivalent, edm_sampler, edm_sde,
+                           estimate_statistics, probability_flow_reference, random_mixture, reverse_sde,
+                           ring_mixture, unipc)
+from nde.sde import BrownianPath, solve_sde
 
 NFES = (5, 6, 8, 10, 12, 15, 20, 25)
 
@@ -112,9 +125,151 @@ def adjoint_vs_backprop(steps_list, batch, device, repeats):
     return rows
 
 
+STOCHASTIC_NFES = (10, 20, 40, 80, 160)
+
+
+class CountingModel(torch.nn.Module):
+    """Wraps a model and counts its calls (the NFE actually spent)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.calls = model, 0
+
+    def forward(self, x, t):
+        self.calls += 1
+        return self.model(x, t)
+
+
+def stochastic_samplers(schedule):
+    """name -> (sampler(model, x_T, nfe, generator), model evaluations per step)."""
+    s_churn = 1.0 / edm_churn_equivalent(1.0, schedule)  # Algorithm 2 ~ Eq. 6 with churn 1 on logSNR steps
+    return {
+        "SDE-DPM-Solver++(1)": (lambda m, x, n, g: reverse_sde(m, x, schedule, n, generator=g), 1),
+        "core euler": (lambda m, x, n, g: reverse_sde(m, x, schedule, n, method="euler", generator=g), 1),
+        "core heun": (lambda m, x, n, g: reverse_sde(m, x, schedule, n, method="heun", generator=g), 2),
+        "core srk": (lambda m, x, n, g: reverse_sde(m, x, schedule, n, method="srk", generator=g), 4),
+        "core EDM Eq.6 heun c=1": (lambda m, x, n, g: edm_sde(m, x, schedule, n, churn=1.0, skip_type="logSNR",
+                                                              generator=g), 2),
+        f"EDM Alg.2 s_churn={s_churn:.2f}": (lambda m, x, n, g: edm_sampler(m, x, schedule, n, s_churn=s_churn,
+                                                                            skip_type="logSNR", generator=g), 2),
+        "core EDM Eq.6 heun c=1 (edm steps)": (lambda m, x, n, g: edm_sde(m, x, schedule, n, churn=1.0,
+                                                                          skip_type="edm", generator=g), 2),
+        f"EDM Alg.2 s_churn={s_churn:.2f} (edm steps)": (lambda m, x, n, g: edm_sampler(
+            m, x, schedule, n, s_churn=s_churn, skip_type="edm", generator=g), 2),
+        "DPM++3M (ODE)": (lambda m, x, n, g: dpm_solver_pp(m, x, schedule, n, order=3), 1),
+    }
+
+
+def mmd2(x, y, bandwidth):
+    """Unbiased MMD^2 between samples x (n, D) and y (m, D) with a Gaussian kernel (Gretton et al. 2012)."""
+    def mean_kernel(a, b, same):
+        k = torch.exp(-torch.cdist(a, b).pow(2) / (2 * bandwidth**2))
+        if same:
+            return (k.sum() - k.diagonal().sum()) / (a.shape[0] * (a.shape[0] - 1))
+        return k.mean()
+    return (mean_kernel(x, x, True) + mean_kernel(y, y, True) - 2 * mean_kernel(x, y, False)).item()
+
+
+def _within_mode_bandwidth(gmm, samples):
+    """Median distance between samples of the same mode: a kernel scale that sees the shape of each mode."""
+    labels = gmm.nearest_component(samples)
+    dist = torch.cdist(samples, samples)
+    same = (labels[:, None] == labels[None, :]) & ~torch.eye(samples.shape[0], dtype=torch.bool)
+    return dist[same].median().item()
+
+
+def stochastic_vs_nfe(problems, batch, nfes, tolerances, device):
+    rows = []
+    schedule = VPLinear()
+    for dim, gmm in problems:
+        gen = torch.Generator().manual_seed(100 + dim)
+        gmm = gmm.to(device=device)
+        model = CountingModel(GaussianMixtureNoisePredictor(gmm, schedule))
+        n_modes = gmm.means.shape[0]
+        masses = torch.bincount(gmm.nearest_component(gmm.sample(200_000, gen)), minlength=n_modes).double() / 200_000
+        exact = gmm.sample(batch, gen)
+        bandwidth = _within_mode_bandwidth(gmm, exact[:1000])
+
+        def metrics(x):
+            tv = 0.5 * (torch.bincount(gmm.nearest_component(x), minlength=n_modes).double() / x.shape[0]
+                        - masses).abs().sum().item()
+            return tv, mmd2(x, exact, bandwidth)
+
+        floor = metrics(gmm.sample(batch, gen))
+        rows.append({"part": "stochastic", "dim": dim, "sampler": "exact samples", "metric": "mode_tv",
+                     **{f"nfe{n}": floor[0] for n in nfes}})
+        rows.append({"part": "stochastic", "dim": dim, "sampler": "exact samples", "metric": "mmd2",
+                     **{f"nfe{n}": floor[1] for n in nfes}})
+        x_T = torch.randn(batch, dim, generator=gen, dtype=torch.float64).to(device)
+        for name, (sampler, per_step) in stochastic_samplers(schedule).items():
+            tv_row = {"part": "stochastic", "dim": dim, "sampler": name, "metric": "mode_tv"}
+            mmd_row = {"part": "stochastic", "dim": dim, "sampler": name, "metric": "mmd2"}
+            calls_row = {"part": "stochastic", "dim": dim, "sampler": name, "metric": "model_calls"}
+            for nfe in nfes:
+                model.calls = 0
+                x = sampler(model, x_T, nfe // per_step, torch.Generator(device=device).manual_seed(nfe))
+                tv_row[f"nfe{nfe}"], mmd_row[f"nfe{nfe}"] = metrics(x)
+                calls_row[f"nfe{nfe}"] = model.calls
+            rows += [tv_row, mmd_row, calls_row]
+        for tol in tolerances:
+            model.calls = 0
+            x = reverse_sde(model, x_T, schedule, 10, method="heun", adaptive=True, rtol=tol, atol=tol,
+                            generator=torch.Generator(device=device).manual_seed(1))
+            tv, mmd = metrics(x)
+            rows.append({"part": "stochastic-adaptive", "dim": dim, "sampler": "core heun adaptive", "tol": tol,
+                         "model_calls": model.calls, "mode_tv": tv, "mmd2": mmd})
+    return rows
+
+
+def core_vs_torchsde_timing(batch, steps, device, repeats):
+    """Same ReverseSDE object, same kind of Brownian path, Heun, fixed steps: nde.solve_sde vs torchsde.sdeint."""
+    import torchsde
+    schedule = VPLinear()
+    model = GaussianMixtureNoisePredictor(ring_mixture().to(device=device), schedule)
+    sde = ReverseSDE(model, schedule, (2,), SamplingClock(schedule), sde_type="stratonovich")
+    y0 = torch.randn(batch, 2, dtype=torch.float64, device=device)
+    dt = (1 + 1e-12) / steps
+
+    def path():
+        return BrownianPath(0.0, 1.0, (batch, 2), dtype=torch.float64, device=device, entropy=0)
+
+    runs = {"nde.solve_sde": lambda: solve_sde(sde, y0, [0.0, 1.0], bm=path(), method="heun", dt=dt).ys[-1],
+            "torchsde.sdeint": lambda: torchsde.sdeint(sde, y0, torch.tensor([0.0, 1.0], dtype=torch.float64,
+                                                                             device=device),
+                                                       bm=path(), method="heun", dt=dt)[-1]}
+    gap = (runs["nde.solve_sde"]() - runs["torchsde.sdeint"]()).abs().max().item()
+    timing = time_calls(runs, device, repeats=repeats, warmup=1)
+    return [{"part": "timing", "sampler": name, "steps": steps, "batch": batch, "ms": stats["median_ms"],
+             "max_abs_diff": gap} for name, stats in timing.items()]
+
+
+def main_stochastic(args):
+    if args.quick:
+        problems, batch, nfes, tolerances, repeats = [(2, ring_mixture())], 1000, (10, 40), (1e-1,), 2
+    else:
+        problems = [(2, ring_mixture()), (8, random_mixture(8, 6, torch.Generator().manual_seed(8)))]
+        batch, nfes, tolerances, repeats = 4000, STOCHASTIC_NFES, (1e-1, 3e-2, 1e-2), args.repeats or 5
+    rows = stochastic_vs_nfe(problems, batch, nfes, tolerances, args.device)
+    rows += core_vs_torchsde_timing(batch, 40, args.device, repeats)
+    notes = (f"Part 'stochastic': distribution error vs NFE (model-call budget; steps = NFE // calls per step; the "
+             f"row 'model_calls' has the calls actually made, incl. the SDE core's one validation call); VP linear, "
+             f"logSNR steps (rows marked 'edm steps': EDM's rho^(1/7) spacing), t 1 -> 1e-3, float64, "
+             f"batch {batch}, exact mixture scores. mode_tv = total variation between sample mode masses and those "
+             f"of 200k exact samples; mmd2 = unbiased MMD^2 to {batch} fresh exact samples (Gaussian kernel, "
+             f"bandwidth = median within-mode distance); 'exact samples' = Monte Carlo floor. One noise seed per "
+             f"cell. Part 'stochastic-adaptive': heun with step doubling at rtol = atol = tol. Part 'timing': the "
+             f"same ReverseSDE object, Heun, 40 steps, fresh BrownianPath per call (median ms); max_abs_diff "
+             f"between the two libraries' samples on the same path. torch threads = 1 on CPU.")
+    path = write_results("diffusion_stochastic", args.device, rows, notes)
+    print(path.read_text())
+
+
 def main(argv=None):
-    args = parse_args(__doc__.splitlines()[0], argv)
+    args = parse_args(__doc__.splitlines()[0], argv, extra=lambda p: p.add_argument(
+        "--stochastic", action="store_true", help="run only part 3 (stochastic samplers)"))
     torch.set_num_threads(1) if args.device == "cpu" else None
+    if args.stochastic:
+        return main_stochastic(args)
     if args.quick:
         dims, n_grid, data_per_dim, batch, steps_list, repeats = (2,), 100, 256, 100, (10, 20), 2
     else:

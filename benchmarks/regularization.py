@@ -7,16 +7,22 @@ cross-entropy, Adam. Every variant trains with backprop through the solver (tsit
 Variants (λ schedules as in the papers' code, see shared/research/regularization.md):
   vanilla; steer (T ~ U[0.5, 1.5]); rnode (kinetic + Jacobian, 0.01 each);
   ernode (global mean EEst·dt, λ 100 → 10); srnode (max |ρ|/S, λ 0.1);
-  local_unbiased / local_biased (EEst·dt at one sampled time, Hairer dt, λ 2.5 → 1);
-  nde_density (global Σ EEst^(1/5), λ 0.05); nde_local_density (importance-weighted, 2 samples,
-  solver dt, λ 0.05); nde_local_per_sample (per-sample norms, λ 2.5 → 1);
-  nde_adaptive (local density, λ by dual ascent holding testing NFE at its initial level).
+  local_unbiased / local_biased (EEst·dt at one sampled time, Hairer dt, the paper's λ 2.5 → 1 times
+  LOCAL_SCALE, see below); nde_density (global Σ EEst^(1/5), λ 0.05); nde_local_density
+  (importance-weighted, 2 samples, solver dt, λ 0.1); nde_local_per_sample (per-sample norms, λ as
+  local_unbiased); nde_adaptive (local density, λ by dual ascent holding testing NFE at its initial level).
+
+The variants of a seed train interleaved, one step each in turn, from the same initial weights on the
+same mini-batches (common random numbers), so that comparisons between variants are paired and load on
+a shared machine slows all of them alike. Float64 by default: in float32 at tol 1e-6 the error estimate
+of a Hairer-sized step is mostly round-off (4.6× the float64 value on a trained model).
 
 Metrics: test accuracy, testing NFE (unregularised solve of the whole test set at the training
 tolerance), prediction time (median of 5), training time. Writes results/regularization_<device>.{json,md}
 and a Pareto plot (testing NFE vs accuracy over λ) to results/regularization_pareto.png.
 
-Run: ``python -m benchmarks.regularization [--quick] [--steps N] [--seeds 0 1 2]``.
+Run: ``python -m benchmarks.regularization [--quick] [--steps N] [--seeds 0 1 2]``; one process per seed
+with ``--tag T_s<seed>``, then ``--combine T_s0 T_s1 T_s2 --tag T`` summarises them.
 """
 from __future__ import annotations
 
@@ -25,13 +31,14 @@ import math
 import random
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 import nde
 from nde import regularize as R
-from benchmarks._common import RESULTS_DIR, parse_args, write_results
+from benchmarks._common import RESULTS_DIR, parse_args, time_calls, write_results
 
 
 def load_digits(device, dtype):
@@ -64,18 +71,24 @@ def exp_anneal(start, end, step, total):
     return start * math.exp(-step * math.log(start / end) / total)
 
 
+# The 2023 paper's λ (2.5 → 1, MNIST at tol 1.4e-8) times LOCAL_SCALE. EEst·dt at Hairer's initial step
+# scales like (dt_Hairer/dt_solver)^(k+1)·dt, so the paper's λ does not transfer: a seed-0 sweep of the
+# scale (1, 100, 1000, 10^4) gave testing NFE 86, 74, 62, 56 against vanilla's 80.
+LOCAL_SCALE = 1e4
+
 VARIANTS = {
     "vanilla": dict(),
     "steer": dict(steer=0.5),
     "rnode": dict(reg=lambda: R.RNODE(0.01, 0.01), lam=(1.0, 1.0)),
     "ernode": dict(reg=lambda: R.ErrorEstimate("mean"), lam=(100.0, 10.0)),
     "srnode": dict(reg=lambda: R.StiffnessEstimate("abs", "max"), lam=(0.1, 0.1)),
-    "local_unbiased": dict(reg=lambda: R.LocalErrorEstimate("unbiased"), lam=(2.5, 1.0)),
-    "local_biased": dict(reg=lambda: R.LocalErrorEstimate("biased"), lam=(2.5, 1.0)),
+    "local_unbiased": dict(reg=lambda: R.LocalErrorEstimate("unbiased"), lam=(2.5 * LOCAL_SCALE, LOCAL_SCALE)),
+    "local_biased": dict(reg=lambda: R.LocalErrorEstimate("biased"), lam=(2.5 * LOCAL_SCALE, LOCAL_SCALE)),
     "nde_density": dict(reg=lambda: R.StepDensity(), lam=(0.05, 0.05)),
     "nde_local_density": dict(reg=lambda: R.LocalErrorEstimate("mixture", 2, "density", "solver", None),
-                              lam=(0.05, 0.05)),
-    "nde_local_per_sample": dict(reg=lambda: R.LocalErrorEstimate("unbiased", norm="per_sample"), lam=(2.5, 1.0)),
+                              lam=(0.1, 0.1)),
+    "nde_local_per_sample": dict(reg=lambda: R.LocalErrorEstimate("unbiased", norm="per_sample"),
+                                 lam=(2.5 * LOCAL_SCALE, LOCAL_SCALE)),
     "nde_adaptive": dict(reg=lambda: R.LocalErrorEstimate("mixture", 2, "density", "solver", None),
                          lam=(0.05, 0.05), adaptive=True),
 }
@@ -88,45 +101,89 @@ def testing_nfe(field, x, tol):
     return int(sol.stats["nfe"]), sol.ys[-1]
 
 
-def run(variant: str, seed: int, args, data, lam_scale: float = 1.0) -> dict:
-    spec = VARIANTS[variant]
-    (xtr, ytr), (xte, yte) = data
-    torch.manual_seed(seed)
-    rng = random.Random(seed)
+@dataclass
+class Run:
+    """One (variant, seed, λ scale) training run; runs of one seed are trained interleaved step by step."""
+
+    variant: str
+    seed: int
+    lam_scale: float
+    field: torch.nn.Module
+    head: torch.nn.Module
+    opt: torch.optim.Optimizer
+    reg: object
+    batches: torch.Generator          # same mini-batches for every variant of a seed
+    rng: random.Random                # local regulariser's sampled times
+    adaptive: R.AdaptiveCoefficient | None
+    train_s: float = 0.0
+
+
+def make_run(variant: str, seed: int, args, data, lam_scale: float = 1.0) -> Run:
+    (xtr, _), _ = data
+    torch.manual_seed(seed)                       # same initial weights for every variant of a seed
     field, head = PaperField().to(xtr), torch.nn.Linear(64, 10).to(xtr)
-    opt = torch.optim.Adam(list(field.parameters()) + list(head.parameters()), lr=args.lr)
-    reg = spec["reg"]() if "reg" in spec else None
-    lam0, lam1 = spec.get("lam", (0.0, 0.0))
-    probe = xtr[:256]  # the adaptive coefficient holds this batch's NFE at its initial level
-    adaptive = R.AdaptiveCoefficient(target_nfe=testing_nfe(field, probe, args.tol)[0], value=lam0 * lam_scale) \
-        if spec.get("adaptive") else None
-    t_span = torch.tensor([0.0, 1.0], dtype=xtr.dtype, device=xtr.device)
+    spec = VARIANTS[variant]
+    adaptive = None
+    if spec.get("adaptive"):  # hold the NFE of a fixed probe batch at its initial level
+        adaptive = R.AdaptiveCoefficient(target_nfe=testing_nfe(field, xtr[:256], args.tol)[0],
+                                         value=spec["lam"][0] * lam_scale)
+    return Run(variant, seed, lam_scale, field, head,
+               torch.optim.Adam(list(field.parameters()) + list(head.parameters()), lr=args.lr),
+               spec["reg"]() if "reg" in spec else None, torch.Generator().manual_seed(seed),
+               random.Random(seed), adaptive)
+
+
+def train_step(run: Run, step: int, args, data) -> None:
+    """One Adam step of ``run`` (timed into ``run.train_s``)."""
+    (xtr, ytr), _ = data
+    spec = VARIANTS[run.variant]
+    idx = torch.randint(0, len(ytr), (args.batch,), generator=run.batches).to(xtr.device)
     started = time.perf_counter()
-    for step in range(args.steps):
-        idx = torch.randint(0, len(ytr), (args.batch,), device=xtr.device)
-        t = R.steer_end_time(t_span, spec["steer"]) if "steer" in spec else t_span
-        sol = nde.solve_ode(field, xtr[idx], t, method="tsit5", rtol=args.tol, atol=args.tol, regularize=reg,
-                            generator=rng, heuristics=False, dense=False)
-        loss = torch.nn.functional.cross_entropy(head(sol.ys[-1]), ytr[idx])
-        if reg is not None:
-            lam = adaptive.value if adaptive else lam_scale * exp_anneal(lam0, lam1, step, args.steps)
-            loss = loss + lam * sol.regularization
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if adaptive is not None and step % 10 == 9:
-            adaptive.update(testing_nfe(field, probe, args.tol)[0])
-    train_s = time.perf_counter() - started
-    nfe, z = testing_nfe(field, xte, args.tol)
+    t_span = torch.tensor([0.0, 1.0], dtype=xtr.dtype, device=xtr.device)
+    t = R.steer_end_time(t_span, spec["steer"], run.batches) if "steer" in spec else t_span
+    sol = nde.solve_ode(run.field, xtr[idx], t, method="tsit5", rtol=args.tol, atol=args.tol, regularize=run.reg,
+                        generator=run.rng, heuristics=False, dense=False)
+    loss = torch.nn.functional.cross_entropy(run.head(sol.ys[-1]), ytr[idx])
+    if run.reg is not None:
+        lam0, lam1 = spec["lam"]
+        lam = run.adaptive.value if run.adaptive else run.lam_scale * exp_anneal(lam0, lam1, step, args.steps)
+        loss = loss + lam * sol.regularization
+    run.opt.zero_grad()
+    loss.backward()
+    run.opt.step()
+    if run.adaptive is not None and step % 10 == 9:
+        run.adaptive.update(testing_nfe(run.field, xtr[:256], args.tol)[0])
+    run.train_s += time.perf_counter() - started
+
+
+def evaluate(runs: list[Run], args, data) -> list[dict]:
+    """Test accuracy, testing NFE and prediction time (round-robin medians over the runs)."""
+    _, (xte, yte) = data
+    t_span = torch.tensor([0.0, 1.0], dtype=xte.dtype, device=xte.device)
+
+    def predictor(run):
+        return lambda: run.head(nde.odeint(run.field, xte, t_span, rtol=args.tol, atol=args.tol, method="tsit5")[-1])
+
     with torch.no_grad():
-        acc = (head(z).argmax(1) == yte).float().mean().item()
-        times = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            head(nde.odeint(field, xte, t_span, rtol=args.tol, atol=args.tol, method="tsit5")[-1])
-            times.append(time.perf_counter() - t0)
-    return {"variant": variant, "seed": seed, "lam_scale": lam_scale, "test_acc": 100 * acc, "testing_nfe": nfe,
-            "predict_ms": 1e3 * statistics.median(times), "train_s": train_s}
+        times = time_calls({i: predictor(r) for i, r in enumerate(runs)}, args.device, repeats=5, warmup=1)
+    rows = []
+    for i, run in enumerate(runs):
+        nfe, z = testing_nfe(run.field, xte, args.tol)
+        with torch.no_grad():
+            acc = (run.head(z).argmax(1) == yte).float().mean().item()
+        rows.append({"variant": run.variant, "seed": run.seed, "lam_scale": run.lam_scale, "test_acc": 100 * acc,
+                     "testing_nfe": nfe, "predict_ms": times[i]["median_ms"], "train_s": run.train_s})
+    return rows
+
+
+def train_interleaved(jobs: list[tuple[str, float]], seed: int, args, data) -> list[dict]:
+    """Train the (variant, λ scale) jobs of one seed step by step in turn, so that load on a shared
+    machine hits every variant alike, on the same mini-batches; then evaluate them together."""
+    runs = [make_run(v, seed, args, data, scale) for v, scale in jobs]
+    for step in range(args.steps):
+        for run in runs:
+            train_step(run, step, args, data)
+    return evaluate(runs, args, data)
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -157,10 +214,11 @@ def pareto_plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    for variant in VARIANTS:
+    for i, variant in enumerate(VARIANTS):
         sel = [r for r in rows if r["variant"] == variant]
         if sel:
-            ax.scatter([r["testing_nfe"] for r in sel], [r["test_acc"] for r in sel], label=variant, s=18)
+            ax.scatter([r["testing_nfe"] for r in sel], [r["test_acc"] for r in sel], label=variant, s=22,
+                       color=plt.cm.tab20(i / 20), marker="osD^v<>ph*X"[i % 11], alpha=0.8)
     ax.set_xlabel("testing NFE (lower is cheaper)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Neural ODE on digits: cost vs accuracy over λ and seeds")
@@ -181,21 +239,40 @@ def main(argv=None):
                        help="variants whose λ is also run at the --scales multiples (first seed) for the Pareto plot")
         p.add_argument("--scales", type=float, nargs="+", default=[0.3, 3.0])
         p.add_argument("--tag", default="", help="suffix of the results files (e.g. 'long')")
+        p.add_argument("--combine", nargs="*", default=[],
+                       help="tags of earlier runs whose per-run rows are summarised into --tag (no training)")
+        p.add_argument("--dtype", choices=["float32", "float64"], default="float64",
+                       help="float64 by default: in float32 at tol 1e-6 the local error of a Hairer-sized "
+                            "step is below round-off, so its gradient is noise")
     args = parse_args(__doc__.splitlines()[0], argv, extra)
     if args.quick:
         args.steps, args.seeds, args.sweep = 20, [0], []
     torch.set_num_threads(1 if args.device == "cpu" else torch.get_num_threads())
-    data = load_digits(args.device, torch.float32)
+    data = load_digits(args.device, getattr(torch, args.dtype))
     rows = []
-    jobs = [(v, seed, 1.0) for seed in args.seeds for v in args.variants]
-    jobs += [(v, args.seeds[0], scale) for v in args.sweep for scale in args.scales]
     area = "regularization" + (f"_{args.tag}" if args.tag else "")
-    for done, (variant, seed, scale) in enumerate(jobs, 1):
-        rows.append(run(variant, seed, args, data, lam_scale=scale))
-        print(rows[-1], flush=True)
-        notes = (f"digits neural ODE, tsit5 rtol=atol={args.tol}, float32, {args.steps} Adam steps (lr {args.lr}), "
-                 f"batch {args.batch}, seeds {args.seeds}; mean over seeds; ratios vs vanilla; {done}/{len(jobs)} "
-                 "runs done. Per-run rows (and any λ sweep) are in the _runs.json file.")
+    if args.combine:  # summarise the per-run rows of earlier runs (e.g. one process per seed)
+        seen = set()
+        for tag in args.combine:  # the first row of a (variant, seed, λ scale) wins
+            for row in json.loads((RESULTS_DIR / f"regularization_{tag}_{args.device}_runs.json").read_text()):
+                if (key := (row["variant"], row["seed"], row["lam_scale"])) not in seen:
+                    seen.add(key)
+                    rows.append(row)
+        args.seeds = sorted({r["seed"] for r in rows})
+        args.variants = []
+    for n, seed in enumerate(args.seeds):
+        jobs = [(v, 1.0) for v in args.variants]
+        if n == 0:
+            jobs += [(v, scale) for v in args.sweep for scale in args.scales]
+        if not args.combine:
+            rows += train_interleaved(jobs, seed, args, data)
+            for row in rows[-len(jobs):]:
+                print(row, flush=True)
+        notes = (f"digits neural ODE, tsit5 rtol=atol={args.tol}, {args.dtype}, {args.steps} Adam steps (lr {args.lr}), "
+                 f"batch {args.batch}, seeds {args.seeds[:n + 1]}; mean over seeds; ratios vs vanilla. The variants of "
+                 "a seed train interleaved step by step on the same mini-batches from the same initial weights, and "
+                 "prediction times are round-robin medians, so machine load hits all variants alike. Per-run rows "
+                 "(and the λ sweep, first seed) are in the _runs.json file.")
         path = write_results(area, args.device, summarise(rows), notes)
         (RESULTS_DIR / f"{area}_{args.device}_runs.json").write_text(json.dumps(rows, indent=1))
         if not args.quick:

@@ -45,6 +45,8 @@ class Config:
     dense: bool = False                      # keep every accepted step for Solution.evaluate
     clip_to_outputs: bool = False            # end steps exactly on output times (no interpolation)
     regularizer: object = None               # a GlobalRegularizer: one differentiable term per accepted step
+    step_points: tuple[float, ...] = ()      # increasing times that steps must land on (torchdiffeq step_t)
+    jump_points: tuple[float, ...] = ()      # ... and where func may jump (jump_t): f re-evaluated after them
 
 
 @dataclass
@@ -63,6 +65,8 @@ class Record:
     accept: torch.Tensor | None = None
     outputs: list = field(default_factory=list)
     t_next: torch.Tensor | None = None          # per-sample: each row's time after the step
+    stage_t: list | None = None                 # stage times, when not t + c_i·dt (a step ending on a landing point)
+    k1_t: torch.Tensor | None = None            # time of k1, when not t (just after a jump point)
 
 
 @dataclass
@@ -180,6 +184,7 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
     heur = {"t": [], "dt": [], "error_ratio": [], "stiffness": []}
     records, dense_steps, reg_terms = [], [], []
     reg = cfg.regularizer
+    landings, k1_t = _Landings(cfg.step_points, cfg.jump_points, t), None
     while j < len(t_out):
         if n_acc + n_rej >= cfg.max_steps:
             _fail(cfg, Status.MAX_STEPS, t, dt, f"max_steps={cfg.max_steps}")
@@ -188,7 +193,12 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
         clipped = cfg.clip_to_outputs and t + dt >= t_out[j]
         if clipped:
             dt = t_out[j] - t
+        landing, jump = landings.within(t, dt)
+        if landing is not None:
+            dt = landing - t
         times = stage_times(t, dt, coeffs, tdt, dev)
+        if landing is not None:
+            times = _land_stage_times(times, tab.c, landing, tdt, dev)
         step = rk_step(func, t, dt, y, k1, coeffs, times,
                        want_stiffness=cfg.heuristics or (reg is not None and reg.needs_stiffness))
         nfe += tab.stages - 1
@@ -198,7 +208,7 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
         finite = math.isfinite(ratio)
         accept = finite and (ratio <= 1.0 or dt <= cfg.min_step)
         if accept:
-            t_new = t_out[j] if clipped else t + dt
+            t_new = landing if landing is not None else t_out[j] if clipped else t + dt
             rho_t = None
             if reg is not None and reg.needs_stiffness:  # differentiable: the regulariser uses it
                 rho_t = stiffness_estimate(step, coeffs, norm)
@@ -221,10 +231,16 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
                 outs.append((j, theta, "dense"))
                 j += 1
             if cfg.record:
-                records.append(Record(t, dt, y.detach(), outputs=outs))
+                records.append(Record(t, dt, y.detach(), outputs=outs, stage_t=times if landing is not None else None,
+                                      k1_t=k1_t))
             if cfg.dense:
                 dense_steps.append((t, dt, y, step))
-            y, k1, t = step.y1, step.ks[-1], t_new
+            y, k1, t, k1_t = step.y1, step.ks[-1], t_new, None
+            if jump:  # f may differ on this side of the jump: the FSAL stage was taken just before it
+                k1_t = torch.nextafter(_t(t, tdt, dev), _t(math.inf, tdt, dev))
+                k1 = func(k1_t, y)
+                nfe += 1
+            landings.passed(t)
             n_acc += 1
         else:
             n_rej += 1
@@ -238,6 +254,33 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
                                   dense_steps, (t, dt), reg_terms)
     return _finish_shared(outputs, len(t_out), y0, Status.SUCCESS, nfe, n_acc, n_rej, heur, records,
                           dense_steps, None, reg_terms)
+
+
+class _Landings:
+    """The step and jump points ahead of the solve (torchdiffeq's ``step_t`` / ``jump_t``)."""
+
+    def __init__(self, step_points, jump_points, t0: float):
+        self.points = sorted([(p, False) for p in step_points if p > t0] + [(p, True) for p in jump_points if p > t0])
+        self.next = 0
+
+    def within(self, t: float, dt: float) -> tuple[float | None, bool]:
+        """The first point strictly inside (t, t + dt) and whether it is a jump, or (None, False)."""
+        if self.next < len(self.points):
+            point, jump = self.points[self.next]
+            if t < point < t + dt:
+                return point, jump
+        return None, False
+
+    def passed(self, t: float) -> None:
+        while self.next < len(self.points) and self.points[self.next][0] <= t:
+            self.next += 1
+
+
+def _land_stage_times(times: list, c: tuple, landing: float, t_dtype, device) -> list:
+    """Stages at c = 1 of a step ending on a landing point evaluate just before it, on the side the
+    step integrates over (as torchdiffeq does), in case ``func`` is discontinuous there."""
+    end = torch.nextafter(_t(landing, t_dtype, device), _t(-math.inf, t_dtype, device))
+    return [end if ci == 1 else ti for ci, ti in zip(c, times)]
 
 
 def fixed_grid(t_out: list[float], step_size: float | None, t_dtype, device) -> list[float]:

@@ -96,8 +96,9 @@ def _replay_shared(problem: Problem, records: list[Record], grad_ys: torch.Tenso
         y_in = rec.y.detach().requires_grad_(True)
         dev = y_in.device
         with torch.enable_grad():
-            k1 = func(torch.tensor(rec.t, dtype=tdt, device=dev), y_in)
-            step = rk_step(func, rec.t, rec.dt, y_in, k1, coeffs, stage_times(rec.t, rec.dt, coeffs, tdt, dev),
+            k1 = func(torch.tensor(rec.t, dtype=tdt, device=dev) if rec.k1_t is None else rec.k1_t, y_in)
+            times = rec.stage_t or stage_times(rec.t, rec.dt, coeffs, tdt, dev)
+            step = rk_step(func, rec.t, rec.dt, y_in, k1, coeffs, times,
                            want_stiffness=reg_weights is not None and problem.cfg.regularizer.needs_stiffness)
             k_next = None
             if any(kind == "cubic" for _, _, kind in rec.outputs):
@@ -214,7 +215,9 @@ def _backsolve(problem: Problem, adjoint: AdjointConfig, ys, grad_ys, params):
         use = pieces[:2] if adjoint.seminorm else pieces
         return torch.stack([rms_norm(p) for p in use if p.numel() > 0]).max()
 
-    cfg = replace(adjoint.cfg, norm=norm, record=False, dense=False, heuristics=False)
+    cfg = replace(adjoint.cfg, norm=norm, record=False, dense=False, heuristics=False,
+                  step_points=tuple(sorted(-p for p in adjoint.cfg.step_points)),   # in s = −t
+                  jump_points=tuple(sorted(-p for p in adjoint.cfg.jump_points)))
     a = grad_ys[-1]
     g = [torch.zeros_like(p) for p in params]
     for i in range(len(t_list) - 1, 0, -1):

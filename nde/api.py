@@ -19,13 +19,10 @@ from .solution import Solution
 from .tableaus import get_tableau
 
 GRADIENT_MODES = ("direct", "backsolve", "discrete")
-_ADAPTIVE_OPTIONS = {"first_step", "max_num_steps", "min_step", "max_step", "safety", "ifactor", "dfactor", "norm"}
+_ADAPTIVE_OPTIONS = {"first_step", "max_num_steps", "min_step", "max_step", "safety", "ifactor", "dfactor", "norm",
+                     "step_t", "jump_t"}
 _FIXED_OPTIONS = {"step_size", "grid_constructor", "interp", "max_num_steps"}
-_UNSUPPORTED_OPTIONS = {
-    "step_t": "prescribed step points are not supported; split the solve at those times instead",
-    "jump_t": "discontinuity points are not supported; split the solve at those times instead",
-    "perturb": "perturbed evaluations are not supported",
-}
+_UNSUPPORTED_OPTIONS = {"perturb": "perturbed evaluations are not supported (jump_t handles discontinuities)"}
 DEFAULT_MAX_STEPS = 1_000_000
 
 
@@ -212,6 +209,7 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
     t_dtype = torch.float64 if per_sample else t.dtype
     checked.t_dtype = t.dtype
     coeffs = Coefficients.build(tab, dtype, t_dtype, device)
+    options = _internal_points(options, sign, per_sample)
     cfg = Config(coeffs=coeffs, rtol=rtol, atol=atol, controller=controller, t_dtype=t_dtype,
                  max_steps=max_steps, norm=norm, throw=throw, heuristics=heuristics,
                  dense=dense and not per_sample, clip_to_outputs=_needs_clipping(tab), regularizer=regularizer,
@@ -241,7 +239,7 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
                 raise ValueError("adjoint='backsolve' needs output times shared by the batch; with per-sample "
                                  "times use adjoint='discrete' (exact gradient, O(steps) memory) or 'direct'")
             adj_cfg = _adjoint_config(cfg, rtol, atol, adjoint_rtol, adjoint_atol, adjoint_method,
-                                      adjoint_options, dtype, t_dtype, device)
+                                      adjoint_options, dtype, t_dtype, device, sign)
             ys = BacksolveAdjoint.apply(problem, adj_cfg, y0_flat, *params)
         result = problem.last
     if time_grad:
@@ -266,7 +264,7 @@ def _adjoint_params(func, adjoint_params) -> tuple[torch.Tensor, ...]:
 
 
 def _adjoint_config(cfg, rtol, atol, adjoint_rtol, adjoint_atol, adjoint_method, adjoint_options,
-                    dtype, t_dtype, device) -> AdjointConfig:
+                    dtype, t_dtype, device, sign) -> AdjointConfig:
     options = dict(adjoint_options or {})
     norm = options.pop("norm", None)
     seminorm = norm == "seminorm"
@@ -275,8 +273,8 @@ def _adjoint_config(cfg, rtol, atol, adjoint_rtol, adjoint_atol, adjoint_method,
     coeffs = cfg.coeffs
     if adjoint_method is not None:
         coeffs = Coefficients.build(get_tableau(adjoint_method), dtype, t_dtype, device)
-    fields = _translate_adaptive_options(options, "adjoint_options") if coeffs.tableau.adaptive else \
-        _translate_fixed_options(options, "adjoint_options")
+    fields = _internal_points(_translate_adaptive_options(options, "adjoint_options"), sign, False) \
+        if coeffs.tableau.adaptive else _translate_fixed_options(options, "adjoint_options")
     a_rtol = rtol if adjoint_rtol is None else _check_tolerance("adjoint_rtol", adjoint_rtol)
     a_atol = atol if adjoint_atol is None else _check_tolerance("adjoint_atol", adjoint_atol)
     if torch.is_tensor(a_rtol) or torch.is_tensor(a_atol):
@@ -331,7 +329,32 @@ def _translate_adaptive_options(options: dict, argname: str) -> dict:
             if not callable(value):
                 raise ValueError(f"`{argname}['norm']` must be callable")
             out["norm"] = value
+        elif key in ("step_t", "jump_t") and value is not None:
+            out["step_points" if key == "step_t" else "jump_points"] = _time_points(value, f"{argname}['{key}']")
     return out
+
+
+def _time_points(value, name: str) -> tuple[float, ...]:
+    """step_t / jump_t: a 1-D tensor or sequence of finite times -> tuple of floats (user time)."""
+    points = torch.as_tensor(value, dtype=torch.float64).detach().cpu()
+    if points.dim() > 1 or not torch.isfinite(points).all():
+        raise ValueError(f"`{name}` must be a 1-D tensor or sequence of finite times")
+    return tuple(points.reshape(-1).tolist())
+
+
+def _internal_points(fields: dict, sign: float, per_sample: bool) -> dict:
+    """step_points / jump_points of ``fields`` in the solver's increasing time (sign·t), checked."""
+    fields = dict(fields)
+    steps, jumps = fields.get("step_points", ()), fields.get("jump_points", ())
+    if not steps and not jumps:
+        return fields
+    if per_sample:
+        raise ValueError("`step_t`/`jump_t` need shared steps (per_sample=False)")
+    if set(steps) & set(jumps):
+        raise ValueError("`step_t` and `jump_t` must not have any repeated elements between them")
+    fields["step_points"] = tuple(sorted(sign * p for p in steps))
+    fields["jump_points"] = tuple(sorted(sign * p for p in jumps))
+    return fields
 
 
 def _translate_fixed_options(options: dict, argname: str) -> dict:
@@ -375,7 +398,8 @@ def solve_ode(func: Callable, y0, t: torch.Tensor, *, method: str = "dopri5", rt
               max_step: float = math.inf, max_steps: int = DEFAULT_MAX_STEPS, throw: bool = True,
               dense: bool = True, heuristics: bool = True, adjoint_params=None, adjoint_rtol=None,
               adjoint_atol=None, adjoint_method: str | None = None, adjoint_options: dict | None = None,
-              interp: str = "linear", regularize=None, generator: random.Random | None = None) -> Solution:
+              interp: str = "linear", regularize=None, generator: random.Random | None = None,
+              step_t=None, jump_t=None) -> Solution:
     """Solve ``dy/dt = func(t, y)`` from ``y(t[0]) = y0`` and return a :class:`Solution`.
 
     Args:
@@ -392,7 +416,7 @@ def solve_ode(func: Callable, y0, t: torch.Tensor, *, method: str = "dopri5", rt
             adjoint, memory independent of steps), ``"discrete"`` (exact gradient of the discretisation
             from O(steps) checkpoints).
         per_sample: every batch row gets its own steps, acceptance and finish.
-        controller: step-size controller; default :class:`PIController` (Gustafsson's PI).
+        controller: step-size controller; default :class:`PIController` (Hairer's stabilised PI).
         first_step, min_step, max_step, max_steps: step limits (``first_step=None`` selects it by
             Hairer's rule).
         step_size: grid spacing of fixed-step methods (default: the output times); given with an
@@ -406,12 +430,18 @@ def solve_ode(func: Callable, y0, t: torch.Tensor, *, method: str = "dopri5", rt
         regularize: a regulariser from :mod:`nde.regularize`; its differentiable value is
             ``Solution.regularization`` (add ``λ·sol.regularization`` to the loss).
         generator: ``random.Random`` for the local regulariser's sampled times (default: module RNG).
+        step_t, jump_t: times that adaptive steps must land on; at ``jump_t`` points ``func`` may be
+            discontinuous in ``t``: the step ending there evaluates its last stage just before the point
+            and ``func`` is re-evaluated just after it (torchdiffeq's options of the same names).
     """
     tab = get_tableau(method)
     if controller is not None and not isinstance(controller, PIController):
         raise TypeError("`controller` must be an nde.PIController")
     options = {"first_step": None if first_step is None else float(first_step),
                "min_step": float(min_step), "max_step": float(max_step)}
+    if (step_t is not None or jump_t is not None) and (not tab.adaptive or step_size is not None):
+        raise ValueError("`step_t`/`jump_t` need an adaptive method without `step_size`")
+    options.update(_translate_adaptive_options({"step_t": step_t, "jump_t": jump_t}, "solve_ode"))
     fixed = {}
     if not tab.adaptive or step_size is not None:
         fixed = _translate_fixed_options({"step_size": step_size, "interp": interp}, "solve_ode")

@@ -49,7 +49,11 @@ def _check_choice(name: str, value, choices):
 
 
 class GlobalRegularizer:
-    """A differentiable term per accepted step, reduced over the steps of a solve."""
+    """A differentiable term per accepted step, reduced over the steps of a solve.
+
+    ``term(ratio, dt, rho, tab)`` reads ``tab.name``, ``tab.error_order`` and ``tab.stability_size``:
+    a :class:`~nde.tableaus.ButcherTableau` on ODE solves, :class:`nde.sde.regularize.MethodFacts` on
+    SDE solves."""
 
     needs_stiffness = False
     reduction = "sum"

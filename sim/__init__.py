@@ -1,7 +1,7 @@
 """sim: differentiable FluidLab-style physics environments on NVIDIA Warp."""
 
 # --- sim-engine: MPM engine, checkpointing, torch bridge ---
-from .bridge import MPMRollout, mpm_rollout, rotation_2d, tool_path  # noqa: E402
+from .bridge import MPMRollout, mpm_continue, mpm_rollout, rotation_2d, tool_path  # noqa: E402
 from .checkpoint import SegmentPlan, backward_sweep, suggest_segment_length  # noqa: E402
 from .engine import (ELASTIC, MAX_TOOLS, RIGID, SNOW, VISCOUS_LIQUID, WATER, Material,  # noqa: E402
                      MaterialKind, MPMConfig, MPMSimulator, ParticleSet, SimulationError, Tool, ToolShape)
@@ -9,8 +9,9 @@ from .engine import (ELASTIC, MAX_TOOLS, RIGID, SNOW, VISCOUS_LIQUID, WATER, Mat
 
 # --- sim-envs: smoke grid, environments, trajectory optimisation ---
 from .engine.smoke import SmokeConfig, SmokeGrid  # noqa: E402
+from .engine.smoke3d import Smoke3DConfig, SmokeGrid3D  # noqa: E402
 from .envs import (TASKS, Env, EnvConfig, Gathering, GatheringConfig, LatteArt, LatteArtConfig,  # noqa: E402
-                   SmokeArt, SmokeArtConfig, SmokeCirculation, SmokeCirculationConfig, SmokeMixing,
+                   Pouring, PouringConfig, SmokeArt, SmokeArtConfig, SmokeCirculation, SmokeCirculationConfig, SmokeMixing,
                    SmokeMixingConfig, SmokeTransport, SmokeTransportConfig)
 from .optim import ExpandingWindow, OptimResult, cem, optimize_actions  # noqa: E402
 # --- end sim-envs ---

@@ -133,6 +133,54 @@ def mpm_rollout(sim: MPMSimulator, n_steps: int, tool_pos: torch.Tensor = None,
     return MPMRollout.apply(sim, n_steps, *args)
 
 
+@torch.no_grad()
+def mpm_continue(sim: MPMSimulator, start_step: int, n_steps: int, state: tuple, tool_pos: torch.Tensor = None,
+                 tool_rot: torch.Tensor = None):
+    """Continue an episode for ``n_steps`` env steps from its engine state at ``start_step``
+    (no gradient; O(n_steps), independent of ``start_step``; see :meth:`MPMSimulator.advance`).
+
+    Args (torch tensors on the simulator's device):
+        state: ``(x, v, C, F)`` of shapes (N, d), (N, d), (N, d, d), (N, d, d), the full particle
+            state after ``start_step`` env steps (C: APIC matrices, F: deformation gradients).
+        tool_pos: (S+1, n_tools, d) tool positions of substeps ``start_step * substeps_per_step``
+            .. ``+ S``, S = n_steps * substeps_per_step; tool_rot: (S+1, n_tools, d, d) (default identity).
+    Returns:
+        ``(xs, state)``: positions ``(n_steps, N, d)`` after each env step and the end state ``(x, v, C, F)``.
+    """
+    if not isinstance(sim, MPMSimulator):
+        raise TypeError(f"sim must be an MPMSimulator, got {type(sim).__name__}")
+    c, k = sim.config, sim.kernels
+    if not isinstance(start_step, int) or not isinstance(n_steps, int):
+        raise TypeError("start_step and n_steps must be ints")
+    S, d, n, T = n_steps * c.substeps_per_step, c.dim, sim.n_particles, max(sim.n_tools, 1)
+    if not isinstance(state, (tuple, list)) or len(state) != 4:
+        raise ValueError("state must be a tuple (x, v, C, F)")
+    for name, t, shape in zip("xvCF", state, [(n, d), (n, d), (n, d, d), (n, d, d)]):
+        _check_tensor(f"state.{name}", t, shape, sim)
+    if sim.n_tools:
+        if tool_pos is None:
+            raise ValueError("tool_pos is required when the simulator has tools")
+        if tool_rot is None:
+            tool_rot = torch.eye(d, device=tool_pos.device).expand(S + 1, T, d, d)
+        _check_tensor("tool_pos", tool_pos, (S + 1, T, d), sim)
+        _check_tensor("tool_rot", tool_rot, (S + 1, T, d, d), sim)
+        steps = torch.linalg.vector_norm(torch.diff(tool_pos, dim=0), dim=-1)
+        check_tool_steps(steps.double().cpu().numpy(), c.tool_step_limit, name="tool_pos")
+    scalar = getattr(torch, c.dtype)
+    first = start_step * c.substeps_per_step
+    with _stream_scope(state[0].device):
+        if sim.n_tools and 0 <= first <= c.max_substeps - S:
+            _load(sim.tool_pos[first:first + S + 1], tool_pos, k.vec, scalar)
+            _load(sim.tool_rot[first:first + S + 1], tool_rot, k.mat, scalar)
+        for dst, src, dtype in zip(sim.resume, state, (k.vec, k.vec, k.mat, k.mat)):
+            _load(dst, src, dtype, scalar)
+        sim.advance(start_step, n_steps)
+        xs = wp.to_torch(sim.obs_x)[start_step + 1:start_step + 1 + n_steps].clone()
+        end = tuple(wp.to_torch(a).clone() for a in sim.resume)
+    dtype = state[0].dtype
+    return xs.to(dtype), tuple(t.to(dtype) for t in end)
+
+
 def tool_path(start: torch.Tensor, step_velocity: torch.Tensor, substeps_per_step: int, dt: float) -> torch.Tensor:
     """Per-substep tool positions from per-env-step velocities (FluidLab spreads each action
     evenly over the substeps of its step).

@@ -2,10 +2,12 @@
 
 Schedules (VP linear/cosine, VE, EDM), parameterisations, network wrappers with classifier-free
 guidance, samplers (DDIM, DPM-Solver++ 2M/3M, UniPC bh1/bh2, DPM-Solver-v3 with empirical model
-statistics, adaptive PF-ODE reference, reverse SDE, EDM churn), and AdjointDPM gradients.
+statistics, adaptive PF-ODE reference), stochastic samplers (reverse SDE and EDM churn, in closed form or as
+nde SDE objects solved by the nde SDE core), and AdjointDPM gradients.
 See docs/diffusion.md.
 """
 from .adjoint import adjoint_sample
+from .clock import SamplingClock
 from .dpm_solver import ddim, dpm_solver_pp
 from .dpm_solver_v3 import DPMSolverV3, cumulative_exp_integral, dpm_solver_v3
 from .mixtures import GaussianMixture, GaussianMixtureNoisePredictor, random_mixture, ring_mixture
@@ -16,7 +18,8 @@ from .pf_ode import LambdaODE, RhoODE
 from .reference import probability_flow_reference
 from .schedules import EDM, VE, NoiseSchedule, VPCosine, VPDiscrete, VPLinear
 from .statistics import ModelStatistics, estimate_statistics, lambda_grid
-from .stochastic import edm_sampler, reverse_sde
+from .sdes import EDMSDE, ReverseSDE
+from .stochastic import REVERSE_SDE_METHODS, edm_churn_equivalent, edm_sampler, edm_sde, reverse_sde
 from .timesteps import SKIP_TYPES, sampling_times
 from .unipc import unipc
 
@@ -28,4 +31,5 @@ __all__ = [
     "ddim", "dpm_solver_pp", "unipc", "DPMSolverV3", "dpm_solver_v3", "cumulative_exp_integral",
     "ModelStatistics", "estimate_statistics", "lambda_grid",
     "probability_flow_reference", "RhoODE", "LambdaODE", "reverse_sde", "edm_sampler", "adjoint_sample",
+    "SamplingClock", "ReverseSDE", "EDMSDE", "REVERSE_SDE_METHODS", "edm_sde", "edm_churn_equivalent",
 ]

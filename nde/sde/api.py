@@ -6,6 +6,7 @@ Inputs are validated once here, with messages that name the argument; the loops 
 from __future__ import annotations
 
 import math
+import random
 from typing import Optional
 
 import torch
@@ -18,6 +19,7 @@ from .brownian import BrownianPath
 from .integrate import Grid, NoiseSource, fixed_grid, run_adaptive, run_fixed
 from .methods import default_method, select_method
 from .protocol import SDE, LogqpSDE
+from .regularize import regularization_hook
 
 GRADIENTS = ("direct", "backsolve", "reversible")
 
@@ -26,7 +28,8 @@ def solve_sde(sde, y0, ts, bm=None, method: Optional[str] = None, dt: float = 1e
               rtol: float = 1e-5, atol: float = 1e-4, dt_min: float = 1e-5, gradient: str = "direct",
               adjoint_method: str = "midpoint", adjoint_params=None, options: Optional[dict] = None,
               names: Optional[dict] = None, extra_solver_state: Optional[tuple] = None,
-              entropy: Optional[int] = None, controller: Optional[PIController] = None) -> Solution:
+              entropy: Optional[int] = None, controller: Optional[PIController] = None, regularize=None,
+              generator: Optional[random.Random] = None) -> Solution:
     """Solve an SDE and return the core's :class:`nde.Solution`.
 
     Args:
@@ -42,18 +45,26 @@ def solve_sde(sde, y0, ts, bm=None, method: Optional[str] = None, dt: float = 1e
             exact gradients, memory flat in the number of steps).
         adjoint_params: tensors to differentiate in the adjoint modes (default: ``sde.parameters()``).
         controller: step-size controller of adaptive solves (default :class:`nde.PIController`).
+        regularize: a regulariser from :mod:`nde.regularize` (see :mod:`nde.sde.regularize`):
+            ``ErrorEstimate``, ``StiffnessEstimate``, ``StepDensity`` (``adaptive=True``,
+            ``gradient="direct"``) or ``LocalErrorEstimate`` (any gradient mode, fixed or adaptive
+            steps). Its differentiable value is ``Solution.regularization``.
+        generator: ``random.Random`` for the local regulariser's sampled times (default: module RNG).
 
     Returns a :class:`nde.Solution`: ``ys`` ``(len(ts), batch, d)``, ``ts``, ``stats`` (``nfe`` =
-    drift-and-diffusion evaluations, ``n_accepted``, ``n_rejected``), ``status``, and for adaptive
+    drift-and-diffusion evaluations, ``n_accepted``, ``n_rejected``, and with a regulariser that
+    evaluates the SDE, ``nfe_regularization``), ``status``, ``regularization``, and for adaptive
     solves ``heuristics`` per accepted step: ``t``, ``dt``, ``error_ratio`` (step-doubling error
     estimate over tolerance, accept iff <= 1). Raises :class:`nde.SolverError` on failure.
     """
     return _solve_sde(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, gradient, adjoint_method,
-                      adjoint_params, options, names, extra_solver_state, entropy, controller)[0]
+                      adjoint_params, options, names, extra_solver_state, entropy, controller, regularize,
+                      generator)[0]
 
 
 def _solve_sde(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, gradient, adjoint_method,
-               adjoint_params, options, names, extra_solver_state, entropy, controller):
+               adjoint_params, options, names, extra_solver_state, entropy, controller, regularize=None,
+               generator=None):
     """:func:`solve_sde`, also returning the method's final extra state (for ``sdeint(extra=True)``)."""
     if gradient not in GRADIENTS:
         raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}.")
@@ -66,6 +77,8 @@ def _solve_sde(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, gradie
         raise ValueError("extra_solver_state is supported with gradient='direct' only.")
     if controller is not None and not isinstance(controller, PIController):
         raise TypeError(f"controller must be an nde.PIController, got {type(controller).__name__}.")
+    hook = regularization_hook(regularize, sde, method, bm, rtol, atol, dt, adaptive, gradient,
+                               generator or random)
     heuristics, rejected, evals = {}, 0, 0
     if adaptive:
         t0 = torch.tensor(ts_list[0], dtype=y0.dtype, device=y0.device)
@@ -73,7 +86,7 @@ def _solve_sde(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, gradie
         context = torch.enable_grad() if gradient == "direct" else torch.no_grad()
         with context:
             ys, extra, adaptive_stats = run_adaptive(method, sde, y0, ts_list, bm, dt, rtol, atol, dt_min, extra0,
-                                                     controller or PIController())
+                                                     controller or PIController(), on_accept=hook)
         rejected = adaptive_stats.rejected
         evals = 3 * (adaptive_stats.accepted + rejected) * method.evals_per_step
         heuristics = {key: torch.tensor(values, dtype=torch.float64) for key, values in (
@@ -83,6 +96,8 @@ def _solve_sde(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, gradie
         grid = Grid([ts_list[0]] + times, _nodes_of_outputs(ts_list, times), ts_list)
     else:
         grid = fixed_grid(ts_list, dt)
+        if hook is not None:
+            hook.plan_fixed(grid)
     if not adaptive or gradient != "direct":
         noise = NoiseSource(bm, grid.times, method.needs_area)
         ys, extra = _run(gradient, sde, method, y0, grid, noise, extra_solver_state, params, adjoint_method)
@@ -92,8 +107,13 @@ def _solve_sde(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, gradie
     accepted = grid.num_steps // 2 if adaptive else grid.num_steps
     stats = {"nfe": torch.tensor(evals, device=device), "n_accepted": torch.tensor(accepted, device=device),
              "n_rejected": torch.tensor(rejected, device=device)}
+    reg_value = None
+    if hook is not None:
+        reg_value = hook.value(ys)
+        stats["nfe_regularization"] = torch.tensor(hook.extra_evals, device=device)
     solution = Solution(ts=torch.tensor(ts_list, dtype=y0.dtype, device=device), ys=ys, stats=stats,
-                        status=torch.tensor(int(Status.SUCCESS), device=device), heuristics=heuristics)
+                        status=torch.tensor(int(Status.SUCCESS), device=device), heuristics=heuristics,
+                        regularization=reg_value)
     return solution, tuple(extra)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 import torch
 
+from .._integrate import rms_norm
 from ..controller import PIController
 from ..errors import SolverError, Status
 from .brownian import BrownianPath
@@ -26,10 +27,13 @@ class Grid:
     ``times``: node times (floats, increasing, ``times[0] = ts[0]``, ``times[-1] = ts[-1]``).
     ``out_node[j]``: node ``k`` with ``times[k-1] < ts[j] <= times[k]`` (0 for ``j = 0``).
     ``out_time[j]``: ``ts[j]`` as a float.
+    ``keep``: optional ``{node: None}``; stepping over the grid fills in the detached states of those
+    nodes (the local regulariser reads them; they are not kept for the backward pass).
     """
     times: list
     out_node: list
     out_time: list
+    keep: dict | None = None
 
     @property
     def num_steps(self) -> int:
@@ -94,15 +98,20 @@ def step_grid(method, sde, y0: torch.Tensor, grid: Grid, noise: NoiseSource, ext
     """Step ``method`` over every node of ``grid``.
 
     Returns ``(y_last, extra, saved)``: the final state, the method's extra state, and the node states
-    the outputs read (``{node index: state}``)."""
+    the outputs read (``{node index: state}``). The detached states of the nodes in ``grid.keep`` are
+    written there (every gradient mode's forward pass runs through here)."""
     needed = grid.needed_nodes()
     saved = {0: y0}
-    y, times, node_t = y0, grid.times, node_tensors(grid, y0)
+    y, times, node_t, keep = y0, grid.times, node_tensors(grid, y0), grid.keep
+    if keep is not None and 0 in keep:
+        keep[0] = y0.detach()
     for k in range(grid.num_steps):
         dw, u = noise(k)
         y, extra = method.step(sde, node_t[k], node_t[k + 1], times[k + 1] - times[k], y, extra, dw, u)
         if k + 1 in needed:
             saved[k + 1] = y
+        if keep is not None and k + 1 in keep:
+            keep[k + 1] = y.detach()
     return y, extra, saved
 
 
@@ -139,15 +148,19 @@ class AdaptiveStats:
 
 
 def run_adaptive(method, sde, y0, ts: list, bm, dt: float, rtol: float, atol: float, dt_min: float,
-                 extra: tuple, controller: PIController, max_steps: int = 100_000):
+                 extra: tuple, controller: PIController, max_steps: int = 100_000, on_accept=None):
     """Adaptive steps by step doubling, sized by the core's :class:`nde.PIController`.
 
     The error ratio of a step is ``rms((y_h - y_{h/2,h/2}) / (atol + rtol max(|y_h|, |y_{h/2,h/2}|)))``;
     it is accepted when ``<= 1`` (or when ``h <= dt_min``). The local error of a method of strong
     order ``p`` scales as ``h^(p + 1/2)``, the controller's exponent. Steps end exactly on output
     times. One host sync per attempted step (the accept decision). Returns ``(ys, extra, stats)``.
+
+    ``on_accept(t, h, y, y_two, ratio)``: optional hook called on every accepted step with its start
+    time and size (floats), the states at its start and end, and its error ratio as a tensor; with
+    a hook and grad mode on, the ratio carries its autograd graph (the regularisers read it).
     """
-    need_area, k = method.needs_area, method.strong_order(sde.noise_type) + 0.5
+    k = method.strong_order(sde.noise_type) + 0.5
     t, y, h = ts[0], y0, dt
     outputs, stats, prev_ratio = [y0], AdaptiveStats(), 1e-4
     for out_t in ts[1:]:
@@ -158,18 +171,16 @@ def run_adaptive(method, sde, y0, ts: list, bm, dt: float, rtol: float, atol: fl
             t_mid, t_next = t + 0.5 * h_try, t + h_try if h_try < out_t - t else out_t
             if t_next - t_mid <= 0 or t_mid - t <= 0:
                 raise SolverError(Status.DT_UNDERFLOW, t, h_try, "adaptive SDE solve")
-            t_, t_mid_, t_next_ = (torch.full((), s, dtype=y0.dtype, device=y0.device) for s in (t, t_mid, t_next))
-            y_full, _ = method.step(sde, t_, t_next_, t_next - t, y, extra, *_draw(bm, t, t_next, need_area))
-            y_half, extra_half = method.step(sde, t_, t_mid_, t_mid - t, y, extra, *_draw(bm, t, t_mid, need_area))
-            y_two, extra_two = method.step(sde, t_mid_, t_next_, t_next - t_mid, y_half, extra_half,
-                                           *_draw(bm, t_mid, t_next, need_area))
-            with torch.no_grad():
-                scale = atol + rtol * torch.maximum(y_full.abs(), y_two.abs())
-                ratio = float(((y_full - y_two) / scale).pow(2).mean().sqrt())
+            y_full, y_two, extra_two = doubling_step(method, sde, t, t_mid, t_next, y, extra, bm)
+            with torch.set_grad_enabled(on_accept is not None and torch.is_grad_enabled()):
+                ratio_t = scaled_error(y_full, y_two, rtol, atol)
+            ratio = float(ratio_t.detach())  # the one host synchronisation of the step
             if ratio != ratio or ratio == float("inf"):
                 raise SolverError(Status.NONFINITE, t, h_try, "adaptive SDE solve: non-finite error estimate")
             accept = ratio <= 1.0 or h_try <= dt_min
             if accept:
+                if on_accept is not None:
+                    on_accept(t, t_next - t, y, y_two, ratio_t)
                 stats.starts.append(t)
                 stats.steps.append(t_next - t)
                 stats.mids.append(t_mid)
@@ -184,6 +195,25 @@ def run_adaptive(method, sde, y0, ts: list, bm, dt: float, rtol: float, atol: fl
                 prev_ratio = ratio
         outputs.append(y)
     return torch.stack(outputs), extra, stats
+
+
+def doubling_step(method, sde, t: float, t_mid: float, t_next: float, y: torch.Tensor, extra: tuple, bm):
+    """One step of ``method`` from ``(t, y)`` to ``t_next`` and the same interval as two half steps
+    over ``t_mid``, on the Brownian path ``bm``. Returns ``(y_full, y_two, extra_two)`` (``(batch, d)``
+    states and the method's extra state after the two half steps)."""
+    need_area = method.needs_area
+    t_, t_mid_, t_next_ = (torch.full((), s, dtype=y.dtype, device=y.device) for s in (t, t_mid, t_next))
+    y_full, _ = method.step(sde, t_, t_next_, t_next - t, y, extra, *_draw(bm, t, t_next, need_area))
+    y_half, extra_half = method.step(sde, t_, t_mid_, t_mid - t, y, extra, *_draw(bm, t, t_mid, need_area))
+    y_two, extra_two = method.step(sde, t_mid_, t_next_, t_next - t_mid, y_half, extra_half,
+                                   *_draw(bm, t_mid, t_next, need_area))
+    return y_full, y_two, extra_two
+
+
+def scaled_error(y_full: torch.Tensor, y_two: torch.Tensor, rtol: float, atol: float) -> torch.Tensor:
+    """Step-doubling error ratio ``rms((y_full - y_two) / (atol + rtol max(|y_full|, |y_two|)))`` (0-d)."""
+    scale = torch.maximum(y_full.abs(), y_two.abs()).mul(rtol).add(atol)
+    return rms_norm((y_full - y_two) / scale)
 
 
 def _draw(bm, ta: float, tb: float, need_area: bool):

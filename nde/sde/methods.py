@@ -9,7 +9,9 @@ Step contract (shared by every method; the integration loop calls nothing else):
   space-time integral ``u = int (W_s - W_t0) ds``.
 
 Declared facts: ``sde_type``, ``noise_types``, ``strong_order(noise_type)``, ``needs_area``,
-``evals_per_step`` (drift-and-diffusion evaluations per step, for ``Solution.stats['nfe']``).
+``evals_per_step`` (drift-and-diffusion evaluations per step, for ``Solution.stats['nfe']``),
+``stability_size(noise_type)`` (length of the real stability interval ``[-S, 0]`` of the method's
+drift part on ``y' = lambda y``, used by the stiffness regulariser; ``None`` where it is empty).
 Diagonal noise follows torchsde: ``g`` is element-wise, ``g_i`` depends on ``y_i`` only
 (the Milstein correction ``g dg/dy`` is computed with that assumption).
 """
@@ -30,6 +32,10 @@ class Method:
     noise_types: tuple = ALL_NOISE
     needs_area = False
     evals_per_step = 1
+
+    def stability_size(self, noise_type: str):
+        """Explicit Euler and two-stage RK2 drift parts: ``|1 + z (+ z^2/2)| <= 1`` on ``[-2, 0]``."""
+        return 2.0
 
     def __init__(self, grad_free: bool = False):
         self.grad_free = grad_free
@@ -105,6 +111,8 @@ def g_and_gdg_prod(sde, t, y, weight=None):
     with torch.enable_grad():
         y_ = y if y.requires_grad else y.detach().requires_grad_(True)
         g = sde.g(t, y_)
+        if not g.requires_grad:  # g independent of y (and of any parameter): no Milstein term
+            return g, torch.zeros_like(y)
         if sde.noise_type == "diagonal":
             out, = torch.autograd.grad(g, y_, g if weight is None else g * weight, create_graph=create,
                                        allow_unused=True)
@@ -168,6 +176,10 @@ class ReversibleHeun(Method):
     """
     name, sde_type = "reversible_heun", "stratonovich"
 
+    def stability_size(self, noise_type):
+        """None: unstable on the whole negative real axis (its stability region is ``[-i, i]``)."""
+        return None
+
     def strong_order(self, noise_type):
         return 1.0 if noise_type == "additive" else 0.5
 
@@ -192,6 +204,11 @@ class SRK(Method):
     noise_types = COMMUTATIVE_NOISE
     needs_area = True
     evals_per_step = 4
+
+    def stability_size(self, noise_type):
+        """SRI2's drift part is three-stage RK3 (``1 + z + z^2/2 + z^3/6``, real interval
+        ``[-2.5127, 0]``); SRA1's is two-stage RK2 (``[-2, 0]``)."""
+        return 2.0 if noise_type == "additive" else 2.5127
 
     def strong_order(self, noise_type):
         return 1.5

@@ -295,6 +295,7 @@ class MPMSimulator:
         self._ckpt = [self._zeros((n_seg + 1, n), t) for t in (vec, vec, mat, mat)]
         self._carry = [self._zeros(n, t) for t in (vec, vec, mat, mat)]
         self._status = self._zeros(2, int)
+        self.resume = [self._zeros(n, t) for t in (vec, vec, mat, mat)]
         self._buffers = self._allocate_segment(self._segment)
         self._steps = [self._record_slot(l) for l in range(self._segment)]
 
@@ -438,6 +439,40 @@ class MPMSimulator:
             for dst, src in zip(self._ckpt, self._state(stop - start)):
                 wp.copy(dst[index + 1], src)
         self._live = (len(segments) - 1, *segments[-1])  # the buffers hold the last segment
+        self._check_status()
+
+    def advance(self, start_step: int, n_steps: int) -> None:
+        """Continue a rollout without a tape: from the state in ``self.resume`` (x, v, C, F,
+        each (N,)) at env step ``start_step`` run ``n_steps`` env steps (substeps
+        ``start_step * substeps_per_step`` onwards, reading those rows of ``tool_pos``/``tool_rot``)
+        and write the end state back to ``self.resume`` and the observed states to ``obs_x``/``obs_v``
+        rows ``start_step+1 .. start_step+n_steps``.
+
+        Cost is O(n_steps), independent of ``start_step``. Each substep runs the same launches on
+        the same values as :meth:`forward`, so stepping an episode through ``advance`` gives
+        bitwise the states of one ``forward`` over the whole episode. The segment buffers are
+        overwritten: a :meth:`backward` needs a fresh :meth:`forward` first."""
+        c = self.config
+        if not isinstance(start_step, (int, np.integer)) or not isinstance(n_steps, (int, np.integer)):
+            raise TypeError("start_step and n_steps must be ints")
+        if start_step < 0 or n_steps < 1 or start_step + n_steps > c.max_steps:
+            raise ValueError(f"need 0 <= start_step, 1 <= n_steps and start_step + n_steps <= {c.max_steps}, "
+                             f"got start_step={start_step}, n_steps={n_steps}")
+        sps = c.substeps_per_step
+        first, last = int(start_step) * sps, int(start_step + n_steps) * sps
+        self._live = None
+        self._status.zero_()
+        for start in range(first, last, self._segment):
+            stop = min(start + self._segment, last)
+            for dst, src in zip(self._state(0), self.resume):
+                wp.copy(dst, src)
+            self.record_segment(start, stop)
+            for s in range(start + 1, stop + 1):
+                if s % sps == 0:
+                    wp.copy(self.obs_x[s // sps], self._buffers.x[s - start])
+                    wp.copy(self.obs_v[s // sps], self._buffers.v[s - start])
+            for dst, src in zip(self.resume, self._state(stop - start)):
+                wp.copy(dst, src)
         self._check_status()
 
     def _check_status(self):

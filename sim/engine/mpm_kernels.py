@@ -24,7 +24,7 @@ import warp as wp
 
 from .spectral import build_spectral
 
-MAX_TOOLS = 4  # the tool loop is unrolled (differentiable); one grid kernel per tool count
+MAX_TOOLS = 8  # the tool loop is unrolled (differentiable); one grid kernel per tool count
 
 # Material kinds (see sim.engine.materials.MaterialKind).
 _LIQUID, _ELASTIC, _PLASTIC, _RIGID = 0, 1, 2, 3

@@ -92,6 +92,12 @@ class Env(abc.ABC):
     def _render_state(self, state: tuple, index: int) -> np.ndarray:
         """RGB image ``(H, W, 3)`` uint8 of world ``index`` of ``state``."""
 
+    def _continue(self, state: tuple, actions: torch.Tensor):
+        """Advance the episode state by ``actions`` ``(B, 1, A)`` for :meth:`step` (no gradient);
+        defaults to :meth:`_advance`. Tasks whose ``_advance`` only starts from the initial state
+        override it."""
+        return self._advance(state, actions)
+
     def step_weights(self) -> torch.Tensor:
         """Per-step weights ``w_t`` of the task loss, shape ``(T,)``; uniform by default."""
         return torch.ones(self.config.horizon, dtype=self.dtype, device=self.device)
@@ -124,7 +130,7 @@ class Env(abc.ABC):
             raise ValueError(f"action must have shape ({self.action_dim},) or ({self.batch_size}, "
                              f"{self.action_dim}), got {tuple(action.shape)}")
         with torch.no_grad():
-            obs, self._state = self._advance(self._state, self.clamp_actions(action[:, None]))
+            obs, self._state = self._continue(self._state, self.clamp_actions(action[:, None]))
             self._losses.append(self.step_losses_of(obs, start=self._t)[:, 0])
         self._t += 1
         return self._state

@@ -1,21 +1,29 @@
 """Common base of the tasks that run on the MLS-MPM engine (:mod:`sim.engine`, ``sim.bridge``).
 
-State ``(history (B, t, A), x (B, N, 2))``: the engine keeps its full state (C, F/J, rigid
-bodies, injector pool) inside the simulator, so a step continues an episode by replaying
-the action history from the initial state (exact, deterministic, O(t) per step);
-:meth:`Env.rollout_loss` runs one rollout per sequence. ``B`` sequences run one after
-another on the same simulator (one rollout in flight per simulator).
+Two paths through the engine:
+
+* :meth:`Env.rollout_loss` / :meth:`Env.step_losses` run one differentiable rollout per
+  sequence from the initial state (``sim.bridge.mpm_rollout``, checkpointed backward).
+* :meth:`Env.step` continues an episode in O(1) per step: the state
+  ``(control (B, P), x (B, N, 2), v (B, N, 2), C (B, N, 2, 2), F (B, N, 2, 2))`` is the engine's full
+  particle state plus the tools' generalised coordinates, and ``sim.bridge.mpm_continue`` runs only
+  the new step's substeps from it. Both paths run the same launches on the same values, so the
+  stepped episode equals the rollout (tested bitwise on CPU).
+
+``B`` worlds run one after another on the same simulator (one rollout in flight per simulator).
+Tool trajectories are computed in float64 (then cast), so the per-step path and the
+whole-sequence path give the same tool poses to the last float32 bit.
 """
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from sim.bridge import mpm_rollout, tool_path
-from sim.engine import MPMConfig, MPMSimulator
+from sim.bridge import mpm_continue, mpm_rollout, tool_path
+from sim.engine import MPMConfig, MPMSimulator, Tool, ToolShape
 from sim.envs.base import Env, EnvConfig
 
-__all__ = ["MPMEnv", "MPMEnvConfig", "block"]
+__all__ = ["MPMEnv", "MPMEnvConfig", "block", "tool_sdf"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +35,7 @@ class MPMEnvConfig(EnvConfig):
         dt: substep; substeps_per_step: substeps per action step.
         segment_substeps: checkpoint segment length (None: store every substep).
         init_jitter: seeded random offset of the initial liquid particles, in particle spacings.
+        gravity: gravity vector ``(2,)`` (None: the engine's ``(0, -9.8)``; FluidLab uses ``(0, -20)``).
     """
 
     horizon: int = 30
@@ -36,6 +45,7 @@ class MPMEnvConfig(EnvConfig):
     substeps_per_step: int = 10
     segment_substeps: int | None = None
     init_jitter: float = 0.1
+    gravity: tuple[float, float] | None = None
 
     @property
     def spacing(self) -> float:
@@ -50,10 +60,13 @@ def block(lo: tuple[float, float], hi: tuple[float, float], spacing: float) -> n
 
 
 class MPMEnv(Env):
-    """A task on the MPM engine whose action is the velocity ``(2,)`` of tool 0 per step.
+    """A task on the MPM engine. By default the action is the velocity ``(2,)`` of tool 0 per
+    step and the tools' generalised coordinates are their positions.
 
     Subclasses implement :meth:`_scene` (particles, materials, tools), :meth:`tool_start`
-    and the loss; observations are particle positions after each step ``(B, T, N, 2)``.
+    and the loss, and may override :meth:`control_start` / :meth:`tool_poses` for other tool
+    kinematics (the pouring task rotates a container). Observations are particle positions
+    after each step ``(B, T, N, 2)``.
     """
 
     action_dim = 2
@@ -62,7 +75,8 @@ class MPMEnv(Env):
         particles, materials, tools = self._scene(config)
         mpm = MPMConfig(dim=2, n_grid=config.n_grid, dt=config.dt, substeps_per_step=config.substeps_per_step,
                         max_steps=config.horizon, dtype="float64" if dtype == torch.float64 else "float32",
-                        device=str(torch.device(device)), segment_substeps=config.segment_substeps)
+                        device=str(torch.device(device)), segment_substeps=config.segment_substeps,
+                        gravity=config.gravity)
         self.sim = MPMSimulator(mpm, particles, materials, tools)
         self._jitter_mask = torch.as_tensor(self._jittered(particles), dtype=torch.bool)
         super().__init__(config, batch_size=batch_size, device=device, dtype=dtype)
@@ -80,12 +94,27 @@ class MPMEnv(Env):
         """Initial tool positions ``(n_tools, 2)``."""
         raise NotImplementedError
 
+    def control_start(self) -> torch.Tensor:
+        """Initial generalised coordinates ``(P,)`` (float64) of the tools; default: the
+        flattened tool positions."""
+        return self.tool_start().to(torch.float64).flatten()
+
+    def tool_poses(self, actions: torch.Tensor, control: torch.Tensor):
+        """Tool poses over the substeps of ``actions`` ``(T, A)`` from coordinates ``control`` ``(P,)``.
+
+        Returns ``(pos (S + 1, n_tools, 2), rot (S + 1, n_tools, 2, 2) or None, control_end (P,))``
+        in float64 (``S = T * substeps_per_step``). Default: tool 0 moves with velocity ``a_t``
+        (spread evenly over the substeps, as FluidLab), the other tools stay put.
+        """
+        start = control.reshape(-1, 2)
+        velocity = torch.zeros(actions.shape[0], start.shape[0], 2, dtype=torch.float64, device=actions.device)
+        velocity = torch.cat([actions[:, None].to(torch.float64), velocity[:, 1:]], dim=1)
+        pos = tool_path(start, velocity, self.config.substeps_per_step, self.config.dt)
+        return pos, None, pos[-1].flatten()
+
     def tool_positions(self, actions: torch.Tensor) -> torch.Tensor:
-        """Per-substep tool positions ``(S + 1, n_tools, 2)`` from actions ``(T, 2)`` (tool 0 moves)."""
-        start = self.tool_start()
-        velocity = torch.zeros(actions.shape[0], start.shape[0], 2, dtype=actions.dtype, device=actions.device)
-        velocity = torch.cat([actions[:, None], velocity[:, 1:]], dim=1)
-        return tool_path(start, velocity, self.config.substeps_per_step, self.config.dt)
+        """Per-substep tool positions ``(S + 1, n_tools, 2)`` of actions ``(T, A)`` from the start."""
+        return self.tool_poses(actions, self.control_start().to(actions.device))[0].to(actions.dtype)
 
     # ------------------------------------------------------------------ Env hooks
     def _initial_state(self, generator):
@@ -93,22 +122,39 @@ class MPMEnv(Env):
         noise = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
         x0 = x0 + self.config.init_jitter * self.config.spacing * noise * self._jitter_mask[:, None]
         self._x0 = x0.to(device=self.device, dtype=self.dtype)
-        history = torch.zeros(1, 0, self.action_dim, dtype=self.dtype, device=self.device)
-        return history, self._x0[None]
+        n = x0.shape[0]
+        v0 = torch.as_tensor(self.sim.particles.v, dtype=self.dtype, device=self.device)
+        C0 = torch.zeros(n, 2, 2, dtype=self.dtype, device=self.device)
+        F0 = torch.eye(2, dtype=self.dtype, device=self.device).expand(n, 2, 2)
+        control = self.control_start().to(self.device)
+        return control[None], self._x0[None], v0[None], C0[None], F0[None]
 
     def _advance(self, state, actions):
-        history = state[0]
-        full = torch.cat([history, actions], dim=1)
-        done = history.shape[1]
+        """Differentiable rollouts of ``actions`` ``(B, T, A)`` from the initial state ``state``
+        (mid-episode steps go through :meth:`_continue`); the final state is not returned."""
         frames = []
-        for seq in full:
-            xs, _ = mpm_rollout(self.sim, seq.shape[0], tool_pos=self.tool_positions(seq), x0=self._x0)
-            frames.append(xs[1 + done:])
-        frames = torch.stack(frames)
-        return frames, (full, frames[:, -1])
+        for seq in actions:
+            pos, rot, _ = self.tool_poses(seq, state[0][0])
+            rot = None if rot is None else rot.to(self.dtype)
+            xs, _ = mpm_rollout(self.sim, seq.shape[0], tool_pos=pos.to(self.dtype), tool_rot=rot,
+                                x0=self._x0, v0=state[2][0])
+            frames.append(xs[1:])
+        return torch.stack(frames), None
+
+    def _continue(self, state, actions):
+        """Continue every world by ``actions`` ``(B, 1, A)`` from its engine state: O(1) per step."""
+        frames, ends = [], []
+        for b in range(actions.shape[0]):
+            pos, rot, control = self.tool_poses(actions[b], state[0][b])
+            rot = None if rot is None else rot.to(self.dtype)
+            xs, particles = mpm_continue(self.sim, self._t, actions.shape[1], tuple(t[b] for t in state[1:]),
+                                         tool_pos=pos.to(self.dtype), tool_rot=rot)
+            frames.append(xs)
+            ends.append((control, *particles))
+        return torch.stack(frames), tuple(torch.stack(parts) for parts in zip(*ends))
 
     def _render_state(self, state, index):
-        return self.draw(state[1][index], state[0][index])
+        return self.draw(state[1][index], state[0][index], self._t)
 
     # ------------------------------------------------------------------ rendering
     def particle_colors(self) -> np.ndarray:
@@ -116,28 +162,45 @@ class MPMEnv(Env):
         palette = np.array([[60, 120, 230], [240, 240, 235], [200, 90, 40], [90, 200, 90]])
         return palette[self.sim.particles.material % len(palette)]
 
-    def draw(self, x: torch.Tensor, history: torch.Tensor, size: int = 256) -> np.ndarray:
-        """Image ``(size, size, 3)`` of particles ``x (N, 2)`` and the tools after ``history``."""
+    def overlay(self, image: np.ndarray) -> None:
+        """Draw task markers (targets) into ``image`` ``(size, size, 3)`` in place (default: none)."""
+
+    def draw(self, x: torch.Tensor, control: torch.Tensor, steps: int, size: int = 256) -> np.ndarray:
+        """Image ``(size, size, 3)`` of particles ``x (N, 2)`` after ``steps`` steps and the tools at
+        coordinates ``control (P,)`` (outlines of their signed-distance shapes)."""
         image = np.full((size, size, 3), 25, np.uint8)
+        self.overlay(image)
         pix = np.clip((x.detach().double().cpu().numpy() * size).astype(int), 0, size - 2)
-        visible = self.visible(history.shape[0])
+        visible = self.visible(steps)
         colors = self.particle_colors()
         for dy in (0, 1):
             for dx in (0, 1):
                 image[size - 1 - pix[visible, 1] - dy, pix[visible, 0] + dx] = colors[visible]
-        if history.shape[0]:
-            tools = self.tool_positions(history.detach())[-1]
-        else:
-            tools = self.tool_start()
+        empty = torch.zeros(0, self.action_dim, dtype=torch.float64, device=control.device)
+        pos, rot, _ = self.tool_poses(empty, control)
+        pos = pos[0].detach().cpu().numpy()
+        rot = np.broadcast_to(np.eye(2), (len(pos), 2, 2)) if rot is None else rot[0].detach().cpu().numpy()
         yy, xx = np.mgrid[0:size, 0:size]
+        world = np.stack([xx + 0.5, size - 0.5 - yy], -1) / size
         for k, tool in enumerate(self.sim.tools):
-            cx, cy = tools[k].detach().double().cpu().numpy() * size
-            radius = max(2.0, tool.size[0] * size)
-            ring = np.abs(np.hypot(xx - cx, (size - 1 - yy) - cy) - radius) < 1.5
-            image[ring] = (255, 60, 60)
+            local = (world - pos[k]) @ rot[k]  # row form of R^T (x - p)
+            image[np.abs(tool_sdf(tool, local)) < 1.5 / size] = (255, 60, 60)
         return image
 
     def visible(self, steps: int) -> np.ndarray:
         """Mask ``(N,)`` of particles present after ``steps`` steps (injector pool excluded)."""
         birth = self.sim.particles.birth
         return birth <= steps * self.config.substeps_per_step
+
+
+def tool_sdf(tool: Tool, q: np.ndarray) -> np.ndarray:
+    """Signed distance ``(...)`` of points ``q`` ``(..., 2)`` in the tool frame (a numpy mirror of
+    the engine's ``_tool_sdf``, for drawing)."""
+    size = np.asarray(tool.size, dtype=np.float64)
+    if tool.shape == ToolShape.SPHERE:
+        return np.linalg.norm(q, axis=-1) - size[0]
+    if tool.shape == ToolShape.BOX:
+        d = np.abs(q) - size[:2]
+        return np.linalg.norm(np.maximum(d, 0.0), axis=-1) + np.minimum(d.max(-1), 0.0)
+    qa = q - np.stack([np.clip(q[..., 0], -size[1], size[1]), np.zeros(q.shape[:-1])], -1)
+    return np.linalg.norm(qa, axis=-1) - size[0]

@@ -98,7 +98,7 @@ def test_adjoint_gradient_converges_to_fine_backprop(setup, fine):
 
 
 def test_adaptive_adjoint(setup, fine):
-    _, a_x, a_z, _ = gradients(setup, "backsolve", None, method="dopri5", rtol=1e-6, atol=1e-6)
+    _, a_x, a_z, _ = gradients(setup, "backsolve", None, method="dopri5", rtol=1e-7, atol=1e-7)
     _, f_x, f_z, _ = fine
     assert rel(a_x, f_x) < 1e-3 and rel(a_z, f_z) < 1e-3
 

@@ -104,3 +104,26 @@ def test_weak_order_of_euler_on_gbm_mean():
             errors.append(abs(float((ys[-1] - truth).mean())))
     slope = _slope(dts, errors)
     assert abs(slope - 1.0) < 0.2, (slope, errors)
+
+
+class _StateFreeNoise(torch.nn.Module):
+    """dy = −y dt + σ(t) dW with σ depending on t only (no graph from y to g)."""
+    noise_type, sde_type = "diagonal", "ito"
+
+    def f(self, t, y):
+        return -y
+
+    def g(self, t, y):
+        return torch.full_like(y, 0.5) * (1 + t)
+
+
+@pytest.mark.parametrize("method", ["milstein", "euler"])
+def test_milstein_with_state_free_noise_equals_euler(method):
+    """The Milstein term g·∂g/∂y vanishes when g does not depend on y (it used to raise)."""
+    y0 = torch.ones(4, 2, dtype=torch.float64)
+    ts = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    bm = BrownianPath(t0=0.0, t1=1.0, size=(4, 2), dtype=torch.float64, entropy=3)
+    ys = sdeint(_StateFreeNoise(), y0, ts, bm=bm, method=method, dt=0.05)
+    bm = BrownianPath(t0=0.0, t1=1.0, size=(4, 2), dtype=torch.float64, entropy=3)
+    ref = sdeint(_StateFreeNoise(), y0, ts, bm=bm, method="euler", dt=0.05)
+    torch.testing.assert_close(ys, ref, rtol=0, atol=1e-14)

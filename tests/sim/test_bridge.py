@@ -5,7 +5,7 @@ import pytest
 import torch
 import warp as wp
 
-from sim.bridge import mpm_rollout, rotation_2d, tool_path
+from sim.bridge import mpm_continue, mpm_rollout, rotation_2d, tool_path
 from sim.engine import (ELASTIC, VISCOUS_LIQUID, WATER, MPMConfig, MPMSimulator, ParticleSet,
                         SimulationError, Tool, ToolShape)
 
@@ -164,3 +164,31 @@ def test_cuda_rollout_matches_cpu():
         results.append((loss.item(), actions.grad.cpu()))
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-10)
     assert torch.allclose(results[0][1], results[1][1], rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("segment", [None, 3])
+def test_continue_step_by_step_equals_one_rollout_bitwise(segment):
+    """mpm_continue from the kept state, one env step at a time (chunked by the checkpoint
+    segment, here also 3 substeps, not aligned with the 5-substep env steps), gives bitwise the
+    states of one rollout, including a rotating tool."""
+    sim = water_and_paddle(dtype="float32", steps=4, segment=segment)
+    c = sim.config
+    actions = torch.tensor([[[0.5, 0.2]], [[0.8, -0.3]], [[0.1, 0.4]], [[-0.6, 0.0]]], dtype=torch.float64)
+    pos = tool_path(START, actions, c.substeps_per_step, c.dt * 10).float()
+    rot = rotation_2d(torch.linspace(0, 0.3, pos.shape[0], dtype=torch.float64))[:, None].float()
+    with torch.no_grad():
+        xs, vs = mpm_rollout(sim, 4, tool_pos=pos, tool_rot=rot)
+    n = sim.n_particles
+    state = (torch.as_tensor(sim.particles.x, dtype=torch.float32), torch.zeros(n, 2), torch.zeros(n, 2, 2),
+             torch.eye(2).expand(n, 2, 2).contiguous())
+    sps = c.substeps_per_step
+    for t in range(4):
+        rows = slice(t * sps, (t + 1) * sps + 1)
+        x_step, state = mpm_continue(sim, t, 1, state, tool_pos=pos[rows], tool_rot=rot[rows])
+        assert torch.equal(x_step[0], xs[t + 1]) and torch.equal(state[1], vs[t + 1])
+    with pytest.raises(ValueError, match="start_step"):
+        mpm_continue(sim, 4, 1, state, tool_pos=pos[:sps + 1], tool_rot=rot[:sps + 1])
+    with pytest.raises(ValueError, match="state.C"):
+        mpm_continue(sim, 0, 1, (state[0], state[1], state[2][:, :1], state[3]), tool_pos=pos[:sps + 1])
+    with pytest.raises(ValueError, match="tool_pos"):
+        mpm_continue(sim, 0, 1, state, tool_pos=pos[:sps])

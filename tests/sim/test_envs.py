@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from sim.envs import (Gathering, GatheringConfig, LatteArt, LatteArtConfig, SmokeArt, SmokeArtConfig,
-                      SmokeCirculation, SmokeCirculationConfig, SmokeMixing, SmokeMixingConfig, SmokeTransport,
-                      SmokeTransportConfig)
+from sim.bridge import mpm_rollout
+from sim.envs import (Gathering, GatheringConfig, LatteArt, LatteArtConfig, Pouring, PouringConfig, SmokeArt,
+                      SmokeArtConfig, SmokeCirculation, SmokeCirculationConfig, SmokeMixing, SmokeMixingConfig,
+                      SmokeTransport, SmokeTransportConfig)
 
 TINY = dict(resolution=12, jacobi_iters=6, horizon=5)
 MPM_TINY = dict(n_grid=16, horizon=5, substeps_per_step=4, dt=2e-3)
@@ -19,7 +20,10 @@ TASKS = {
         **MPM_TINY, water=(0.2, 0.2, 0.7, 0.35), object_box=(0.4, 0.32, 0.5, 0.4), paddle_start=(0.28, 0.28)), **kw),
     "latte_art": lambda **kw: LatteArt(LatteArtConfig(
         **MPM_TINY, coffee=(0.2, 0.2, 0.8, 0.3), flux=2, nozzle_start=(0.4, 0.4)), **kw),
+    "pouring": lambda **kw: Pouring(POUR_TINY, **kw),
 }
+POUR_TINY = PouringConfig(**MPM_TINY, cup=(0.25, 0.5, 0.45, 0.7), fill=0.1, wall=0.035, target=(0.45, 0.1, 0.8, 0.3))
+MPM_TASKS = ("gathering", "latte_art", "pouring")
 
 
 def _random_actions(env, batch, seed):
@@ -98,3 +102,62 @@ def test_actions_nan_raises_and_out_of_range_is_clamped():
         SmokeTransportConfig(horizon=0)
     with pytest.raises(ValueError, match="bin_size"):
         SmokeMixingConfig(resolution=10, bin_size=4)
+
+
+@pytest.mark.parametrize("name", MPM_TASKS)
+def test_mpm_step_is_constant_cost_and_bitwise_equal_to_the_rollout(name):
+    """env.step continues from the kept engine state: every step runs exactly one step's
+    substeps (independent of t), and the stepped states equal the replayed rollout bitwise."""
+    env = TASKS[name](batch_size=2)
+    actions = _random_actions(env, 2, seed=6)
+    ran = []
+    record = env.sim.record_segment
+    env.sim.record_segment = lambda start, stop: (ran.append(stop - start), record(start, stop))[1]
+    env.reset(seed=2)
+    stepped = []
+    for t in range(env.horizon):
+        ran.clear()
+        state = env.step(actions[:, t])
+        assert sum(ran) == 2 * env.config.substeps_per_step  # two worlds, one step each
+        stepped.append(state[1])
+    env.sim.record_segment = record
+    stepped = torch.stack(stepped, dim=1)
+    with torch.no_grad():
+        for b in range(2):
+            seq = env.clamp_actions(actions[b])
+            pos, rot, _ = env.tool_poses(seq, env.control_start())
+            rot = None if rot is None else rot.float()
+            xs, _ = mpm_rollout(env.sim, env.horizon, tool_pos=pos.float(), tool_rot=rot, x0=env._x0)
+            assert torch.equal(stepped[b], xs[1:]), (stepped[b] - xs[1:]).abs().max()
+
+
+def test_pouring_moves_liquid_into_the_receiving_cup_and_checks_its_inputs():
+    env = TASKS["pouring"]()
+    assert env.action_dim == 1 and env.sim.n_tools == 5
+    with torch.no_grad():
+        still = env.step_losses(torch.zeros(1, env.horizon, 1))
+        tipped = env.step_losses(torch.full((1, env.horizon, 1), -env.config.action_bound))
+    # at rest the liquid stays in the cup (loss ~ 1 per step); tipping towards the target lowers it
+    torch.testing.assert_close(still, torch.ones_like(still), rtol=0.05, atol=0.0)
+    assert float(tipped[0, -1]) < 0.9 * float(still[0, -1])
+    inside = torch.tensor([[0.5, 0.2], [0.7, 0.25]]), torch.tensor([[0.5, 0.2], [0.2, 0.6]])
+    assert float(env.delivered(env._x0)) == 0.0
+    assert [float(env.delivered(x)) for x in inside] == [1.0, 0.5]
+    with pytest.raises(ValueError, match="action must have shape"):
+        env.step(torch.zeros(2))
+    with pytest.raises(ValueError, match="NaN"):
+        env.step(torch.tensor([float("nan")]))
+    with pytest.raises(ValueError, match="wall"):
+        PouringConfig(n_grid=16, wall=0.01)
+    with pytest.raises(ValueError, match="cup"):
+        PouringConfig(cup=(0.4, 0.5, 0.3, 0.7))
+    with pytest.raises(ValueError, match="target"):
+        PouringConfig(target=(0.5, 0.3, 0.4, 0.1))
+    with pytest.raises(ValueError, match="inside the target"):
+        Pouring(PouringConfig(**{**POUR_TINY.__dict__, "target": (0.1, 0.1, 0.9, 0.9)}))
+    moving = Pouring(PouringConfig(**{**POUR_TINY.__dict__, "translation": True}))
+    assert moving.action_dim == 3
+    pos, rot, end = moving.tool_poses(torch.tensor([[0.0, 1.0, 0.0]]), moving.control_start())
+    shift = float(pos[-1, 0, 0] - pos[0, 0, 0])  # the walls translate with the pivot velocity
+    assert abs(shift - moving.config.substeps_per_step * moving.config.dt) < 1e-12
+    assert torch.equal(pos[:, 3:], pos[:1, 3:].expand_as(pos[:, 3:]))  # the receiving cup is static

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import warp as wp
 
-from sim.engine import (ELASTIC, RIGID, SNOW, VISCOUS_LIQUID, WATER, Material, MaterialKind, MPMConfig,
+from sim.engine import (ELASTIC, MAX_TOOLS, RIGID, SNOW, VISCOUS_LIQUID, WATER, Material, MaterialKind, MPMConfig,
                         MPMSimulator, ParticleSet, SimulationError, Tool, ToolShape)
 
 wp.config.quiet = True
@@ -296,7 +296,7 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="body"):
         make_sim([RIGID], x=np.array([[0.5, 0.5]]))
     with pytest.raises(ValueError, match="at most"):
-        make_sim([WATER], tools=[Tool(ToolShape.SPHERE, (0.05,))] * 5)
+        make_sim([WATER], tools=[Tool(ToolShape.SPHERE, (0.05,))] * (MAX_TOOLS + 1))
     with pytest.raises(ValueError, match="nu"):
         Material(MaterialKind.ELASTIC, nu=0.5)
 
