@@ -14,7 +14,8 @@ the noisy observations (with the time gaps as input, Pal et al.'s "GRU-like" Phy
 ``q(z0)``; a 4-d latent ODE (MLP 4→32→32→4, tanh) is decoded linearly; loss = negative ELBO (Gaussian
 likelihood, σ = 0.05). Only the latent ODE is regularised and counted.
 
-Every variant trains with backprop through tsit5 (as the papers' discrete sensitivities), float32.
+Every variant trains with backprop through tsit5 (as the papers' discrete sensitivities), float32 by default
+(``--dtype float64`` for the paper's local variants, whose Hairer-step error is partly round-off in float32).
 Variants and λ (chosen for this task's scale, see ``docs/regularization.md``): vanilla; steer (every
 output time t_i drawn from U[t_i ± min(gaps)/2], Pal et al.'s PhysioNet STEER); rnode; ernode (mean
 EEst·dt, annealed 10:1 as the paper); srnode (max |ρ|/S); local_unbiased / local_biased (annealed 2.5:1
