@@ -23,8 +23,10 @@ Every case runs for ``--seeds`` (>= 3) seeds; summary rows give mean and std ove
 """
 from __future__ import annotations
 
+import json
 import statistics
 import time
+from contextlib import nullcontext
 from multiprocessing import get_context
 
 import torch
@@ -45,7 +47,7 @@ INTERPOLANT = {
     "quick": {"budgets": (100, 200), "blocks": 2, "block": 500, "sde_steps": 50},
     "large": {"budgets": (1000, 3000, 10000), "blocks": 8, "block": 10000, "sde_steps": 1000},
 }
-FDISTILL_STEPS = {"default": 6000, "quick": 200, "large": 20000}
+FDISTILL_STEPS = {"default": 4000, "quick": 200, "large": 20000}
 FDISTILL_EVAL = {"default": (4, 2500), "quick": (2, 500), "large": (8, 5000)}
 REGIMES = {
     "ring": {"weights": (0.2, 0.05), "variance": 0.05, "task": {}},
@@ -261,13 +263,13 @@ def main(argv=None) -> None:
     parts = args.parts.split(",")
     jobs = [(kind, (s, size, args.device)) for kind in ("interpolant", "fields") if kind in parts
             for s in range(args.seeds)]
-    jobs += [("fdistill", (d, s, size, args.device, regime)) for regime in ("ring", "hard") if regime in parts
-             for d in DIVERGENCES for s in range(args.seeds)]
-    if args.workers > 1 and args.device == "cpu":
-        with get_context("spawn").Pool(args.workers) as pool:
-            results = pool.map(_run, jobs, chunksize=1)
-    else:
-        results = [_run(job) for job in jobs]
+    jobs += [("fdistill", (d, s, size, args.device, regime)) for s in range(args.seeds)
+             for regime in ("ring", "hard") if regime in parts for d in DIVERGENCES]
+    results = []
+    with get_context("spawn").Pool(args.workers) if args.workers > 1 and args.device == "cpu" else nullcontext() as pool:
+        for result in (pool.imap(_run, jobs) if pool is not None else map(_run, jobs)):
+            print("rows:", json.dumps(result), flush=True)  # partial results survive an interrupted run
+            results.append(result)
     rows = [row for result in results for row in result]
     cfg = INTERPOLANT[size]
     blocks, block = FDISTILL_EVAL[size]
