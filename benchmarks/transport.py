@@ -253,19 +253,29 @@ NOTES = {
 }
 
 
+def _rows_from_log(path: str) -> list[list[dict]]:
+    """The per-job row lists printed by a run (lines starting with 'rows: ')."""
+    with open(path) as log:
+        return [json.loads(line[len("rows: "):]) for line in log if line.startswith("rows: ")]
+
+
 def main(argv=None) -> None:
     args = parse_args(__doc__.splitlines()[0], argv, extra=lambda p: (
         p.add_argument("--workers", type=int, default=2), p.add_argument("--seeds", type=int, default=3),
         p.add_argument("--large", action="store_true", help="GPU-sized settings (more samples and steps)"),
         p.add_argument("--parts", default="interpolant,fields,ring,hard",
-                       help="comma list of interpolant, fields, ring, hard")))
+                       help="comma list of interpolant, fields, ring, hard"),
+        p.add_argument("--from-log", default=None, help="rebuild the result files from the 'rows:' lines that a "
+                       "(possibly interrupted) run printed, instead of running")))
     size = "quick" if args.quick else "large" if args.large else "default"
     parts = args.parts.split(",")
     jobs = [(kind, (s, size, args.device)) for kind in ("interpolant", "fields") if kind in parts
             for s in range(args.seeds)]
     jobs += [("fdistill", (d, s, size, args.device, regime)) for s in range(args.seeds)
              for regime in ("ring", "hard") if regime in parts for d in DIVERGENCES]
-    results = []
+    results = _rows_from_log(args.from_log) if args.from_log else []
+    if args.from_log:
+        jobs = []
     with get_context("spawn").Pool(args.workers) if args.workers > 1 and args.device == "cpu" else nullcontext() as pool:
         for result in (pool.imap(_run, jobs) if pool is not None else map(_run, jobs)):
             print("rows:", json.dumps(result), flush=True)  # partial results survive an interrupted run
