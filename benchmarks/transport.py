@@ -34,8 +34,8 @@ import torch
 from benchmarks._common import parse_args, write_results
 
 from nde.distill import DiffusionTeacher, FDistill
-from nde.interpolants import (BoxUniformFields, InterpolantTask, checkerboard, checkerboard_cell_masses, checkerboard_log_prob,
-                              one_sided_linear, ring_mixture, sample_ode, sample_sde)
+from nde.interpolants import (BoxUniformFields, InterpolantTask, checkerboard, checkerboard_cell_masses,
+                              checkerboard_log_prob, one_sided_linear, ring_mixture, sample_ode, sample_sde)
 from nde.metrics import dropped_modes, energy_mmd, grid_mass_tv, mode_mass_tv, mode_masses, near_mode_fraction, \
     support_fraction
 
@@ -151,7 +151,8 @@ def fields_case(seed: int, size: str, device: str) -> list[dict]:
                 return float(v.square().sum(1).mean().sqrt())
 
             err_b, err_eta = rms(learned["b"] - b_true), rms(learned["eta"] - eta_true)
-            rows.append({"part": "fields", "train_steps": budget, "seed": seed, "sampler": f"t={t0}", "rms_b_error": err_b,
+            rows.append({"part": "fields", "train_steps": budget, "seed": seed, "sampler": f"t={t0}",
+                         "rms_b_error": err_b,
                          "rms_b": rms(b_true), "rms_eta_error": err_eta, "rms_eta": rms(eta_true),
                          "eps_star_over_alpha": err_b / err_eta})
     return rows
@@ -198,7 +199,8 @@ def _run(job):
     return {"interpolant": interpolant_case, "fields": fields_case, "fdistill": fdistill_case}[kind](*args)
 
 
-SUMMARY_KEYS = ("rms_b_error", "rms_eta_error", "eps_star_over_alpha", "energy_mmd", "minus_ode", "support_frac", "square_tv", "dropped_modes", "light_mode_mass", "mode_tv",
+SUMMARY_KEYS = ("rms_b_error", "rms_eta_error", "eps_star_over_alpha", "energy_mmd", "minus_ode", "support_frac",
+                "square_tv", "dropped_modes", "light_mode_mass", "mode_tv",
                 "near_mode_frac", "teacher50_mmd", "reference_mmd", "teacher50_near_mode")
 
 
@@ -276,16 +278,19 @@ def main(argv=None) -> None:
     results = _rows_from_log(args.from_log) if args.from_log else []
     if args.from_log:
         jobs = []
-    with get_context("spawn").Pool(args.workers) if args.workers > 1 and args.device == "cpu" else nullcontext() as pool:
+    parallel = args.workers > 1 and args.device == "cpu" and jobs
+    with get_context("spawn").Pool(args.workers) if parallel else nullcontext() as pool:
         for result in (pool.imap(_run, jobs) if pool is not None else map(_run, jobs)):
             print("rows:", json.dumps(result), flush=True)  # partial results survive an interrupted run
             results.append(result)
     rows = [row for result in results for row in result]
     cfg = INTERPOLANT[size]
     blocks, block = FDISTILL_EVAL[size]
-    notes = {"fields": NOTES["fields"], "interpolant": NOTES["interpolant"].format(n=cfg["blocks"] * cfg["block"], **cfg),
+    notes = {"fields": NOTES["fields"],
+             "interpolant": NOTES["interpolant"].format(n=cfg["blocks"] * cfg["block"], **cfg),
              "fdistill": NOTES["fdistill"].format(steps=FDISTILL_STEPS[size], blocks=blocks, block=block)}
-    for part, area in (("interpolant", "transport"), ("fields", "transport_fields"), ("fdistill", "transport_fdistill")):
+    areas = (("interpolant", "transport"), ("fields", "transport_fields"), ("fdistill", "transport_fdistill"))
+    for part, area in areas:
         part_rows = [r for r in rows if r["part"].startswith(part)]
         if part_rows:
             print(write_results(area, args.device, part_rows + _summaries(part_rows), notes[part]).read_text())

@@ -83,7 +83,8 @@ def test_toy_datasets_have_expected_support():
 
 def test_energy_mmd_in_blocks_equals_one_block():
     gen = torch.Generator().manual_seed(5)
-    x, y = torch.randn(300, 2, generator=gen, dtype=torch.float64), torch.randn(200, 2, generator=gen, dtype=torch.float64)
+    x = torch.randn(300, 2, generator=gen, dtype=torch.float64)
+    y = torch.randn(200, 2, generator=gen, dtype=torch.float64)
     assert abs(energy_mmd(x, y, block=7) - energy_mmd(x, y, block=4096)) < 1e-9
     with pytest.raises(ValueError, match="block"):
         energy_mmd(x, y, block=0)

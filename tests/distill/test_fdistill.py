@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from nde.distill import DiffusionTeacher, FDistill, cosine_alpha, cosine_sigma, diffuse, distillation_loss
+from nde.distill import DiffusionTeacher, FDistill, cosine_alpha, cosine_sigma, distillation_loss
 from nde.distill import divergence_weight, normalize_by_mean
 from nde.interpolants import GaussianMixture, ring_mixture
 from nde.metrics import energy_mmd
