@@ -182,8 +182,10 @@ def fdistill_case(divergence: str, seed: int, size: str, device: str, regime: st
     means, weights = mix.means.to(device), mix.weights.to(device)
     mmd, mmd_se = mean_se(block_mmds(one_step, truth, blocks))
     teacher_mmd, teacher_se = mean_se(block_mmds(teacher_50, truth, blocks))
+    masses, low_weight = mode_masses(one_step, means), weights < weights.max()
     return [{"part": f"fdistill/{regime}", "seed": seed, "sampler": f"{divergence} one-step",
              "dropped_modes": dropped_modes(one_step, means, weights),
+             "dropped_low_weight": int(((masses < 0.2 * weights) & low_weight).sum()),
              "light_mode_mass": float(mode_masses(one_step, means)[1::2].sum()),
              "mode_tv": mode_mass_tv(one_step, means, weights),
              "near_mode_frac": near_mode_fraction(one_step, means, spec["variance"] ** 0.5),
@@ -200,7 +202,7 @@ def _run(job):
 
 
 SUMMARY_KEYS = ("rms_b_error", "rms_eta_error", "eps_star_over_alpha", "energy_mmd", "minus_ode", "support_frac",
-                "square_tv", "dropped_modes", "light_mode_mass", "mode_tv",
+                "square_tv", "dropped_modes", "dropped_low_weight", "light_mode_mass", "mode_tv",
                 "near_mode_frac", "teacher50_mmd", "reference_mmd", "teacher50_near_mode")
 
 
@@ -248,7 +250,8 @@ NOTES = {
         "B: f-distill with the exact mixture teacher, {steps} steps (generator every 5th), batch 256, Adam 1e-3 "
         "(0, 0.99) decayed x0.5 every steps/3, batch normaliser of the update direction, EMA 0.99. ring: 8 modes "
         "radius 3, variance 0.05, weights 0.2/0.05, s in [0.02, 0.98], GAN weight 1e-3. hard: variance 0.01, weights "
-        "0.22/0.03, s in [0.02, 0.3], no GAN term. dropped = mode mass < 20% of its weight; light_mode_mass true "
+        "0.22/0.03, s in [0.02, 0.3], no GAN term. dropped = mode mass < 20% of its weight (dropped_low_weight: "
+        "among the 4 light modes); light_mode_mass true "
         "value 4 x light weight (0.2 ring, 0.12 hard); near_mode_frac = within 3 std of a mode; energy_mmd, "
         "teacher50_mmd (50-step DDIM, exact denoiser), reference_mmd (a 2nd true sample): mean over {blocks} blocks "
         "of {block}."),
