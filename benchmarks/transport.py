@@ -1,21 +1,32 @@
 """Generative transport benchmark: interpolant SDE vs ODE sampling, and f-distill mode coverage.
 
-    python -m benchmarks.transport [--device cpu|cuda] [--quick] [--workers 2]
+    python -m benchmarks.transport [--device cpu|cuda] [--quick] [--large] [--workers 2] [--seeds 3]
 
 A. Stochastic interpolant, N(0, I) -> checkerboard (one-sided linear interpolant). b and eta are
-   learned once per seed (same fields for every sampler). Samplers: adaptive ODE (dopri5 on the nde
-   core) with b, and the forward SDE with eps(t) = eps0 * alpha(t) for several eps0 (drift
-   b + eps s = b - eps0 eta, finite up to t = 1). Metric: energy MMD to fresh target samples.
-B. f-distill on an unequal-weight 8-Gaussian ring (weights 0.2 / 0.05 alternating) with the exact
-   mixture teacher: reverse-KL (= VSD/DMD), forward-KL and JS; dropped modes (mass < 20 % of the
-   true weight), mode-mass TV, and energy MMD of the one-step generator vs the teacher's 50-step DDIM.
-B2. ``--small-noise``: part B with s <= 0.3 and no GAN term (written to transport_small_noise_<device>).
-Every case runs for >= 3 seeds; rows report each seed and the per-case mean.
+   learned once per seed and evaluated at two training budgets (the same fields for every sampler).
+   Samplers: adaptive ODE (dopri5 on the nde core) with b, and the forward SDE with
+   eps(t) = eps0 * alpha(t) for several eps0 (drift b + eps s = b - eps0 eta, finite up to t = 1),
+   all from the same base draws. Metrics on n = blocks x block samples against fresh target samples:
+   energy MMD (mean and standard error over blocks), the paired difference MMD(sampler) - MMD(ODE)
+   on the same target blocks (its standard error is what decides "beats"), the support fraction
+   (samples on the black squares; the exact density is known) and the per-square mass TV.
+A'. (``fields``) The learned b and eta of A against the exact fields of this interpolant (closed form,
+   :class:`nde.interpolants.BoxUniformFields`), time by time: where the samplers' drifts are wrong.
+B. f-distill, exact mixture teacher, reverse-KL (= VSD/DMD), forward-KL and JS, in two regimes:
+   "ring": 8-Gaussian ring, weights 0.2 / 0.05 alternating, noise levels s in [0.02, 0.98], GAN term 1e-3;
+   "hard": mode dropping made likely: 8 narrow modes (variance 0.01) with weights 0.22 / 0.03, small
+   noise levels only (s <= 0.3) and no GAN term, where the score signal is local (research note 3.4).
+   Metrics: dropped modes (mass < 20 % of the true weight), light-mode mass, mode-mass TV, near-mode
+   fraction, energy MMD (blocks, standard error) of the one-step generator and of the teacher's 50-step DDIM.
+Every case runs for ``--seeds`` (>= 3) seeds; summary rows give mean and std over seeds.
+``--large`` (for a GPU): more evaluation samples, longer training, 1000 SDE steps.
 """
 from __future__ import annotations
 
+import json
 import statistics
 import time
+from contextlib import nullcontext
 from multiprocessing import get_context
 
 import torch
@@ -23,118 +34,269 @@ import torch
 from benchmarks._common import parse_args, write_results
 
 from nde.distill import DiffusionTeacher, FDistill
-from nde.interpolants import InterpolantTask, checkerboard, one_sided_linear, ring_mixture, sample_ode, sample_sde
-from nde.metrics import dropped_modes, energy_mmd, mode_mass_tv, mode_masses, near_mode_fraction
-from nde.training import Trainer
+from nde.interpolants import (BoxUniformFields, InterpolantTask, checkerboard, checkerboard_cell_masses,
+                              checkerboard_log_prob, one_sided_linear, ring_mixture, sample_ode, sample_sde)
+from nde.metrics import dropped_modes, energy_mmd, grid_mass_tv, mode_mass_tv, mode_masses, near_mode_fraction, \
+    support_fraction
 
 EPS_VALUES = (0.5, 1.0, 2.0, 4.0)
-N_EVAL = 5000  # evaluation samples per case (energy-MMD noise floor ~1e-3 at this size)
 DIVERGENCES = ("reverse_kl", "forward_kl", "js")
+# Settings: (default CPU, --quick smoke run, --large for a GPU).
+INTERPOLANT = {
+    "default": {"budgets": (1000, 3000), "blocks": 4, "block": 2500, "sde_steps": 250},
+    "quick": {"budgets": (100, 200), "blocks": 2, "block": 500, "sde_steps": 50},
+    "large": {"budgets": (1000, 3000, 10000), "blocks": 8, "block": 10000, "sde_steps": 1000},
+}
+FDISTILL_STEPS = {"default": 4000, "quick": 200, "large": 20000}
+FDISTILL_EVAL = {"default": (4, 2500), "quick": (2, 500), "large": (8, 5000)}
+REGIMES = {
+    "ring": {"weights": (0.2, 0.05), "variance": 0.05, "task": {}},
+    "hard": {"weights": (0.22, 0.03), "variance": 0.01, "task": {"s_max": 0.3, "gan_weight": 0.0}},
+}
+# f-distill training settings shared by all divergences (see docs/transport.md, "Why one step is worse").
+FDISTILL_TASK = {"batch_size": 256, "lr": 1e-3, "normalizer": "batch"}
 
 
-def interpolant_case(seed: int, quick: bool, device: str) -> list[dict]:
+def block_mmds(samples: torch.Tensor, target: torch.Tensor, blocks: int) -> list[float]:
+    """Energy MMD of each of ``blocks`` disjoint sample blocks against the matching target block."""
+    return [energy_mmd(a, b) for a, b in zip(samples.chunk(blocks), target.chunk(blocks))]
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean."""
+    return statistics.mean(values), statistics.stdev(values) / len(values) ** 0.5
+
+
+def _interpolant_rows(seed, budget, name, samples, target, blocks, ode_mmds):
+    mmds = block_mmds(samples, target, blocks)
+    mmd, mmd_se = mean_se(mmds)
+    diff, diff_se = mean_se([a - b for a, b in zip(mmds, ode_mmds)]) if ode_mmds else (None, None)
+    row = {"part": "interpolant", "train_steps": budget, "seed": seed, "sampler": name,
+           "energy_mmd": mmd, "energy_mmd_se": mmd_se, "minus_ode": diff, "minus_ode_se": diff_se,
+           "support_frac": support_fraction(samples, checkerboard_log_prob),
+           "square_tv": grid_mass_tv(samples, checkerboard_cell_masses(4).to(samples), -4.0, 4.0)}
+    return row, mmds
+
+
+def interpolant_case(seed: int, size: str, device: str) -> list[dict]:
+    """Learn b and eta for one seed; at each training budget, sample by the ODE and the SDEs and score."""
+    from nde.training import Trainer
+
+    cfg = INTERPOLANT[size]
     torch.manual_seed(seed)
     interp = one_sided_linear()
-    steps = 200 if quick else 3000
     task = InterpolantTask(interp, checkerboard, 2, fields=("b", "eta"), batch_size=1000, hidden=128, depth=3,
-                           lr=2e-3, lr_decay_every=max(1, steps // 3), lr_decay=0.4, device=device)
-    start = time.perf_counter()
-    trainer = Trainer(task, steps, seed=seed, ema_decay=0.999)
-    trainer.fit()
-    train_s = time.perf_counter() - start
-    b, eta = task.field("b", trainer.ema), task.field("eta", trainer.ema)
-
-    def score(t, x):  # s = -eta / alpha; eps(t) s = -eps0 eta stays finite as alpha -> 0
-        return interp.score_from_denoiser(t, eta(t, x))
-
-    n, gen = N_EVAL, torch.Generator().manual_seed(1000 + seed)
-    target = checkerboard(n, gen).to(device)
+                           lr=2e-3, lr_decay_every=1000, lr_decay=0.4, device=device)
+    trainer = Trainer(task, max(cfg["budgets"]), seed=seed, ema_decay=0.999)
+    n, blocks = cfg["blocks"] * cfg["block"], cfg["blocks"]
+    gen = torch.Generator().manual_seed(1000 + seed)
+    target, reference = checkerboard(n, gen).to(device), checkerboard(n, gen).to(device)
     x0 = torch.randn(n, 2, generator=gen).to(device)
-    rows = [{"part": "interpolant", "seed": seed, "sampler": "reference (2nd target sample)",
-             "energy_mmd": energy_mmd(checkerboard(n, gen).to(device), target), "train_s": train_s}]
-    with torch.no_grad():
-        ode = sample_ode(b, x0, rtol=1e-4, atol=1e-4)
-        rows.append({"part": "interpolant", "seed": seed, "sampler": "ODE dopri5", "energy_mmd": energy_mmd(ode, target)})
-        for eps0 in EPS_VALUES:
-            x1 = sample_sde(b, score, x0, lambda t, e=eps0: e * interp.alpha(t), steps=250, generator=gen)
-            rows.append({"part": "interpolant", "seed": seed, "sampler": f"SDE eps0={eps0}",
-                         "energy_mmd": energy_mmd(x1, target)})
+    rows, start = [], time.perf_counter()
+    for budget in cfg["budgets"]:
+        trainer.fit(stop_after=budget)
+        train_s = time.perf_counter() - start
+        b, eta = task.field("b", trainer.ema), task.field("eta", trainer.ema)
+
+        def score(t, x, eta=eta):  # s = -eta / alpha; eps(t) s = -eps0 eta stays finite as alpha -> 0
+            return interp.score_from_denoiser(t, eta(t, x))
+
+        with torch.no_grad():
+            row, _ = _interpolant_rows(seed, budget, "reference (2nd target sample)", reference, target, blocks, None)
+            rows.append({**row, "train_s": train_s})
+            row, ode_mmds = _interpolant_rows(seed, budget, "ODE dopri5", sample_ode(b, x0, rtol=1e-4, atol=1e-4),
+                                              target, blocks, None)
+            rows.append(row)
+            for eps0 in EPS_VALUES:
+                x1 = sample_sde(b, score, x0, lambda t, e=eps0: e * interp.alpha(t), steps=cfg["sde_steps"],
+                                generator=torch.Generator().manual_seed(seed))
+                rows.append(_interpolant_rows(seed, budget, f"SDE eps0={eps0}", x1, target, blocks, ode_mmds)[0])
+            if budget == max(cfg["budgets"]):  # Euler-Maruyama bias check: twice the steps for one eps0
+                x1 = sample_sde(b, score, x0, lambda t: interp.alpha(t), steps=2 * cfg["sde_steps"],
+                                generator=torch.Generator().manual_seed(seed))
+                name = f"SDE eps0=1.0, {2 * cfg['sde_steps']} steps"
+                rows.append(_interpolant_rows(seed, budget, name, x1, target, blocks, ode_mmds)[0])
+        start = time.perf_counter() - train_s
     return rows
 
 
-# Regime B2 (``--small-noise``): noise levels s <= 0.3 and no GAN term, where the score signal is local and
-# reverse-KL's mode seeking should matter most (research note 3.4); results go to transport_small_noise_<device>.
-SMALL_NOISE = {"s_max": 0.3, "gan_weight": 0.0}
+FIELD_TIMES = (0.05, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.98)
 
 
-def fdistill_case(divergence: str, seed: int, quick: bool, device: str, small_noise: bool = False) -> list[dict]:
+def fields_case(seed: int, size: str, device: str) -> list[dict]:
+    """Root-mean-square errors of the learned b and eta against the exact fields (:class:`BoxUniformFields`)
+    at fixed times, on x_t drawn from the interpolant; the same training as :func:`interpolant_case`."""
+    from nde.training import Trainer
+
+    cfg = INTERPOLANT[size]
     torch.manual_seed(seed)
-    mix = ring_mixture(8, radius=3.0, variance=0.05, weights=torch.tensor([0.2, 0.05] * 4))
+    interp, exact = one_sided_linear(), BoxUniformFields.checkerboard()
+    task = InterpolantTask(interp, checkerboard, 2, fields=("b", "eta"), batch_size=1000, hidden=128, depth=3,
+                           lr=2e-3, lr_decay_every=1000, lr_decay=0.4, device=device)
+    trainer = Trainer(task, max(cfg["budgets"]), seed=seed, ema_decay=0.999)
+    n, rows = cfg["blocks"] * cfg["block"], []
+    for budget in cfg["budgets"]:
+        trainer.fit(stop_after=budget)
+        gen = torch.Generator().manual_seed(3000 + seed)
+        for t0 in FIELD_TIMES:
+            x0, x1 = torch.randn(n, 2, generator=gen, dtype=torch.float64), checkerboard(n, gen, torch.float64)
+            t = torch.full((n,), t0, dtype=torch.float64)
+            xt = interp.x_t(t, x0, x1)
+            eta_true, b_true = exact.denoiser(t, xt), exact.velocity(t, xt)
+            with torch.no_grad():
+                learned = {k: task.field(k, trainer.ema)(t.float().to(device), xt.float().to(device)).double().cpu()
+                           for k in ("b", "eta")}
+
+            def rms(v):
+                return float(v.square().sum(1).mean().sqrt())
+
+            err_b, err_eta = rms(learned["b"] - b_true), rms(learned["eta"] - eta_true)
+            rows.append({"part": "fields", "train_steps": budget, "seed": seed, "sampler": f"t={t0}",
+                         "rms_b_error": err_b,
+                         "rms_b": rms(b_true), "rms_eta_error": err_eta, "rms_eta": rms(eta_true),
+                         "eps_star_over_alpha": err_b / err_eta})
+    return rows
+
+
+def fdistill_case(divergence: str, seed: int, size: str, device: str, regime: str) -> list[dict]:
+    """Distil the exact teacher of the regime's mixture with one divergence and one seed; score it."""
+    from nde.training import Trainer
+
+    torch.manual_seed(seed)
+    spec = REGIMES[regime]
+    mix = ring_mixture(8, radius=3.0, variance=spec["variance"], weights=torch.tensor(spec["weights"] * 4))
     teacher = DiffusionTeacher.from_mixture(mix)
-    steps = 200 if quick else 2000
-    regime = SMALL_NOISE if small_noise else {}
-    task = FDistill(teacher, mix.sample, 2, divergence=divergence, batch_size=256, lr=1e-3, device=device, **regime)
+    steps = FDISTILL_STEPS[size]
+    task = FDistill(teacher, mix.sample, 2, divergence=divergence, device=device, lr_decay_every=steps // 3,
+                    **FDISTILL_TASK, **spec["task"])
     start = time.perf_counter()
     trainer = Trainer(task, steps, seed=seed, ema_decay=0.99)
     trainer.fit()
     train_s = time.perf_counter() - start
-    n, gen = N_EVAL, torch.Generator().manual_seed(2000 + seed)
-    truth = mix.sample(n, gen).to(device)
-    one_step = task.sample(n, gen, ema=trainer.ema)
-    teacher_50 = teacher.sample(n, 2, steps=50, generator=gen).to(device)
+    blocks, block = FDISTILL_EVAL[size]
+    gen = torch.Generator().manual_seed(2000 + seed)
+    truth = mix.sample(blocks * block, gen).to(device)
+    one_step = task.sample(blocks * block, gen, ema=trainer.ema)
+    teacher_50 = teacher.sample(blocks * block, 2, steps=50, generator=gen).to(device)
+    reference = mix.sample(blocks * block, gen).to(device)
     means, weights = mix.means.to(device), mix.weights.to(device)
-    return [{"part": "fdistill", "seed": seed, "sampler": f"{divergence} one-step",
+    mmd, mmd_se = mean_se(block_mmds(one_step, truth, blocks))
+    teacher_mmd, teacher_se = mean_se(block_mmds(teacher_50, truth, blocks))
+    masses, low_weight = mode_masses(one_step, means), weights < weights.max()
+    return [{"part": f"fdistill/{regime}", "seed": seed, "sampler": f"{divergence} one-step",
              "dropped_modes": dropped_modes(one_step, means, weights),
+             "dropped_low_weight": int(((masses < 0.2 * weights) & low_weight).sum()),
              "light_mode_mass": float(mode_masses(one_step, means)[1::2].sum()),
              "mode_tv": mode_mass_tv(one_step, means, weights),
-             "near_mode_frac": near_mode_fraction(one_step, means, 0.05 ** 0.5),
-             "energy_mmd": energy_mmd(one_step, truth),
-             "teacher50_mmd": energy_mmd(teacher_50, truth), "train_s": train_s}]
+             "near_mode_frac": near_mode_fraction(one_step, means, spec["variance"] ** 0.5),
+             "energy_mmd": mmd, "energy_mmd_se": mmd_se, "teacher50_mmd": teacher_mmd, "teacher50_se": teacher_se,
+             "reference_mmd": mean_se(block_mmds(reference, truth, blocks))[0],
+             "teacher50_near_mode": near_mode_fraction(teacher_50, means, spec["variance"] ** 0.5),
+             "train_s": train_s}]
 
 
 def _run(job):
     torch.set_num_threads(1)
     kind, args = job
-    return interpolant_case(*args) if kind == "interpolant" else fdistill_case(*args)
+    return {"interpolant": interpolant_case, "fields": fields_case, "fdistill": fdistill_case}[kind](*args)
+
+
+SUMMARY_KEYS = ("rms_b_error", "rms_eta_error", "eps_star_over_alpha", "energy_mmd", "minus_ode", "support_frac",
+                "square_tv", "dropped_modes", "dropped_low_weight", "light_mode_mass", "mode_tv",
+                "near_mode_frac", "teacher50_mmd", "reference_mmd", "teacher50_near_mode")
 
 
 def _summaries(rows: list[dict]) -> list[dict]:
+    """"mean ± std" over seeds of every metric, per (part, budget, sampler); for SDE rows also the number
+    of seeds where the SDE's paired MMD difference to the ODE is below -2 (better) or above +2 (worse)
+    standard errors."""
     out = []
-    for sampler in dict.fromkeys(r["sampler"] for r in rows):
-        group = [r for r in rows if r["sampler"] == sampler]
-        summary = {"part": group[0]["part"], "seed": f"mean of {len(group)}", "sampler": sampler}
-        for key in ("energy_mmd", "dropped_modes", "light_mode_mass", "mode_tv", "near_mode_frac", "teacher50_mmd"):
-            if key in group[0]:
-                summary[key] = statistics.mean(float(r[key]) for r in group)
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["part"], r.get("train_steps"), r["sampler"]), []).append(r)
+    for (part, budget, sampler), group in groups.items():
+        summary = {"part": part, "seed": f"mean of {len(group)}", "sampler": sampler}
+        if budget is not None:
+            summary["train_steps"] = budget
+        for key in SUMMARY_KEYS:
+            values = [float(r[key]) for r in group if r.get(key) is not None]
+            if values:
+                std = statistics.stdev(values) if len(values) > 1 else 0.0
+                summary[key] = f"{statistics.mean(values):.4g} ± {std:.2g}"
+        if group[0].get("minus_ode") is not None:
+            summary["sde_better_2se"] = sum(r["minus_ode"] < -2 * r["minus_ode_se"] for r in group)
+            summary["sde_worse_2se"] = sum(r["minus_ode"] > 2 * r["minus_ode_se"] for r in group)
         out.append(summary)
     return out
+
+
+NOTES = {
+    "fields": (
+        "A': the learned fields of part A (same training, EMA weights) against the exact b and eta of the one-sided "
+        "linear interpolant N(0,I) -> checkerboard (BoxUniformFields), on x_t drawn from the interpolant at each t. "
+        "For this path b = (x - eta) / t, so b's error is eta's error / t. eps_star_over_alpha = |db| / |deta|: "
+        "the pointwise minimiser eps*(t) = |db| / |ds| of the Girsanov bound of Thm 2.4, divided by alpha(t)."),
+    "interpolant": (
+        "A: one-sided linear interpolant N(0,I) -> checkerboard; b and eta learned together (MLP 3x128, batch 1000, "
+        "Adam 2e-3 with StepLR(1000, 0.4), EMA 0.999 with warm-up), evaluated after train_steps. ODE: dopri5 "
+        "rtol=atol=1e-4 on the nde core; SDE: eps(t) = eps0 * alpha(t), {sde_steps} Euler-Maruyama steps on the nde "
+        "SDE core; all samplers from the same {n} base draws. energy_mmd: mean over {blocks} blocks of {block} "
+        "samples vs fresh target blocks (_se: standard error); minus_ode: paired difference to the ODE on the same "
+        "blocks (negative = sampler better); support_frac: fraction on the black squares (true 1); square_tv: "
+        "per-square mass TV (4x4 grid, outside mass included; true 0, sampling floor ~ the reference row). "
+        "Summary rows: mean and _std over seeds; sde_better_2se / sde_worse_2se count seeds whose paired difference "
+        "is beyond 2 standard errors."),
+    "fdistill": (
+        "B: f-distill with the exact mixture teacher, {steps} steps (generator every 5th), batch 256, Adam 1e-3 "
+        "(0, 0.99) decayed x0.5 every steps/3, batch normaliser of the update direction, EMA 0.99. ring: 8 modes "
+        "radius 3, variance 0.05, weights 0.2/0.05, s in [0.02, 0.98], GAN weight 1e-3. hard: variance 0.01, weights "
+        "0.22/0.03, s in [0.02, 0.3], no GAN term. dropped = mode mass < 20% of its weight (dropped_low_weight: "
+        "among the 4 light modes); light_mode_mass true "
+        "value 4 x light weight (0.2 ring, 0.12 hard); near_mode_frac = within 3 std of a mode; energy_mmd, "
+        "teacher50_mmd (50-step DDIM, exact denoiser), reference_mmd (a 2nd true sample): mean over {blocks} blocks "
+        "of {block}."),
+}
+
+
+def _rows_from_log(path: str) -> list[list[dict]]:
+    """The per-job row lists printed by a run (lines starting with 'rows: ')."""
+    with open(path) as log:
+        return [json.loads(line[len("rows: "):]) for line in log if line.startswith("rows: ")]
 
 
 def main(argv=None) -> None:
     args = parse_args(__doc__.splitlines()[0], argv, extra=lambda p: (
         p.add_argument("--workers", type=int, default=2), p.add_argument("--seeds", type=int, default=3),
-        p.add_argument("--small-noise", action="store_true", help="only part B in the small-noise regime B2")))
-    jobs = [] if args.small_noise else [("interpolant", (s, args.quick, args.device)) for s in range(args.seeds)]
-    jobs += [("fdistill", (d, s, args.quick, args.device, args.small_noise))
-             for d in DIVERGENCES for s in range(args.seeds)]
-    if args.workers > 1 and args.device == "cpu":
-        with get_context("spawn").Pool(args.workers) as pool:
-            results = pool.map(_run, jobs, chunksize=1)
-    else:
-        results = [_run(job) for job in jobs]
+        p.add_argument("--large", action="store_true", help="GPU-sized settings (more samples and steps)"),
+        p.add_argument("--parts", default="interpolant,fields,ring,hard",
+                       help="comma list of interpolant, fields, ring, hard"),
+        p.add_argument("--from-log", default=None, help="rebuild the result files from the 'rows:' lines that a "
+                       "(possibly interrupted) run printed, instead of running")))
+    size = "quick" if args.quick else "large" if args.large else "default"
+    parts = args.parts.split(",")
+    jobs = [(kind, (s, size, args.device)) for kind in ("interpolant", "fields") if kind in parts
+            for s in range(args.seeds)]
+    jobs += [("fdistill", (d, s, size, args.device, regime)) for s in range(args.seeds)
+             for regime in ("ring", "hard") if regime in parts for d in DIVERGENCES]
+    results = _rows_from_log(args.from_log) if args.from_log else []
+    if args.from_log:
+        jobs = []
+    parallel = args.workers > 1 and args.device == "cpu" and jobs
+    with get_context("spawn").Pool(args.workers) if parallel else nullcontext() as pool:
+        for result in (pool.imap(_run, jobs) if pool is not None else map(_run, jobs)):
+            print("rows:", json.dumps(result), flush=True)  # partial results survive an interrupted run
+            results.append(result)
     rows = [row for result in results for row in result]
-    rows = rows + _summaries(rows)
-    notes = ("A: one-sided linear interpolant N(0,I) -> checkerboard, b and eta learned (MLP 3x128, 3000 steps, "
-             "batch 1000, Adam 2e-3 with StepLR(1000, 0.4), EMA 0.999 with warm-up), 5000 samples; SDE eps(t) = eps0 * alpha(t), 250 Euler-Maruyama steps on the nde SDE core; ODE "
-             "dopri5 rtol=atol=1e-4 on the nde core. B: f-distill, exact 8-mode teacher (weights 0.2/0.05), "
-             "2000 steps (generator every 5th), batch 256, Adam 1e-3 (0, 0.99), GAN weight 1e-3, s in [0.02, 0.98]; "
-             "dropped = mode mass < 20% of its weight; light_mode_mass true value 0.2; teacher = 50-step DDIM with "
-             "the exact denoiser. energy_mmd vs fresh true samples (n=5000; noise floor ~ the reference row).")
-    if args.small_noise:
-        notes = ("B2 (small-noise regime): as B but noise levels s in [0.02, 0.3] and no GAN term (gan_weight 0). "
-                 + notes[notes.index("dropped ="):])
-    area = "transport_small_noise" if args.small_noise else "transport"
-    print(write_results(area, args.device, rows, notes).read_text())
+    cfg = INTERPOLANT[size]
+    blocks, block = FDISTILL_EVAL[size]
+    notes = {"fields": NOTES["fields"],
+             "interpolant": NOTES["interpolant"].format(n=cfg["blocks"] * cfg["block"], **cfg),
+             "fdistill": NOTES["fdistill"].format(steps=FDISTILL_STEPS[size], blocks=blocks, block=block)}
+    areas = (("interpolant", "transport"), ("fields", "transport_fields"), ("fdistill", "transport_fdistill"))
+    for part, area in areas:
+        part_rows = [r for r in rows if r["part"].startswith(part)]
+        if part_rows:
+            print(write_results(area, args.device, part_rows + _summaries(part_rows), notes[part]).read_text())
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ divergence, f-distill trains a generator, fake score and discriminator with the 
 (checkpoints, EMA, metrics log, progress bar), then prints the mode-coverage table and plots
 the samples.
 
-    python examples/fdistill_mixture.py [--steps 4000] [--quick] [--out examples/out]
+    python examples/fdistill_mixture.py [--steps 6000] [--quick] [--out examples/out]
     torchrun --nproc_per_node=2 examples/fdistill_mixture.py   # data-parallel training
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ def coverage_row(name, samples, mix, truth):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--quick", action="store_true", help="300 training steps (smoke run)")
     parser.add_argument("--out", default="examples/out")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (small tensors: 1 is fastest)")
@@ -54,7 +54,9 @@ def main():
     samples = {"teacher (50-step DDIM)": teacher.sample(n, 2, steps=50, generator=gen)}
     for div in DIVERGENCES:
         torch.manual_seed(0)
-        task = FDistill(teacher, mix.sample, 2, divergence=div, lr=1e-3)
+        # batch normaliser and LR decay: see docs/transport.md, "Why the one-step generator was 45x worse"
+        task = FDistill(teacher, mix.sample, 2, divergence=div, lr=1e-3, normalizer="batch",
+                        lr_decay_every=max(1, steps // 3))
         trainer = Trainer(task, steps, seed=0, ema_decay=0.99, checkpoint_dir=out / f"fdistill_{div}",
                           checkpoint_every=500, log_path=out / f"fdistill_{div}.jsonl", log_every=50,
                           progress=rank() == 0)

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from nde.interpolants import ring_mixture
-from nde.metrics import (dropped_modes, energy_mmd, mode_mass_tv, mode_masses, near_mode_fraction,
-                         negative_log_likelihood, sliced_wasserstein)
+from nde.metrics import (dropped_modes, energy_mmd, grid_mass_tv, mode_mass_tv, mode_masses, near_mode_fraction,
+                         negative_log_likelihood, sliced_wasserstein, support_fraction)
 
 
 def test_energy_mmd_gaussian_shift_closed_form():
@@ -79,3 +79,43 @@ def test_toy_datasets_have_expected_support():
     assert float((torch.cdist(m, centres) - 2).abs().min(1).values.max()) < 1e-5
     assert m.shape == (2000, 2) and torch.equal(two_moons(5, torch.Generator().manual_seed(1)),
                                                 two_moons(5, torch.Generator().manual_seed(1)))
+
+
+def test_energy_mmd_in_blocks_equals_one_block():
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(300, 2, generator=gen, dtype=torch.float64)
+    y = torch.randn(200, 2, generator=gen, dtype=torch.float64)
+    assert abs(energy_mmd(x, y, block=7) - energy_mmd(x, y, block=4096)) < 1e-9
+    with pytest.raises(ValueError, match="block"):
+        energy_mmd(x, y, block=0)
+
+
+def test_support_fraction_and_grid_tv_on_the_checkerboard():
+    """Uniform points on [-4, 4]^2 fall on the black half (support fraction 1/2, binomial noise); their
+    4x4 square masses are 1/16 each, so the TV to the checkerboard's (1/8 on black squares) is exactly 1/2
+    up to sampling noise; points outside the cube count as outside mass."""
+    from nde.interpolants import checkerboard, checkerboard_cell_masses, checkerboard_log_prob
+    gen = torch.Generator().manual_seed(6)
+    n = 40000
+    uniform = torch.rand(n, 2, generator=gen, dtype=torch.float64) * 8 - 4
+    assert abs(support_fraction(uniform, checkerboard_log_prob) - 0.5) < 4 * (0.25 / n) ** 0.5
+    assert abs(grid_mass_tv(uniform, checkerboard_cell_masses(4), -4, 4) - 0.5) < 0.01
+    x = checkerboard(n, gen, dtype=torch.float64)
+    assert support_fraction(x, checkerboard_log_prob) == 1.0
+    torch.testing.assert_close(checkerboard_log_prob(x), torch.full((n,), -math.log(32.0), dtype=torch.float64))
+    assert grid_mass_tv(x, checkerboard_cell_masses(8), -4, 4) < 0.02
+    assert grid_mass_tv(x + 10.0, checkerboard_cell_masses(4), -4, 4) == 1.0  # all mass moved outside
+    masses = checkerboard_cell_masses(16)
+    assert masses.shape == (16, 16) and abs(float(masses.sum()) - 1) < 1e-12 and int((masses > 0).sum()) == 128
+
+
+def test_grid_metric_argument_errors():
+    from nde.interpolants import checkerboard_cell_masses, checkerboard_log_prob
+    with pytest.raises(ValueError, match="cell_masses"):
+        grid_mass_tv(torch.zeros(3, 2), torch.ones(4), -1, 1)
+    with pytest.raises(ValueError, match="low < high"):
+        grid_mass_tv(torch.zeros(3, 2), torch.ones(2, 2) / 4, 1, -1)
+    with pytest.raises(ValueError, match="bins"):
+        checkerboard_cell_masses(6)
+    with pytest.raises(ValueError, match="x"):
+        checkerboard_log_prob(torch.zeros(3, 3))

@@ -41,14 +41,29 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+NORMALIZERS = ("sample", "batch")
+
+
 def distillation_loss(x: torch.Tensor, x0_teacher: torch.Tensor, x0_fake: torch.Tensor,
-                      weight: torch.Tensor) -> torch.Tensor:
+                      weight: torch.Tensor, normalizer: str = "sample",
+                      all_reduce_sum: Callable[[torch.Tensor], torch.Tensor] = _identity) -> torch.Tensor:
     """1/2 mean |x - sg(x - g)|^2 with g = weight (x0_fake - x0_teacher) / (mean|x - x0_teacher| + 1e-6).
 
     Its gradient with respect to x is g / x.numel(); ``weight`` is the normalised h(r), ``(B,)``.
+    ``normalizer="sample"`` takes the mean |x - x0_teacher| per sample (DMD, over an image's pixels);
+    ``"batch"`` over the whole batch (one scale per step). In low dimension the per-sample mean runs over
+    d coordinates only: it is near 0 for samples the teacher already denoises to themselves, and divides the
+    fake score's error there by that near-zero number. ``all_reduce_sum`` makes the batch scale global.
     """
+    if normalizer not in NORMALIZERS:
+        raise ValueError(f"normalizer must be one of {NORMALIZERS}, got {normalizer!r}")
     with torch.no_grad():
-        scale = (x - x0_teacher).abs().flatten(1).mean(1) + 1e-6
+        residual = (x - x0_teacher).abs().flatten(1)
+        if normalizer == "sample":
+            scale = residual.mean(1) + 1e-6
+        else:
+            total = all_reduce_sum(torch.stack([residual.sum(), torch.tensor(float(residual.numel())).to(residual)]))
+            scale = (total[0] / total[1] + 1e-6).expand(x.shape[0])
         grad = per_sample(weight / scale, x) * (x0_fake - x0_teacher)
     return 0.5 * F.mse_loss(x, (x - grad).detach(), reduction="mean")
 
@@ -69,6 +84,9 @@ class FDistill(Task):
         student_update_freq: generator updated when (step + 1) % freq == 0, critics otherwise (DMD2: 5).
         device, dtype: of the networks; random draws are made on the CPU generator and moved.
         lr, betas: Adam settings for all three networks (research toy: 1e-3, (0, 0.99)).
+        lr_decay_every, lr_decay: optional step decay of all three learning rates (multiply by ``lr_decay``
+            at every multiple of ``lr_decay_every`` training steps; None keeps them constant, as FastGen).
+        normalizer: scale of the update direction, per "sample" (DMD) or per "batch" (:func:`distillation_loss`).
     """
 
     ema_networks = ("generator",)
@@ -78,12 +96,18 @@ class FDistill(Task):
                  lr: float = 1e-3, betas: tuple[float, float] = (0.0, 0.99), student_update_freq: int = 5,
                  s_min: float = 0.02, s_max: float = 0.98, ratio_lower: float = 0.1, ratio_upper: float = 20.0,
                  ratio_bins: int = 10, ratio_ema_rate: float = 0.0, gan_weight: float = 1e-3,
+                 normalizer: str = "sample", lr_decay_every: int | None = None, lr_decay: float = 0.5,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
         f_function(divergence)  # validates the name
         if student_update_freq < 1:
             raise ValueError(f"student_update_freq must be >= 1, got {student_update_freq}")
         if gan_weight < 0:
             raise ValueError(f"gan_weight must be >= 0, got {gan_weight}")
+        if normalizer not in NORMALIZERS:
+            raise ValueError(f"normalizer must be one of {NORMALIZERS}, got {normalizer!r}")
+        if lr_decay_every is not None and (not isinstance(lr_decay_every, int) or lr_decay_every < 1):
+            raise ValueError(f"lr_decay_every must be None or a positive int, got {lr_decay_every!r}")
+        self.normalizer_kind = normalizer
         self.teacher, self.sample_real, self.dim = teacher, sample_real, dim
         self.divergence, self.batch_size, self.freq = divergence, batch_size, student_update_freq
         self.latent_dim = latent_dim or dim
@@ -99,6 +123,7 @@ class FDistill(Task):
         for net in self.networks.values():
             net.to(dtype)
         self.optimizers = {n: torch.optim.Adam(m.parameters(), lr=lr, betas=betas) for n, m in self.networks.items()}
+        self.lr, self.lr_decay_every, self.lr_decay = lr, lr_decay_every, lr_decay
 
     # --- pieces ------------------------------------------------------------------------------------
     def log_ratio(self, x_s: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -124,7 +149,7 @@ class FDistill(Task):
             x0_teacher = self.teacher.denoise(x_s_detached, s)
             x0_fake = self.networks["fake_score"](s, x_s_detached)
         h = self.weights(x_s_detached, s, all_reduce_sum)
-        loss = distillation_loss(x, x0_teacher, x0_fake, h)
+        loss = distillation_loss(x, x0_teacher, x0_fake, h, self.normalizer_kind, all_reduce_sum)
         metrics = {"loss_distill": float(loss.detach()), "h_max": float(h.max())}
         if self.gan_weight > 0:
             gan = F.softplus(-self.log_ratio(x_s, s)).mean()
@@ -156,6 +181,14 @@ class FDistill(Task):
         return self._to_model(ctx.shard(sample_times(self.batch_size, self.s_min, self.s_max, gen)))
 
     def training_step(self, ctx: StepContext) -> dict[str, float]:
+        if self.lr_decay_every is not None:  # a function of the step, so resuming needs no scheduler state
+            lr = self.lr * self.lr_decay ** (ctx.step // self.lr_decay_every)
+            for opt in self.optimizers.values():
+                for group in opt.param_groups:
+                    group["lr"] = lr
+        return self._alternating_step(ctx)
+
+    def _alternating_step(self, ctx: StepContext) -> dict[str, float]:
         gen, n = ctx.generator, self.batch_size
         z, noise = self._draw(gen, ctx, (n, self.latent_dim), (n, self.dim))
         s = self._levels(gen, ctx)

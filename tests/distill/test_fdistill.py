@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from nde.distill import DiffusionTeacher, FDistill, cosine_alpha, cosine_sigma, diffuse, distillation_loss
+from nde.distill import DiffusionTeacher, FDistill, cosine_alpha, cosine_sigma, distillation_loss
 from nde.distill import divergence_weight, normalize_by_mean
 from nde.interpolants import GaussianMixture, ring_mixture
 from nde.metrics import energy_mmd
@@ -20,6 +20,20 @@ def test_distillation_loss_gradient_is_pseudo_target_direction():
     grad = torch.autograd.grad(distillation_loss(x, x0_t, x0_f, w), x)[0]
     scale = (x.detach() - x0_t).abs().mean(1) + 1e-6
     torch.testing.assert_close(grad, (w / scale)[:, None] * (x0_f - x0_t) / x.numel())
+
+
+def test_batch_normalizer_uses_one_scale_per_batch():
+    """normalizer="batch": g = w (x0_fake - x0_teacher) / mean over the batch of |x - x0_teacher|."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 2, generator=gen, dtype=torch.float64, requires_grad=True)
+    x0_t, x0_f = torch.randn(8, 2, generator=gen, dtype=torch.float64), torch.randn(8, 2, generator=gen,
+                                                                                    dtype=torch.float64)
+    w = torch.rand(8, generator=gen, dtype=torch.float64)
+    grad = torch.autograd.grad(distillation_loss(x, x0_t, x0_f, w, normalizer="batch"), x)[0]
+    scale = (x.detach() - x0_t).abs().mean() + 1e-6
+    torch.testing.assert_close(grad, w[:, None] * (x0_f - x0_t) / scale / x.numel())
+    with pytest.raises(ValueError, match="normalizer"):
+        distillation_loss(x, x0_t, x0_f, w, normalizer="pixel")
 
 
 def _task(divergence="reverse_kl", gan_weight=0.0, dtype=torch.float64):
@@ -136,3 +150,19 @@ def test_bad_arguments():
         FDistill(DiffusionTeacher.from_mixture(mix), mix.sample, 2, divergence="nope")
     with pytest.raises(ValueError, match="gan_weight"):
         FDistill(DiffusionTeacher.from_mixture(mix), mix.sample, 2, gan_weight=-1.0)
+
+
+def test_learning_rate_step_decay_is_a_function_of_the_step():
+    """lr_decay_every=k: every optimiser uses lr * decay^(step // k) at each step (so resuming needs no state)."""
+    from nde.training import StepContext
+    mix = ring_mixture(4, radius=2.0, variance=0.1, dtype=torch.float64)
+    task = FDistill(DiffusionTeacher.from_mixture(mix), mix.sample, 2, hidden=8, depth=1, dtype=torch.float64,
+                    lr=1e-2, lr_decay_every=2, lr_decay=0.5, batch_size=16)
+    for step in range(5):
+        task.training_step(StepContext(step, torch.Generator().manual_seed(step), None, task.optimizers))
+        for opt in task.optimizers.values():
+            assert opt.param_groups[0]["lr"] == pytest.approx(1e-2 * 0.5 ** (step // 2))
+    with pytest.raises(ValueError, match="lr_decay_every"):
+        FDistill(DiffusionTeacher.from_mixture(mix), mix.sample, 2, lr_decay_every=0)
+    with pytest.raises(ValueError, match="normalizer"):
+        FDistill(DiffusionTeacher.from_mixture(mix), mix.sample, 2, normalizer="pixel")

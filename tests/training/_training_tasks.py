@@ -18,7 +18,7 @@ def fdistill_task(seed: int = 0) -> FDistill:
     torch.manual_seed(seed)
     mix = ring_mixture(4, 2.0, 0.1, dtype=torch.float64)
     return FDistill(DiffusionTeacher.from_mixture(mix), mix.sample, 2, divergence="js", batch_size=32, hidden=16,
-                    depth=2, student_update_freq=2, dtype=torch.float64)
+                    depth=2, student_update_freq=2, normalizer="batch", lr_decay_every=3, dtype=torch.float64)
 
 
 TASKS = {"interpolant": interpolant_task, "fdistill": fdistill_task}
