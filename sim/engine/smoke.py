@@ -60,16 +60,22 @@ class SmokeConfig:
     jet_source: float = 0.1
 
     def __post_init__(self):
-        if not isinstance(self.resolution, int) or self.resolution < 4:
-            raise ValueError(f"resolution must be an int >= 4, got {self.resolution!r}")
-        if not isinstance(self.jacobi_iters, int) or self.jacobi_iters < 1:
-            raise ValueError(f"jacobi_iters must be an int >= 1, got {self.jacobi_iters!r}")
-        if not self.dt > 0:
-            raise ValueError(f"dt must be positive, got {self.dt!r}")
-        if not self.jet_radius > 0:
-            raise ValueError(f"jet_radius must be positive, got {self.jet_radius!r}")
-        if len(self.jet_position) != 2 or not all(0.0 <= c <= 1.0 for c in self.jet_position):
-            raise ValueError(f"jet_position must be two fractions in [0, 1], got {self.jet_position!r}")
+        check_grid_config(self, dims=2)
+
+
+def check_grid_config(cfg, dims: int) -> None:
+    """Validate the fields shared by the 2-D and 3-D smoke configs (``dims`` jet coordinates)."""
+    if not isinstance(cfg.resolution, int) or cfg.resolution < 4:
+        raise ValueError(f"resolution must be an int >= 4, got {cfg.resolution!r}")
+    if not isinstance(cfg.jacobi_iters, int) or cfg.jacobi_iters < 1:
+        raise ValueError(f"jacobi_iters must be an int >= 1, got {cfg.jacobi_iters!r}")
+    if not cfg.dt > 0:
+        raise ValueError(f"dt must be positive, got {cfg.dt!r}")
+    if not cfg.jet_radius > 0:
+        raise ValueError(f"jet_radius must be positive, got {cfg.jet_radius!r}")
+    if len(cfg.jet_position) != dims or not all(0.0 <= c <= 1.0 for c in cfg.jet_position):
+        words = {2: "two", 3: "three"}[dims]
+        raise ValueError(f"jet_position must be {words} fractions in [0, 1], got {cfg.jet_position!r}")
 
 
 def _make_kernels(T):

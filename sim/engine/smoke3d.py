@@ -27,11 +27,12 @@ most 4 dimensions, so the frames are stored as ``(B * T, N, N, N)`` and reshaped
 import contextlib
 import types
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import warp as wp
 
-from .smoke import _torch_stream
+from .smoke import _torch_stream, check_grid_config
 
 wp.init()
 
@@ -61,16 +62,7 @@ class Smoke3DConfig:
     jet_source: float = 0.1
 
     def __post_init__(self):
-        if not isinstance(self.resolution, int) or self.resolution < 4:
-            raise ValueError(f"resolution must be an int >= 4, got {self.resolution!r}")
-        if not isinstance(self.jacobi_iters, int) or self.jacobi_iters < 1:
-            raise ValueError(f"jacobi_iters must be an int >= 1, got {self.jacobi_iters!r}")
-        if not self.dt > 0:
-            raise ValueError(f"dt must be positive, got {self.dt!r}")
-        if not self.jet_radius > 0:
-            raise ValueError(f"jet_radius must be positive, got {self.jet_radius!r}")
-        if len(self.jet_position) != 3 or not all(0.0 <= c <= 1.0 for c in self.jet_position):
-            raise ValueError(f"jet_position must be three fractions in [0, 1], got {self.jet_position!r}")
+        check_grid_config(self, dims=3)
 
 
 def _make_kernels(T):
@@ -86,19 +78,8 @@ def _make_kernels(T):
         return i0, x - T(float(i0))
 
     @wp.func(module=module)
-    def sample_vector(f: wp.array4d(dtype=V), b: int, p: V, n: int):
-        i0, fx = cell(p[0], n)
-        j0, fy = cell(p[1], n)
-        k0, fz = cell(p[2], n)
-        one = T(1.0)
-        lo = ((one - fx) * (one - fy) * f[b, i0, j0, k0] + fx * (one - fy) * f[b, i0 + 1, j0, k0]
-              + (one - fx) * fy * f[b, i0, j0 + 1, k0] + fx * fy * f[b, i0 + 1, j0 + 1, k0])
-        hi = ((one - fx) * (one - fy) * f[b, i0, j0, k0 + 1] + fx * (one - fy) * f[b, i0 + 1, j0, k0 + 1]
-              + (one - fx) * fy * f[b, i0, j0 + 1, k0 + 1] + fx * fy * f[b, i0 + 1, j0 + 1, k0 + 1])
-        return (one - fz) * lo + fz * hi
-
-    @wp.func(module=module)
-    def sample_scalar(f: wp.array4d(dtype=T), b: int, p: V, n: int):
+    def sample(f: wp.array4d(dtype=Any), b: int, p: V, n: int):
+        """Trilinear sample of a vector or scalar field at grid position ``p``."""
         i0, fx = cell(p[0], n)
         j0, fy = cell(p[1], n)
         k0, fz = cell(p[2], n)
@@ -128,7 +109,7 @@ def _make_kernels(T):
     @wp.kernel(module=module)
     def advect_velocity(v: wp.array4d(dtype=V), dt: T, n: int, v_out: wp.array4d(dtype=V)):
         b, i, j, k = wp.tid()
-        v_out[b, i, j, k] = sample_vector(v, b, position(i, j, k) - dt * v[b, i, j, k], n)
+        v_out[b, i, j, k] = sample(v, b, position(i, j, k) - dt * v[b, i, j, k], n)
 
     @wp.kernel(module=module)
     def divergence(v: wp.array4d(dtype=V), n: int, div: wp.array4d(dtype=T)):
@@ -174,7 +155,7 @@ def _make_kernels(T):
     def advect_scalar(v: wp.array4d(dtype=V), q: wp.array4d(dtype=T), dt: T, n: int, jet: V, inv_r2: T,
                       source: T, q_out: wp.array4d(dtype=T)):
         b, i, j, k = wp.tid()
-        advected = sample_scalar(q, b, position(i, j, k) - dt * v[b, i, j, k], n)
+        advected = sample(q, b, position(i, j, k) - dt * v[b, i, j, k], n)
         q_out[b, i, j, k] = advected + source * jet_profile(i, j, k, jet, inv_r2)
 
     @wp.kernel(module=module)
