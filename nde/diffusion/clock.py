@@ -22,7 +22,7 @@ import math
 import torch
 
 from .schedules import NoiseSchedule
-from .timesteps import SKIP_TYPES
+from .timesteps import time_range
 
 
 class SamplingClock:
@@ -42,12 +42,7 @@ class SamplingClock:
                  t_end: float | None = None, rho: float = 7.0):
         if not isinstance(schedule, NoiseSchedule):
             raise TypeError(f"schedule must be an nde.diffusion.NoiseSchedule, got {type(schedule).__name__}")
-        if skip_type not in SKIP_TYPES:
-            raise ValueError(f"skip_type must be one of {SKIP_TYPES}, got {skip_type!r}")
-        t_start = schedule.t_start if t_start is None else float(t_start)
-        t_end = schedule.t_end if t_end is None else float(t_end)
-        if not t_end < t_start:
-            raise ValueError(f"need t_end < t_start, got t_start={t_start}, t_end={t_end}")
+        t_start, t_end = time_range(schedule, skip_type, t_start, t_end)
         if not rho > 0:
             raise ValueError(f"rho must be > 0, got {rho}")
         self.schedule, self.skip_type, self.rho = schedule, skip_type, float(rho)
