@@ -133,3 +133,47 @@ def write_results(area: str, device: str, rows: list[dict], notes: str = "") -> 
     lines += ["", "Environment: " + ", ".join(f"{k}={v}" for k, v in meta.items())]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     return stem.with_suffix(".md")
+
+
+def summarise_variants(rows: list[dict], variants: Sequence[str], metrics: Sequence[str],
+                       compare: Callable[[dict, dict], dict], lam_scale: float = 1.0) -> list[dict]:
+    """Per variant (in ``variants`` order), mean and std over seeds of ``metrics`` for the runs at
+    ``lam_scale``, plus ``compare(agg, base)``: the columns relating it to the ``"vanilla"`` means."""
+    out, base = [], None
+    for variant in variants:
+        sel = [r for r in rows if r["variant"] == variant and r["lam_scale"] == lam_scale]
+        if not sel:
+            continue
+        agg = {"variant": variant, "seeds": len(sel)}
+        for key in metrics:
+            values = [r[key] for r in sel]
+            agg[key] = statistics.mean(values)
+            agg[key + "_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        base = agg if variant == "vanilla" else base
+        if base is not None:
+            agg.update(compare(agg, base))
+        out.append(agg)
+    return out
+
+
+def scatter_variants(rows: list[dict], variants: Sequence[str], y: str, path: Path, ylabel: str, title: str,
+                     log_y: bool = False) -> None:
+    """Testing NFE vs ``y``, one point per run (seeds and λ scales), one marker and colour per variant."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.5, 4.8))
+    for i, variant in enumerate(variants):
+        sel = [r for r in rows if r["variant"] == variant]
+        if sel:
+            ax.scatter([r["testing_nfe"] for r in sel], [r[y] for r in sel], label=variant, s=22,
+                       color=plt.cm.tab20(i / 20), marker="osD^v<>ph*X"[i % 11], alpha=0.8)
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel("testing NFE (lower is cheaper)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

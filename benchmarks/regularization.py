@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,8 @@ import torch
 
 import nde
 from nde import regularize as R
-from benchmarks._common import RESULTS_DIR, parse_args, time_calls, write_results
+from benchmarks._common import (RESULTS_DIR, parse_args, scatter_variants, summarise_variants, time_calls,
+                                write_results)
 
 
 def load_digits(device, dtype):
@@ -188,43 +188,14 @@ def train_interleaved(jobs: list[tuple[str, float]], seed: int, args, data) -> l
 
 def summarise(rows: list[dict]) -> list[dict]:
     """Mean ± std over seeds per variant (λ scale 1), with ratios to vanilla."""
-    out, base = [], None
-    for variant in VARIANTS:
-        sel = [r for r in rows if r["variant"] == variant and r["lam_scale"] == 1.0]
-        if not sel:
-            continue
-        agg = {"variant": variant, "seeds": len(sel)}
-        for key in ("test_acc", "testing_nfe", "predict_ms", "train_s"):
-            vals = [r[key] for r in sel]
-            agg[key] = statistics.mean(vals)
-            agg[key + "_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
-        if variant == "vanilla":
-            base = agg
-        if base is not None:
-            agg["nfe_ratio"] = agg["testing_nfe"] / base["testing_nfe"]
-            agg["acc_change_pts"] = agg["test_acc"] - base["test_acc"]
-            agg["predict_speedup"] = base["predict_ms"] / agg["predict_ms"]
-            agg["train_time_ratio"] = agg["train_s"] / base["train_s"]
-        out.append(agg)
-    return out
+    return summarise_variants(rows, VARIANTS, ("test_acc", "testing_nfe", "predict_ms", "train_s"), lambda a, b: {
+        "nfe_ratio": a["testing_nfe"] / b["testing_nfe"], "acc_change_pts": a["test_acc"] - b["test_acc"],
+        "predict_speedup": b["predict_ms"] / a["predict_ms"], "train_time_ratio": a["train_s"] / b["train_s"]})
 
 
 def pareto_plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for i, variant in enumerate(VARIANTS):
-        sel = [r for r in rows if r["variant"] == variant]
-        if sel:
-            ax.scatter([r["testing_nfe"] for r in sel], [r["test_acc"] for r in sel], label=variant, s=22,
-                       color=plt.cm.tab20(i / 20), marker="osD^v<>ph*X"[i % 11], alpha=0.8)
-    ax.set_xlabel("testing NFE (lower is cheaper)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Neural ODE on digits: cost vs accuracy over λ and seeds")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    scatter_variants(rows, VARIANTS, "test_acc", path, "test accuracy (%)",
+                     "Neural ODE on digits: cost vs accuracy over λ and seeds")
 
 
 def main(argv=None):

@@ -40,7 +40,7 @@ import torch
 
 from nde import regularize as R
 from nde.sde import BrownianPath, solve_sde
-from benchmarks._common import RESULTS_DIR, parse_args, write_results
+from benchmarks._common import RESULTS_DIR, parse_args, scatter_variants, summarise_variants, write_results
 
 ALPHA, BETA, GAMMA = 0.1, 2.0, 0.2
 
@@ -190,45 +190,16 @@ def run(variant: str, seed: int, prob: Problem, lam_scale: float = 1.0) -> dict:
 
 def summarise(rows: list[dict], lam_scale: float = 1.0) -> list[dict]:
     """Mean ± std over seeds per variant (at the main λ scale), with ratios to vanilla."""
-    out, base = [], None
-    for variant in VARIANTS:
-        sel = [r for r in rows if r["variant"] == variant and r["lam_scale"] == lam_scale]
-        if not sel:
-            continue
-        agg = {"variant": variant, "seeds": len(sel)}
-        for key in ("test_loss", "testing_nfe", "predict_ms", "train_s", "train_nfe_per_iter"):
-            vals = [r[key] for r in sel]
-            agg[key] = statistics.mean(vals)
-            agg[key + "_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
-        if variant == "vanilla":
-            base = agg
-        if base is not None:
-            agg["nfe_ratio"] = agg["testing_nfe"] / base["testing_nfe"]
-            agg["loss_ratio"] = agg["test_loss"] / base["test_loss"]
-            agg["predict_speedup"] = base["predict_ms"] / agg["predict_ms"]
-            agg["train_time_ratio"] = agg["train_s"] / base["train_s"]
-        out.append(agg)
-    return out
+    metrics = ("test_loss", "testing_nfe", "predict_ms", "train_s", "train_nfe_per_iter")
+    return summarise_variants(rows, VARIANTS, metrics, lambda a, b: {
+        "nfe_ratio": a["testing_nfe"] / b["testing_nfe"], "loss_ratio": a["test_loss"] / b["test_loss"],
+        "predict_speedup": b["predict_ms"] / a["predict_ms"], "train_time_ratio": a["train_s"] / b["train_s"]},
+        lam_scale)
 
 
 def pareto_plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for i, variant in enumerate(VARIANTS):
-        sel = [r for r in rows if r["variant"] == variant]
-        if sel:
-            ax.scatter([r["testing_nfe"] for r in sel], [r["test_loss"] for r in sel], label=variant, s=22,
-                       marker="os^Dv<>PX*h"[i % 11], color=f"C{i % 10}")
-    ax.set_xlabel("testing NFE (lower is cheaper)")
-    ax.set_ylabel("test moment loss (lower is better)")
-    ax.set_yscale("log")
-    ax.set_title("Spiral neural SDE: cost vs fit over λ and seeds")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    scatter_variants(rows, VARIANTS, "test_loss", path, "test moment loss (lower is better)",
+                     "Spiral neural SDE: cost vs fit over λ and seeds", log_y=True)
 
 
 def main(argv=None) -> list[dict]:

@@ -35,7 +35,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +44,7 @@ import torch
 
 import nde
 from nde import regularize as R
-from benchmarks._common import RESULTS_DIR, parse_args, time_calls, write_results
+from benchmarks._common import RESULTS_DIR, parse_args, scatter_variants, summarise_variants, time_calls, write_results
 from benchmarks.regularization import VARIANTS as DIGITS_VARIANTS, exp_anneal
 
 SPIRAL_A = ((-0.1, 2.0), (-2.0, -0.1))
@@ -296,51 +295,14 @@ METRICS = ("test_mse", "testing_nfe", "predict_ms", "train_s")
 
 def summarise(rows: list[dict]) -> list[dict]:
     """Mean ± std over seeds per variant (λ scale 1), with ratios to vanilla's means."""
-    out, base = [], None
-    for variant in VARIANT_NAMES:
-        sel = [r for r in rows if r["variant"] == variant and r["lam_scale"] == 1.0]
-        if not sel:
-            continue
-        agg = {"variant": variant, "seeds": len(sel)}
-        for key in METRICS:
-            vals = [r[key] for r in sel]
-            agg[key] = statistics.mean(vals)
-            agg[key + "_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
-        base = agg if variant == "vanilla" else base
-        if base is not None:
-            agg["mse_change_pct"] = 100 * (agg["test_mse"] / base["test_mse"] - 1)
-            agg["nfe_ratio"] = agg["testing_nfe"] / base["testing_nfe"]
-            agg["predict_speedup"] = base["predict_ms"] / agg["predict_ms"]
-            agg["train_time_ratio"] = agg["train_s"] / base["train_s"]
-        out.append(agg)
-    return out
+    return summarise_variants(rows, VARIANT_NAMES, METRICS, lambda a, b: {
+        "mse_change_pct": 100 * (a["test_mse"] / b["test_mse"] - 1), "nfe_ratio": a["testing_nfe"] / b["testing_nfe"],
+        "predict_speedup": b["predict_ms"] / a["predict_ms"], "train_time_ratio": a["train_s"] / b["train_s"]})
 
 
 def pareto_plot(rows: list[dict], path: Path, title: str) -> None:
-    """Testing NFE vs test MSE, one point per run (seeds and λ scales); λ sweeps joined by lines."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.5, 4.8))
-    for i, variant in enumerate(VARIANT_NAMES):
-        sel = [r for r in rows if r["variant"] == variant]
-        if not sel:
-            continue
-        colour = f"C{i % 10}"
-        marker = "o" if i < 10 else "s"
-        ax.scatter([r["testing_nfe"] for r in sel], [r["test_mse"] for r in sel], s=18, color=colour,
-                   marker=marker, label=variant)
-        sweep = sorted((r for r in sel if r["seed"] == sel[0]["seed"]), key=lambda r: r["lam_scale"])
-        if len(sweep) > 1:
-            ax.plot([r["testing_nfe"] for r in sweep], [r["test_mse"] for r in sweep], color=colour, lw=0.8)
-    ax.set_yscale("log")
-    ax.set_xlabel("testing NFE (lower is cheaper)")
-    ax.set_ylabel("test MSE (lower is better)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    """Testing NFE vs test MSE, one point per run (seeds and λ scales)."""
+    scatter_variants(rows, VARIANT_NAMES, "test_mse", path, "test MSE (lower is better)", title, log_y=True)
 
 
 def _arguments(p):
