@@ -330,27 +330,35 @@ class SmokeGrid:
                     steps.append(_Step(shape, self.kernels, device, record))
                 out = steps[t] if record else steps[t % 2]
                 self._step(v, q, actions, t, out, scratch, tape)
-                wp.launch(self.kernels.store_frame, dim=shape, inputs=[out.q, t], outputs=[frames])
+                self._store_frame(out.q, t, actions.shape[1], frames)
                 v, q = out.v, out.q
         return tape, v, steps
+
+    def _frames_shape(self, batch: int, steps: int) -> tuple[tuple, tuple]:
+        """Shapes of the frames buffer: Warp's and the torch view returned by :meth:`simulate`."""
+        n = self.resolution
+        return (batch, steps, n, n), (batch, steps, n, n)
+
+    def _store_frame(self, q, t: int, steps: int, frames) -> None:
+        wp.launch(self.kernels.store_frame, dim=q.shape, inputs=[q, t], outputs=[frames])
 
 
 class _SmokeRollout(torch.autograd.Function):
     """torch bridge: Warp forward (taped when a gradient is needed), Warp backward."""
 
     @staticmethod
-    def forward(ctx, v0, q0, actions, grid: SmokeGrid):
+    def forward(ctx, v0, q0, actions, grid: SmokeGrid):  # or a SmokeGrid3D
         k = grid.kernels
         record = any(ctx.needs_input_grad[:3])
         b, steps = actions.shape[:2]
-        n = grid.resolution
+        warp_shape, torch_shape = grid._frames_shape(b, steps)
         with _torch_stream(v0.device):
             wv0 = wp.from_torch(v0.detach().contiguous(), dtype=k.vec, requires_grad=record)
             wq0 = wp.from_torch(q0.detach().contiguous(), dtype=k.scalar, requires_grad=record)
             wact = wp.from_torch(actions.detach().contiguous(), dtype=k.vec, requires_grad=record)
-            frames = wp.zeros((b, steps, n, n), dtype=k.scalar, device=wq0.device, requires_grad=record)
+            frames = wp.zeros(warp_shape, dtype=k.scalar, device=wq0.device, requires_grad=record)
             tape, v_final, kept = grid._rollout(wv0, wq0, wact, frames, record)
-            frames_t = wp.to_torch(frames).clone()
+            frames_t = wp.to_torch(frames).clone().reshape(torch_shape)
             v_final_t = wp.to_torch(v_final).clone()
         if record:
             ctx.warp = (tape, wv0, wq0, wact, frames, v_final, kept)
@@ -363,7 +371,7 @@ class _SmokeRollout(torch.autograd.Function):
         with _torch_stream(device):
             grads = {}
             if g_frames is not None:
-                grads[frames] = wp.from_torch(g_frames.contiguous(), dtype=frames.dtype)
+                grads[frames] = wp.from_torch(g_frames.contiguous().reshape(frames.shape), dtype=frames.dtype)
             if g_v is not None:
                 grads[v_final] = wp.from_torch(g_v.contiguous(), dtype=v_final.dtype)
             tape.backward(grads=grads)

@@ -24,7 +24,6 @@ Tensor layout: velocity ``(B, N, N, N, 3)``, scalar ``(B, N, N, N)``, actions ``
 index ``[b, i, j, k]`` with ``i`` along x, ``j`` along y (up), ``k`` along z. Warp arrays have at
 most 4 dimensions, so the frames are stored as ``(B * T, N, N, N)`` and reshaped in torch.
 """
-import contextlib
 import types
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +31,7 @@ from typing import Any
 import torch
 import warp as wp
 
-from .smoke import _torch_stream, check_grid_config
+from .smoke import SmokeGrid, _SmokeRollout, _Step, check_grid_config
 
 wp.init()
 
@@ -178,22 +177,7 @@ def _kernels(dtype: torch.dtype):
     return _KERNELS[dtype]
 
 
-class _Step:
-    """The buffers of one step (each written exactly once under a tape)."""
-
-    def __init__(self, shape, kernels, device, requires_grad):
-        def alloc(dtype):
-            return wp.zeros(shape, dtype=dtype, device=device, requires_grad=requires_grad)
-
-        self.v_forced = alloc(kernels.vec)
-        self.v_advected = alloc(kernels.vec)
-        self.div = alloc(kernels.scalar)
-        self.p = alloc(kernels.scalar)
-        self.v = alloc(kernels.vec)
-        self.q = alloc(kernels.scalar)
-
-
-class SmokeGrid3D:
+class SmokeGrid3D(SmokeGrid):
     """A batched differentiable 3-D smoke grid (model in the module docstring).
 
     Args:
@@ -201,7 +185,8 @@ class SmokeGrid3D:
         dtype: ``torch.float32`` (default) or ``torch.float64`` (gradient tests).
 
     :meth:`simulate` is the torch-differentiable rollout; one rollout may be in flight per grid
-    for backward (the tape lives in the autograd node).
+    for backward (the tape lives in the autograd node). The pressure solve with its adjoint, the rollout
+    and the torch bridge are :class:`SmokeGrid`'s; this class supplies the 3-D kernels and shapes.
     """
 
     def __init__(self, config: Smoke3DConfig | None = None, dtype: torch.dtype = torch.float32):
@@ -236,7 +221,7 @@ class SmokeGrid3D:
             velocity ``(B, N, N, N, 3)``, differentiable w.r.t. all three inputs.
         """
         self._check_inputs(v0, q0, actions)
-        return _Smoke3DRollout.apply(v0, q0, actions, self)
+        return _SmokeRollout.apply(v0, q0, actions, self)
 
     def _check_inputs(self, v0, q0, actions):
         n = self.resolution
@@ -259,28 +244,6 @@ class SmokeGrid3D:
                 raise ValueError(f"{name} contains NaN or infinite values")
 
     # ----------------------------------------------------------------------------- Warp side
-    def _pressure_solve(self, step: _Step, scratch, tape):
-        """Jacobi solve ``p = J(div)`` from ``p = 0``; records its adjoint ``div.grad += J(p.grad)``."""
-        k, n, iters = self.kernels, self.resolution, self.config.jacobi_iters
-        dim = step.div.shape
-
-        def sweep(rhs, out):
-            a, b = scratch[0], scratch[1]
-            a.zero_()
-            src = a
-            for it in range(iters):
-                dst = out if it == iters - 1 else (b if src is a else a)
-                wp.launch(k.jacobi_sweep, dim=dim, inputs=[rhs, src, n], outputs=[dst], record_tape=False)
-                src = dst
-
-        sweep(step.div, step.p)
-        if tape is not None:
-            def backward():
-                sweep(step.p.grad, scratch[2])
-                wp.launch(k.accumulate, dim=dim, inputs=[scratch[2]], outputs=[step.div.grad], record_tape=False)
-
-            tape.record_func(backward, arrays=[step.div, step.p])
-
     def _step(self, v, q, actions, t, out: _Step, scratch, tape):
         """Advance ``(v, q)`` by one step into the buffers of ``out``."""
         k, cfg, n = self.kernels, self.config, self.resolution
@@ -296,57 +259,10 @@ class SmokeGrid3D:
         wp.launch(k.advect_scalar, dim=dim, inputs=[out.v, q, cfg.dt, n, jet, inv_r2, cfg.jet_source],
                   outputs=[out.q])
 
-    def _rollout(self, v0, q0, actions, frames, record: bool):
-        """Run all steps; returns ``(tape or None, final velocity, kept step buffers)``."""
-        device, shape, steps_total = v0.device, q0.shape, actions.shape[1]
-        scratch = [wp.empty(shape, dtype=self.kernels.scalar, device=device) for _ in range(3)]
-        steps = []
-        v, q = v0, q0
-        tape = wp.Tape() if record else None
-        with tape if record else contextlib.nullcontext():
-            for t in range(steps_total):
-                if record or len(steps) < 2:
-                    steps.append(_Step(shape, self.kernels, device, record))
-                out = steps[t] if record else steps[t % 2]
-                self._step(v, q, actions, t, out, scratch, tape)
-                wp.launch(self.kernels.store_frame, dim=shape, inputs=[out.q, t, steps_total], outputs=[frames])
-                v, q = out.v, out.q
-        return tape, v, steps
+    def _frames_shape(self, batch: int, steps: int) -> tuple[tuple, tuple]:
+        """Warp arrays have at most 4 dimensions: frames are stored as ``(B·T, N, N, N)``."""
+        n = self.resolution
+        return (batch * steps, n, n, n), (batch, steps, n, n, n)
 
-
-class _Smoke3DRollout(torch.autograd.Function):
-    """torch bridge: Warp forward (taped when a gradient is needed), Warp backward."""
-
-    @staticmethod
-    def forward(ctx, v0, q0, actions, grid: SmokeGrid3D):
-        k = grid.kernels
-        record = any(ctx.needs_input_grad[:3])
-        b, steps = actions.shape[:2]
-        n = grid.resolution
-        with _torch_stream(v0.device):
-            wv0 = wp.from_torch(v0.detach().contiguous(), dtype=k.vec, requires_grad=record)
-            wq0 = wp.from_torch(q0.detach().contiguous(), dtype=k.scalar, requires_grad=record)
-            wact = wp.from_torch(actions.detach().contiguous(), dtype=k.vec, requires_grad=record)
-            frames = wp.zeros((b * steps, n, n, n), dtype=k.scalar, device=wq0.device, requires_grad=record)
-            tape, v_final, kept = grid._rollout(wv0, wq0, wact, frames, record)
-            frames_t = wp.to_torch(frames).clone().reshape(b, steps, n, n, n)
-            v_final_t = wp.to_torch(v_final).clone()
-        if record:
-            ctx.warp = (tape, wv0, wq0, wact, frames, v_final, kept)
-        return frames_t, v_final_t
-
-    @staticmethod
-    def backward(ctx, g_frames, g_v):
-        tape, wv0, wq0, wact, frames, v_final, _ = ctx.warp
-        device = g_frames.device if g_frames is not None else g_v.device
-        with _torch_stream(device):
-            grads = {}
-            if g_frames is not None:
-                flat = g_frames.contiguous().reshape(frames.shape)
-                grads[frames] = wp.from_torch(flat, dtype=frames.dtype)
-            if g_v is not None:
-                grads[v_final] = wp.from_torch(g_v.contiguous(), dtype=v_final.dtype)
-            tape.backward(grads=grads)
-            out = [wp.to_torch(a.grad).clone() for a in (wv0, wq0, wact)]
-        ctx.warp = None
-        return out[0], out[1], out[2], None
+    def _store_frame(self, q, t: int, steps: int, frames) -> None:
+        wp.launch(self.kernels.store_frame, dim=q.shape, inputs=[q, t, steps], outputs=[frames])
