@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ._integrate import Config, Result, output_value, rms_norm, rms_rows, step_index
+from ._integrate import Config, Result, output_value, rms_norm, step_index
 from ._rk import Coefficients, rk_step, stage_times
 from .controller import initial_step_scalar
 from .regularize import RNODE, GlobalRegularizer, LocalErrorEstimate
@@ -531,15 +531,7 @@ def _local_value(reg: LocalErrorEstimate, problem: Problem, result: Result, rng)
         local = rk_step(func, t_r, h, y_r, k1, coeffs, stage_times(t_r, h, coeffs, cfg.t_dtype, y_r.device))
         extra_nfe += tab.stages
         scaled = local.error / torch.maximum(y_r.abs(), local.y1.abs()).mul(cfg.rtol).add(cfg.atol)
-        if reg.norm == "batch":
-            eest = rms_norm(scaled)
-        else:
-            eest = rms_rows(scaled.reshape(scaled.shape[0], -1))
-        if reg.quantity == "error":
-            value = eest * h
-        else:
-            value = (t_last - t_first) * eest.clamp_min(1e-12) ** (1.0 / k_exp) / h
-        total = total + weight * value.mean()
+        total = total + weight * reg.local_value(scaled, h, t_last - t_first, k_exp)
     return total / reg.n_samples, extra_nfe
 
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._integrate import step_index
+from ._integrate import rms_norm, rms_rows, step_index
 from .tableaus import ButcherTableau, get_tableau
 
 _REDUCTIONS = ("sum", "mean", "max")
@@ -154,6 +154,15 @@ class LocalErrorEstimate:
             raise ValueError("`n_samples` must be a positive integer")
         if self.method is not None:
             get_tableau(self.method)
+
+    def local_value(self, scaled: torch.Tensor, h: float, span: float, k: float) -> torch.Tensor:
+        """The sampled quantity from one live step of size ``h``: ``scaled`` is its error divided by the
+        tolerance scale (rows = dim 0), ``k`` the exponent of EEst in h, ``span = t1 − t0``. Returns
+        ``EEst·h`` or ``span·EEst^(1/k)/h``, averaged over rows for per-sample norms (0-d)."""
+        eest = rms_norm(scaled) if self.norm == "batch" else rms_rows(scaled.reshape(scaled.shape[0], -1))
+        if self.quantity == "error":
+            return (eest * h).mean()
+        return (span * eest.clamp_min(1e-12) ** (1.0 / k) / h).mean()
 
     def sample_times(self, t0: float, t1: float, starts: list[float], dts: list[float],
                      rng: random.Random) -> list[tuple[float, float]]:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .._integrate import rms_norm, rms_rows, step_index
+from .._integrate import rms_norm, step_index
 from ..regularize import GlobalRegularizer, LocalErrorEstimate, StiffnessEstimate
 from .integrate import Grid, doubling_step
 
@@ -198,12 +198,8 @@ class LocalTerms:
                                          extra, self.bm)
         self.extra_evals += 3 * self.method.evals_per_step
         scale = torch.maximum(y_full.abs(), y_two.abs()).mul(self.rtol).add(self.atol)
-        scaled = (y_full - y_two) / scale
-        eest = rms_norm(scaled) if self.reg.norm == "batch" else rms_rows(scaled)
-        if self.reg.quantity == "error":
-            return (eest * h).mean()
         k = self.method.strong_order(self.sde.noise_type) + 0.5
-        return (span * eest.clamp_min(1e-12) ** (1.0 / k) / h).mean()
+        return self.reg.local_value((y_full - y_two) / scale, h, span, k)
 
 
 __all__ = ["MethodFacts", "regularization_hook", "GlobalTerms", "LocalTerms"]
