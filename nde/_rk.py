@@ -86,7 +86,10 @@ def stage_times(t, dt, coeffs: Coefficients, t_dtype: torch.dtype, device) -> li
     """Times t + c_i·dt of every stage: 0-d tensors (shared) or (batch,) tensors (per-sample)."""
     if isinstance(dt, float):
         tab = coeffs.tableau
-        return list(torch.tensor([t + ci * dt for ci in tab.c], dtype=t_dtype, device=device).unbind(0))
+        # Built on the host, then copied without a stream synchronisation (a blocking copy to a GPU
+        # would wait for every queued kernel): the step's one synchronisation stays the error ratio.
+        host = torch.tensor([t + ci * dt for ci in tab.c], dtype=t_dtype)
+        return list(host.to(device, non_blocking=True).unbind(0))
     return list(torch.addcmul(t.unsqueeze(0), coeffs.c.unsqueeze(1), dt.unsqueeze(0)).unbind(0))
 
 
