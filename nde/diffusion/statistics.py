@@ -166,7 +166,7 @@ def _estimate(model, data, schedule, n_grid, t_start, t_end, batch_size, n_probe
     bar = _progress(2 * (n_grid + 1), progress)
     l = torch.stack([_estimate_l(model, data, schedule, lam[j], batch_size, n_probes, generator, bar)
                      for j in range(n_grid + 1)]).to(torch.float64)
-    dl = torch.gradient(l, spacing=(lambdas,), dim=0, edge_order=2)[0]
+    dl = torch.gradient(l, spacing=(lambdas.to(l.device, torch.float64),), dim=0, edge_order=2)[0]
     s, b = [], []
     for j in range(n_grid + 1):
         s_j, b_j = _estimate_sb(model, data, schedule, lam[j], l[j], dl[j], batch_size, generator, variance_floor, bar)

@@ -147,3 +147,21 @@ def test_time_steps_snap_to_the_grid(gaussian):
     torch.testing.assert_close(schedule.lambda_(solver.times), stats.lambdas[solver.indexes])
     edm = DPMSolverV3(stats, schedule, steps=8, skip_type="edm")
     assert edm.indexes[0] == 0 and edm.indexes[-1] == 120 and edm.indexes == sorted(set(edm.indexes))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_statistics_on_cuda_match_cpu():
+    """Same data, probes and noise (drawn on the CPU generator) on CUDA and CPU give the same l, s, b."""
+    schedule = VPLinear()
+    mixture = GaussianMixture(torch.tensor([0.3, 0.7]), torch.tensor([[1.0, 0.0], [-1.0, 0.5]], dtype=torch.float64),
+                              torch.tensor([[0.2, 0.3], [0.4, 0.1]], dtype=torch.float64))
+    data = mixture.sample(128, torch.Generator().manual_seed(0))
+    out = []
+    for device in ("cpu", "cuda"):
+        model = GaussianMixtureNoisePredictor(mixture.to(device=device), schedule)
+        stats = estimate_statistics(model, data.to(device), schedule, n_grid=6,
+                                    generator=torch.Generator().manual_seed(1), progress=False)
+        out.append((stats.l, stats.s, stats.b))
+    for cpu, cuda in zip(*out):
+        torch.testing.assert_close(cuda, cpu, rtol=1e-9, atol=1e-11)
