@@ -235,8 +235,8 @@ def main(argv=None):
     if not args.no_taichi:
         try:
             ti = taichi_init(device, args.taichi_threads)
-        except ImportError:
-            print("taichi not installed: Warp-only rows")
+        except ImportError as err:  # not installed, or one of its own imports missing (e.g. dill)
+            print(f"taichi unavailable ({err}): Warp-only rows")
     start = time.time()
     sizes = QUICK_FORWARD if args.quick else FORWARD_SIZES[device]
     rows = forward_rows(device, sizes, repeats, ti)
