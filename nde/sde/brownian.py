@@ -144,7 +144,8 @@ class BrownianPath:
     def _extend(self, times: list[float], return_U: bool):
         """Append points after the last stored one by a random walk; return its increments."""
         t_last = self._times[-1]
-        h = torch.tensor([b - a for a, b in zip([t_last] + times[:-1], times)], dtype=self.dtype, device=self.device)
+        h = torch.tensor([b - a for a, b in zip([t_last] + times[:-1], times)], dtype=self.dtype)
+        h = h.to(self.device, non_blocking=True)  # no stream synchronisation on a GPU
         h = h.reshape(-1, *([1] * len(self.shape)))
         dw = self._randn(len(times)) * h.sqrt()
         w = self._w[-1] + dw.cumsum(0)
