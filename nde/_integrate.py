@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from ._rk import Coefficients, Step, interpolate, linear_interpolate, rk_step, stage_times, stiffness_estimate
+from ._rk import Coefficients, Step, host_tensor, interpolate, linear_interpolate, rk_step, stage_times, stiffness_estimate
 from .controller import PIController, initial_step, initial_step_scalar
 from .errors import SolverError, Status
 
@@ -118,7 +118,7 @@ def output_value(step: Step, y0: torch.Tensor, dt: float, theta: float, kind: st
 
 
 def _t(t: float, dtype, device) -> torch.Tensor:
-    return torch.tensor(t, dtype=dtype, device=device)
+    return host_tensor(t, dtype, device)
 
 
 def _fail(cfg: Config, status: Status, t: float, dt: float, detail: str = ""):
@@ -221,7 +221,7 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
                 if rho_t is None:
                     with torch.no_grad():
                         rho_t = stiffness_estimate(step, coeffs, norm)
-                heur["stiffness"].append(torch.tensor(float("nan"), device=dev) if rho_t is None
+                heur["stiffness"].append(host_tensor(float("nan"), None, dev) if rho_t is None
                                          else rho_t.detach())
             outs = []
             while j < len(t_out) and t_out[j] <= t_new:

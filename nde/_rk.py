@@ -82,14 +82,20 @@ def _weighted(ks: list[torch.Tensor], row: torch.Tensor, dt, like: torch.Tensor)
     return comb * dt if isinstance(dt, float) else comb * dt.unsqueeze(-1)
 
 
+def host_tensor(values, dtype: torch.dtype | None, device) -> torch.Tensor:
+    """``torch.tensor(values)`` on ``device`` without a stream synchronisation.
+
+    Built on the host and copied with ``non_blocking=True``: ``torch.tensor(..., device=cuda)`` is a
+    blocking copy that waits for every queued kernel, which in the step loop would add a second
+    synchronisation per step to the error ratio's one."""
+    return torch.tensor(values, dtype=dtype).to(device, non_blocking=True)
+
+
 def stage_times(t, dt, coeffs: Coefficients, t_dtype: torch.dtype, device) -> list:
     """Times t + c_i·dt of every stage: 0-d tensors (shared) or (batch,) tensors (per-sample)."""
     if isinstance(dt, float):
         tab = coeffs.tableau
-        # Built on the host, then copied without a stream synchronisation (a blocking copy to a GPU
-        # would wait for every queued kernel): the step's one synchronisation stays the error ratio.
-        host = torch.tensor([t + ci * dt for ci in tab.c], dtype=t_dtype)
-        return list(host.to(device, non_blocking=True).unbind(0))
+        return list(host_tensor([t + ci * dt for ci in tab.c], t_dtype, device).unbind(0))
     return list(torch.addcmul(t.unsqueeze(0), coeffs.c.unsqueeze(1), dt.unsqueeze(0)).unbind(0))
 
 
@@ -140,8 +146,7 @@ def interpolate(step: Step, y0: torch.Tensor, dt, theta, coeffs: Coefficients,
         return step.y1
     if coeffs.dense is not None:
         if isinstance(theta, float):
-            powers = torch.tensor([theta ** (m + 1) for m in range(coeffs.dense.shape[1])],
-                                  dtype=y0.dtype, device=y0.device)
+            powers = host_tensor([theta ** (m + 1) for m in range(coeffs.dense.shape[1])], y0.dtype, y0.device)
             row = (coeffs.dense @ powers).unsqueeze(0)
             return _combine(y0, step.ks, row, dt)
         exps = torch.arange(1, coeffs.dense.shape[1] + 1, device=y0.device, dtype=y0.dtype)

@@ -21,7 +21,7 @@ import torch
 
 from ._integrate import (Config, Record, Result, error_ratio, integrate_per_sample, integrate_shared, output_value,
                          rms_norm)
-from ._rk import interpolate, rk_step, stage_times, stiffness_estimate
+from ._rk import host_tensor, interpolate, rk_step, stage_times, stiffness_estimate
 
 
 @dataclass
@@ -96,13 +96,13 @@ def _replay_shared(problem: Problem, records: list[Record], grad_ys: torch.Tenso
         y_in = rec.y.detach().requires_grad_(True)
         dev = y_in.device
         with torch.enable_grad():
-            k1 = func(torch.tensor(rec.t, dtype=tdt, device=dev) if rec.k1_t is None else rec.k1_t, y_in)
+            k1 = func(host_tensor(rec.t, tdt, dev) if rec.k1_t is None else rec.k1_t, y_in)
             times = rec.stage_t or stage_times(rec.t, rec.dt, coeffs, tdt, dev)
             step = rk_step(func, rec.t, rec.dt, y_in, k1, coeffs, times,
                            want_stiffness=reg_weights is not None and problem.cfg.regularizer.needs_stiffness)
             k_next = None
             if any(kind == "cubic" for _, _, kind in rec.outputs):
-                k_next = func(torch.tensor(rec.t + rec.dt, dtype=tdt, device=dev), step.y1)
+                k_next = func(host_tensor(rec.t + rec.dt, tdt, dev), step.y1)
             outs = [output_value(step, y_in, rec.dt, theta, kind, coeffs, k_next)
                     for _, theta, kind in rec.outputs]
             targets, target_grads = [step.y1, *outs], [adj, *(grad_ys[j] for j, _, _ in rec.outputs)]
