@@ -118,11 +118,16 @@ def _fmt(value: object) -> str:
     return "" if value is None else str(value)
 
 
+def results_path(name: str) -> Path:
+    """``results/<name>``, the folder created if needed (read at call time, so tests can redirect it)."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    return RESULTS_DIR / name
+
+
 def write_results(area: str, device: str, rows: list[dict], notes: str = "") -> Path:
     """Write ``rows`` (list of flat dicts) to ``results/<area>_<device>.json`` and ``.md``."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     meta = environment()
-    stem = RESULTS_DIR / f"{area}_{device}"
+    stem = results_path(f"{area}_{device}")
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "notes": notes, "rows": rows}, indent=1))
     columns: list[str] = []
     for row in rows:

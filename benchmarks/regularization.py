@@ -37,7 +37,7 @@ import torch
 
 import nde
 from nde import regularize as R
-from benchmarks._common import (RESULTS_DIR, parse_args, scatter_variants, summarise_variants, time_calls,
+from benchmarks._common import (parse_args, results_path, scatter_variants, summarise_variants, time_calls,
                                 write_results)
 
 
@@ -225,7 +225,7 @@ def main(argv=None):
     if args.combine:  # summarise the per-run rows of earlier runs (e.g. one process per seed)
         seen = set()
         for tag in args.combine:  # the first row of a (variant, seed, λ scale) wins
-            for row in json.loads((RESULTS_DIR / f"regularization_{tag}_{args.device}_runs.json").read_text()):
+            for row in json.loads(results_path(f"regularization_{tag}_{args.device}_runs.json").read_text()):
                 if (key := (row["variant"], row["seed"], row["lam_scale"])) not in seen:
                     seen.add(key)
                     rows.append(row)
@@ -245,9 +245,9 @@ def main(argv=None):
                  "prediction times are round-robin medians, so machine load hits all variants alike. Per-run rows "
                  "(and the λ sweep, first seed) are in the _runs.json file.")
         path = write_results(area, args.device, summarise(rows), notes)
-        (RESULTS_DIR / f"{area}_{args.device}_runs.json").write_text(json.dumps(rows, indent=1))
+        results_path(f"{area}_{args.device}_runs.json").write_text(json.dumps(rows, indent=1))
         if not args.quick:
-            pareto_plot(rows, RESULTS_DIR / f"{area}_pareto.png")
+            pareto_plot(rows, results_path(f"{area}_pareto.png"))
     print(path.read_text())
 
 

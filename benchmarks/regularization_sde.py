@@ -40,7 +40,7 @@ import torch
 
 from nde import regularize as R
 from nde.sde import BrownianPath, solve_sde
-from benchmarks._common import RESULTS_DIR, parse_args, scatter_variants, summarise_variants, write_results
+from benchmarks._common import parse_args, results_path, scatter_variants, summarise_variants, write_results
 
 ALPHA, BETA, GAMMA = 0.1, 2.0, 0.2
 
@@ -242,8 +242,8 @@ def main(argv=None) -> list[dict]:
                  "ratios vs vanilla; "
                  f"{done}/{len(jobs)} runs done. Per-run rows (and the λ sweep) are in the _runs.json file.")
         write_results(area, args.device, summarise(rows, args.lam_scale), notes)
-        (RESULTS_DIR / f"{area}_{args.device}_runs.json").write_text(json.dumps(rows, indent=1))
-        pareto_plot(rows, RESULTS_DIR / f"{area}_pareto.png")
+        results_path(f"{area}_{args.device}_runs.json").write_text(json.dumps(rows, indent=1))
+        pareto_plot(rows, results_path(f"{area}_pareto.png"))
     summary = summarise(rows, args.lam_scale)
     for row in summary:
         print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})

@@ -44,7 +44,7 @@ import torch
 
 import nde
 from nde import regularize as R
-from benchmarks._common import RESULTS_DIR, parse_args, scatter_variants, summarise_variants, time_calls, write_results
+from benchmarks._common import parse_args, results_path, scatter_variants, summarise_variants, time_calls, write_results
 from benchmarks.regularization import VARIANTS as DIGITS_VARIANTS, exp_anneal
 
 SPIRAL_A = ((-0.1, 2.0), (-2.0, -0.1))
@@ -341,9 +341,9 @@ def _write(rows: list[dict], args, area: str, total: int) -> Path:
              f"seeds; ratios vs vanilla; {len(rows)}/{total} runs done. Per-run rows and the λ sweep "
              f"({', '.join(args.sweep) or 'none'}; seed {sweep_seed}, λ × {args.scales}) are in the _runs.json file.")
     path = write_results(area, args.device, summarise(rows), notes)
-    (RESULTS_DIR / f"{area}_{args.device}_runs.json").write_text(json.dumps(rows, indent=1))
+    results_path(f"{area}_{args.device}_runs.json").write_text(json.dumps(rows, indent=1))
     if not args.quick:
-        pareto_plot(rows, RESULTS_DIR / f"{area}_pareto.png",
+        pareto_plot(rows, results_path(f"{area}_pareto.png"),
                     f"{args.task}: testing NFE vs test MSE over seeds and λ scales")
     return path
 

@@ -3,15 +3,7 @@ import json
 
 import pytest
 
-from benchmarks import _common
 from benchmarks import regularization as B
-
-
-@pytest.fixture
-def results_dir(tmp_path, monkeypatch):
-    monkeypatch.setattr(_common, "RESULTS_DIR", tmp_path)
-    monkeypatch.setattr(B, "RESULTS_DIR", tmp_path)
-    return tmp_path
 
 
 def test_summary_ratios_against_hand_computed_values():

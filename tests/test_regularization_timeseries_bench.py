@@ -6,15 +6,7 @@ import pytest
 import torch
 
 import nde
-from benchmarks import _common
 from benchmarks import regularization_timeseries as B
-
-
-@pytest.fixture
-def results_dir(tmp_path, monkeypatch):
-    monkeypatch.setattr(_common, "RESULTS_DIR", tmp_path)
-    monkeypatch.setattr(B, "RESULTS_DIR", tmp_path)
-    return tmp_path
 
 
 def test_windows_follow_the_true_spiral():
