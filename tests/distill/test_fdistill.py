@@ -11,12 +11,16 @@ from nde.interpolants import GaussianMixture, ring_mixture
 from nde.metrics import energy_mmd
 
 
-def test_distillation_loss_gradient_is_pseudo_target_direction():
+def _loss_inputs():
+    """Generator sample x (requires grad), teacher and fake x0 predictions, weights w: batch 8, dim 2."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(8, 2, generator=gen, dtype=torch.float64, requires_grad=True)
-    x0_t, x0_f = torch.randn(8, 2, generator=gen, dtype=torch.float64), torch.randn(8, 2, generator=gen,
-                                                                                    dtype=torch.float64)
-    w = torch.rand(8, generator=gen, dtype=torch.float64)
+    x0_t, x0_f = (torch.randn(8, 2, generator=gen, dtype=torch.float64) for _ in range(2))
+    return x, x0_t, x0_f, torch.rand(8, generator=gen, dtype=torch.float64)
+
+
+def test_distillation_loss_gradient_is_pseudo_target_direction():
+    x, x0_t, x0_f, w = _loss_inputs()
     grad = torch.autograd.grad(distillation_loss(x, x0_t, x0_f, w), x)[0]
     scale = (x.detach() - x0_t).abs().mean(1) + 1e-6
     torch.testing.assert_close(grad, (w / scale)[:, None] * (x0_f - x0_t) / x.numel())
@@ -24,11 +28,7 @@ def test_distillation_loss_gradient_is_pseudo_target_direction():
 
 def test_batch_normalizer_uses_one_scale_per_batch():
     """normalizer="batch": g = w (x0_fake - x0_teacher) / mean over the batch of |x - x0_teacher|."""
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(8, 2, generator=gen, dtype=torch.float64, requires_grad=True)
-    x0_t, x0_f = torch.randn(8, 2, generator=gen, dtype=torch.float64), torch.randn(8, 2, generator=gen,
-                                                                                    dtype=torch.float64)
-    w = torch.rand(8, generator=gen, dtype=torch.float64)
+    x, x0_t, x0_f, w = _loss_inputs()
     grad = torch.autograd.grad(distillation_loss(x, x0_t, x0_f, w, normalizer="batch"), x)[0]
     scale = (x.detach() - x0_t).abs().mean() + 1e-6
     torch.testing.assert_close(grad, w[:, None] * (x0_f - x0_t) / scale / x.numel())
