@@ -80,6 +80,7 @@ def _solve_sde(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, gradie
     hook = regularization_hook(regularize, sde, method, bm, rtol, atol, dt, adaptive, gradient,
                                generator or random)
     heuristics, rejected, evals = {}, 0, 0
+    init_evals = method.init_evals if extra_solver_state is None else 0  # per call of method.init
     if adaptive:
         t0 = torch.tensor(ts_list[0], dtype=y0.dtype, device=y0.device)
         extra0 = extra_solver_state if extra_solver_state is not None else method.init(sde, t0, y0)
@@ -88,7 +89,7 @@ def _solve_sde(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, gradie
             ys, extra, adaptive_stats = run_adaptive(method, sde, y0, ts_list, bm, dt, rtol, atol, dt_min, extra0,
                                                      controller or PIController(), on_accept=hook)
         rejected = adaptive_stats.rejected
-        evals = 3 * (adaptive_stats.accepted + rejected) * method.evals_per_step
+        evals = 3 * (adaptive_stats.accepted + rejected) * method.evals_per_step + init_evals
         heuristics = {key: torch.tensor(values, dtype=torch.float64) for key, values in (
             ("t", adaptive_stats.starts), ("dt", adaptive_stats.steps), ("error_ratio", adaptive_stats.error_ratios))}
         # The accepted state is two half steps: replay those (adjoint modes) on the same nodes.
@@ -101,7 +102,7 @@ def _solve_sde(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, gradie
     if not adaptive or gradient != "direct":
         noise = NoiseSource(bm, grid.times, method.needs_area)
         ys, extra = _run(gradient, sde, method, y0, grid, noise, extra_solver_state, params, adjoint_method)
-        evals += grid.num_steps * method.evals_per_step
+        evals += grid.num_steps * method.evals_per_step + init_evals
     _check_finite(ys, grid)
     device = y0.device
     accepted = grid.num_steps // 2 if adaptive else grid.num_steps

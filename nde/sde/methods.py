@@ -9,7 +9,8 @@ Step contract (shared by every method; the integration loop calls nothing else):
   space-time integral ``u = int (W_s - W_t0) ds``.
 
 Declared facts: ``sde_type``, ``noise_types``, ``strong_order(noise_type)``, ``needs_area``,
-``evals_per_step`` (drift-and-diffusion evaluations per step, for ``Solution.stats['nfe']``),
+``evals_per_step`` (drift-and-diffusion evaluations per step, for ``Solution.stats['nfe']``; ``init_evals``
+those of the initial extra state),
 ``stability_size(noise_type)`` (length of the real stability interval ``[-S, 0]`` of the method's
 drift part on ``y' = lambda y``, used by the stiffness regulariser; ``None`` where it is empty).
 Diagonal noise follows torchsde: ``g`` is element-wise, ``g_i`` depends on ``y_i`` only
@@ -32,6 +33,7 @@ class Method:
     noise_types: tuple = ALL_NOISE
     needs_area = False
     evals_per_step = 1
+    init_evals = 0  # evaluations made by :meth:`init` (counted once per solve that calls it)
 
     def stability_size(self, noise_type: str):
         """Explicit Euler and two-stage RK2 drift parts: ``|1 + z (+ z^2/2)| <= 1`` on ``[-2, 0]``."""
@@ -175,6 +177,7 @@ class ReversibleHeun(Method):
     ``z1 = 2 y0 - z0 + f0 h + g0 dW``;  ``y1 = y0 + (f0 + f1) h/2 + (g0 + g1) dW/2``.
     """
     name, sde_type = "reversible_heun", "stratonovich"
+    init_evals = 1
 
     def stability_size(self, noise_type):
         """None: unstable on the whole negative real axis (its stability region is ``[-i, i]``)."""

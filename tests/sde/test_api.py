@@ -170,3 +170,20 @@ def test_adaptive_reversible_adjoint_gradient_equals_adaptive_direct():
         grads.append(torch.autograd.grad(ys.pow(2).sum(), list(sde.parameters())))
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("gradient", ["direct", "reversible"])
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_nfe_counts_every_drift_evaluation(gradient, adaptive):
+    """stats['nfe'] equals the number of drift calls, reversible Heun's initial evaluation included, but not the
+    one evaluation that checks the shapes of f and g before solving."""
+    class Counting(GBM):
+        calls = 0
+
+        def f(self, t, y):
+            Counting.calls += 1
+            return super().f(t, y)
+
+    sol = solve_sde(Counting("stratonovich"), Y0, TS, method="reversible_heun", dt=0.125, entropy=3,
+                    gradient=gradient, adaptive=adaptive)
+    assert int(sol.stats["nfe"]) == Counting.calls - 1
