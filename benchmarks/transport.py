@@ -20,6 +20,9 @@ B. f-distill, exact mixture teacher, reverse-KL (= VSD/DMD), forward-KL and JS, 
    fraction, energy MMD (blocks, standard error) of the one-step generator and of the teacher's 50-step DDIM.
    "light": the issue's target regime: weights 0.23 / 0.02 (light modes 10x lighter), noise levels s <= 0.5,
    GAN term 1e-3, 5x the training steps and 2x the evaluation blocks (results in transport_fdistill_light).
+   "trained": the light regime distilled from a teacher trained here: the velocity b of the one-sided
+   trigonometric interpolant, learned from data samples (DiffusionTeacher.from_velocity), instead of the exact
+   mixture (results in transport_fdistill_trained).
 Every case runs for ``--seeds`` (>= 3) seeds; summary rows give mean and std over seeds.
 ``--large`` (for a GPU): more evaluation samples, longer training, 1000 SDE steps.
 """
@@ -37,7 +40,8 @@ from benchmarks._common import parse_args, write_results
 
 from nde.distill import DiffusionTeacher, FDistill
 from nde.interpolants import (BoxUniformFields, InterpolantTask, checkerboard, checkerboard_cell_masses,
-                              checkerboard_log_prob, one_sided_linear, ring_mixture, sample_ode, sample_sde)
+                              checkerboard_log_prob, one_sided_linear, one_sided_trigonometric,
+                              ring_mixture, sample_ode, sample_sde)
 from nde.metrics import dropped_modes, energy_mmd, grid_mass_tv, mode_mass_tv, mode_masses, near_mode_fraction, \
     support_fraction
 
@@ -52,15 +56,19 @@ INTERPOLANT = {
 FDISTILL_STEPS = {"default": 4000, "quick": 200, "large": 20000}
 FDISTILL_EVAL = {"default": (4, 2500), "quick": (2, 500), "large": (8, 5000)}
 # Per regime: the mixture, task overrides, a training-length multiplier of FDISTILL_STEPS, the evaluation size
-# multiplier of FDISTILL_EVAL's block, and the results file.
+# multiplier of FDISTILL_EVAL's block, the results file, and the teacher ("exact" mixture or "trained").
+LIGHT = {"weights": (0.23, 0.02), "variance": 0.05, "task": {"s_max": 0.5}, "steps_x": 5, "block_x": 2}
 REGIMES = {
     "ring": {"weights": (0.2, 0.05), "variance": 0.05, "task": {}, "steps_x": 1, "block_x": 1,
-             "area": "transport_fdistill"},
+             "area": "transport_fdistill", "teacher": "exact"},
     "hard": {"weights": (0.22, 0.03), "variance": 0.01, "task": {"s_max": 0.3, "gan_weight": 0.0}, "steps_x": 1,
-             "block_x": 1, "area": "transport_fdistill"},
-    "light": {"weights": (0.23, 0.02), "variance": 0.05, "task": {"s_max": 0.5}, "steps_x": 5, "block_x": 2,
-              "area": "transport_fdistill_light"},
+             "block_x": 1, "area": "transport_fdistill", "teacher": "exact"},
+    "light": {**LIGHT, "area": "transport_fdistill_light", "teacher": "exact"},
+    "trained": {**LIGHT, "area": "transport_fdistill_trained", "teacher": "trained"},
 }
+# The trained teacher: b of the one-sided trigonometric interpolant (MLP 3x128, batch 1000, Adam 2e-3 with
+# StepLR(steps/3, 0.4), EMA 0.999), trained for this many steps.
+TEACHER_STEPS = {"default": 3000, "quick": 100, "large": 10000}
 # f-distill training settings shared by all divergences (see docs/transport.md, "Why one step is worse").
 FDISTILL_TASK = {"batch_size": 256, "lr": 1e-3, "normalizer": "batch"}
 
@@ -167,13 +175,14 @@ def fields_case(seed: int, size: str, device: str) -> list[dict]:
 
 
 def fdistill_case(divergence: str, seed: int, size: str, device: str, regime: str) -> list[dict]:
-    """Distil the exact teacher of the regime's mixture with one divergence and one seed; score it."""
+    """Distil the regime's teacher with one divergence and one seed; score it."""
     from nde.training import Trainer
 
     torch.manual_seed(seed)
     spec = REGIMES[regime]
     mix = ring_mixture(8, radius=3.0, variance=spec["variance"], weights=torch.tensor(spec["weights"] * 4))
-    teacher = DiffusionTeacher.from_mixture(mix)
+    teacher, teacher_s = _teacher(mix, spec["teacher"], seed, size, device)
+    torch.manual_seed(seed)
     steps = FDISTILL_STEPS[size] * spec["steps_x"]
     task = FDistill(teacher, mix.sample, 2, divergence=divergence, device=device, lr_decay_every=steps // 3,
                     **FDISTILL_TASK, **spec["task"])
@@ -201,7 +210,23 @@ def fdistill_case(divergence: str, seed: int, size: str, device: str, regime: st
              "energy_mmd": mmd, "energy_mmd_se": mmd_se, "teacher50_mmd": teacher_mmd, "teacher50_se": teacher_se,
              "reference_mmd": mean_se(block_mmds(reference, truth, blocks))[0],
              "teacher50_near_mode": near_mode_fraction(teacher_50, means, spec["variance"] ** 0.5),
-             "train_s": train_s}]
+             "train_s": train_s, "teacher_train_s": teacher_s}]
+
+
+def _teacher(mix, kind: str, seed: int, size: str, device: str) -> tuple[DiffusionTeacher, float]:
+    """The exact mixture teacher, or one whose velocity field was learned from ``mix.sample``; (teacher,
+    training seconds)."""
+    from nde.training import Trainer
+
+    if kind == "exact":
+        return DiffusionTeacher.from_mixture(mix), 0.0
+    steps = TEACHER_STEPS[size]
+    task = InterpolantTask(one_sided_trigonometric(), mix.sample, 2, fields=("b",), batch_size=1000, hidden=128,
+                           depth=3, lr=2e-3, lr_decay_every=max(steps // 3, 1), lr_decay=0.4, device=device)
+    start = time.perf_counter()
+    trainer = Trainer(task, steps, seed=seed, ema_decay=0.999)
+    trainer.fit()
+    return DiffusionTeacher.from_velocity(task.field("b", trainer.ema)), time.perf_counter() - start
 
 
 def _run(job):
@@ -271,6 +296,12 @@ NOTES = {
         "normaliser, EMA 0.99. Metrics as in B, on {blocks} blocks of {block}; teacher50 = 50-step DDIM with the "
         "exact denoiser; at this sample size its MMD is at the estimator's floor (see reference_mmd), so a ratio to it "
         "is not meaningful."),
+    "trained": (
+        "B3: f-distill from a trained teacher, the 'light' mixture and task settings of B2 ({steps} steps, {blocks} "
+        "blocks of {block}). Teacher: DiffusionTeacher.from_velocity of the velocity b of the one-sided "
+        "trigonometric interpolant, learned from mixture samples for {teacher_steps} steps (MLP 3x128, batch 1000, "
+        "Adam 2e-3, StepLR(steps/3, 0.4), EMA 0.999); teacher50 = its 50-step DDIM. teacher_train_s: the teacher's "
+        "training time (not included in train_s)."),
 }
 
 
@@ -285,8 +316,8 @@ def main(argv=None) -> None:
         p.add_argument("--workers", type=int, default=2), p.add_argument("--seeds", type=int, default=3),
         p.add_argument("--first-seed", type=int, default=0, help="run seeds first-seed .. first-seed + seeds - 1"),
         p.add_argument("--large", action="store_true", help="GPU-sized settings (more samples and steps)"),
-        p.add_argument("--parts", default="interpolant,fields,ring,hard,light",
-                       help="comma list of interpolant, fields, ring, hard, light"),
+        p.add_argument("--parts", default="interpolant,fields,ring,hard,light,trained",
+                       help="comma list of interpolant, fields, ring, hard, light, trained"),
         p.add_argument("--from-log", default=None, help="rebuild the result files from the 'rows:' lines that a "
                        "(possibly interrupted) run printed, instead of running")))
     size = "quick" if args.quick else "large" if args.large else "default"
@@ -311,7 +342,10 @@ def main(argv=None) -> None:
              "transport": NOTES["interpolant"].format(n=cfg["blocks"] * cfg["block"], **cfg),
              "transport_fdistill": NOTES["fdistill"].format(steps=FDISTILL_STEPS[size], blocks=blocks, block=block),
              "transport_fdistill_light": NOTES["light"].format(steps=FDISTILL_STEPS[size] * REGIMES["light"]["steps_x"],
-                                                               blocks=blocks, block=block * REGIMES["light"]["block_x"])}
+                                                               blocks=blocks, block=block * REGIMES["light"]["block_x"]),
+             "transport_fdistill_trained": NOTES["trained"].format(
+                 steps=FDISTILL_STEPS[size] * REGIMES["trained"]["steps_x"], blocks=blocks,
+                 block=block * REGIMES["trained"]["block_x"], teacher_steps=TEACHER_STEPS[size])}
     areas = {"transport": ("interpolant",), "transport_fields": ("fields",)}
     for name, spec in REGIMES.items():
         areas[spec["area"]] = areas.get(spec["area"], ()) + (f"fdistill/{name}",)

@@ -13,8 +13,8 @@ from typing import Callable
 
 import torch
 
-from ..interpolants import (GaussianMixture, MixtureInterpolantFields, one_sided_trigonometric, standard_normal,
-                            vp_noise_prediction)
+from ..interpolants import (GaussianMixture, MixtureInterpolantFields, denoiser_from_velocity, one_sided_trigonometric,
+                            standard_normal, vp_noise_prediction)
 from ..interpolants.interpolant import per_sample, expand_time
 
 NoiseModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -46,6 +46,18 @@ class DiffusionTeacher:
     def from_denoiser(cls, eta: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> "DiffusionTeacher":
         """From the denoiser eta(t, x) of a one-sided trigonometric interpolant (trained or exact)."""
         return cls(vp_noise_prediction(eta, cosine_alpha, cosine_sigma))
+
+    @classmethod
+    def from_velocity(cls, b: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> "DiffusionTeacher":
+        """From the velocity b(t, x) of a one-sided trigonometric interpolant (trained or exact).
+
+        For that interpolant Eq. 4.19 inverts to eta = cos(pi t / 2) x - (2 / pi) sin(pi t / 2) b, so an
+        error e in b costs the x0-prediction only about (2 / pi) e at every noise level. A learned eta
+        is ill-conditioned at high noise instead: x0 = (x - sigma eps) / alpha multiplies its error by
+        sigma / alpha -> inf, which misplaces mode masses (docs/transport.md, part B3). Prefer this
+        constructor for a trained teacher.
+        """
+        return cls.from_denoiser(denoiser_from_velocity(one_sided_trigonometric(), b))
 
     @classmethod
     def from_mixture(cls, mixture: GaussianMixture) -> "DiffusionTeacher":

@@ -7,7 +7,8 @@ import torch
 
 from nde.distill import DiffusionTeacher, FDistill, cosine_alpha, cosine_sigma, distillation_loss
 from nde.distill import divergence_weight, normalize_by_mean
-from nde.interpolants import GaussianMixture, ring_mixture
+from nde.interpolants import (GaussianMixture, MixtureInterpolantFields, one_sided_trigonometric, ring_mixture,
+                             standard_normal)
 from nde.metrics import energy_mmd
 
 
@@ -125,6 +126,17 @@ def test_analytic_teacher_denoiser_and_50_step_sampler():
     gen = torch.Generator().manual_seed(4)
     samples = teacher.sample(1000, 2, steps=50, generator=gen, dtype=torch.float64)
     assert energy_mmd(samples, mix.sample(1000, gen)) < 0.01
+
+
+def test_velocity_teacher_equals_the_analytic_teacher():
+    """from_velocity on the exact interpolant velocity gives the closed-form teacher's x0-prediction."""
+    mix = ring_mixture(8, 3.0, 0.05, weights=torch.tensor([0.2, 0.05] * 4), dtype=torch.float64)
+    fields = MixtureInterpolantFields(one_sided_trigonometric(), standard_normal(2, torch.float64), mix)
+    teacher = DiffusionTeacher.from_velocity(fields.velocity)
+    x = torch.randn(64, 2, dtype=torch.float64) * 2
+    for s_val in (0.05, 0.5, 0.95):
+        s = torch.full((64,), s_val, dtype=torch.float64)
+        torch.testing.assert_close(teacher.denoise(x, s), DiffusionTeacher.from_mixture(mix).denoise(x, s))
 
 
 def test_training_step_alternates_updates():
