@@ -18,7 +18,7 @@ B. f-distill, exact mixture teacher, reverse-KL (= VSD/DMD), forward-KL and JS, 
    noise levels only (s <= 0.3) and no GAN term, where the score signal is local (research note 3.4).
    Metrics: dropped modes (mass < 20 % of the true weight), light-mode mass, mode-mass TV, near-mode
    fraction, energy MMD (blocks, standard error) of the one-step generator and of the teacher's 50-step DDIM.
-   "light": the issue's target regime: weights 0.23 / 0.02 (light modes 10x lighter), noise levels s <= 0.5,
+   "light": the issue's target regime: weights 0.23 / 0.02 (light modes 11x lighter), noise levels s <= 0.5,
    GAN term 1e-3, 5x the training steps and 2x the evaluation blocks (results in transport_fdistill_light).
    "trained": the light regime distilled from a teacher trained here: the velocity b of the one-sided
    trigonometric interpolant, learned from data samples (DiffusionTeacher.from_velocity), instead of the exact
@@ -38,10 +38,9 @@ import torch
 
 from benchmarks._common import parse_args, write_results
 
-from nde.distill import DiffusionTeacher, FDistill
+from nde.distill import DiffusionTeacher, FDistill, train_velocity_teacher
 from nde.interpolants import (BoxUniformFields, InterpolantTask, checkerboard, checkerboard_cell_masses,
-                              checkerboard_log_prob, one_sided_linear, one_sided_trigonometric,
-                              ring_mixture, sample_ode, sample_sde)
+                              checkerboard_log_prob, one_sided_linear, ring_mixture, sample_ode, sample_sde)
 from nde.metrics import dropped_modes, energy_mmd, grid_mass_tv, mode_mass_tv, mode_masses, near_mode_fraction, \
     support_fraction
 
@@ -178,11 +177,10 @@ def fdistill_case(divergence: str, seed: int, size: str, device: str, regime: st
     """Distil the regime's teacher with one divergence and one seed; score it."""
     from nde.training import Trainer
 
-    torch.manual_seed(seed)
     spec = REGIMES[regime]
     mix = ring_mixture(8, radius=3.0, variance=spec["variance"], weights=torch.tensor(spec["weights"] * 4))
     teacher, teacher_s = _teacher(mix, spec["teacher"], seed, size, device)
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # the same student initialisation whichever teacher
     steps = FDISTILL_STEPS[size] * spec["steps_x"]
     task = FDistill(teacher, mix.sample, 2, divergence=divergence, device=device, lr_decay_every=steps // 3,
                     **FDISTILL_TASK, **spec["task"])
@@ -216,17 +214,11 @@ def fdistill_case(divergence: str, seed: int, size: str, device: str, regime: st
 def _teacher(mix, kind: str, seed: int, size: str, device: str) -> tuple[DiffusionTeacher, float]:
     """The exact mixture teacher, or one whose velocity field was learned from ``mix.sample``; (teacher,
     training seconds)."""
-    from nde.training import Trainer
-
     if kind == "exact":
         return DiffusionTeacher.from_mixture(mix), 0.0
-    steps = TEACHER_STEPS[size]
-    task = InterpolantTask(one_sided_trigonometric(), mix.sample, 2, fields=("b",), batch_size=1000, hidden=128,
-                           depth=3, lr=2e-3, lr_decay_every=max(steps // 3, 1), lr_decay=0.4, device=device)
     start = time.perf_counter()
-    trainer = Trainer(task, steps, seed=seed, ema_decay=0.999)
-    trainer.fit()
-    return DiffusionTeacher.from_velocity(task.field("b", trainer.ema)), time.perf_counter() - start
+    teacher = train_velocity_teacher(mix.sample, 2, TEACHER_STEPS[size], seed=seed, device=device)
+    return teacher, time.perf_counter() - start
 
 
 def _run(job):
@@ -265,12 +257,12 @@ def _summaries(rows: list[dict]) -> list[dict]:
 
 
 NOTES = {
-    "fields": (
+    "transport_fields": (
         "A': the learned fields of part A (same training, EMA weights) against the exact b and eta of the one-sided "
         "linear interpolant N(0,I) -> checkerboard (BoxUniformFields), on x_t drawn from the interpolant at each t. "
         "For this path b = (x - eta) / t, so b's error is eta's error / t. eps_star_over_alpha = |db| / |deta|: "
         "the pointwise minimiser eps*(t) = |db| / |ds| of the Girsanov bound of Thm 2.4, divided by alpha(t)."),
-    "interpolant": (
+    "transport": (
         "A: one-sided linear interpolant N(0,I) -> checkerboard; b and eta learned together (MLP 3x128, batch 1000, "
         "Adam 2e-3 with StepLR(1000, 0.4), EMA 0.999 with warm-up), evaluated after train_steps. ODE: dopri5 "
         "rtol=atol=1e-4 on the nde core; SDE: eps(t) = eps0 * alpha(t), {sde_steps} Euler-Maruyama steps on the nde "
@@ -280,7 +272,7 @@ NOTES = {
         "per-square mass TV (4x4 grid, outside mass included; true 0, sampling floor ~ the reference row). "
         "Summary rows: mean and _std over seeds; sde_better_2se / sde_worse_2se count seeds whose paired difference "
         "is beyond 2 standard errors."),
-    "fdistill": (
+    "transport_fdistill": (
         "B: f-distill with the exact mixture teacher, {steps} steps (generator every 5th), batch 256, Adam 1e-3 "
         "(0, 0.99) decayed x0.5 every steps/3, batch normaliser of the update direction, EMA 0.99. ring: 8 modes "
         "radius 3, variance 0.05, weights 0.2/0.05, s in [0.02, 0.98], GAN weight 1e-3. hard: variance 0.01, weights "
@@ -289,16 +281,16 @@ NOTES = {
         "value 4 x light weight (0.2 ring, 0.12 hard); near_mode_frac = within 3 std of a mode; energy_mmd, "
         "teacher50_mmd (50-step DDIM, exact denoiser), reference_mmd (a 2nd true sample): mean over {blocks} blocks "
         "of {block}."),
-    "light": (
+    "transport_fdistill_light": (
         "B2: f-distill, exact mixture teacher, the 'light' regime: 8 modes on a ring of radius 3, variance 0.05, "
         "weights 0.23 / 0.02 alternating (true light-mode mass 0.08), noise levels s in [0.02, 0.5], GAN weight 1e-3; "
         "{steps} steps (generator every 5th), batch 256, Adam 1e-3 (0, 0.99) decayed x0.5 every steps/3, batch "
         "normaliser, EMA 0.99. Metrics as in B, on {blocks} blocks of {block}; teacher50 = 50-step DDIM with the "
         "exact denoiser; at this sample size its MMD is at the estimator's floor (see reference_mmd), so a ratio to it "
         "is not meaningful."),
-    "trained": (
+    "transport_fdistill_trained": (
         "B3: f-distill from a trained teacher, the 'light' mixture and task settings of B2 ({steps} steps, {blocks} "
-        "blocks of {block}). Teacher: DiffusionTeacher.from_velocity of the velocity b of the one-sided "
+        "blocks of {block}). Teacher: nde.distill.train_velocity_teacher, the velocity b of the one-sided "
         "trigonometric interpolant, learned from mixture samples for {teacher_steps} steps (MLP 3x128, batch 1000, "
         "Adam 2e-3, StepLR(steps/3, 0.4), EMA 0.999); teacher50 = its 50-step DDIM. teacher_train_s: the teacher's "
         "training time (not included in train_s)."),
@@ -338,17 +330,14 @@ def main(argv=None) -> None:
     rows = [row for result in results for row in result]
     cfg = INTERPOLANT[size]
     blocks, block = FDISTILL_EVAL[size]
-    notes = {"transport_fields": NOTES["fields"],
-             "transport": NOTES["interpolant"].format(n=cfg["blocks"] * cfg["block"], **cfg),
-             "transport_fdistill": NOTES["fdistill"].format(steps=FDISTILL_STEPS[size], blocks=blocks, block=block),
-             "transport_fdistill_light": NOTES["light"].format(steps=FDISTILL_STEPS[size] * REGIMES["light"]["steps_x"],
-                                                               blocks=blocks, block=block * REGIMES["light"]["block_x"]),
-             "transport_fdistill_trained": NOTES["trained"].format(
-                 steps=FDISTILL_STEPS[size] * REGIMES["trained"]["steps_x"], blocks=blocks,
-                 block=block * REGIMES["trained"]["block_x"], teacher_steps=TEACHER_STEPS[size])}
+    notes = {"transport_fields": NOTES["transport_fields"],
+             "transport": NOTES["transport"].format(n=cfg["blocks"] * cfg["block"], **cfg)}
     areas = {"transport": ("interpolant",), "transport_fields": ("fields",)}
     for name, spec in REGIMES.items():
         areas[spec["area"]] = areas.get(spec["area"], ()) + (f"fdistill/{name}",)
+        notes[spec["area"]] = NOTES[spec["area"]].format(
+            steps=FDISTILL_STEPS[size] * spec["steps_x"], blocks=blocks, block=block * spec["block_x"],
+            teacher_steps=TEACHER_STEPS[size])
     for area, prefixes in areas.items():
         part_rows = [r for r in rows if r["part"].startswith(prefixes)]
         if part_rows:

@@ -3,7 +3,7 @@
 The teacher is the exact diffusion model of an 8-Gaussian ring with unequal weights
 (0.2 / 0.05 alternating), or with ``--teacher trained`` one learned here from mixture samples
 (the velocity of the one-sided trigonometric interpolant, turned into a teacher by
-``DiffusionTeacher.from_velocity``); its 50-step DDIM sampler is the multi-step baseline. For each
+``nde.distill.train_velocity_teacher``); its 50-step DDIM sampler is the multi-step baseline. For each
 divergence, f-distill trains a generator, fake score and discriminator with the nde trainer
 (checkpoints, EMA, metrics log, progress bar), then prints the mode-coverage table and plots
 the samples.
@@ -22,8 +22,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from nde.distill import DiffusionTeacher, FDistill  # noqa: E402
-from nde.interpolants import InterpolantTask, one_sided_trigonometric, ring_mixture  # noqa: E402
+from nde.distill import DiffusionTeacher, FDistill, train_velocity_teacher  # noqa: E402
+from nde.interpolants import ring_mixture  # noqa: E402
 from nde.metrics import dropped_modes, energy_mmd, mode_mass_tv, mode_masses, near_mode_fraction  # noqa: E402
 from nde.training import Trainer, init_process_group, rank  # noqa: E402
 
@@ -35,17 +35,6 @@ def coverage_row(name, samples, mix, truth):
     return (f"| {name} | {dropped_modes(samples, mix.means, mix.weights)} | {float(masses[1::2].sum()):.3f} | "
             f"{mode_mass_tv(samples, mix.means, mix.weights):.3f} | "
             f"{near_mode_fraction(samples, mix.means, 0.05 ** 0.5):.3f} | {energy_mmd(samples, truth):.4f} |")
-
-
-def trained_teacher(mix, steps: int, out: Path) -> DiffusionTeacher:
-    """Learn the velocity b of the one-sided trigonometric interpolant N(0, I) -> mix; b, not the
-    denoiser eta, because eta's error is amplified at high noise (docs/transport.md, part B3)."""
-    task = InterpolantTask(one_sided_trigonometric(), mix.sample, 2, fields=("b",), batch_size=1000, hidden=128,
-                           depth=3, lr=2e-3, lr_decay_every=max(1, steps // 3))
-    trainer = Trainer(task, steps, seed=0, ema_decay=0.999, checkpoint_dir=out / "fdistill_teacher",
-                      checkpoint_every=500, progress=rank() == 0)
-    trainer.fit()
-    return DiffusionTeacher.from_velocity(task.field("b", trainer.ema))
 
 
 def main():
@@ -65,7 +54,9 @@ def main():
     if args.teacher == "exact":
         teacher = DiffusionTeacher.from_mixture(mix)
     else:
-        teacher = trained_teacher(mix, 100 if args.quick else 3000, out)
+        # its velocity field, not its denoiser: see docs/transport.md, part B3
+        teacher = train_velocity_teacher(mix.sample, 2, 100 if args.quick else 3000, checkpoint_dir=out / "teacher",
+                                         checkpoint_every=500, progress=rank() == 0)
     gen = torch.Generator().manual_seed(0)
     n = 4000
     truth = mix.sample(n, gen)

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from nde.distill import DiffusionTeacher, FDistill, cosine_alpha, cosine_sigma, distillation_loss
+from nde.distill import (DiffusionTeacher, FDistill, cosine_alpha, cosine_sigma, distillation_loss,
+                        train_velocity_teacher)
 from nde.distill import divergence_weight, normalize_by_mean
 from nde.interpolants import (GaussianMixture, MixtureInterpolantFields, one_sided_trigonometric, ring_mixture,
                              standard_normal)
@@ -132,11 +133,27 @@ def test_velocity_teacher_equals_the_analytic_teacher():
     """from_velocity on the exact interpolant velocity gives the closed-form teacher's x0-prediction."""
     mix = ring_mixture(8, 3.0, 0.05, weights=torch.tensor([0.2, 0.05] * 4), dtype=torch.float64)
     fields = MixtureInterpolantFields(one_sided_trigonometric(), standard_normal(2, torch.float64), mix)
-    teacher = DiffusionTeacher.from_velocity(fields.velocity)
+    teacher, exact = DiffusionTeacher.from_velocity(fields.velocity), DiffusionTeacher.from_mixture(mix)
     x = torch.randn(64, 2, dtype=torch.float64) * 2
     for s_val in (0.05, 0.5, 0.95):
         s = torch.full((64,), s_val, dtype=torch.float64)
-        torch.testing.assert_close(teacher.denoise(x, s), DiffusionTeacher.from_mixture(mix).denoise(x, s))
+        torch.testing.assert_close(teacher.denoise(x, s), exact.denoise(x, s))
+
+
+def test_trained_velocity_teacher_samples_the_data_law():
+    """A teacher learned from samples of N(mu, 0.25 I) reproduces its mean and spread; same seed, same teacher."""
+    mu = torch.tensor([1.5, -1.0])
+
+    def data(n, gen):
+        return mu + 0.5 * torch.randn(n, 2, generator=gen)
+
+    teacher = train_velocity_teacher(data, 2, steps=300, hidden=32, depth=2, batch_size=256)
+    x = teacher.sample(4000, 2, steps=50, generator=torch.Generator().manual_seed(1))
+    assert (x.mean(0) - mu).abs().max() < 0.1
+    assert (x.std(0) - 0.5).abs().max() < 0.1
+    again = train_velocity_teacher(data, 2, steps=300, hidden=32, depth=2, batch_size=256)
+    s = torch.full((8,), 0.5)
+    torch.testing.assert_close(again.denoise(x[:8], s), teacher.denoise(x[:8], s))
 
 
 def test_training_step_alternates_updates():
