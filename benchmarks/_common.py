@@ -97,6 +97,32 @@ def cuda_peak_bytes(fn: Callable[[], object], device: str) -> int | None:
     return torch.cuda.max_memory_allocated() - base
 
 
+def cpu_peak_bytes(fn: Callable[[], object]) -> int:
+    """Peak CPU tensor memory allocated during ``fn()`` above what was allocated before.
+
+    The profiler's raw memory events (an allocation or a free each, with its size) summed in time
+    order; tensor storage only. The raw events are read directly because turning them into
+    ``FunctionEvent``s costs about 0.5 ms per operator."""
+    from torch.profiler import ProfilerActivity, profile  # noqa: PLC0415
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    changes = sorted((event.start_ns(), event.nbytes()) for event in prof.profiler.kineto_results.events()
+                     if event.name() == "[memory]")
+    live = peak = 0
+    for _, change in changes:
+        live += change
+        peak = max(peak, live)
+    return peak
+
+
+def peak_bytes(fn: Callable[[], object], device: str) -> int:
+    """Peak tensor memory allocated during ``fn()`` above the memory allocated before, on ``device``."""
+    if device.startswith("cuda"):
+        return cuda_peak_bytes(fn, device)
+    return cpu_peak_bytes(fn)
+
+
 def environment() -> dict[str, str]:
     env = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -87,7 +87,9 @@ def spiral_data(ts: torch.Tensor, paths: int = 10_000, dt: float = 1e-3):
     """Mean and variance (each (T, 2)) of ``paths`` trajectories of the spiral SDE (srk, fixed ``dt``)."""
     u0 = torch.tensor([[2.0, 0.0]]).expand(paths, 2).to(ts)
     with torch.no_grad():
-        ys = solve_sde(SpiralSDE(), u0, ts, method="srk", dt=dt, entropy=2021).ys
+        bm = BrownianPath(0.0, float(ts[-1]), (paths, 2), dtype=ts.dtype, device=ts.device, entropy=2021,
+                          levy_area_approximation="space-time")
+        ys = solve_sde(SpiralSDE(), u0, ts, bm=bm, method="srk", dt=dt).ys
     return moments(ys)
 
 

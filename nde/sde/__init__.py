@@ -1,11 +1,11 @@
 """nde.sde: stochastic differential equations on the nde stepping infrastructure.
 
 Public API: :func:`sdeint`, :func:`sdeint_adjoint` (drop-in for torchsde 0.2.6),
-:func:`solve_sde` (returns the core's :class:`nde.Solution`), :class:`BrownianPath`.
+:func:`solve_sde` (returns the core's :class:`nde.Solution`), :class:`BrownianPath`, :class:`BrownianGrid`.
 Failures raise the core's :class:`nde.SolverError`.
 """
 from .api import sdeint, sdeint_adjoint, solve_sde
-from .brownian import BrownianPath
+from .brownian import BrownianGrid, BrownianPath
 from .methods import METHOD_NAMES
 
-__all__ = ["sdeint", "sdeint_adjoint", "solve_sde", "BrownianPath", "METHOD_NAMES"]
+__all__ = ["sdeint", "sdeint_adjoint", "solve_sde", "BrownianPath", "BrownianGrid", "METHOD_NAMES"]

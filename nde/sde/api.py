@@ -15,10 +15,11 @@ from ..controller import PIController
 from ..errors import SolverError, Status
 from ..solution import Solution
 from . import adjoint as _adjoint
-from .brownian import BrownianPath
+from .brownian import BrownianGrid, BrownianPath
 from .integrate import Grid, NoiseSource, fixed_grid, run_adaptive, run_fixed
 from .methods import default_method, select_method
 from .protocol import SDE, LogqpSDE
+from ..regularize import LocalErrorEstimate
 from .regularize import regularization_hook
 
 GRADIENTS = ("direct", "backsolve", "reversible")
@@ -36,8 +37,9 @@ def solve_sde(sde, y0, ts, bm=None, method: Optional[str] = None, dt: float = 1e
         sde: torchsde-style object (see :mod:`nde.sde.protocol`).
         y0: ``(batch, d)`` initial state.
         ts: increasing output times (1-D tensor or sequence), ``ts[0]`` is the time of ``y0``.
-        bm: a Brownian path (``bm(ta, tb)`` -> ``(batch, m)``); default a fresh :class:`BrownianPath`
-            seeded with ``entropy``.
+        bm: a Brownian path (``bm(ta, tb)`` -> ``(batch, m)``); default, seeded with ``entropy``, a
+            fresh :class:`BrownianGrid` on the step nodes for fixed steps (nothing stored: memory flat
+            in the number of steps), a :class:`BrownianPath` for adaptive steps or a local regulariser.
         method: see :data:`nde.sde.methods.METHOD_NAMES`; default as torchsde.
         dt: fixed step (or initial step when ``adaptive``).
         gradient: ``"direct"`` (autograd through the steps), ``"backsolve"`` (stochastic adjoint,
@@ -68,7 +70,7 @@ def _solve_sde(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, gradie
     """:func:`solve_sde`, also returning the method's final extra state (for ``sdeint(extra=True)``)."""
     if gradient not in GRADIENTS:
         raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}.")
-    problem = _prepare(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options, names, entropy)
+    problem = _prepare(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options, names)
     sde, y0, ts_list, bm, method = problem
     if gradient == "reversible" and method.name != "reversible_heun":
         raise ValueError(f"gradient='reversible' needs method='reversible_heun', got method={method.name!r}.")
@@ -77,6 +79,9 @@ def _solve_sde(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, gradie
         raise ValueError("extra_solver_state is supported with gradient='direct' only.")
     if controller is not None and not isinstance(controller, PIController):
         raise TypeError(f"controller must be an nde.PIController, got {type(controller).__name__}.")
+    grid = None if adaptive else fixed_grid(ts_list, dt)
+    if bm is None:
+        bm = _default_bm(sde, y0, ts_list, method, entropy, grid if not _queries_off_grid(regularize) else None)
     hook = regularization_hook(regularize, sde, method, bm, rtol, atol, dt, adaptive, gradient,
                                generator or random)
     heuristics, rejected, evals = {}, 0, 0
@@ -95,10 +100,8 @@ def _solve_sde(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, gradie
         # The accepted state is two half steps: replay those (adjoint modes) on the same nodes.
         times = [t for pair in zip(adaptive_stats.mids, adaptive_stats.times) for t in pair]
         grid = Grid([ts_list[0]] + times, _nodes_of_outputs(ts_list, times), ts_list)
-    else:
-        grid = fixed_grid(ts_list, dt)
-        if hook is not None:
-            hook.plan_fixed(grid)
+    elif hook is not None:
+        hook.plan_fixed(grid)
     if not adaptive or gradient != "direct":
         noise = NoiseSource(bm, grid.times, method.needs_area)
         ys, extra = _run(gradient, sde, method, y0, grid, noise, extra_solver_state, params, adjoint_method)
@@ -183,7 +186,7 @@ def _run(gradient, sde, method, y0, grid, noise, extra_solver_state, params, adj
     return run_fixed(method, sde, y0, grid, noise, tuple(extra0))
 
 
-def _prepare(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options, names, entropy):
+def _prepare(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options, names):
     """Validate everything once; return ``(SDE wrapper, y0, ts as floats, bm, method object)``."""
     if not isinstance(sde, SDE):
         sde = SDE(sde, names)
@@ -198,7 +201,7 @@ def _prepare(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options,
     method = select_method(method if method is not None else default_method(sde.sde_type, sde.noise_type),
                            sde.sde_type, sde.noise_type, options)
     sde.check(ts_list[0], y0)
-    bm = _check_bm(bm, sde, y0, ts_list, method, entropy)
+    bm = _check_bm(bm, sde, y0, ts_list, method)
     return sde, y0, ts_list, bm, method
 
 
@@ -246,13 +249,30 @@ def _positive_float(value, name: str, allow_zero: bool = False):
     return float(value)
 
 
-def _check_bm(bm, sde, y0, ts_list, method, entropy):
+def _default_bm(sde, y0, ts_list, method, entropy, grid: Optional[Grid]):
+    """The path of a solve without ``bm``: a :class:`BrownianGrid` on the fixed step nodes (nothing
+    stored, so the adjoints' memory does not grow with the steps), else a :class:`BrownianPath`
+    (adaptive steps, or a regulariser that queries times between the nodes)."""
     shape = (sde.batch_size, sde.noise_size)
     area = "space-time" if method.needs_area else "none"
-    if bm is None:
-        t1 = ts_list[-1] if len(ts_list) > 1 else ts_list[0] + 1.0
-        return BrownianPath(ts_list[0], t1, shape, dtype=y0.dtype, device=y0.device, entropy=entropy,
+    if grid is not None and grid.num_steps > 0:
+        return BrownianGrid(grid.times, shape, dtype=y0.dtype, device=y0.device, entropy=entropy,
                             levy_area_approximation=area)
+    t1 = ts_list[-1] if len(ts_list) > 1 else ts_list[0] + 1.0
+    return BrownianPath(ts_list[0], t1, shape, dtype=y0.dtype, device=y0.device, entropy=entropy,
+                        levy_area_approximation=area)
+
+
+def _queries_off_grid(regularize) -> bool:
+    """Whether the regulariser takes steps between the solve's nodes (the local one does)."""
+    return isinstance(regularize, LocalErrorEstimate)
+
+
+def _check_bm(bm, sde, y0, ts_list, method):
+    """Validate a user's ``bm`` (``None`` is left for :func:`_default_bm`)."""
+    if bm is None:
+        return None
+    shape = (sde.batch_size, sde.noise_size)
     if not callable(bm):
         raise TypeError(f"bm must be callable as bm(ta, tb), got {type(bm).__name__}.")
     bm_shape = getattr(bm, "shape", None)

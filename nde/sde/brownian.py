@@ -192,6 +192,116 @@ class BrownianPath:
         self._i.insert(k, ia + u1 + h1 * wa)
 
 
+class BrownianGrid:
+    """A Brownian sample path on a fixed grid, with nothing stored: memory independent of its length.
+
+    ``W`` is defined at the nodes ``t_0 < t_1 < ... < t_n`` only. The increment over cell ``k`` is
+
+        ``dW_k = sqrt(h_k) Z_k``,  ``h_k = t_{k+1} - t_k``,
+
+    where ``Z_k ~ N(0, I)`` is drawn by a generator re-seeded with a hash of ``(entropy, k)``
+    (a counter-based stream, as in diffrax's ``UnsafeBrownianPath`` or JAX's ``fold_in``). With
+    ``levy_area_approximation="space-time"`` the same stream's next draw ``Z'_k`` gives
+    ``U_k = int_{t_k}^{t_{k+1}} (W_u - W_{t_k}) du = h_k (dW_k / 2 + sqrt(h_k / 12) Z'_k)``, the exact
+    joint law. So an increment is recomputed exactly whenever it is asked for, in any order: a
+    backward pass replays the forward pass's noise without the path keeping any of it. This is the
+    default path of fixed-step solves (``bm=None``), which makes the reversible-Heun and backsolve
+    adjoints' memory independent of the number of steps.
+
+    Args:
+        times: the grid nodes (increasing floats or a 1-D tensor), normally the solver's step nodes.
+        size, dtype, device, entropy, levy_area_approximation: as for :class:`BrownianPath`.
+
+    ``bm(ta, tb)`` answers any interval whose ends are nodes (within ``1e-12`` of the grid's span),
+    summing the cells in between; a time off the grid is an error (use :class:`BrownianPath`, which
+    bridges). ``bm.increment(k)`` is cell ``k`` directly.
+    """
+
+    def __init__(self, times, size: Sequence[int], dtype: Optional[torch.dtype] = None,
+                 device: Optional[torch.device | str] = None, entropy: Optional[int] = None,
+                 levy_area_approximation: str = "none"):
+        times = [_as_float(t, "times[i]") for t in (times.tolist() if torch.is_tensor(times) else times)]
+        if len(times) < 2 or any(b <= a for a, b in zip(times[:-1], times[1:])):
+            raise ValueError("BrownianGrid needs at least two strictly increasing times.")
+        if levy_area_approximation not in LEVY_AREAS:
+            raise ValueError(f"levy_area_approximation must be one of {LEVY_AREAS}, got {levy_area_approximation!r}.")
+        self.times = times
+        self.shape = torch.Size(size)
+        self.dtype = dtype if dtype is not None else torch.get_default_dtype()
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.levy_area_approximation = levy_area_approximation
+        if entropy is None:
+            entropy = int(torch.randint(0, 2 ** 62, (), dtype=torch.int64))
+        self.entropy = int(entropy)
+        self._generator = torch.Generator(device=self.device)
+        self._snap = 1e-12 * (times[-1] - times[0])
+
+    @property
+    def t0(self) -> float:
+        return self.times[0]
+
+    @property
+    def t1(self) -> float:
+        return self.times[-1]
+
+    def increment(self, k: int, return_U: bool = False):
+        """``dW_k`` over cell ``k`` (``[t_k, t_{k+1}]``), and ``U_k`` with ``return_U``; shape ``size``."""
+        if not 0 <= k < len(self.times) - 1:
+            raise IndexError(f"BrownianGrid has cells 0..{len(self.times) - 2}, got {k}.")
+        if return_U and self.levy_area_approximation != "space-time":
+            raise ValueError("return_U=True needs levy_area_approximation='space-time'.")
+        h = self.times[k + 1] - self.times[k]
+        self._generator.manual_seed(_stream_seed(self.entropy, k))
+        dw = self._randn().mul_(math.sqrt(h))
+        if not return_U:
+            return dw
+        return dw, h * (0.5 * dw + math.sqrt(h / 12) * self._randn())
+
+    def __call__(self, ta, tb=None, return_U: bool = False, return_A: bool = False):
+        if return_A:
+            raise ValueError("BrownianGrid does not provide the full Lévy area (return_A).")
+        if tb is None:
+            ta, tb = self.t0, ta
+        a, b = self._node(_as_float(ta, "ta")), self._node(_as_float(tb, "tb"))
+        if a > b:
+            raise ValueError(f"Brownian query needs ta <= tb, got ta={ta}, tb={tb}.")
+        if b == a + 1:
+            return self.increment(a, return_U)
+        dw = torch.zeros(self.shape, dtype=self.dtype, device=self.device)
+        u = torch.zeros_like(dw) if return_U else None
+        for k in range(a, b):   # U over [t_a, t_b] = sum of U_k + h_k (W_{t_k} - W_{t_a})
+            piece = self.increment(k, return_U)
+            if return_U:
+                u = u + piece[1] + (self.times[k + 1] - self.times[k]) * dw
+                piece = piece[0]
+            dw = dw + piece
+        return (dw, u) if return_U else dw
+
+    def __repr__(self) -> str:
+        return (f"BrownianGrid(t0={self.t0}, t1={self.t1}, cells={len(self.times) - 1}, size={tuple(self.shape)}, "
+                f"levy_area_approximation={self.levy_area_approximation!r})")
+
+    def _randn(self) -> torch.Tensor:
+        return torch.randn(self.shape, generator=self._generator, dtype=self.dtype, device=self.device)
+
+    def _node(self, t: float) -> int:
+        k = bisect.bisect_left(self.times, t - self._snap)
+        if k < len(self.times) and abs(self.times[k] - t) <= self._snap:
+            return k
+        raise ValueError(f"BrownianGrid answers intervals between its grid times only; {t} is not one of them "
+                         f"(grid [{self.t0}, {self.t1}] with {len(self.times) - 1} cells). Pass an "
+                         "nde.BrownianPath as bm to query arbitrary times.")
+
+
+def _stream_seed(entropy: int, k: int) -> int:
+    """Seed of cell ``k``'s stream: SplitMix64 (Steele et al. 2014) of ``entropy + (k + 1)·golden``."""
+    mask = (1 << 64) - 1
+    x = (entropy + (k + 1) * 0x9E3779B97F4A7C15) & mask
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
+    return (x ^ (x >> 31)) >> 1    # 63 bits: a valid seed on every device
+
+
 def _running_sum(start: torch.Tensor, increments: torch.Tensor) -> list[torch.Tensor]:
     """``[start + increments[:k + 1].sum(0) for k]``, as a list of tensors shaped like ``start``.
 

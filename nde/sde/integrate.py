@@ -17,7 +17,7 @@ import torch
 from .._integrate import rms_norm
 from ..controller import PIController
 from ..errors import SolverError, Status
-from .brownian import BrownianPath
+from .brownian import BrownianGrid, BrownianPath
 
 
 @dataclass
@@ -72,13 +72,15 @@ def fixed_grid(ts: list, dt: float) -> Grid:
 class NoiseSource:
     """Brownian increments ``(dW_k, U_k)`` over the intervals of a node list.
 
-    A :class:`BrownianPath` is asked for the whole grid at once (one vectorised draw);
-    any other ``bm`` following torchsde's protocol is called once per step.
+    A :class:`BrownianGrid` on these nodes is asked for cell ``k`` (recomputed on every call,
+    nothing stored); a :class:`BrownianPath` is asked for the whole grid at once (one vectorised
+    draw, kept); any other ``bm`` following torchsde's protocol is called once per step.
     """
 
     def __init__(self, bm, times: list, need_area: bool):
         self.bm, self.times, self.need_area = bm, times, need_area
         self._dw = self._u = None
+        self._cells = isinstance(bm, BrownianGrid) and bm.times == list(times)
         if isinstance(bm, BrownianPath) and len(times) > 1:
             out = bm.increments(times, return_U=need_area)
             dw, u = out if need_area else (out, None)
@@ -86,6 +88,9 @@ class NoiseSource:
             self._u = u.unbind(0) if u is not None else None
 
     def __call__(self, k: int):
+        if self._cells:
+            out = self.bm.increment(k, self.need_area)
+            return out if self.need_area else (out, None)
         if self._dw is not None:
             return self._dw[k], (self._u[k] if self._u is not None else None)
         ta, tb = self.times[k], self.times[k + 1]

@@ -4,7 +4,8 @@ import torch
 import torchsde
 
 import nde
-from nde.sde import BrownianPath, sdeint, sdeint_adjoint, solve_sde
+from nde.sde import BrownianGrid, BrownianPath, sdeint, sdeint_adjoint, solve_sde
+from nde.sde.integrate import fixed_grid
 from tests.sde.models import GBM, NeuralSDE
 
 Y0 = torch.ones(3, 1, dtype=torch.float64)
@@ -138,6 +139,22 @@ def test_default_path_is_reproducible_with_entropy():
     b = solve_sde(GBM("ito"), Y0, TS, dt=0.1, entropy=5).ys
     c = solve_sde(GBM("ito"), Y0, TS, dt=0.1, entropy=6).ys
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_default_fixed_step_path_is_a_grid_path_on_the_step_nodes():
+    """Fixed steps without ``bm``: a BrownianGrid on torchsde's step nodes, seeded with ``entropy``
+    (srk also gets its space-time area); adaptive steps keep a BrownianPath."""
+    for method, area in (("euler", "none"), ("srk", "space-time")):
+        bm = BrownianGrid(fixed_grid(TS, 0.1).times, (3, 1), dtype=torch.float64, entropy=5,
+                          levy_area_approximation=area)
+        explicit = solve_sde(GBM("ito"), Y0, TS, bm=bm, method=method, dt=0.1).ys
+        default = solve_sde(GBM("ito"), Y0, TS, method=method, dt=0.1, entropy=5).ys
+        assert torch.equal(default, explicit)
+    adaptive = solve_sde(GBM("ito"), Y0, TS, method="euler", dt=0.1, adaptive=True, rtol=1e-3, atol=1e-3,
+                        entropy=5).ys
+    path = BrownianPath(0.0, 1.0, (3, 1), dtype=torch.float64, entropy=5)
+    torch.testing.assert_close(adaptive, solve_sde(GBM("ito"), Y0, TS, bm=path, method="euler", dt=0.1, rtol=1e-3, atol=1e-3,
+                                                   adaptive=True).ys, rtol=0, atol=0)
 
 
 def test_adaptive_steps_meet_tolerance_and_expose_error_ratios():

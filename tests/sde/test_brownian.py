@@ -1,8 +1,8 @@
-"""BrownianPath: exact Brownian statistics, consistency of increments, replay, space-time area."""
+"""BrownianPath and BrownianGrid: exact Brownian statistics, consistency of increments, replay, space-time area."""
 import pytest
 import torch
 
-from nde.sde import BrownianPath
+from nde.sde import BrownianGrid, BrownianPath
 
 
 def test_increments_are_additive_and_replayed_in_any_order():
@@ -79,3 +79,56 @@ def test_bad_queries_raise_clear_errors():
         bm(0.0, 0.5, return_A=True)
     with pytest.raises(TypeError, match="ta"):
         bm("0", 0.5)
+
+
+# ----------------------------------------------------------------------------- BrownianGrid
+GRID = [0.0, 0.1, 0.25, 0.5, 0.55, 1.0]
+
+
+def test_grid_path_increments_have_the_exact_joint_law():
+    """dW_k ~ N(0, h_k) independent across cells; U_k has Var h^3/3 and Cov(dW_k, U_k) = h^2/2."""
+    bm = BrownianGrid(GRID, (200_000,), dtype=torch.float64, entropy=4, levy_area_approximation="space-time")
+    cells = [bm.increment(k, return_U=True) for k in range(len(GRID) - 1)]
+    for (dw, u), a, b in zip(cells, GRID[:-1], GRID[1:]):
+        h = b - a
+        assert abs(dw.mean().item()) < 4 * (h / 200_000) ** 0.5
+        assert abs(dw.var().item() / h - 1) < 0.015
+        assert abs(u.var().item() / (h ** 3 / 3) - 1) < 0.02
+        assert abs((dw * u).mean().item() / (h ** 2 / 2) - 1) < 0.02
+    dws = torch.stack([dw / dw.std() for dw, _ in cells])
+    off_diagonal = torch.corrcoef(dws) - torch.eye(len(cells), dtype=torch.float64)
+    assert off_diagonal.abs().max() < 0.01
+
+
+def test_grid_path_replays_in_any_order_and_composes():
+    bm = BrownianGrid(GRID, (6, 3), dtype=torch.float64, entropy=3, levy_area_approximation="space-time")
+    forward = [bm(a, b, return_U=True) for a, b in zip(GRID[:-1], GRID[1:])]
+    backward = [bm.increment(k, return_U=True) for k in reversed(range(len(GRID) - 1))][::-1]
+    for (dw_f, u_f), (dw_b, u_b) in zip(forward, backward):
+        assert torch.equal(dw_f, dw_b) and torch.equal(u_f, u_b)
+    # Over [0.1, 0.5]: dW adds up; U = U_1 + U_2 + h_2 dW_1 (U is relative to the start of the interval).
+    dw, u = bm(0.1, 0.5, return_U=True)
+    (dw1, u1), (dw2, u2) = forward[1], forward[2]
+    torch.testing.assert_close(dw, dw1 + dw2, rtol=0, atol=1e-14)
+    torch.testing.assert_close(u, u1 + u2 + 0.25 * dw1, rtol=0, atol=1e-14)
+    torch.testing.assert_close(bm(1.0), sum(dw for dw, _ in forward), rtol=0, atol=1e-14)
+    same = BrownianGrid(GRID, (6, 3), dtype=torch.float64, entropy=3)
+    other = BrownianGrid(GRID, (6, 3), dtype=torch.float64, entropy=4)
+    assert torch.equal(same.increment(2), dw2) and not torch.equal(other.increment(2), dw2)
+    assert not torch.equal(bm.increment(0) / 0.1 ** 0.5, bm.increment(1) / 0.15 ** 0.5)
+
+
+def test_grid_path_bad_input_raises_clear_errors():
+    with pytest.raises(ValueError, match="strictly increasing"):
+        BrownianGrid([0.0, 0.5, 0.5], (2,))
+    with pytest.raises(ValueError, match="levy_area_approximation"):
+        BrownianGrid(GRID, (2,), levy_area_approximation="davie")
+    bm = BrownianGrid(GRID, (2,))
+    with pytest.raises(ValueError, match="grid times only"):
+        bm(0.0, 0.3)
+    with pytest.raises(ValueError, match="ta <= tb"):
+        bm(0.5, 0.25)
+    with pytest.raises(ValueError, match="space-time"):
+        bm.increment(0, return_U=True)
+    with pytest.raises(IndexError, match="cells 0..4"):
+        bm.increment(5)

@@ -45,3 +45,26 @@ def test_cuda_path_does_not_depend_on_how_queries_are_grouped(area):
     whole = a.increments(grid)
     one_by_one = torch.stack([b(s, t) for s, t in zip(grid[:-1], grid[1:])])
     torch.testing.assert_close(whole, one_by_one, rtol=0, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_default_path_replays_and_reversible_heun_memory_is_flat():
+    """The default fixed-step path (BrownianGrid) on CUDA: an increment asked for twice is the same
+    (re-seeded CUDA generator), and the reversible-Heun forward+backward peak does not grow with steps."""
+    from nde.sde import BrownianGrid
+    bm = BrownianGrid([k / 8 for k in range(9)], (512, 16), device="cuda", entropy=5)
+    first = [bm.increment(k) for k in range(8)]
+    assert all(torch.equal(bm.increment(k), first[k]) for k in reversed(range(8)))
+    torch.manual_seed(0)
+    sde = NeuralSDE("stratonovich").cuda().float()
+    y0 = torch.randn(512, 3, device="cuda")
+    peaks = []
+    for steps in (100, 1000):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        sdeint_adjoint(sde, y0, [0.0, 1.0], method="reversible_heun", dt=1.0 / steps)[-1].sum().backward()
+        torch.cuda.synchronize()
+        peaks.append(torch.cuda.max_memory_allocated() - base)
+    assert peaks[1] <= 1.1 * peaks[0] + 2 ** 20, peaks

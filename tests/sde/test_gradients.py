@@ -46,6 +46,40 @@ def test_reversible_heun_saved_memory_is_flat_in_steps():
     assert saved[1] == saved[0]
 
 
+def test_reversible_heun_on_the_default_path_equals_autograd():
+    """Without ``bm`` the solve draws a BrownianGrid that keeps nothing: the backward pass regenerates
+    each increment, and the gradient still equals autograd's on the same seed."""
+    torch.manual_seed(0)
+    sde = NeuralSDE("stratonovich")
+    y0 = torch.randn(5, sde.d, dtype=torch.float64).requires_grad_(True)
+    grads = []
+    for gradient in ("direct", "reversible"):
+        ys = solve_sde(sde, y0, TS, method="reversible_heun", dt=0.1, gradient=gradient, entropy=9).ys
+        grads.append(torch.autograd.grad(ys.pow(2).sum(), [y0, *sde.parameters()]))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-11)
+
+
+def test_reversible_heun_peak_memory_is_flat_in_steps_with_the_default_path():
+    """Peak tensor memory of forward + backward (profiler memory events): the same at 20 and 200 steps
+    without ``bm``, while a BrownianPath, which stores every point, grows with the steps."""
+    from benchmarks._common import cpu_peak_bytes
+    torch.manual_seed(0)
+    sde = NeuralSDE("stratonovich")
+    y0 = torch.randn(64, sde.d, dtype=torch.float64)
+
+    def peak(steps, bm_factory):
+        def run():
+            ys = sdeint_adjoint(sde, y0, [0.0, 1.0], bm=bm_factory(), method="reversible_heun", dt=1.0 / steps)
+            ys[-1].sum().backward()
+        return cpu_peak_bytes(run)
+
+    default = [peak(n, lambda: None) for n in (20, 200)]
+    stored = [peak(n, lambda: BrownianPath(0.0, 1.0, (64, sde.m), dtype=torch.float64, entropy=1)) for n in (20, 200)]
+    assert default[1] <= 1.05 * default[0], default
+    assert stored[1] > 4 * stored[0], stored
+
+
 @pytest.mark.parametrize("sde_type", ["stratonovich", "ito"])
 def test_backsolve_gradient_converges_to_autograd(sde_type):
     sde = GBM(sde_type, mu=0.3, sigma=0.5)
