@@ -13,8 +13,13 @@ Brownian paths:
   column ``max_abs_diff_f64`` shows the two solutions agree (checked in float64, because
   torchsde accumulates its step times in the dtype of ``y0``, which drifts in float32).
 * ``default``: each library with its own default path (torchsde's ``BrownianInterval`` vs
-  nde's ``BrownianPath``), ``bm=None``: what a user gets without passing ``bm``. Measured at
-  100 steps only, with half the repeats (torchsde's BrownianInterval makes these calls slow).
+  nde's ``BrownianGrid``, which stores nothing), ``bm=None``: what a user gets without passing
+  ``bm``. Measured at 100 steps, and for reversible Heun also at 1000, with half the repeats
+  (torchsde's BrownianInterval makes these calls slow).
+
+Memory: ``saved_MB``, the autograd saved tensors of one forward; ``peak_MB``, the peak tensor
+memory of one forward+backward above what was allocated before (CUDA allocator statistics, or the
+CPU profiler's memory events), which also counts the noise a path keeps.
 
 Run: ``python -m benchmarks.sde [--device cpu|cuda] [--quick] [--repeats N] [--threads T]``.
 """
@@ -25,7 +30,7 @@ import copy
 import torch
 import torchsde
 
-from benchmarks._common import cuda_peak_bytes, parse_args, saved_tensor_bytes, time_calls, write_results
+from benchmarks._common import parse_args, peak_bytes, saved_tensor_bytes, time_calls, write_results
 from nde.sde import BrownianPath, sdeint, sdeint_adjoint
 
 STATE, HIDDEN, BATCH = 16, 64, 512
@@ -58,7 +63,7 @@ def _solver(library: str, adjoint: bool):
 
 
 def _make_bm(kind: str, y0: torch.Tensor):
-    """A fresh path per call: the same seeded BrownianPath for both ('same path'), or None (library default)."""
+    """A fresh path per call: the same seeded BrownianPath for both ('same path'), or None (each library's default)."""
     if kind == "default":
         return None
     return BrownianPath(0.0, 1.0, y0.shape, dtype=y0.dtype, device=y0.device, entropy=7)
@@ -110,8 +115,7 @@ def run_case(method, sde_type, adjoint, steps, kind, device, repeats, size=(STAT
     row["speedup_fwd_bwd"] = row["torchsde_fwd_bwd_ms"] / row["nde_fwd_bwd_ms"]
     for lib in ("nde", "torchsde"):
         row[f"{lib}_saved_MB"] = saved_tensor_bytes(calls[lib][0]) / 2 ** 20
-        peak = cuda_peak_bytes(calls[lib][2], device)
-        row[f"{lib}_cuda_peak_MB"] = None if peak is None else peak / 2 ** 20
+        row[f"{lib}_peak_MB"] = peak_bytes(calls[lib][2], device) / 2 ** 20
     return row
 
 
@@ -125,7 +129,7 @@ def main(argv=None):
     rows = []
     for method, sde_type, adjoint in CASES:
         for steps in step_counts:
-            kinds = ("same path", "default") if steps == 100 else ("same path",)
+            kinds = ("same path", "default") if steps == 100 or adjoint else ("same path",)
             for kind in kinds:
                 row = run_case(method, sde_type, adjoint, steps, kind, args.device, repeats)
                 print(row, flush=True)
@@ -137,7 +141,8 @@ def main(argv=None):
     notes = (f"Neural SDE: state {STATE}, hidden {HIDDEN}, batch {BATCH} (the target problem), plus an "
              f"overhead-bound small one (state {SMALL[0]}, hidden {SMALL[1]}, batch {SMALL[2]}); t in [0, 1], dt = 1/steps. "
              f"Medians of {repeats} round-robin warm calls. fwd = no-grad solve; fwd_bwd = solve + backward of "
-             "mean(y_T^2). speedup = torchsde / nde. saved_MB = autograd saved tensors of one forward. "
+             "mean(y_T^2). speedup = torchsde / nde. saved_MB = autograd saved tensors of one forward; peak_MB = peak "
+             "tensor memory of one forward+backward (CUDA allocator or CPU profiler memory events), noise included. "
              "'same path': both libraries on the same BrownianPath (max_abs_diff_f64 = max|ys_nde - ys_torchsde| "
              "of the same case in float64); 'default': each library's default Brownian motion (bm=None).")
     print(write_results("sde", args.device, rows, notes))

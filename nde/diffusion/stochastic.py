@@ -55,7 +55,8 @@ def reverse_sde(model: Callable, x_T: torch.Tensor, schedule: NoiseSchedule, ste
             ``"dpm_solver++1"``, steps x the method's evaluations per step (+1 validation call of the SDE
             core) otherwise. With ``adaptive=True``, 1/steps is the first trial step on the clock u in [0, 1].
         generator: seeds the noise (reproducible given x_T and the generator's state). On the SDE core it seeds
-            a fresh :class:`nde.sde.BrownianPath` on u in [0, 1].
+            the solve's default path on u in [0, 1] (:class:`nde.sde.BrownianGrid` on the step nodes, or
+            :class:`nde.sde.BrownianPath` with ``adaptive=True``).
         method: ``"dpm_solver++1"`` (SDE-DPM-Solver++(1), closed form) or an nde SDE method name.
         bm: the Brownian path on u in [0, 1] with shape (B, prod(state)) (SDE-core methods only; ``srk``
             needs ``levy_area_approximation="space-time"``). Exclusive with ``generator``.

@@ -27,7 +27,30 @@ import torch
 LEVY_AREAS = ("none", "space-time")
 
 
-class BrownianPath:
+class _SeededNoise:
+    """What both paths share: the shape, dtype and device of ``W``, the Lévy-area option, the seed
+    (``entropy``; ``None`` draws one from torch's global generator) and a generator on the device."""
+
+    def __init__(self, size: Sequence[int], dtype: Optional[torch.dtype], device: Optional[torch.device | str],
+                 entropy: Optional[int], levy_area_approximation: str):
+        if levy_area_approximation not in LEVY_AREAS:
+            raise ValueError(f"levy_area_approximation must be one of {LEVY_AREAS}, got {levy_area_approximation!r}.")
+        self.shape = torch.Size(size)
+        self.dtype = dtype if dtype is not None else torch.get_default_dtype()
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.levy_area_approximation = levy_area_approximation
+        self._have_area = levy_area_approximation == "space-time"
+        if entropy is None:
+            entropy = int(torch.randint(0, 2 ** 62, (), dtype=torch.int64))
+        self.entropy = int(entropy)
+        self._generator = torch.Generator(device=self.device)
+        self._generator.manual_seed(self.entropy)
+
+    def _randn(self) -> torch.Tensor:
+        return torch.randn(self.shape, generator=self._generator, dtype=self.dtype, device=self.device)
+
+
+class BrownianPath(_SeededNoise):
     """An exact, reproducible Brownian sample path on ``[t0, t1]``.
 
     Args:
@@ -51,19 +74,9 @@ class BrownianPath:
         t0, t1 = _as_float(t0, "t0"), _as_float(t1, "t1")
         if not t0 < t1:
             raise ValueError(f"BrownianPath needs t0 < t1, got t0={t0}, t1={t1}.")
-        if levy_area_approximation not in LEVY_AREAS:
-            raise ValueError(f"levy_area_approximation must be one of {LEVY_AREAS}, got {levy_area_approximation!r}.")
-        self.shape = torch.Size(size)
-        self.dtype = dtype if dtype is not None else torch.get_default_dtype()
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.levy_area_approximation = levy_area_approximation
-        self._have_area = levy_area_approximation == "space-time"
+        super().__init__(size, dtype, device, entropy, levy_area_approximation)
         self._t0, self._t1 = t0, t1
         self._snap = tol * (t1 - t0)
-        if entropy is None:
-            entropy = int(torch.randint(0, 2 ** 62, (), dtype=torch.int64))
-        self._generator = torch.Generator(device=self.device)
-        self._generator.manual_seed(int(entropy))
         zero = torch.zeros(self.shape, dtype=self.dtype, device=self.device)
         self._times: list[float] = [t0]
         self._w: list[torch.Tensor] = [zero]        # W(t_k)
@@ -122,9 +135,6 @@ class BrownianPath:
                 f"levy_area_approximation={self.levy_area_approximation!r}, stored_points={len(self._times)})")
 
     # ----------------------------------------------------------------- private
-    def _randn(self) -> torch.Tensor:
-        return torch.randn(self.shape, generator=self._generator, dtype=self.dtype, device=self.device)
-
     def _check_range(self, t: float) -> None:
         if t < self._t0 - self._snap or t > self._t1 + self._snap:
             raise ValueError(f"Brownian query time {t} lies outside the path's interval [{self._t0}, {self._t1}].")
@@ -192,7 +202,7 @@ class BrownianPath:
         self._i.insert(k, ia + u1 + h1 * wa)
 
 
-class BrownianGrid:
+class BrownianGrid(_SeededNoise):
     """A Brownian sample path on a fixed grid, with nothing stored: memory independent of its length.
 
     ``W`` is defined at the nodes ``t_0 < t_1 < ... < t_n`` only. The increment over cell ``k`` is
@@ -223,17 +233,8 @@ class BrownianGrid:
         times = [_as_float(t, "times[i]") for t in (times.tolist() if torch.is_tensor(times) else times)]
         if len(times) < 2 or any(b <= a for a, b in zip(times[:-1], times[1:])):
             raise ValueError("BrownianGrid needs at least two strictly increasing times.")
-        if levy_area_approximation not in LEVY_AREAS:
-            raise ValueError(f"levy_area_approximation must be one of {LEVY_AREAS}, got {levy_area_approximation!r}.")
+        super().__init__(size, dtype, device, entropy, levy_area_approximation)
         self.times = times
-        self.shape = torch.Size(size)
-        self.dtype = dtype if dtype is not None else torch.get_default_dtype()
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.levy_area_approximation = levy_area_approximation
-        if entropy is None:
-            entropy = int(torch.randint(0, 2 ** 62, (), dtype=torch.int64))
-        self.entropy = int(entropy)
-        self._generator = torch.Generator(device=self.device)
         self._snap = 1e-12 * (times[-1] - times[0])
 
     @property
@@ -248,7 +249,7 @@ class BrownianGrid:
         """``dW_k`` over cell ``k`` (``[t_k, t_{k+1}]``), and ``U_k`` with ``return_U``; shape ``size``."""
         if not 0 <= k < len(self.times) - 1:
             raise IndexError(f"BrownianGrid has cells 0..{len(self.times) - 2}, got {k}.")
-        if return_U and self.levy_area_approximation != "space-time":
+        if return_U and not self._have_area:
             raise ValueError("return_U=True needs levy_area_approximation='space-time'.")
         h = self.times[k + 1] - self.times[k]
         self._generator.manual_seed(_stream_seed(self.entropy, k))
@@ -280,9 +281,6 @@ class BrownianGrid:
     def __repr__(self) -> str:
         return (f"BrownianGrid(t0={self.t0}, t1={self.t1}, cells={len(self.times) - 1}, size={tuple(self.shape)}, "
                 f"levy_area_approximation={self.levy_area_approximation!r})")
-
-    def _randn(self) -> torch.Tensor:
-        return torch.randn(self.shape, generator=self._generator, dtype=self.dtype, device=self.device)
 
     def _node(self, t: float) -> int:
         k = bisect.bisect_left(self.times, t - self._snap)
