@@ -283,9 +283,12 @@ class BrownianGrid(_SeededNoise):
                 f"levy_area_approximation={self.levy_area_approximation!r})")
 
     def _node(self, t: float) -> int:
-        k = bisect.bisect_left(self.times, t - self._snap)
-        if k < len(self.times) and abs(self.times[k] - t) <= self._snap:
-            return k
+        """Index of the node at ``t``: an exact match, else the nearest node within the snap distance
+        (torchsde's grids can end with a cell of ~1e-16, whose two nodes must stay apart)."""
+        k = bisect.bisect_left(self.times, t)
+        near = [j for j in (k - 1, k) if 0 <= j < len(self.times) and abs(self.times[j] - t) <= self._snap]
+        if near:
+            return min(near, key=lambda j: abs(self.times[j] - t))
         raise ValueError(f"BrownianGrid answers intervals between its grid times only; {t} is not one of them "
                          f"(grid [{self.t0}, {self.t1}] with {len(self.times) - 1} cells). Pass an "
                          "nde.BrownianPath as bm to query arbitrary times.")

@@ -84,3 +84,21 @@ def test_torchsde_accepts_nde_brownian_path():
         ys = torchsde.sdeint(sde, y0, TS, bm=bm, method="euler", dt=0.05)
     torch.testing.assert_close(ys, sdeint(sde, y0, TS, bm=bm, method="euler", dt=0.05).detach(),
                                rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["euler", "srk"])
+def test_torchsde_on_a_brownian_grid_agrees(method):
+    """torchsde queries a BrownianGrid interval by interval, nde by cell index: the same noise. dt = 0.1 on
+    [0, 1] leaves a last cell of ~1e-16 (0.9999999999999999 -> 1.0) whose two nodes must not be merged."""
+    from nde.sde import BrownianGrid
+    from nde.sde.integrate import fixed_grid
+    ts = [0.0, 0.5, 1.0]
+    area = "space-time" if method == "srk" else "none"
+    bm = BrownianGrid(fixed_grid(ts, 0.1).times, (4, 1), dtype=torch.float64, entropy=3,
+                      levy_area_approximation=area)
+    y0 = torch.rand(4, 1, dtype=torch.float64) + 0.5
+    with torch.no_grad():
+        expected = torchsde.sdeint(GBM("ito"), y0, torch.tensor(ts, dtype=torch.float64), bm=bm, method=method,
+                                   dt=0.1)
+        got = sdeint(GBM("ito"), y0, ts, bm=bm, method=method, dt=0.1)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
