@@ -62,6 +62,8 @@ def _run_torchcde(X, field, z0, t, kwargs, adjoint: bool, backward: bool):
 
 
 def _nfe_nde(X, field, z0, t, kwargs) -> int:
+    """Evaluations of the solve ``cdeint`` makes (its default controller unless ``kwargs`` names one)."""
+    kwargs = {"controller": nde.IController(), **kwargs}
     sol = nde.solve_ode(nde.models.CDEVectorField(field, X), z0, t[[0, -1]], **kwargs)
     return int(torch.as_tensor(sol.stats["nfe"]).max())
 
@@ -93,8 +95,8 @@ def cde_rows(device: str, quick: bool, repeats: int) -> list[dict]:
                         "torchcde": lambda: _run_torchcde(theirs, tc_field, z0, t, tc_kw, tc_adjoint, backward),
                     }
                     if name.startswith("dopri5") and not backward:
-                        fns["nde (I controller)"] = lambda: _run_nde(
-                            ours, field, z0, t, {**nde_kw, "controller": nde.IController()}, backward)
+                        fns["nde (PI controller)"] = lambda: _run_nde(
+                            ours, field, z0, t, {**nde_kw, "controller": nde.PIController()}, backward)
                     if nde_mode == "direct":
                         fns["nde (no heuristics)"] = lambda: _run_nde(
                             ours, field, z0, t, {**nde_kw, "heuristics": False, "dense": False}, backward)
@@ -107,10 +109,12 @@ def cde_rows(device: str, quick: bool, repeats: int) -> list[dict]:
                            "torchcde/nde": timing["torchcde"]["median_ms"] / timing["nde"]["median_ms"]}
                     if "nde (no heuristics)" in timing:
                         row["nde_no_heuristics_ms"] = timing["nde (no heuristics)"]["median_ms"]
-                    if "nde (I controller)" in timing:
-                        row["nde_Icontroller_ms"] = timing["nde (I controller)"]["median_ms"]
+                    if "nde (PI controller)" in timing:
+                        row["nde_PIcontroller_ms"] = timing["nde (PI controller)"]["median_ms"]
                     if not backward:
                         row["nde_nfe"] = _nfe_nde(ours, field, z0, t, nde_kw)
+                        if name.startswith("dopri5"):
+                            row["nde_PI_nfe"] = _nfe_nde(ours, field, z0, t, {**nde_kw, "controller": nde.PIController()})
                         row["torchcde_nfe"] = _nfe_torchcde(theirs, tc_field, z0, t, tc_kw)
                     rows.append(row)
                     print(row)
@@ -175,14 +179,15 @@ def main(argv=None) -> None:
     rows = cde_rows(args.device, args.quick, repeats) + latent_sde_rows(args.device, args.quick, repeats)
     notes = ("NeuralCDE: same Hermite (backward differences) path data, same MLP vector field (3 channels, hidden 16, "
              "width 64), same solver and tolerance; integrated over the whole path, loss = sum of final state. "
-             "dopri5: nde uses its PI controller (default) and torchdiffeq an I controller, so step counts differ "
-             "(nfe columns); the 'nde (I controller)' column takes torchdiffeq's controller. rk4: identical grids. "
+             "dopri5: cdeint defaults to torchdiffeq's I controller, as torchcde (the step counts still differ "
+             "somewhat: nfe columns); the 'nde (PI controller)' columns take the core's default PI controller, "
+             "which takes more steps at the knots. rk4: identical grids. "
              "'nde (no heuristics)': solve_ode(heuristics=False, dense=False), i.e. without the per-step error/"
              "stiffness records and dense-output storage that nde keeps by default and torchcde does not. "
              "The dopri5 backsolve comparison runs at batch 32 only (torchcde's adjoint takes ~20 s per call there). "
              "LatentSDE: the same model and weights (latent 4, context 16, width 64, data 2, 21 observation times on "
              "[0, 1]), one ELBO step (posterior SDE with logqp + backward by autograd through the steps), Euler "
-             "dt = 0.01 (100 steps); torchsde with its default Brownian motion, nde with nde.sde's BrownianPath. "
+             "dt = 0.01 (100 steps); torchsde with its default Brownian motion, nde with its default (BrownianGrid). "
              f"Medians of {repeats} warm round-robin repeats, torch threads = {args.threads}.")
     path = write_results("models", args.device, rows, notes)
     print(f"wrote {path}")
