@@ -13,13 +13,13 @@ import torch
 
 from ..controller import PIController
 from ..errors import SolverError, Status
+from ..regularize import LocalErrorEstimate
 from ..solution import Solution
 from . import adjoint as _adjoint
 from .brownian import BrownianGrid, BrownianPath
 from .integrate import Grid, NoiseSource, fixed_grid, run_adaptive, run_fixed
 from .methods import default_method, select_method
 from .protocol import SDE, LogqpSDE
-from ..regularize import LocalErrorEstimate
 from .regularize import regularization_hook
 
 GRADIENTS = ("direct", "backsolve", "reversible")
