@@ -283,12 +283,19 @@ def _land_stage_times(times: list, c: tuple, landing: float, t_dtype, device) ->
     return [end if ci == 1 else ti for ci, ti in zip(c, times)]
 
 
+def fixed_grid_steps(t_out: list[float], step_size: float | None) -> int:
+    """Number of steps of :func:`fixed_grid`, known before the grid is built."""
+    if step_size is None:
+        return len(t_out) - 1
+    return int(math.ceil((t_out[-1] - t_out[0]) / step_size + 1)) - 1
+
+
 def fixed_grid(t_out: list[float], step_size: float | None, t_dtype, device) -> list[float]:
     """torchdiffeq's grid: the output times, or t0 + n·step_size with the last point set to t_end."""
     if step_size is None:
         return list(t_out)
     t0, t1 = t_out[0], t_out[-1]
-    n = int(math.ceil((t1 - t0) / step_size + 1))
+    n = fixed_grid_steps(t_out, step_size) + 1
     grid = (torch.arange(0, n, dtype=t_dtype, device=device) * step_size + t0).tolist()
     grid[-1] = t1
     return grid
@@ -297,9 +304,12 @@ def fixed_grid(t_out: list[float], step_size: float | None, t_dtype, device) -> 
 def _fixed_shared(func, y0, t_out, cfg: Config) -> Result:
     coeffs, tab = cfg.coeffs, cfg.coeffs.tableau
     dev, tdt = y0.device, cfg.t_dtype
+    n_steps = fixed_grid_steps(t_out, cfg.step_size)
+    if n_steps > cfg.max_steps:  # checked before the grid exists: a tiny step_size must not fill memory
+        dt = cfg.step_size if cfg.step_size is not None else t_out[1] - t_out[0]
+        _fail(cfg, Status.MAX_STEPS, t_out[0], dt, f"the grid needs {n_steps} steps, max_steps={cfg.max_steps}")
+        return _finish_shared([y0], len(t_out), y0, Status.MAX_STEPS, 0, 0, 0, {}, [], [], (t_out[0], dt))
     grid = fixed_grid(t_out, cfg.step_size, tdt, dev)
-    if len(grid) - 1 > cfg.max_steps:
-        _fail(cfg, Status.MAX_STEPS, grid[0], grid[1] - grid[0], f"the grid needs {len(grid) - 1} steps")
     outputs, j, y, nfe = [y0], 1, y0, 0
     records, dense_steps = [], []
     k1 = None

@@ -77,6 +77,22 @@ def test_max_steps_raises_and_throw_false_returns_status():
     assert torch.isnan(sol.ys[-1]).all() and torch.isfinite(sol.ys[0]).all()
 
 
+def test_tiny_fixed_step_size_fails_before_the_grid_is_built():
+    # 10^12 steps: building the grid would exhaust memory; the step count is checked first.
+    calls = []
+
+    def f(t, y):
+        calls.append(t)
+        return -y
+
+    t = torch.tensor([0.0, 1.0])
+    with pytest.raises(nde.SolverError, match=r"the grid needs 1000000000000 steps, max_steps=1000000"):
+        nde.odeint(f, torch.ones(2), t, method="rk4", options=dict(step_size=1e-12))
+    sol = nde.solve_ode(f, torch.ones(2), t, method="rk4", step_size=1e-12, throw=False)
+    assert int(sol.status) == nde.Status.MAX_STEPS and not sol.success
+    assert torch.isnan(sol.ys[-1]).all() and calls == []
+
+
 def test_per_sample_failure_is_per_sample():
     y0 = torch.tensor([[0.5], [1.0], [0.2]], dtype=torch.float64)
     sol = nde.solve_ode(lambda t, y: y ** 2, y0, torch.tensor([0.0, 1.5], dtype=torch.float64),
