@@ -24,10 +24,13 @@ class Status(enum.IntEnum):
 class SolverError(RuntimeError):
     """Raised when a solve fails; says what happened, at which t, with which step size."""
 
-    def __init__(self, status: Status, t: float, dt: float, detail: str = ""):
+    def __init__(self, status: Status, t: float, dt: float, detail: str = "", *, throw_hint: bool = True):
+        """``throw_hint``: end the message with how to get status codes instead (solvers with ``throw``)."""
         self.status, self.t, self.dt = Status(status), float(t), float(dt)
         message = f"{self.status.describe()} at t={self.t:.6g} with step size dt={self.dt:.3g}"
         if detail:
             message += f" ({detail})"
-        message += ". Pass throw=False to get per-sample status codes instead of this error."
+        message += "."
+        if throw_hint:
+            message += " Pass throw=False to get per-sample status codes instead of this error."
         super().__init__(message)

@@ -17,7 +17,7 @@ from ..regularize import LocalErrorEstimate
 from ..solution import Solution
 from . import adjoint as _adjoint
 from .brownian import BrownianGrid, BrownianPath
-from .integrate import Grid, NoiseSource, fixed_grid, run_adaptive, run_fixed
+from .integrate import ADAPTIVE_MAX_STEPS, FIXED_MAX_STEPS, Grid, NoiseSource, fixed_grid, run_adaptive, run_fixed
 from .methods import default_method, select_method
 from .protocol import SDE, LogqpSDE
 from .regularize import regularization_hook
@@ -39,9 +39,13 @@ def solve_sde(sde, y0, ts, bm=None, method: Optional[str] = None, dt: float = 1e
         ts: increasing output times (1-D tensor or sequence), ``ts[0]`` is the time of ``y0``.
         bm: a Brownian path (``bm(ta, tb)`` -> ``(batch, m)``); default, seeded with ``entropy``, a
             fresh :class:`BrownianGrid` on the step nodes for fixed steps (nothing stored: memory flat
-            in the number of steps), a :class:`BrownianPath` for adaptive steps or a local regulariser.
+            in the number of steps), a :class:`BrownianPath` for adaptive steps or a local regulariser
+            (fast, but it keeps every queried point; pass a :class:`BrownianTree` to bound that memory).
         method: see :data:`nde.sde.methods.METHOD_NAMES`; default as torchsde.
         dt: fixed step (or initial step when ``adaptive``).
+        options: ``{'grad_free': True}`` (derivative-free Milstein) and ``{'max_steps': n}``: the
+            most steps a solve may take (default 10^6 fixed steps, checked before the first step,
+            or 10^5 attempted adaptive steps); more is a :class:`nde.SolverError`, not a hang.
         gradient: ``"direct"`` (autograd through the steps), ``"backsolve"`` (stochastic adjoint,
             backward solved with ``adjoint_method``) or ``"reversible"`` (``method='reversible_heun'``,
             exact gradients, memory flat in the number of steps).
@@ -70,6 +74,7 @@ def _solve_sde(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, gradie
     """:func:`solve_sde`, also returning the method's final extra state (for ``sdeint(extra=True)``)."""
     if gradient not in GRADIENTS:
         raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}.")
+    options, max_steps = _max_steps(options, adaptive)
     problem = _prepare(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options, names)
     sde, y0, ts_list, bm, method = problem
     if gradient == "reversible" and method.name != "reversible_heun":
@@ -79,7 +84,7 @@ def _solve_sde(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, gradie
         raise ValueError("extra_solver_state is supported with gradient='direct' only.")
     if controller is not None and not isinstance(controller, PIController):
         raise TypeError(f"controller must be an nde.PIController, got {type(controller).__name__}.")
-    grid = None if adaptive else fixed_grid(ts_list, dt)
+    grid = None if adaptive else fixed_grid(ts_list, dt, max_steps)
     if bm is None:
         bm = _default_bm(sde, y0, ts_list, method, entropy, grid if not _queries_off_grid(regularize) else None)
     hook = regularization_hook(regularize, sde, method, bm, rtol, atol, dt, adaptive, gradient,
@@ -92,7 +97,7 @@ def _solve_sde(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, gradie
         context = torch.enable_grad() if gradient == "direct" else torch.no_grad()
         with context:
             ys, extra, adaptive_stats = run_adaptive(method, sde, y0, ts_list, bm, dt, rtol, atol, dt_min, extra0,
-                                                     controller or PIController(), on_accept=hook)
+                                                     controller or PIController(), max_steps, on_accept=hook)
         rejected = adaptive_stats.rejected
         evals = 3 * (adaptive_stats.accepted + rejected) * method.evals_per_step + init_evals
         heuristics = {key: torch.tensor(values, dtype=torch.float64) for key, values in (
@@ -205,6 +210,16 @@ def _prepare(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options,
     return sde, y0, ts_list, bm, method
 
 
+def _max_steps(options: Optional[dict], adaptive: bool) -> tuple[dict, int]:
+    """Split ``options['max_steps']`` (default: 10^6 fixed steps, 10^5 attempted adaptive steps) from
+    the method's options."""
+    options = dict(options or {})
+    value = options.pop("max_steps", ADAPTIVE_MAX_STEPS if adaptive else FIXED_MAX_STEPS)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"options['max_steps'] must be a positive integer, got {value!r}.")
+    return options, value
+
+
 def _check_y0(y0):
     if not isinstance(y0, torch.Tensor):
         raise TypeError(f"y0 must be a torch.Tensor, got {type(y0).__name__}.")
@@ -313,7 +328,8 @@ def _check_finite(ys, grid: Grid) -> None:
         first = int((~finite).nonzero()[0])
         k = grid.out_node[first]
         raise SolverError(Status.NONFINITE, grid.out_time[first], grid.times[k] - grid.times[max(k - 1, 0)],
-                          f"SDE state non-finite at output {first}; reduce dt or regularise the dynamics")
+                          f"SDE state non-finite at output {first}; reduce dt or regularise the dynamics",
+                          throw_hint=False)
 
 
 def _logqp_setup(sde, y0, names, logqp):

@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
 
 LEVY_AREAS = ("none", "space-time")
+_RECENT_POINTS = 8      # points a BrownianTree keeps answered (a step's ends are asked for repeatedly)
 
 
 class _SeededNoise:
@@ -292,6 +295,155 @@ class BrownianGrid(_SeededNoise):
         raise ValueError(f"BrownianGrid answers intervals between its grid times only; {t} is not one of them "
                          f"(grid [{self.t0}, {self.t1}] with {len(self.times) - 1} cells). Pass an "
                          "nde.BrownianPath as bm to query arbitrary times.")
+
+
+class BrownianTree(_SeededNoise):
+    """A virtual Brownian tree on ``[t0, t1]``: any time, any order, memory independent of the queries.
+
+    ``W`` is defined by dyadic bisection (Lévy's construction; the virtual Brownian tree of Gaines &
+    Lyons 1997 and Li et al. 2020, §4). The root draws ``W(t1) = sqrt(T) Z_0``; a node ``[a, b]`` of
+    length ``h`` places its midpoint by the Brownian bridge,
+
+        ``W(m) = (W(a) + W(b)) / 2 + sqrt(h / 4) Z_node``,
+
+    with ``Z_node`` drawn by a generator re-seeded with a hash of ``(entropy, node)`` (the counter
+    stream of :class:`BrownianGrid`), so every node's value is a fixed function of the seed and the
+    tree is never stored. Bisection stops at the first level whose nodes are at most ``tol`` long;
+    inside such a leaf ``W(t)`` is the bridge between its ends with the leaf's own normal
+    (``W(t) = mean(t) + sd(t) Z_leaf``): exact marginals at every time, exact joint law at the
+    dyadic points, a path continuous in ``t``. With ``levy_area_approximation="space-time"`` every
+    node also carries ``I(t) = int_{t0}^t W du`` and bisects ``(W, I)`` by their joint Gaussian
+    bridge (two normals per node), as :class:`BrownianPath` does.
+
+    Each query walks down ``depth = ceil(log2((t1 - t0) / tol))`` levels, but the path to the last
+    query is kept (``depth + 1`` nodes) and so are the last eight points answered, so a solver that
+    moves forward or backward in steps of ``h`` draws about ``log2(h / tol)`` new nodes per new time. This is the path for adaptive solves whose step times are
+    not known in advance (``BrownianGrid`` needs the grid) when :class:`BrownianPath`, which stores
+    every point it was asked about, would grow too large.
+
+    Args:
+        t0, t1, size, dtype, device, entropy, levy_area_approximation: as for :class:`BrownianPath`.
+        tol: the leaf length (absolute time, as torchsde's ``BrownianTree``); below it increments are
+            bridge approximations. Keep it well below the smallest step (default 1e-6).
+    """
+
+    def __init__(self, t0: float, t1: float, size: Sequence[int], dtype: Optional[torch.dtype] = None,
+                 device: Optional[torch.device | str] = None, entropy: Optional[int] = None,
+                 levy_area_approximation: str = "none", tol: float = 1e-6):
+        t0, t1, tol = _as_float(t0, "t0"), _as_float(t1, "t1"), _as_float(tol, "tol")
+        if not t0 < t1:
+            raise ValueError(f"BrownianTree needs t0 < t1, got t0={t0}, t1={t1}.")
+        if not (math.isfinite(tol) and tol > 0):
+            raise ValueError(f"BrownianTree needs tol > 0, got tol={tol}.")
+        super().__init__(size, dtype, device, entropy, levy_area_approximation)
+        self._t0, self._t1, self.tol = t0, t1, tol
+        self.depth = max(0, math.ceil(math.log2((t1 - t0) / tol)))
+        zero = torch.zeros(self.shape, dtype=self.dtype, device=self.device)
+        self._path = [_Node(1, t0, t1, (zero, zero), self._root_end())]
+        self._recent: OrderedDict[float, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+
+    @property
+    def t0(self) -> float:
+        return self._t0
+
+    @property
+    def t1(self) -> float:
+        return self._t1
+
+    def __call__(self, ta, tb=None, return_U: bool = False, return_A: bool = False):
+        if return_A:
+            raise ValueError("BrownianTree does not provide the full Lévy area (return_A).")
+        if tb is None:
+            ta, tb = self._t0, ta
+        ta, tb = _as_float(ta, "ta"), _as_float(tb, "tb")
+        if ta > tb:
+            raise ValueError(f"Brownian query needs ta <= tb, got ta={ta}, tb={tb}.")
+        if return_U and not self._have_area:
+            raise ValueError("return_U=True needs levy_area_approximation='space-time'.")
+        (wa, ia), (wb, ib) = self._point(ta), self._point(tb)
+        if not return_U:
+            return wb - wa
+        return wb - wa, ib - ia - (tb - ta) * wa    # U = int_ta^tb (W_u - W_ta) du
+
+    def _point(self, t: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(W(t), I(t))`` (``I`` is zero without Lévy area); shape ``size`` each, shared with the
+        kept path (callers must not modify them in place)."""
+        if not self._t0 <= t <= self._t1:
+            raise ValueError(f"Brownian query time {t} lies outside the tree's interval [{self._t0}, {self._t1}].")
+        if t in self._recent:           # a solver asks for each step's ends several times
+            self._recent.move_to_end(t)
+            return self._recent[t]
+        state = self._descend(t)
+        self._recent[t] = state
+        if len(self._recent) > _RECENT_POINTS:
+            self._recent.popitem(last=False)
+        return state
+
+    def _descend(self, t: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(W(t), I(t))`` from the kept path: up to the deepest node that holds ``t``, down to its leaf."""
+        while not self._path[-1].a <= t <= self._path[-1].b:   # climb to the last node that holds t
+            self._path.pop()
+        while len(self._path) <= self.depth:
+            self._path.append(self._path[-1].child(t, self))
+        leaf = self._path[-1]
+        if t == leaf.a:
+            return leaf.state_a
+        if t == leaf.b:
+            return leaf.state_b
+        return self._bridge(leaf, t, leaf.id)
+
+    def __repr__(self) -> str:
+        return (f"BrownianTree(t0={self._t0}, t1={self._t1}, size={tuple(self.shape)}, tol={self.tol}, "
+                f"depth={self.depth}, levy_area_approximation={self.levy_area_approximation!r})")
+
+    # ----------------------------------------------------------------- private
+    def _normals(self, node_id: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        self._generator.manual_seed(_stream_seed(self.entropy, node_id))
+        z = self._randn()
+        return z, (self._randn() if self._have_area else None)
+
+    def _root_end(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(W(t1), I(t1))`` from stream 0 (node ids start at 1)."""
+        h = self._t1 - self._t0
+        z, z_area = self._normals(0)
+        w = math.sqrt(h) * z
+        if not self._have_area:
+            return w, torch.zeros_like(w)
+        return w, h * (0.5 * w + math.sqrt(h / 12) * z_area)     # U over [t0, t1] with W(t0) = 0
+
+    def _bridge(self, node: "_Node", t: float, node_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(W(t), I(t))`` inside ``node`` from its ends and stream ``node_id``."""
+        (wa, ia), (wb, ib) = node.state_a, node.state_b
+        h1, h2 = t - node.a, node.b - t
+        z, z_area = self._normals(node_id)
+        if not self._have_area:
+            return z.mul_(math.sqrt(h1 * h2 / (h1 + h2))).add_(torch.lerp(wa, wb, h1 / (h1 + h2))), ia
+        dw, u = wb - wa, ib - ia - (node.b - node.a) * wa
+        gain, chol = _area_bridge_coefficients(h1, h2)
+        dw1 = gain[0][0] * dw + gain[0][1] * u + chol[0][0] * z
+        u1 = gain[1][0] * dw + gain[1][1] * u + chol[1][0] * z + chol[1][1] * z_area
+        return wa + dw1, ia + u1 + h1 * wa
+
+
+@dataclass
+class _Node:
+    """A node ``[a, b]`` of a :class:`BrownianTree` with ``(W, I)`` at both ends; ``id`` in heap order."""
+
+    id: int
+    a: float
+    b: float
+    state_a: tuple[torch.Tensor, torch.Tensor]
+    state_b: tuple[torch.Tensor, torch.Tensor]
+    mid: tuple[torch.Tensor, torch.Tensor] | None = None    # drawn on first use, then kept
+
+    def child(self, t: float, tree: BrownianTree) -> "_Node":
+        """The half that holds ``t`` (the left one at the midpoint), its midpoint drawn from this node's stream."""
+        m = 0.5 * (self.a + self.b)
+        if self.mid is None:
+            self.mid = tree._bridge(self, m, self.id)
+        if t <= m:
+            return _Node(2 * self.id, self.a, m, self.state_a, self.mid)
+        return _Node(2 * self.id + 1, m, self.b, self.mid, self.state_b)
 
 
 def _stream_seed(entropy: int, k: int) -> int:

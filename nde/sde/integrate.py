@@ -11,6 +11,7 @@ output time, so no interpolation is needed.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 import torch
 
@@ -18,6 +19,9 @@ from .._integrate import rms_norm
 from ..controller import PIController
 from ..errors import SolverError, Status
 from .brownian import BrownianGrid, BrownianPath
+
+FIXED_MAX_STEPS = 1_000_000     # the ODE core's default
+ADAPTIVE_MAX_STEPS = 100_000    # attempted steps; each costs three steps of the method
 
 
 @dataclass
@@ -57,8 +61,13 @@ class Grid:
         return k, (t1 - t) / (t1 - t0), (t - t0) / (t1 - t0)
 
 
-def fixed_grid(ts: list, dt: float) -> Grid:
-    """torchsde's fixed-step grid over ``ts`` (see module docstring)."""
+def fixed_grid(ts: list, dt: float, max_steps: int = FIXED_MAX_STEPS) -> Grid:
+    """torchsde's fixed-step grid over ``ts`` (see module docstring); more than ``max_steps`` steps
+    is a :class:`nde.SolverError` raised before the grid is built."""
+    needed = sum(math.ceil((b - a) / dt) for a, b in zip(ts[:-1], ts[1:]))
+    if needed > max_steps:
+        raise SolverError(Status.MAX_STEPS, ts[0], dt, f"the fixed grid needs about {needed} steps, "
+                          f"max_steps={max_steps}; pass a larger dt or raise options['max_steps']", throw_hint=False)
     times, out_node = [ts[0]], [0]
     t = ts[0]
     for out_t in ts[1:]:
@@ -153,7 +162,7 @@ class AdaptiveStats:
 
 
 def run_adaptive(method, sde, y0, ts: list, bm, dt: float, rtol: float, atol: float, dt_min: float,
-                 extra: tuple, controller: PIController, max_steps: int = 100_000, on_accept=None):
+                 extra: tuple, controller: PIController, max_steps: int = ADAPTIVE_MAX_STEPS, on_accept=None):
     """Adaptive steps by step doubling, sized by the core's :class:`nde.PIController`.
 
     The error ratio of a step is ``rms((y_h - y_{h/2,h/2}) / (atol + rtol max(|y_h|, |y_{h/2,h/2}|)))``;
@@ -171,17 +180,19 @@ def run_adaptive(method, sde, y0, ts: list, bm, dt: float, rtol: float, atol: fl
     for out_t in ts[1:]:
         while t < out_t:
             if stats.accepted + stats.rejected >= max_steps:
-                raise SolverError(Status.MAX_STEPS, t, h, f"adaptive SDE solve, max_steps={max_steps}")
+                raise SolverError(Status.MAX_STEPS, t, h, f"adaptive SDE solve, max_steps={max_steps}",
+                                  throw_hint=False)
             h_try = min(h, out_t - t)
             t_mid, t_next = t + 0.5 * h_try, t + h_try if h_try < out_t - t else out_t
             if t_next - t_mid <= 0 or t_mid - t <= 0:
-                raise SolverError(Status.DT_UNDERFLOW, t, h_try, "adaptive SDE solve")
+                raise SolverError(Status.DT_UNDERFLOW, t, h_try, "adaptive SDE solve", throw_hint=False)
             y_full, y_two, extra_two = doubling_step(method, sde, t, t_mid, t_next, y, extra, bm)
             with torch.set_grad_enabled(on_accept is not None and torch.is_grad_enabled()):
                 ratio_t = scaled_error(y_full, y_two, rtol, atol)
             ratio = float(ratio_t.detach())  # the one host synchronisation of the step
             if ratio != ratio or ratio == float("inf"):
-                raise SolverError(Status.NONFINITE, t, h_try, "adaptive SDE solve: non-finite error estimate")
+                raise SolverError(Status.NONFINITE, t, h_try, "adaptive SDE solve: non-finite error estimate",
+                                  throw_hint=False)
             accept = ratio <= 1.0 or h_try <= dt_min
             if accept:
                 if on_accept is not None:

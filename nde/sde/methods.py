@@ -290,7 +290,7 @@ def select_method(name, sde_type: str, noise_type: str, options: dict) -> Method
     options = dict(options or {})
     grad_free = bool(options.pop("grad_free", False))
     if options:
-        raise ValueError(f"options has unknown keys {sorted(options)}; supported: ['grad_free'].")
+        raise ValueError(f"options has unknown keys {sorted(options)}; supported: ['grad_free', 'max_steps'].")
     if name not in METHOD_NAMES:
         raise ValueError(f"method must be one of {METHOD_NAMES}, got {name!r}.")
     if name == "milstein":

@@ -4,7 +4,7 @@ import torch
 import torchsde
 
 import nde
-from nde.sde import BrownianGrid, BrownianPath, sdeint, sdeint_adjoint, solve_sde
+from nde.sde import BrownianGrid, BrownianPath, BrownianTree, sdeint, sdeint_adjoint, solve_sde
 from nde.sde.integrate import fixed_grid
 from tests.sde.models import GBM, NeuralSDE
 
@@ -61,6 +61,8 @@ def test_missing_noise_type_attribute():
     (dict(method="heun"), ValueError, "solves stratonovich SDEs"),
     (dict(method="milstein", options={"grad_free": True, "foo": 1}), ValueError, "unknown keys"),
     (dict(method="euler", options={"grad_free": True}), ValueError, "grad_free"),
+    (dict(options={"max_steps": 0}), ValueError, r"options\['max_steps'\] must be a positive integer"),
+    (dict(options={"max_steps": 1.5}), ValueError, r"options\['max_steps'\]"),
     (dict(bm=BrownianPath(0.0, 1.0, (3, 2))), ValueError, "bm has shape"),
     (dict(bm=BrownianPath(0.0, 0.5, (3, 1))), ValueError, "bm covers"),
     (dict(bm=torchsde.BrownianInterval(0.0, 1.0, size=(3, 1)), method="srk"), ValueError, "Lévy area"),
@@ -106,6 +108,30 @@ def test_nonfinite_solution_raises_solver_error_with_time():
 
     with pytest.raises(nde.SolverError, match="non-finite"):
         sdeint(Explode("ito"), Y0, TS, method="euler", dt=0.1)
+
+
+def test_tiny_fixed_dt_is_a_solver_error_before_any_step():
+    # 10^12 steps: the grid would not fit in memory; the check must come before it is built.
+    class Counting(GBM):
+        calls = 0
+
+        def f(self, t, y):
+            Counting.calls += 1
+            return super().f(t, y)
+
+    with pytest.raises(nde.SolverError, match=r"needs about 1000000000000 steps, max_steps=1000000"):
+        sdeint(Counting("ito"), Y0, [0.0, 1.0], method="euler", dt=1e-12)
+    assert Counting.calls <= 1  # the argument check's one evaluation of f, no step
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_max_steps_option_bounds_fixed_and_adaptive_solves(adaptive):
+    sde = GBM("ito")
+    args = dict(method="euler", dt=0.01, adaptive=adaptive, rtol=1e-2, atol=1e-2)
+    with pytest.raises(nde.SolverError, match="max_steps=20") as info:
+        sdeint(sde, Y0, TS, options={"max_steps": 20}, **args)
+    assert "throw=False" not in str(info.value)  # sdeint has no throw argument
+    assert sdeint(sde, Y0, TS, options={"max_steps": 10 ** 5}, **args).shape == (3, 3, 1)
 
 
 def test_names_rename_methods_and_f_and_g_is_used():
@@ -157,13 +183,14 @@ def test_default_fixed_step_path_is_a_grid_path_on_the_step_nodes():
                                                    adaptive=True).ys, rtol=0, atol=0)
 
 
-def test_adaptive_steps_meet_tolerance_and_expose_error_ratios():
+@pytest.mark.parametrize("path", [BrownianPath, BrownianTree])
+def test_adaptive_steps_meet_tolerance_and_expose_error_ratios(path):
     """Step doubling + PI control: error against the exact GBM path falls with the tolerance."""
     sde = GBM("stratonovich", mu=0.5, sigma=0.5)
     y0 = torch.ones(64, 1, dtype=torch.float64)
     errors, steps = [], []
     for tol in (1e-2, 1e-4):
-        bm = BrownianPath(0.0, 1.0, (64, 1), dtype=torch.float64, entropy=2)
+        bm = path(0.0, 1.0, (64, 1), dtype=torch.float64, entropy=2)
         sol = solve_sde(sde, y0, [0.0, 1.0], bm=bm, method="heun", dt=0.1, adaptive=True, rtol=tol, atol=tol)
         truth = sde.exact(y0, 1.0, bm(0.0, 1.0))
         errors.append(float((sol.ys[-1] - truth).abs().max().detach()))
@@ -175,14 +202,16 @@ def test_adaptive_steps_meet_tolerance_and_expose_error_ratios():
     assert errors[1] < errors[0] / 10, errors
 
 
-def test_adaptive_reversible_adjoint_gradient_equals_adaptive_direct():
-    """The adjoint modes replay the accepted steps of the adaptive forward pass."""
+@pytest.mark.parametrize("path", [BrownianPath, BrownianTree])
+def test_adaptive_reversible_adjoint_gradient_equals_adaptive_direct(path):
+    """The adjoint modes replay the accepted steps of the adaptive forward pass (the tree recomputes
+    the noise it does not keep)."""
     torch.manual_seed(0)
     sde = NeuralSDE("stratonovich")
     y0 = torch.randn(4, 3, dtype=torch.float64)
     grads = []
     for fn in (sdeint, sdeint_adjoint):
-        bm = BrownianPath(0.0, 1.0, (4, 3), dtype=torch.float64, entropy=1)
+        bm = path(0.0, 1.0, (4, 3), dtype=torch.float64, entropy=1)
         ys = fn(sde, y0, TS, bm=bm, method="reversible_heun", dt=0.1, adaptive=True, rtol=1e-3, atol=1e-3)
         grads.append(torch.autograd.grad(ys.pow(2).sum(), list(sde.parameters())))
     for a, b in zip(*grads):

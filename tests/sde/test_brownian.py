@@ -1,8 +1,9 @@
-"""BrownianPath and BrownianGrid: exact Brownian statistics, consistency of increments, replay, space-time area."""
+"""BrownianPath, BrownianGrid and BrownianTree: exact Brownian statistics, consistency of increments, replay,
+space-time area."""
 import pytest
 import torch
 
-from nde.sde import BrownianGrid, BrownianPath
+from nde.sde import BrownianGrid, BrownianPath, BrownianTree
 
 
 def test_increments_are_additive_and_replayed_in_any_order():
@@ -132,3 +133,62 @@ def test_grid_path_bad_input_raises_clear_errors():
         bm.increment(0, return_U=True)
     with pytest.raises(IndexError, match="cells 0..4"):
         bm.increment(5)
+
+
+# ----------------------------------------------------------------------------- BrownianTree
+def test_tree_increments_have_the_brownian_law_at_every_scale():
+    """Var of increments = h on intervals from 0.4 down to a few leaves (2^-20 ~ 9.5e-7): ends in
+    different leaves are conditionally independent bridges, so the law is exact; disjoint increments
+    uncorrelated; with Lévy area Var U = h^3/3 and Cov(dW, U) = h^2/2."""
+    n = 200_000
+    bm = BrownianTree(0.0, 1.0, (n,), dtype=torch.float64, entropy=3, tol=1e-6,
+                      levy_area_approximation="space-time")
+    se = 4 * (2 / n) ** 0.5                            # 4 standard errors of a sample variance ratio
+    for a, b in ((0.0, 0.3), (0.3, 0.7), (0.4123, 0.4133), (0.31, 0.310003)):
+        h = b - a
+        dw, u = bm(a, b, return_U=True)
+        assert abs(dw.var().item() / h - 1) < se
+        assert abs(u.var().item() / (h ** 3 / 3) - 1) < 2 * se
+        assert abs((dw * u).mean().item() / (h ** 2 / 2) - 1) < 2 * se
+    first, second = bm(0.0, 0.3), bm(0.3, 0.7)
+    assert abs(torch.corrcoef(torch.stack([first, second]))[0, 1].item()) < 4 / n ** 0.5
+
+
+def test_tree_is_a_function_of_the_seed_whatever_the_query_order():
+    times = torch.rand(60, generator=torch.Generator().manual_seed(0), dtype=torch.float64).tolist()
+    a, b, c = (BrownianTree(0.0, 1.0, (4, 3), dtype=torch.float64, entropy=e, levy_area_approximation="space-time")
+               for e in (9, 9, 10))
+    shuffled = {t: a(0.0, t, return_U=True) for t in times}     # (W(t), int_0^t W du)
+    for t in sorted(times, reverse=True):
+        w, i = b(0.0, t, return_U=True)
+        assert torch.equal(w, shuffled[t][0]) and torch.equal(i, shuffled[t][1])
+    assert not torch.equal(c(times[0]), shuffled[times[0]][0])
+    # Increments compose exactly (they are differences of one function of t), area included.
+    dw, u = a(0.1, 0.5, return_U=True)
+    (dw1, u1), (dw2, u2) = a(0.1, 0.25, return_U=True), a(0.25, 0.5, return_U=True)
+    torch.testing.assert_close(dw, dw1 + dw2, rtol=0, atol=1e-14)
+    torch.testing.assert_close(u, u1 + u2 + 0.25 * dw1, rtol=0, atol=1e-14)
+
+
+def test_tree_keeps_one_root_to_leaf_path_only():
+    bm = BrownianTree(0.0, 2.0, (8,), tol=1e-3)
+    assert bm.depth == 11                              # 2 / 2^11 <= 1e-3 < 2 / 2^10
+    for k in range(500):
+        bm(k / 250, (k + 1) / 250)
+        assert len(bm._path) == bm.depth + 1
+
+
+def test_tree_bad_input_raises_clear_errors():
+    with pytest.raises(ValueError, match="t0 < t1"):
+        BrownianTree(1.0, 0.0, (2,))
+    with pytest.raises(ValueError, match="tol > 0"):
+        BrownianTree(0.0, 1.0, (2,), tol=0.0)
+    bm = BrownianTree(0.0, 1.0, (2,))
+    with pytest.raises(ValueError, match="outside"):
+        bm(0.5, 1.5)
+    with pytest.raises(ValueError, match="ta <= tb"):
+        bm(0.6, 0.5)
+    with pytest.raises(ValueError, match="space-time"):
+        bm(0.0, 0.5, return_U=True)
+    with pytest.raises(ValueError, match="return_A"):
+        bm(0.0, 0.5, return_A=True)
