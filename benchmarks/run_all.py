@@ -12,7 +12,8 @@ import traceback
 
 from benchmarks._common import parse_args
 
-AREAS = ["core", "controllers", "regularization", "sde", "models", "diffusion", "transport", "sim_engine", "sim_envs"]
+AREAS = ["core", "controllers", "regularization", "sde", "brownian", "models", "diffusion", "transport", "sim_engine",
+         "sim_envs"]
 
 
 def main(argv=None) -> int:
