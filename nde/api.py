@@ -24,6 +24,9 @@ _ADAPTIVE_OPTIONS = {"first_step", "max_num_steps", "min_step", "max_step", "saf
 _FIXED_OPTIONS = {"step_size", "grid_constructor", "interp", "max_num_steps"}
 _UNSUPPORTED_OPTIONS = {"perturb": "perturbed evaluations are not supported (jump_t handles discontinuities)"}
 DEFAULT_MAX_STEPS = 1_000_000
+# odeint follows torchdiffeq's names where nde's differ: torchdiffeq's "heun2" is fixed-step Heun
+# (nde's "heun"); nde's adaptive "heun2" is torchdiffeq's "adaptive_heun".
+TORCHDIFFEQ_NAMES = {"heun2": "heun"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -409,8 +412,8 @@ def solve_ode(func: Callable, y0, t: torch.Tensor, *, method: str = "dopri5", rt
         y0: initial state, a tensor (or tuple of tensors); in per-sample mode ``(batch, ...)``.
         t: output times ``(T,)``, strictly increasing or decreasing; per-sample mode also accepts
             ``(batch, T)``, a grid per sample.
-        method: ``euler``, ``midpoint``, ``rk4`` (fixed grid) or ``heun2``, ``bosh3``, ``dopri5``,
-            ``tsit5``, ``dopri8`` (adaptive).
+        method: ``euler``, ``midpoint``, ``heun``, ``heun3``, ``rk4`` (fixed grid) or ``heun2``,
+            ``fehlberg2``, ``bosh3``, ``dopri5``, ``tsit5``, ``dopri8`` (adaptive).
         rtol, atol: tolerances, scalars or tensors broadcastable to the state.
         adjoint: gradient mode: ``"direct"`` (autograd through the solver), ``"backsolve"`` (continuous
             adjoint, memory independent of steps), ``"discrete"`` (exact gradient of the discretisation
@@ -543,12 +546,16 @@ def odeint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method:
     Returns ``(len(t), *y0.shape)`` (a tuple for tuple states). ``adjoint`` selects the gradient mode
     (``"direct"``, ``"backsolve"``, ``"discrete"``); the step-size controller is torchdiffeq's
     I controller, so accepted steps and NFE match torchdiffeq's for the same method and tolerances.
+    Method names are torchdiffeq's: ``"heun2"`` is fixed-step Heun (``solve_ode``'s ``"heun"``) and
+    ``"adaptive_heun"`` the adaptive Heun–Euler pair (``solve_ode``'s ``"heun2"``); the multistep
+    ``*_adams`` methods and ``scipy_solver`` are not implemented (a clear error).
     Differences: ``max_num_steps`` defaults to 10^6 (instead of 2^31−1, which never ends), and failures
     raise :class:`nde.SolverError` instead of an ``AssertionError``.
     """
     if event_fn is not None:
         raise ValueError("`event_fn` is not supported by nde.odeint")
-    method = "dopri5" if method is None else method
+    method = "dopri5" if method is None else TORCHDIFFEQ_NAMES.get(method, method)
+    adjoint_method = TORCHDIFFEQ_NAMES.get(adjoint_method, adjoint_method)
     tab = get_tableau(method)
     if options is not None and not isinstance(options, dict):
         raise TypeError("`options` must be a dict")

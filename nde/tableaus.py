@@ -115,6 +115,24 @@ RK4 = ButcherTableau("rk4", c=(0.0, 0.5, 0.5, 1.0), a=((0.5,), (0.0, 0.5), (0.0,
                      b=(1 / 6, 1 / 3, 1 / 3, 1 / 6), b_error=None, order=4, error_order=None, fsal=False,
                      stiffness_stages=(1, 2))
 
+# Heun's method (explicit trapezoidal rule), fixed steps: torchdiffeq's "heun2".
+HEUN = ButcherTableau("heun", c=(0.0, 1.0), a=((1.0,),), b=(0.5, 0.5), b_error=None,
+                      order=2, error_order=None, fsal=False)
+
+# Heun's third-order method (Heun 1900; Hairer, Nørsett & Wanner I, Table II.1.1), fixed steps.
+HEUN3 = ButcherTableau("heun3", c=(0.0, 1 / 3, 2 / 3), a=((1 / 3,), (0.0, 2 / 3)), b=(0.25, 0.0, 0.75),
+                       b_error=None, order=3, error_order=None, fsal=False)
+
+# Fehlberg (1969), NASA TR R-315, RK1(2): the second-order solution is propagated (as torchdiffeq's
+# "fehlberg2" does), so its third stage, at the first-order solution, is not f(t+dt, y1); an FSAL
+# stage f(t+dt, y1) is appended (torchdiffeq reuses the third stage instead, which is not f at y1).
+FEHLBERG2 = ButcherTableau(
+    "fehlberg2", c=(0.0, 0.5, 1.0, 1.0),
+    a=((0.5,), (1 / 256, 255 / 256), (1 / 512, 255 / 256, 1 / 512)),
+    b=(1 / 512, 255 / 256, 1 / 512, 0.0),
+    b_error=(-1 / 512, 0.0, 1 / 512, 0.0),
+    order=2, error_order=1, fsal=True)
+
 # Heun–Euler 2(1), extended by an FSAL stage f(t+dt, y1) so that dense output is Hermite at no extra cost.
 HEUN2 = ButcherTableau("heun2", c=(0.0, 1.0, 1.0), a=((1.0,), (0.5, 0.5)), b=(0.5, 0.5, 0.0),
                        b_error=(-0.5, 0.5, 0.0), order=2, error_order=1, fsal=True)
@@ -231,19 +249,27 @@ DOPRI8 = ButcherTableau(
     order=8, error_order=7, fsal=True, stiffness_stages=(12, 13))
 
 TABLEAUS: dict[str, ButcherTableau] = {
-    tab.name: tab for tab in (EULER, MIDPOINT, RK4, HEUN2, BOSH3, DOPRI5, TSIT5, DOPRI8)
+    tab.name: tab for tab in (EULER, MIDPOINT, HEUN, HEUN3, RK4, HEUN2, FEHLBERG2, BOSH3, DOPRI5, TSIT5, DOPRI8)
 }
-# torchdiffeq's names for the same methods.
-ALIASES = {"adaptive_heun": "heun2", "explicit_adams": None, "implicit_adams": None}
+# torchdiffeq's name for the same method.
+ALIASES = {"adaptive_heun": "heun2"}
+# torchdiffeq 0.2.5 methods that are not Runge–Kutta tableaus.
+NOT_IMPLEMENTED = {
+    "explicit_adams": "a multistep method", "implicit_adams": "a multistep method",
+    "fixed_adams": "a multistep method", "scipy_solver": "a wrapper around scipy.integrate.solve_ivp",
+}
 
 
 def get_tableau(method: str) -> ButcherTableau:
     """Look up a method by name (torchdiffeq aliases accepted); a clear error otherwise."""
     if not isinstance(method, str):
         raise TypeError(f"`method` must be a string, got {type(method).__name__}")
+    if method in NOT_IMPLEMENTED:
+        raise ValueError(f"`method` {method!r} (torchdiffeq: {NOT_IMPLEMENTED[method]}) is not implemented in nde; "
+                         f"use one of {sorted(TABLEAUS)}")
     name = ALIASES.get(method, method)
-    if name is None or name not in TABLEAUS:
-        raise ValueError(f"unknown `method` {method!r}; expected one of {sorted(TABLEAUS) + ['adaptive_heun']}")
+    if name not in TABLEAUS:
+        raise ValueError(f"unknown `method` {method!r}; expected one of {sorted(TABLEAUS) + sorted(ALIASES)}")
     return TABLEAUS[name]
 
 

@@ -20,6 +20,7 @@ def exact(t):
 
 @pytest.mark.parametrize("method,order,steps", [
     ("euler", 1, (0.02, 0.01)), ("midpoint", 2, (0.05, 0.025)), ("rk4", 4, (0.1, 0.05)),
+    ("heun", 2, (0.05, 0.025)), ("heun3", 3, (0.05, 0.025)), ("fehlberg2", 2, (0.05, 0.025)),
     ("heun2", 2, (0.05, 0.025)), ("bosh3", 3, (0.1, 0.05)), ("dopri5", 5, (0.2, 0.1)),
     ("tsit5", 5, (0.2, 0.1)), ("dopri8", 8, (0.5, 0.25))])
 def test_measured_order(method, order, steps):
@@ -43,6 +44,17 @@ def test_dense_output_is_at_least_fourth_order(method):
         ref = torch.stack([exact(float(v)) for v in tq])
         errs.append((sol.evaluate(tq)[:, 0] - ref).abs().max().item())
     assert math.log2(errs[0] / errs[1]) > 3.6
+
+
+def test_fehlberg2_error_falls_with_tolerance():
+    """Fehlberg's RK1(2) estimate (weights ±1/512) measures the first-order solution's error, so the
+    propagated second-order solution's global error is ~400x the tolerance here (torchdiffeq's
+    fehlberg2 too, tests/core/test_vs_torchdiffeq.py); it must still fall in proportion."""
+    t = torch.linspace(0, 3, 7, dtype=torch.float64)
+    ref = torch.stack([exact(float(v)) for v in t])
+    errs = [(nde.solve_ode(linear, Y0, t, method="fehlberg2", rtol=tol, atol=tol).ys[:, 0] - ref).abs().max().item()
+            for tol in (1e-4, 1e-6)]
+    assert errs[1] < errs[0] / 30, errs
 
 
 @pytest.mark.parametrize("method", ["heun2", "bosh3", "dopri5", "tsit5", "dopri8"])

@@ -40,6 +40,16 @@ def test_stability_size_matches_literature(name, expected):
     assert TABLEAUS[name].stability_size == pytest.approx(expected, abs=2e-3)
 
 
+def test_fehlberg2_is_fehlbergs_pair_with_an_fsal_stage_at_the_propagated_solution():
+    """RK1(2) (Fehlberg 1969): the second-order b is propagated, b - b_error is the first-order
+    embedded solution, and the appended last stage is evaluated at y1 (its a-row is b)."""
+    tab = TABLEAUS["fehlberg2"]
+    b, b_hat = np.array(tab.b), np.array(tab.b) - np.array(tab.b_error)
+    assert b @ np.array(tab.c) == pytest.approx(0.5, abs=1e-15) and b_hat.sum() == pytest.approx(1.0)
+    assert b_hat @ np.array(tab.c) != pytest.approx(0.5)       # only first order
+    assert tab.fsal and np.allclose(tab.a[-1], b[:-1]) and tab.c[-1] == 1.0
+
+
 def test_unknown_method_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown `method`"):
         get_tableau("rk45")

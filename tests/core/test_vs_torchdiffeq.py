@@ -20,7 +20,8 @@ class Counted(torch.nn.Module):
 
 
 @pytest.mark.parametrize("method,tdq_method,tol", [("dopri5", "dopri5", 1e-10), ("bosh3", "bosh3", 1e-7),
-                                                   ("dopri8", "dopri8", 1e-10), ("heun2", "adaptive_heun", 1e-5)])
+                                                   ("dopri8", "dopri8", 1e-10), ("adaptive_heun", "adaptive_heun", 1e-5),
+                                                   ("fehlberg2", "fehlberg2", 1e-5)])
 def test_at_least_as_accurate_as_torchdiffeq(method, tdq_method, tol):
     """Same shapes; error against a tight reference no worse than torchdiffeq's (or within 10·tol)."""
     f = Counted()
@@ -55,7 +56,9 @@ def test_same_nfe_as_torchdiffeq(method, tol):
 
 
 @pytest.mark.parametrize("method,options", [("euler", {"step_size": 0.1}), ("midpoint", {"step_size": 0.1}),
-                                            ("rk4", None), ("euler", {"step_size": 0.1, "interp": "cubic"})])
+                                            ("rk4", None), ("euler", {"step_size": 0.1, "interp": "cubic"}),
+                                            ("heun2", None), ("heun2", {"step_size": 0.1}), ("heun3", None),
+                                            ("heun3", {"step_size": 0.1, "interp": "cubic"})])
 def test_fixed_grid_matches(method, options):
     f = Counted()
     y0 = torch.randn(4, 3, dtype=torch.float64)
@@ -64,6 +67,12 @@ def test_fixed_grid_matches(method, options):
     theirs = torchdiffeq.odeint(f, y0, t, method=method, options=options)
     tol = 1e-12 if method != "rk4" else 1e-4  # torchdiffeq's rk4 is Kutta's 3/8 rule, ours is classical RK4
     assert torch.allclose(ours, theirs, atol=tol)
+
+
+@pytest.mark.parametrize("method", ["explicit_adams", "implicit_adams", "fixed_adams", "scipy_solver"])
+def test_torchdiffeq_methods_that_are_not_runge_kutta_are_a_clear_error(method):
+    with pytest.raises(ValueError, match=f"'{method}' .* not implemented in nde"):
+        nde.odeint(lambda t, y: -y, torch.ones(2), torch.tensor([0.0, 1.0]), method=method)
 
 
 def test_tuple_state_and_defaults():
