@@ -20,7 +20,7 @@ from .tableaus import get_tableau
 
 GRADIENT_MODES = ("direct", "backsolve", "discrete")
 _ADAPTIVE_OPTIONS = {"first_step", "max_num_steps", "min_step", "max_step", "safety", "ifactor", "dfactor", "norm",
-                     "step_t", "jump_t"}
+                     "step_t", "jump_t", "dtype"}
 _FIXED_OPTIONS = {"step_size", "grid_constructor", "interp", "max_num_steps"}
 _UNSUPPORTED_OPTIONS = {"perturb": "perturbed evaluations are not supported (jump_t handles discontinuities)"}
 DEFAULT_MAX_STEPS = 1_000_000
@@ -332,6 +332,9 @@ def _translate_adaptive_options(options: dict, argname: str) -> dict:
             if not callable(value):
                 raise ValueError(f"`{argname}['norm']` must be callable")
             out["norm"] = value
+        elif key == "dtype":  # torchdiffeq's dtype of step-size arithmetic; nde's is always float64
+            if not (isinstance(value, torch.dtype) and value.is_floating_point):
+                raise ValueError(f"`{argname}['dtype']` must be a floating torch.dtype, got {value!r}")
         elif key in ("step_t", "jump_t") and value is not None:
             out["step_points" if key == "step_t" else "jump_points"] = _time_points(value, f"{argname}['{key}']")
     return out

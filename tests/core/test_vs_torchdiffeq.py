@@ -75,6 +75,17 @@ def test_torchdiffeq_methods_that_are_not_runge_kutta_are_a_clear_error(method):
         nde.odeint(lambda t, y: -y, torch.ones(2), torch.tensor([0.0, 1.0]), method=method)
 
 
+def test_dtype_option_is_accepted_and_checked():
+    f = Counted()
+    y0 = torch.randn(4, 3, dtype=torch.float64)
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    ours = nde.odeint(f, y0, t, options={"dtype": torch.float64})
+    theirs = torchdiffeq.odeint(f, y0, t, options={"dtype": torch.float64})
+    assert torch.allclose(ours, theirs, atol=1e-7)
+    with pytest.raises(ValueError, match=r"options\['dtype'\]"):
+        nde.odeint(f, y0, t, options={"dtype": torch.int64})
+
+
 def test_tuple_state_and_defaults():
     def f(t, state):
         x, v = state
