@@ -17,6 +17,10 @@ Brownian paths:
   ``bm``. Measured at 100 steps, and for reversible Heun also at 1000, with half the repeats
   (torchsde's BrownianInterval makes these calls slow).
 
+Floor (Euler rows): ``floor_*_ms`` times a hand-written Euler–Maruyama loop, y ← y + f(y)·dt +
+g(y)⊙ΔW in two fused tensor operations per step, on increments drawn once before timing. It is the cost of the user's f and g alone under the same
+autograd, so ``max_speedup_fwd_bwd`` = torchsde / floor bounds what any solver could show.
+
 Memory: ``saved_MB``, the autograd saved tensors of one forward; ``peak_MB``, the peak tensor
 memory of one forward+backward above what was allocated before (CUDA allocator statistics, or the
 CPU profiler's memory events), which also counts the noise a path keeps.
@@ -86,6 +90,28 @@ def _calls(sde, y0, method, adjoint, steps, library, kind, device):
     return forward, inference, forward_backward
 
 
+def _floor_calls(sde, y0, steps):
+    """Euler–Maruyama written out by hand on pre-drawn increments: (forward, inference, forward_backward)."""
+    dt = 1.0 / steps
+    bm = _make_bm("same path", y0)
+    increments = [bm(k * dt, (k + 1) * dt) for k in range(steps)]
+
+    def forward():
+        y = y0
+        for dw in increments:
+            y = torch.addcmul(torch.add(y, sde.f(None, y), alpha=dt), sde.g(None, y), dw)
+        return y
+
+    def inference():
+        with torch.no_grad():
+            return forward()
+
+    def forward_backward():
+        forward().pow(2).mean().backward()
+
+    return forward, inference, forward_backward
+
+
 def _agreement(sde, y0, method, adjoint, steps, device) -> float:
     """max |ys_nde - ys_torchsde| in float64 on the same path (float32 times drift in torchsde's loop)."""
     sde64, y64 = copy.deepcopy(sde).double(), y0.double()
@@ -101,6 +127,8 @@ def run_case(method, sde_type, adjoint, steps, kind, device, repeats, size=(STAT
     sde = NeuralSDE(sde_type, state, hidden).to(device)
     y0 = torch.randn(batch, state, device=device)
     calls = {lib: _calls(sde, y0, method, adjoint, steps, lib, kind, device) for lib in ("nde", "torchsde")}
+    if method == "euler" and kind == "same path":
+        calls["floor"] = _floor_calls(sde, y0, steps)
     diff = _agreement(sde, y0, method, adjoint, steps, device) if kind == "same path" else None
     reps = repeats if kind == "same path" else max(1, repeats // 2)
     fwd = time_calls({lib: c[1] for lib, c in calls.items()}, device, repeats=reps, warmup=1)
@@ -113,6 +141,10 @@ def run_case(method, sde_type, adjoint, steps, kind, device, repeats, size=(STAT
         row[f"{lib}_fwd_bwd_ms"] = fwd_bwd[lib]["median_ms"]
     row["speedup_fwd"] = row["torchsde_fwd_ms"] / row["nde_fwd_ms"]
     row["speedup_fwd_bwd"] = row["torchsde_fwd_bwd_ms"] / row["nde_fwd_bwd_ms"]
+    floor = "floor" in calls
+    row["floor_fwd_ms"] = fwd["floor"]["median_ms"] if floor else None
+    row["floor_fwd_bwd_ms"] = fwd_bwd["floor"]["median_ms"] if floor else None
+    row["max_speedup_fwd_bwd"] = row["torchsde_fwd_bwd_ms"] / row["floor_fwd_bwd_ms"] if floor else None
     for lib in ("nde", "torchsde"):
         row[f"{lib}_saved_MB"] = saved_tensor_bytes(calls[lib][0]) / 2 ** 20
         row[f"{lib}_peak_MB"] = peak_bytes(calls[lib][2], device) / 2 ** 20
@@ -144,7 +176,9 @@ def main(argv=None):
              "mean(y_T^2). speedup = torchsde / nde. saved_MB = autograd saved tensors of one forward; peak_MB = peak "
              "tensor memory of one forward+backward (CUDA allocator or CPU profiler memory events), noise included. "
              "'same path': both libraries on the same BrownianPath (max_abs_diff_f64 = max|ys_nde - ys_torchsde| "
-             "of the same case in float64); 'default': each library's default Brownian motion (bm=None).")
+             "of the same case in float64); 'default': each library's default Brownian motion (bm=None). floor (Euler, "
+             "same path): a hand-written Euler-Maruyama loop on pre-drawn increments, the user functions' own cost; "
+             "max_speedup_fwd_bwd = torchsde / floor, the most any solver could gain.")
     print(write_results("sde", args.device, rows, notes))
 
 
