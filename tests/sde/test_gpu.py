@@ -68,3 +68,17 @@ def test_cuda_default_path_replays_and_reversible_heun_memory_is_flat():
         torch.cuda.synchronize()
         peaks.append(torch.cuda.max_memory_allocated() - base)
     assert peaks[1] <= 1.1 * peaks[0] + 2 ** 20, peaks
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_tree_is_a_function_of_the_seed_and_has_the_brownian_variance():
+    """BrownianTree on CUDA: the same value whatever the query order (re-seeded CUDA generator per
+    node), and Var W(t) = t."""
+    from nde.sde import BrownianTree
+    times = [0.9, 0.1, 0.55, 0.3]
+    a, b = (BrownianTree(0.0, 1.0, (100_000,), dtype=torch.float64, device="cuda", entropy=5) for _ in range(2))
+    first = {t: a(t) for t in times}
+    for t in sorted(times):
+        assert torch.equal(b(t), first[t])
+        assert abs(first[t].var().item() / t - 1) < 0.03
