@@ -10,6 +10,7 @@ import torch
 
 from ._integrate import Config, Result, output_value, rms_norm, step_index
 from ._rk import Coefficients, rk_step, stage_times
+from ._scipy import scipy_odeint
 from .controller import initial_step_scalar
 from .regularize import RNODE, GlobalRegularizer, LocalErrorEstimate
 from .adjoint import AdjointConfig, BacksolveAdjoint, DiscreteAdjoint, Problem, default_adjoint_cfg
@@ -550,8 +551,9 @@ def odeint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method:
     (``"direct"``, ``"backsolve"``, ``"discrete"``); the step-size controller is torchdiffeq's
     I controller, so accepted steps and NFE match torchdiffeq's for the same method and tolerances.
     Method names are torchdiffeq's: ``"heun2"`` is fixed-step Heun (``solve_ode``'s ``"heun"``) and
-    ``"adaptive_heun"`` the adaptive Heun–Euler pair (``solve_ode``'s ``"heun2"``); the multistep
-    ``*_adams`` methods and ``scipy_solver`` are not implemented (a clear error).
+    ``"adaptive_heun"`` the adaptive Heun–Euler pair (``solve_ode``'s ``"heun2"``); ``"scipy_solver"``
+    calls ``scipy.integrate.solve_ivp`` without gradients (:mod:`nde._scipy`); the multistep
+    ``*_adams`` methods are not implemented (a clear error).
     Differences: ``max_num_steps`` defaults to 10^6 (instead of 2^31−1, which never ends), and failures
     raise :class:`nde.SolverError` instead of an ``AssertionError``.
     """
@@ -559,9 +561,11 @@ def odeint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method:
         raise ValueError("`event_fn` is not supported by nde.odeint")
     method = "dopri5" if method is None else TORCHDIFFEQ_NAMES.get(method, method)
     adjoint_method = TORCHDIFFEQ_NAMES.get(adjoint_method, adjoint_method)
-    tab = get_tableau(method)
     if options is not None and not isinstance(options, dict):
         raise TypeError("`options` must be a dict")
+    if method == "scipy_solver":
+        return _odeint_scipy(func, y0, t, rtol, atol, dict(options or {}), adjoint)
+    tab = get_tableau(method)
     options = dict(options or {})
     controller = _controller_from_options(options, IController())
     for key in ("safety", "ifactor", "dfactor"):
@@ -583,6 +587,21 @@ def odeint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method:
         adjoint_atol=adjoint_atol, adjoint_method=adjoint_method, adjoint_options=adjoint_options)
     parts = layout.unflatten(ys, lead=(ys.shape[0],))
     return parts if isinstance(y0, tuple) else parts[0]
+
+
+def _odeint_scipy(func, y0, t, rtol, atol, options: dict, adjoint: str):
+    """``method="scipy_solver"`` (see :mod:`nde._scipy`): validated like every solve, no gradients."""
+    if adjoint != "direct":
+        raise ValueError("method 'scipy_solver' gives no gradients, so it has no adjoint; use an nde method")
+    if not callable(func):
+        raise TypeError("`func` must be callable as func(t, y)")
+    tensors = _check_state(y0)
+    t = _check_times(t, False, None)
+    rtol, atol = _check_tolerance("rtol", rtol), _check_tolerance("atol", atol)
+    if (torch.is_tensor(rtol) or torch.is_tensor(atol)) and len(tensors) > 1:
+        raise ValueError("per-component `rtol`/`atol` tensors need a single-tensor state")
+    ys = scipy_odeint(func, tensors, t, rtol, atol, options)
+    return ys if isinstance(y0, tuple) else ys[0]
 
 
 def odeint_adjoint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method: str | None = None,

@@ -256,7 +256,7 @@ ALIASES = {"adaptive_heun": "heun2"}
 # torchdiffeq 0.2.5 methods that are not Runge–Kutta tableaus.
 NOT_IMPLEMENTED = {
     "explicit_adams": "a multistep method", "implicit_adams": "a multistep method",
-    "fixed_adams": "a multistep method", "scipy_solver": "a wrapper around scipy.integrate.solve_ivp",
+    "fixed_adams": "a multistep method",
 }
 
 
@@ -264,6 +264,9 @@ def get_tableau(method: str) -> ButcherTableau:
     """Look up a method by name (torchdiffeq aliases accepted); a clear error otherwise."""
     if not isinstance(method, str):
         raise TypeError(f"`method` must be a string, got {type(method).__name__}")
+    if method == "scipy_solver":
+        raise ValueError("`method` 'scipy_solver' (scipy.integrate.solve_ivp, no gradients) is available "
+                         "through nde.odeint only")
     if method in NOT_IMPLEMENTED:
         raise ValueError(f"`method` {method!r} (torchdiffeq: {NOT_IMPLEMENTED[method]}) is not implemented in nde; "
                          f"use one of {sorted(TABLEAUS)}")

@@ -1,4 +1,7 @@
 """nde.odeint is a drop-in for torchdiffeq.odeint: same results, shapes and NFE."""
+import math
+
+import numpy as np
 import pytest
 import torch
 
@@ -19,9 +22,9 @@ class Counted(torch.nn.Module):
         return self.net(y) * torch.cos(t)
 
 
-@pytest.mark.parametrize("method,tdq_method,tol", [("dopri5", "dopri5", 1e-10), ("bosh3", "bosh3", 1e-7),
-                                                   ("dopri8", "dopri8", 1e-10), ("adaptive_heun", "adaptive_heun", 1e-5),
-                                                   ("fehlberg2", "fehlberg2", 1e-5)])
+@pytest.mark.parametrize("method,tdq_method,tol", [
+    ("dopri5", "dopri5", 1e-10), ("bosh3", "bosh3", 1e-7), ("dopri8", "dopri8", 1e-10),
+    ("adaptive_heun", "adaptive_heun", 1e-5), ("fehlberg2", "fehlberg2", 1e-5)])
 def test_at_least_as_accurate_as_torchdiffeq(method, tdq_method, tol):
     """Same shapes; error against a tight reference no worse than torchdiffeq's (or within 10·tol)."""
     f = Counted()
@@ -69,10 +72,56 @@ def test_fixed_grid_matches(method, options):
     assert torch.allclose(ours, theirs, atol=tol)
 
 
-@pytest.mark.parametrize("method", ["explicit_adams", "implicit_adams", "fixed_adams", "scipy_solver"])
-def test_torchdiffeq_methods_that_are_not_runge_kutta_are_a_clear_error(method):
+@pytest.mark.parametrize("method", ["explicit_adams", "implicit_adams", "fixed_adams"])
+def test_torchdiffeq_multistep_methods_are_a_clear_error(method):
     with pytest.raises(ValueError, match=f"'{method}' .* not implemented in nde"):
         nde.odeint(lambda t, y: -y, torch.ones(2), torch.tensor([0.0, 1.0]), method=method)
+
+
+@pytest.mark.parametrize("solver", ["RK45", "Radau", "LSODA"])
+@pytest.mark.parametrize("decreasing", [False, True])
+def test_scipy_solver_matches_torchdiffeqs(solver, decreasing):
+    pytest.importorskip("scipy")
+    f = Counted()
+    y0 = torch.randn(4, 3, dtype=torch.float64)
+    t = torch.linspace(0, 2, 5, dtype=torch.float64)
+    t = t.flip(0) if decreasing else t
+    kwargs = dict(method="scipy_solver", options={"solver": solver}, rtol=1e-6, atol=1e-8)
+    ours, theirs = nde.odeint(f, y0, t, **kwargs), torchdiffeq.odeint(f, y0, t, **kwargs)
+    assert ours.shape == theirs.shape == (5, 4, 3) and not ours.requires_grad
+    # Same solve_ivp call; LSODA differs in the last digits from torchdiffeq's (which negates time to go backwards).
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12 if solver != "LSODA" else 1e-5)
+    exact = nde.odeint(f, y0, t, rtol=1e-12, atol=1e-12, method="dopri8")
+    torch.testing.assert_close(ours, exact, rtol=0, atol=1e-4)
+
+
+def test_scipy_solver_tuple_state_tolerances_and_errors():
+    pytest.importorskip("scipy")
+    decay = lambda t, s: (-s[0], s[0] - s[1])  # noqa: E731
+    a, b = nde.odeint(decay, (torch.ones(2), torch.zeros(2)), torch.tensor([0.0, 1.0]), method="scipy_solver")
+    assert a.shape == b.shape == (2, 2)
+    torch.testing.assert_close(a[-1], torch.full((2,), math.exp(-1.0)), rtol=1e-4, atol=0)
+    torch.testing.assert_close(b[-1], torch.full((2,), math.exp(-1.0)), rtol=1e-3, atol=0)   # t e^{-t} at t=1
+    # A per-component atol reaches solve_ivp broadcast to the state (checked against a direct call).
+    from scipy.integrate import solve_ivp
+    atol = torch.tensor([1e-9, 1e-3], dtype=torch.float64)
+    y0 = torch.tensor([[1.0, 2.0]] * 3, dtype=torch.float64)
+    y = nde.odeint(lambda t, y: -y * y, y0, torch.tensor([0.0, 3.0], dtype=torch.float64),
+                   method="scipy_solver", options={"solver": "RK45"}, rtol=1e-12, atol=atol)
+    direct = solve_ivp(lambda t, y: -y * y, (0.0, 3.0), y0.reshape(-1).numpy(), method="RK45", rtol=1e-12,
+                       atol=np.tile([1e-9, 1e-3], 3), t_eval=[0.0, 3.0])
+    torch.testing.assert_close(y[-1].reshape(-1), torch.from_numpy(direct.y[:, -1]), rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"unknown keys \['step_size'\]"):
+        nde.odeint(lambda t, y: -y, torch.ones(2), torch.tensor([0.0, 1.0]), method="scipy_solver",
+                   options={"step_size": 0.1})
+    with pytest.raises(ValueError, match="no adjoint"):
+        nde.odeint_adjoint(lambda t, y: -y, torch.ones(2), torch.tensor([0.0, 1.0]), method="scipy_solver",
+                           adjoint_params=())
+    with pytest.raises(ValueError, match="through nde.odeint only"):
+        nde.solve_ode(lambda t, y: -y, torch.ones(2), torch.tensor([0.0, 1.0]), method="scipy_solver")
+    with pytest.raises(RuntimeError, match=r"solve_ivp \(RK45\) failed"):   # y' = y^2 blows up at t = 1
+        nde.odeint(lambda t, y: y * y, torch.ones(1, dtype=torch.float64), torch.tensor([0.0, 2.0]),
+                   method="scipy_solver", options={"solver": "RK45"})
 
 
 def test_dtype_option_is_accepted_and_checked():
