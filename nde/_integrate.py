@@ -72,10 +72,11 @@ class Record:
 @dataclass
 class Result:
     ys: torch.Tensor                      # (T, *shape)
-    status: torch.Tensor                  # () shared, (batch,) per-sample; Status codes
-    nfe: torch.Tensor                     # () or (batch,): function evaluations (per sample: row-evaluations)
-    n_accepted: torch.Tensor
-    n_rejected: torch.Tensor
+    # Shared steps: Python ints (no device transfers for what odeint discards); per-sample: (batch,) tensors.
+    status: int | torch.Tensor            # Status codes
+    nfe: int | torch.Tensor               # function evaluations (per sample: row-evaluations)
+    n_accepted: int | torch.Tensor
+    n_rejected: int | torch.Tensor
     heuristics: dict[str, torch.Tensor]   # "t", "dt", "error_ratio", "stiffness": (steps,) or (steps, batch)
     records: list[Record]
     dense_steps: list                     # (t, dt, y0, Step) per accepted step (shared mode)
@@ -143,11 +144,9 @@ def _finish_shared(outputs: list, n_out: int, y0: torch.Tensor, status: Status, 
                    n_rej: int, heur: dict, records, dense_steps, fail=None, reg_terms=None) -> Result:
     while len(outputs) < n_out:  # a failed solve (throw=False): unreached outputs are NaN
         outputs.append(torch.full_like(y0, float("nan")))
-    dev = y0.device
     return Result(
-        ys=torch.stack(outputs), status=torch.tensor(int(status), device=dev),
-        nfe=torch.tensor(nfe, device=dev), n_accepted=torch.tensor(n_acc, device=dev),
-        n_rejected=torch.tensor(n_rej, device=dev), heuristics=_stack_heuristics(heur),
+        ys=torch.stack(outputs), status=int(status), nfe=nfe, n_accepted=n_acc, n_rejected=n_rej,
+        heuristics=_stack_heuristics(heur),
         records=records, dense_steps=dense_steps, fail=fail, reg_terms=reg_terms or [])
 
 

@@ -66,13 +66,19 @@ def _check_times(t, per_sample: bool, batch: int | None) -> torch.Tensor:
                          + (" ((batch, T) is allowed with per_sample=True)" if not per_sample else ""))
     if t.shape[-1] < 1:
         raise ValueError("`t` must contain at least one time")
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError("`t` contains non-finite values")
-    if t.shape[-1] > 1:
+    if t.dim() == 1:   # one transfer to the host, then Python checks (a (T,) grid is small)
+        values = t.detach().tolist()
+        finite = all(math.isfinite(v) for v in values)
+        steps = [b - a for a, b in zip(values[:-1], values[1:])]
+        increasing, decreasing = all(d > 0 for d in steps), all(d < 0 for d in steps)
+    else:
+        finite = bool(torch.isfinite(t).all())
         d = t[..., 1:] - t[..., :-1]
         increasing, decreasing = bool((d > 0).all()), bool((d < 0).all())
-        if not (increasing or decreasing):
-            raise ValueError("`t` must be strictly increasing or strictly decreasing")
+    if not finite:
+        raise ValueError("`t` contains non-finite values")
+    if not (increasing or decreasing):
+        raise ValueError("`t` must be strictly increasing or strictly decreasing")
     return t
 
 
@@ -80,6 +86,9 @@ def _direction(t: torch.Tensor) -> float:
     """+1 for increasing output times, −1 for decreasing (the same for every sample)."""
     if t.shape[-1] < 2:
         return 1.0
+    if t.dim() == 1:
+        first, second = t[:2].tolist()
+        return -1.0 if second < first else 1.0
     dec = t[..., 1] < t[..., 0]
     if bool(dec.any()) and not bool(dec.all()):
         raise ValueError("`t`: all samples must integrate in the same direction")
@@ -463,7 +472,8 @@ def solve_ode(func: Callable, y0, t: torch.Tensor, *, method: str = "dopri5", rt
         norm=None, throw=throw, dense=dense or local_reg is not None, heuristics=heuristics,
         adjoint_params=adjoint_params, adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol,
         adjoint_method=adjoint_method, adjoint_options=adjoint_options, regularizer=global_reg)
-    stats = {"nfe": result.nfe, "n_accepted": result.n_accepted, "n_rejected": result.n_rejected}
+    dev = ys.device
+    stats = {key: torch.as_tensor(getattr(result, key), device=dev) for key in ("nfe", "n_accepted", "n_rejected")}
     if local_reg is not None:
         reg_value, extra_nfe = _local_value(local_reg, problem, result, generator or random)
         stats["nfe_regularization"] = torch.tensor(extra_nfe)
@@ -471,7 +481,8 @@ def solve_ode(func: Callable, y0, t: torch.Tensor, *, method: str = "dopri5", rt
         reg_value = rnode.value(ys[-1][..., -2:])
         ys = ys[..., :-2]
     parts = layout.unflatten(ys, lead=(ys.shape[0],)) if rnode is None else (ys,)
-    return Solution(ts=t, ys=parts if len(parts) > 1 else parts[0], stats=stats, status=result.status,
+    return Solution(ts=t, ys=parts if len(parts) > 1 else parts[0], stats=stats,
+                    status=torch.as_tensor(result.status, device=dev),
                     heuristics=result.heuristics, regularization=reg_value,
                     _dense=result.dense_steps if dense and rnode is None else [], _coeffs=problem.cfg.coeffs,
                     _unflatten=None if layout.is_plain else (lambda y: layout.unflatten(y, lead=(y.shape[0],))),
