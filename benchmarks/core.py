@@ -5,6 +5,8 @@ Problems:
     float32; forward, and forward+backward of mean(y(1)²) in every gradient mode.
   * ``sweep``: the same for dims 2–64 and batch 1–4096 (forward and direct forward+backward).
   * ``vdp``: a batch of Van der Pol oscillators with mixed stiffness μ, per-sample vs shared steps.
+  * ``overhead``: wall time ÷ (NFE × one field call); ``floor``: the NFE field calls alone, chained by
+    one add each, so torchdiffeq / floor (``max_speedup_*``) bounds what any solver could gain.
 
 Run: ``python -m benchmarks.core [--device cpu|cuda] [--quick]``.
 Reports medians of warm, round-robin repeats; NFE; saved-tensor bytes (and CUDA peak memory).
@@ -107,28 +109,67 @@ def bench_mlp(device, dim, batch, tol, repeats, modes=None):
 
 
 def solver_overhead(device, repeats):
-    """Wall time ÷ (NFE × time of one func call) for the target problem (nde odeint, forward)."""
+    """Wall time ÷ (NFE × time of one func call) for the target problem (nde odeint, forward).
+
+    One func call is timed as NFE consecutive calls ÷ NFE: warm, as the calls inside a solve are. (A
+    single call timed between solves runs on caches the solve has just filled with its own data, and
+    came out 1.6x slower, which made the overhead look smaller than it is.)"""
     torch.manual_seed(0)
     field = MLPField(2).to(device)
     y0 = torch.randn(256, 2, device=device)
     t = torch.tensor([0.0, 1.0], device=device)
     t0 = torch.tensor(0.0, device=device)
     with torch.no_grad():
-        calls = {"func": lambda: field(t0, y0),
+        field.nfe = 0
+        nde.odeint(field, y0, t, rtol=1e-6, atol=1e-6)
+        nfe = field.nfe
+        calls = {"func": lambda: [field(t0, y0) for _ in range(nfe)],
                  "nde": lambda: nde.odeint(field, y0, t, rtol=1e-6, atol=1e-6)}
         if HAVE_TDQ:
             import torchdiffeq
             calls["torchdiffeq"] = lambda: torchdiffeq.odeint(field, y0, t, rtol=1e-6, atol=1e-6)
         times = time_calls(calls, device, repeats=repeats * 5)
-        field.nfe = 0
-        nde.odeint(field, y0, t, rtol=1e-6, atol=1e-6)
-        nfe = field.nfe
+    func_ms = times["func"]["median_ms"] / nfe
     rows = []
     for name in [k for k in calls if k != "func"]:
         rows.append({"problem": "overhead mlp d=2 B=256", "case": name, "fwd_ms": times[name]["median_ms"],
-                     "nfe_fwd": nfe, "func_ms": times["func"]["median_ms"],
-                     "overhead": times[name]["median_ms"] / (nfe * times["func"]["median_ms"])})
+                     "nfe_fwd": nfe, "func_ms": func_ms, "overhead": times[name]["median_ms"] / (nfe * func_ms)})
     return rows
+
+
+def function_floor(device, repeats):
+    """What any solver must spend on the target problem: its NFE evaluations of the field, chained by
+    one fused add each (y <- y0 + 0.05 f(y)), forward and forward+backward, timed round-robin with
+    torchdiffeq's solve; torchdiffeq / floor bounds the speed-up any solver could show."""
+    torch.manual_seed(0)
+    field = MLPField(2).to(device)
+    y0 = torch.randn(256, 2, device=device)
+    t = torch.tensor([0.0, 1.0], device=device)
+    t0 = torch.tensor(0.0, device=device)
+    field.nfe = 0
+    nde.odeint(field, y0, t, rtol=1e-6, atol=1e-6)
+    nfe = field.nfe
+
+    def floor():
+        y = y0
+        for _ in range(nfe):
+            y = torch.add(y0, field(t0, y), alpha=0.05)
+        return y
+
+    cases = {"floor": floor}
+    if HAVE_TDQ:
+        import torchdiffeq
+        cases["torchdiffeq"] = lambda: torchdiffeq.odeint(field, y0, t, rtol=1e-6, atol=1e-6)[-1]
+    params = list(field.parameters())
+    with torch.no_grad():
+        fwd = time_calls(cases, device, repeats=repeats * 3)
+    both = time_calls({k: _fwd_bwd(v, params) for k, v in cases.items()}, device, repeats=repeats * 3)
+    row = {"problem": "floor mlp d=2 B=256", "case": f"{nfe} chained field calls", "fwd_ms": fwd["floor"]["median_ms"],
+           "fwd_bwd_ms": both["floor"]["median_ms"], "nfe_fwd": nfe, "nfe_fwd_bwd": nfe}
+    if HAVE_TDQ:
+        row["max_speedup_fwd"] = fwd["torchdiffeq"]["median_ms"] / fwd["floor"]["median_ms"]
+        row["max_speedup_fwd_bwd"] = both["torchdiffeq"]["median_ms"] / both["floor"]["median_ms"]
+    return [row]
 
 
 def vdp_field(t, y):
@@ -179,13 +220,16 @@ def main(argv=None):
     started = time.time()
     rows = bench_mlp(args.device, 2, 256, 1e-6, repeats)
     rows += solver_overhead(args.device, repeats)
+    rows += function_floor(args.device, repeats)
     sweep = [(2, 1), (2, 4096), (16, 256), (64, 256), (64, 4096)] if not args.quick else [(64, 256)]
     modes = {"nde odeint (direct)", "torchdiffeq odeint (direct)"}
     for dim, batch in sweep:
         rows += bench_mlp(args.device, dim, batch, 1e-6, max(3, repeats // 2), modes=modes)
     rows += bench_vdp(args.device, 16 if args.quick else 64, max(3, repeats // 3))
     notes = (f"dopri5, rtol=atol=1e-6, float32 (VdP float64), median of {repeats} warm round-robin repeats; "
-             f"torch threads={torch.get_num_threads()}; total {time.time() - started:.0f} s.")
+             f"torch threads={torch.get_num_threads()}; total {time.time() - started:.0f} s. floor: the NFE field "
+             "calls alone chained by one add each (3x the repeats, round-robin with torchdiffeq); max_speedup = "
+             "torchdiffeq / floor.")
     path = write_results("core", args.device, rows, notes)
     print(path.read_text())
 
