@@ -53,7 +53,41 @@ class _SeededNoise:
         return torch.randn(self.shape, generator=self._generator, dtype=self.dtype, device=self.device)
 
 
-class BrownianPath(_SeededNoise):
+class _IntervalNoise(_SeededNoise):
+    """A path on ``[t0, t1]`` answering ``bm(ta, tb)``: the interval and the checks of a query."""
+
+    def __init__(self, t0: float, t1: float, size: Sequence[int], dtype: Optional[torch.dtype],
+                 device: Optional[torch.device | str], entropy: Optional[int], levy_area_approximation: str):
+        t0, t1 = _as_float(t0, "t0"), _as_float(t1, "t1")
+        if not t0 < t1:
+            raise ValueError(f"{type(self).__name__} needs t0 < t1, got t0={t0}, t1={t1}.")
+        super().__init__(size, dtype, device, entropy, levy_area_approximation)
+        self._t0, self._t1 = t0, t1
+
+    @property
+    def t0(self) -> float:
+        return self._t0
+
+    @property
+    def t1(self) -> float:
+        return self._t1
+
+    def _query(self, ta, tb, return_U: bool, return_A: bool) -> tuple[float, float]:
+        """``(ta, tb)`` as floats (``bm(t)`` means ``bm(t0, t)``), after the checks every query needs."""
+        if return_A:
+            raise ValueError(f"{type(self).__name__} does not provide the full Lévy area (return_A); use "
+                             "torchsde.BrownianInterval with levy_area_approximation='davie' or 'foster'.")
+        if tb is None:
+            ta, tb = self._t0, ta
+        ta, tb = _as_float(ta, "ta"), _as_float(tb, "tb")
+        if ta > tb:
+            raise ValueError(f"Brownian query needs ta <= tb, got ta={ta}, tb={tb}.")
+        if return_U and not self._have_area:
+            raise ValueError("return_U=True needs levy_area_approximation='space-time'.")
+        return ta, tb
+
+
+class BrownianPath(_IntervalNoise):
     """An exact, reproducible Brownian sample path on ``[t0, t1]``.
 
     Args:
@@ -74,11 +108,8 @@ class BrownianPath(_SeededNoise):
     def __init__(self, t0: float, t1: float, size: Sequence[int], dtype: Optional[torch.dtype] = None,
                  device: Optional[torch.device | str] = None, entropy: Optional[int] = None,
                  levy_area_approximation: str = "none", tol: float = 1e-12):
-        t0, t1 = _as_float(t0, "t0"), _as_float(t1, "t1")
-        if not t0 < t1:
-            raise ValueError(f"BrownianPath needs t0 < t1, got t0={t0}, t1={t1}.")
-        super().__init__(size, dtype, device, entropy, levy_area_approximation)
-        self._t0, self._t1 = t0, t1
+        super().__init__(t0, t1, size, dtype, device, entropy, levy_area_approximation)
+        t0, t1 = self._t0, self._t1
         self._snap = tol * (t1 - t0)
         zero = torch.zeros(self.shape, dtype=self.dtype, device=self.device)
         self._times: list[float] = [t0]
@@ -86,29 +117,12 @@ class BrownianPath(_SeededNoise):
         self._i: list[torch.Tensor] = [zero]        # I(t_k) = int_{t0}^{t_k} W du (only with Lévy area)
 
     # ------------------------------------------------------------------ public
-    @property
-    def t0(self) -> float:
-        return self._t0
-
-    @property
-    def t1(self) -> float:
-        return self._t1
-
     def __call__(self, ta, tb=None, return_U: bool = False, return_A: bool = False):
-        if return_A:
-            raise ValueError("BrownianPath does not provide the full Lévy area (return_A); "
-                             "use torchsde.BrownianInterval with levy_area_approximation='davie' or 'foster'.")
-        if tb is None:
-            ta, tb = self._t0, ta
-        ta, tb = _as_float(ta, "ta"), _as_float(tb, "tb")
-        if ta > tb:
-            raise ValueError(f"Brownian query needs ta <= tb, got ta={ta}, tb={tb}.")
+        ta, tb = self._query(ta, tb, return_U, return_A)
         ka, kb = self._index(ta), self._index(tb)
         dw = self._w[kb] - self._w[ka]
         if not return_U:
             return dw
-        if not self._have_area:
-            raise ValueError("return_U=True needs levy_area_approximation='space-time'.")
         h = self._times[kb] - self._times[ka]
         return dw, self._i[kb] - self._i[ka] - h * self._w[ka]
 
@@ -297,7 +311,7 @@ class BrownianGrid(_SeededNoise):
                          "nde.BrownianPath as bm to query arbitrary times.")
 
 
-class BrownianTree(_SeededNoise):
+class BrownianTree(_IntervalNoise):
     """A virtual Brownian tree on ``[t0, t1]``: any time, any order, memory independent of the queries.
 
     ``W`` is defined by dyadic bisection (Lévy's construction; the virtual Brownian tree of Gaines &
@@ -330,36 +344,18 @@ class BrownianTree(_SeededNoise):
     def __init__(self, t0: float, t1: float, size: Sequence[int], dtype: Optional[torch.dtype] = None,
                  device: Optional[torch.device | str] = None, entropy: Optional[int] = None,
                  levy_area_approximation: str = "none", tol: float = 1e-6):
-        t0, t1, tol = _as_float(t0, "t0"), _as_float(t1, "t1"), _as_float(tol, "tol")
-        if not t0 < t1:
-            raise ValueError(f"BrownianTree needs t0 < t1, got t0={t0}, t1={t1}.")
+        tol = _as_float(tol, "tol")
         if not (math.isfinite(tol) and tol > 0):
             raise ValueError(f"BrownianTree needs tol > 0, got tol={tol}.")
-        super().__init__(size, dtype, device, entropy, levy_area_approximation)
-        self._t0, self._t1, self.tol = t0, t1, tol
+        super().__init__(t0, t1, size, dtype, device, entropy, levy_area_approximation)
+        t0, t1, self.tol = self._t0, self._t1, tol
         self.depth = max(0, math.ceil(math.log2((t1 - t0) / tol)))
         zero = torch.zeros(self.shape, dtype=self.dtype, device=self.device)
         self._path = [_Node(1, t0, t1, (zero, zero), self._root_end())]
         self._recent: OrderedDict[float, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
 
-    @property
-    def t0(self) -> float:
-        return self._t0
-
-    @property
-    def t1(self) -> float:
-        return self._t1
-
     def __call__(self, ta, tb=None, return_U: bool = False, return_A: bool = False):
-        if return_A:
-            raise ValueError("BrownianTree does not provide the full Lévy area (return_A).")
-        if tb is None:
-            ta, tb = self._t0, ta
-        ta, tb = _as_float(ta, "ta"), _as_float(tb, "tb")
-        if ta > tb:
-            raise ValueError(f"Brownian query needs ta <= tb, got ta={ta}, tb={tb}.")
-        if return_U and not self._have_area:
-            raise ValueError("return_U=True needs levy_area_approximation='space-time'.")
+        ta, tb = self._query(ta, tb, return_U, return_A)
         (wa, ia), (wb, ib) = self._point(ta), self._point(tb)
         if not return_U:
             return wb - wa

@@ -64,12 +64,13 @@ def test_space_time_area_statistics_after_bridging():
     torch.testing.assert_close(dw, dw1 + dw2, rtol=0, atol=1e-12)
 
 
-def test_bad_queries_raise_clear_errors():
-    with pytest.raises(ValueError, match="t0 < t1"):
-        BrownianPath(1.0, 1.0, (2,))
+@pytest.mark.parametrize("path", [BrownianPath, BrownianTree])
+def test_bad_queries_raise_clear_errors(path):
+    with pytest.raises(ValueError, match=f"{path.__name__} needs t0 < t1"):
+        path(1.0, 1.0, (2,))
     with pytest.raises(ValueError, match="levy_area_approximation"):
-        BrownianPath(0.0, 1.0, (2,), levy_area_approximation="davie")
-    bm = BrownianPath(0.0, 1.0, (2,))
+        path(0.0, 1.0, (2,), levy_area_approximation="davie")
+    bm = path(0.0, 1.0, (2,))
     with pytest.raises(ValueError, match="outside"):
         bm(0.5, 1.5)
     with pytest.raises(ValueError, match="ta <= tb"):
@@ -178,17 +179,6 @@ def test_tree_keeps_one_root_to_leaf_path_only():
         assert len(bm._path) == bm.depth + 1
 
 
-def test_tree_bad_input_raises_clear_errors():
-    with pytest.raises(ValueError, match="t0 < t1"):
-        BrownianTree(1.0, 0.0, (2,))
+def test_tree_tolerance_must_be_positive():
     with pytest.raises(ValueError, match="tol > 0"):
         BrownianTree(0.0, 1.0, (2,), tol=0.0)
-    bm = BrownianTree(0.0, 1.0, (2,))
-    with pytest.raises(ValueError, match="outside"):
-        bm(0.5, 1.5)
-    with pytest.raises(ValueError, match="ta <= tb"):
-        bm(0.6, 0.5)
-    with pytest.raises(ValueError, match="space-time"):
-        bm(0.0, 0.5, return_U=True)
-    with pytest.raises(ValueError, match="return_A"):
-        bm(0.0, 0.5, return_A=True)
