@@ -199,7 +199,8 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
         if landing is not None:
             times = _land_stage_times(times, tab.c, landing, tdt, dev)
         step = rk_step(func, t, dt, y, k1, coeffs, times,
-                       want_stiffness=cfg.heuristics or (reg is not None and reg.needs_stiffness))
+                       want_stiffness=cfg.heuristics or (reg is not None and reg.needs_stiffness),
+                       error_grad=reg is not None)
         nfe += tab.stages - 1
         with torch.set_grad_enabled(reg is not None and torch.is_grad_enabled()):
             ratio_t = error_ratio(step, y, cfg.rtol, cfg.atol, norm)
@@ -407,7 +408,8 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
             clipped = b.t + b.dt >= next_out
             b.dt = torch.where(clipped, next_out - b.t, b.dt)
         times = stage_times(b.t, b.dt, coeffs, tdt, dev)
-        step = rk_step(func, b.t, b.dt.to(y0.dtype), b.y, b.k1, coeffs, times, want_stiffness=cfg.heuristics)
+        step = rk_step(func, b.t, b.dt.to(y0.dtype), b.y, b.k1, coeffs, times, want_stiffness=cfg.heuristics,
+                       error_grad=False)
         with torch.no_grad():
             ratio = error_ratio(step, b.y, cfg.rtol, cfg.atol, rms_rows)
             finite = torch.isfinite(ratio)

@@ -24,6 +24,10 @@ class Coefficients:
     err_row: torch.Tensor | None        # (1, s)
     dense: torch.Tensor | None          # (s, m)
     c: torch.Tensor                     # (s,) in the time dtype
+    # The same rows as (stage, coefficient) pairs without the zeros, for shared steps (float dt).
+    a_terms: list[list[tuple[int, float]]]
+    b_terms: list[tuple[int, float]]
+    err_terms: list[tuple[int, float]] | None
 
     @classmethod
     def build(cls, tab: ButcherTableau, dtype: torch.dtype, t_dtype: torch.dtype,
@@ -46,10 +50,17 @@ class Coefficients:
             err_row=None if tab.b_error is None else row(tab.b_error),
             dense=None if tab.dense is None else torch.tensor(tab.dense, dtype=dtype, device=device),
             c=torch.tensor(tab.c, dtype=t_dtype, device=device),
+            a_terms=[_terms(r) for r in tab.a],
+            b_terms=_terms(tab.b),
+            err_terms=None if tab.b_error is None else _terms(tab.b_error),
         )
 
 
 _CACHE: dict[tuple, Coefficients] = {}
+
+
+def _terms(row) -> list[tuple[int, float]]:
+    return [(j, float(c)) for j, c in enumerate(row) if c != 0]
 
 
 class Step(NamedTuple):
@@ -64,6 +75,22 @@ class Step(NamedTuple):
     ks: list[torch.Tensor]
     error: torch.Tensor | None
     stiff_inputs: tuple[torch.Tensor, torch.Tensor] | None
+
+
+def _sum_terms(start: torch.Tensor | None, ks: list[torch.Tensor], terms: list[tuple[int, float]],
+               dt: float) -> torch.Tensor:
+    """start + dt·Σ c_j k_j over the nonzero ``terms`` (``start`` None: 0), one add per term.
+
+    Shared steps (float ``dt``). On the small states of neural ODEs each tensor operation costs its
+    dispatch, and one add per nonzero coefficient is fewer operations than stacking the stages for a
+    matrix product (dopri5: 20 adds per step against 19 stack-reshape-addmm-view groups)."""
+    if not terms:
+        return torch.zeros_like(ks[0]) if start is None else start
+    (j, c), rest = terms[0], terms[1:]
+    acc = torch.mul(ks[j], c * dt) if start is None else torch.add(start, ks[j], alpha=c * dt)
+    for j, c in rest:
+        acc = acc.add_(ks[j], alpha=c * dt)
+    return acc
 
 
 def _combine(y: torch.Tensor, ks: list[torch.Tensor], row: torch.Tensor, dt) -> torch.Tensor:
@@ -100,23 +127,31 @@ def stage_times(t, dt, coeffs: Coefficients, t_dtype: torch.dtype, device) -> li
 
 
 def rk_step(func: Callable, t, dt, y: torch.Tensor, k1: torch.Tensor, coeffs: Coefficients,
-            times: list, want_stiffness: bool = False) -> Step:
-    """Take one explicit RK step. ``k1 = f(t, y)`` is given (FSAL reuse or computed by the caller)."""
+            times: list, want_stiffness: bool = False, error_grad: bool = True) -> Step:
+    """Take one explicit RK step. ``k1 = f(t, y)`` is given (FSAL reuse or computed by the caller).
+
+    ``error_grad=False``: the error estimate is computed without autograd (it only sizes the next step
+    unless a regulariser differentiates it), which keeps its operations out of the graph."""
     tab = coeffs.tableau
     ks = [k1]
     pair = tab.stiffness_pair if want_stiffness else None
     inputs = {0: y}  # stage inputs g_i kept for the stiffness estimate
     g = y
+    shared = isinstance(dt, float)
     for i in range(1, tab.stages):
-        g = _combine(y, ks, coeffs.a_rows[i - 1], dt)
+        g = _sum_terms(y, ks, coeffs.a_terms[i - 1], dt) if shared else _combine(y, ks, coeffs.a_rows[i - 1], dt)
         if pair is not None and i in pair:
             inputs[i] = g
         ks.append(func(times[i], g))
     if tab.fsal:
         y1 = g  # last stage input is the solution
     else:
-        y1 = _combine(y, ks, coeffs.b_row, dt)
-    error = None if coeffs.err_row is None else _weighted(ks, coeffs.err_row, dt, y)
+        y1 = _sum_terms(y, ks, coeffs.b_terms, dt) if shared else _combine(y, ks, coeffs.b_row, dt)
+    if coeffs.err_row is None:
+        error = None
+    else:
+        with torch.set_grad_enabled(error_grad and torch.is_grad_enabled()):
+            error = _sum_terms(None, ks, coeffs.err_terms, dt) if shared else _weighted(ks, coeffs.err_row, dt, y)
     stiff_inputs = None if pair is None else (inputs[pair[0]], inputs[pair[1]])
     return Step(y1, ks, error, stiff_inputs)
 
@@ -146,9 +181,8 @@ def interpolate(step: Step, y0: torch.Tensor, dt, theta, coeffs: Coefficients,
         return step.y1
     if coeffs.dense is not None:
         if isinstance(theta, float):
-            powers = host_tensor([theta ** (m + 1) for m in range(coeffs.dense.shape[1])], y0.dtype, y0.device)
-            row = (coeffs.dense @ powers).unsqueeze(0)
-            return _combine(y0, step.ks, row, dt)
+            weights = [sum(b * theta ** (m + 1) for m, b in enumerate(row)) for row in coeffs.tableau.dense]
+            return _sum_terms(y0, step.ks, [(i, w) for i, w in enumerate(weights) if w != 0], dt)
         exps = torch.arange(1, coeffs.dense.shape[1] + 1, device=y0.device, dtype=y0.dtype)
         powers = theta.to(y0.dtype).unsqueeze(-1) ** exps                      # (batch, m)
         weights = powers @ coeffs.dense.T                                     # (batch, s)
