@@ -1,8 +1,10 @@
 """One generic explicit Runge–Kutta step for every tableau in :mod:`nde.tableaus`.
 
 Shapes: in shared-step mode ``y`` has any shape and ``dt`` is a Python float; in per-sample mode
-``y`` is ``(batch, d)`` and ``dt`` a tensor ``(batch,)``. Stage combinations are single ``addmm``
-calls over the stacked stages, so a step costs O(stages) tensor operations plus the function calls.
+``y`` is ``(batch, d)`` and ``dt`` a tensor ``(batch,)``. Stage combinations are one add per nonzero
+coefficient with shared steps (Python-float weights) and one matrix product over the stacked stages
+with per-sample steps (a (batch,) step size), so a step costs O(stages²) small tensor operations plus
+the function calls.
 """
 from __future__ import annotations
 
