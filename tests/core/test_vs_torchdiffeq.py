@@ -72,6 +72,19 @@ def test_fixed_grid_matches(method, options):
     assert torch.allclose(ours, theirs, atol=tol)
 
 
+def test_step_size_grid_counts_steps_in_the_dtype_of_t():
+    """step_size = t[1] - t[0] of a float32 linspace: (t_end - t0) / step_size is 31.0000009 in float64
+    but 31 in float32, where torchdiffeq computes it; a 32nd step of 3e-8 would cost 4 evaluations."""
+    f = Counted()
+    y0 = torch.randn(4, 3, dtype=torch.float64)
+    t = torch.linspace(0, 1, 32)
+    options = {"step_size": float(t[1] - t[0])}
+    nde.odeint(lambda s, y: f(s.double(), y), y0, t[[0, -1]], method="rk4", options=options)
+    ours, f.calls = f.calls, 0
+    torchdiffeq.odeint(lambda s, y: f(s.double(), y), y0, t[[0, -1]], method="rk4", options=options)
+    assert ours == f.calls == 4 * 31
+
+
 @pytest.mark.parametrize("method", ["explicit_adams", "implicit_adams", "fixed_adams"])
 def test_torchdiffeq_multistep_methods_are_a_clear_error(method):
     with pytest.raises(ValueError, match=f"'{method}' .* not implemented in nde"):
