@@ -331,9 +331,10 @@ class BrownianTree(_IntervalNoise):
 
     Each query walks down ``depth = ceil(log2((t1 - t0) / tol))`` levels, but the path to the last
     query is kept (``depth + 1`` nodes) and so are the last eight points answered, so a solver that
-    moves forward or backward in steps of ``h`` draws about ``log2(h / tol)`` new nodes per new time. This is the path for adaptive solves whose step times are
-    not known in advance (``BrownianGrid`` needs the grid) when :class:`BrownianPath`, which stores
-    every point it was asked about, would grow too large.
+    moves forward or backward in steps of ``h`` draws about ``log2(h / tol)`` new nodes per new time.
+    This is the path for adaptive solves whose step times are not known in advance (``BrownianGrid``
+    needs the grid) when :class:`BrownianPath`, which stores every point it was asked about, would
+    grow too large; it costs about twice the solve time (``benchmarks/brownian.py``).
 
     Args:
         t0, t1, size, dtype, device, entropy, levy_area_approximation: as for :class:`BrownianPath`.
