@@ -2,9 +2,9 @@
 
 Shapes: in shared-step mode ``y`` has any shape and ``dt`` is a Python float; in per-sample mode
 ``y`` is ``(batch, d)`` and ``dt`` a tensor ``(batch,)``. Stage combinations are one add per nonzero
-coefficient with shared steps (Python-float weights) and one matrix product over the stacked stages
-with per-sample steps (a (batch,) step size), so a step costs O(stages²) small tensor operations plus
-the function calls.
+coefficient for shared steps on the CPU (Python-float weights: fewer operations than stacking), and
+one matrix product over the stacked stages otherwise (per-sample step sizes; on a GPU, fewer kernel
+launches).
 """
 from __future__ import annotations
 
@@ -79,6 +79,12 @@ class Step(NamedTuple):
     stiff_inputs: tuple[torch.Tensor, torch.Tensor] | None
 
 
+def _by_terms(dt, y: torch.Tensor) -> bool:
+    """Shared steps on the CPU sum stages term by term; elsewhere one matrix product per stage (on a
+    GPU every add is a kernel launch, and the stacked product is fewer launches; not yet measured)."""
+    return isinstance(dt, float) and y.device.type == "cpu"
+
+
 def _sum_terms(start: torch.Tensor | None, ks: list[torch.Tensor], terms: list[tuple[int, float]],
                dt: float) -> torch.Tensor:
     """start + dt·Σ c_j k_j over the nonzero ``terms`` (``start`` None: 0), one add per term.
@@ -95,17 +101,22 @@ def _sum_terms(start: torch.Tensor | None, ks: list[torch.Tensor], terms: list[t
     return acc
 
 
-def _combine(y: torch.Tensor, ks: list[torch.Tensor], row: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
-    """y + dt·Σ_j row[j]·k_j for per-sample steps: ``y`` (batch, d), ``dt`` (batch,)."""
+def _combine(y: torch.Tensor, ks: list[torch.Tensor], row: torch.Tensor, dt) -> torch.Tensor:
+    """y + dt·Σ_j row[j]·k_j as one matrix product over the stacked stages, with ``dt`` a float
+    (shared steps on an accelerator, where each operation is a kernel launch) or a (batch,) tensor
+    (per-sample steps)."""
     n = row.shape[1]
-    comb = torch.mm(row, torch.stack(ks[:n]).reshape(n, -1)).view(y.shape)
+    stacked = torch.stack(ks[:n]).reshape(n, -1)
+    if isinstance(dt, float):
+        return torch.addmm(y.reshape(1, -1), row, stacked, alpha=dt).view(y.shape)
+    comb = torch.mm(row, stacked).view(y.shape)
     return torch.addcmul(y, dt.unsqueeze(-1), comb)
 
 
-def _weighted(ks: list[torch.Tensor], row: torch.Tensor, dt: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """dt·Σ_j row[j]·k_j for per-sample steps (the error estimate): ``dt`` (batch,)."""
+def _weighted(ks: list[torch.Tensor], row: torch.Tensor, dt, like: torch.Tensor) -> torch.Tensor:
+    """dt·Σ_j row[j]·k_j (the error estimate) as one matrix product; ``dt`` as in :func:`_combine`."""
     comb = torch.mm(row, torch.stack(ks).reshape(len(ks), -1)).view(like.shape)
-    return comb * dt.unsqueeze(-1)
+    return comb * dt if isinstance(dt, float) else comb * dt.unsqueeze(-1)
 
 
 def host_tensor(values, dtype: torch.dtype | None, device) -> torch.Tensor:
@@ -136,21 +147,21 @@ def rk_step(func: Callable, t, dt, y: torch.Tensor, k1: torch.Tensor, coeffs: Co
     pair = tab.stiffness_pair if want_stiffness else None
     inputs = {0: y}  # stage inputs g_i kept for the stiffness estimate
     g = y
-    shared = isinstance(dt, float)
+    by_terms = _by_terms(dt, y)
     for i in range(1, tab.stages):
-        g = _sum_terms(y, ks, coeffs.a_terms[i - 1], dt) if shared else _combine(y, ks, coeffs.a_rows[i - 1], dt)
+        g = _sum_terms(y, ks, coeffs.a_terms[i - 1], dt) if by_terms else _combine(y, ks, coeffs.a_rows[i - 1], dt)
         if pair is not None and i in pair:
             inputs[i] = g
         ks.append(func(times[i], g))
     if tab.fsal:
         y1 = g  # last stage input is the solution
     else:
-        y1 = _sum_terms(y, ks, coeffs.b_terms, dt) if shared else _combine(y, ks, coeffs.b_row, dt)
+        y1 = _sum_terms(y, ks, coeffs.b_terms, dt) if by_terms else _combine(y, ks, coeffs.b_row, dt)
     if coeffs.err_row is None:
         error = None
     else:
         with torch.set_grad_enabled(error_grad and torch.is_grad_enabled()):
-            error = _sum_terms(None, ks, coeffs.err_terms, dt) if shared else _weighted(ks, coeffs.err_row, dt, y)
+            error = _sum_terms(None, ks, coeffs.err_terms, dt) if by_terms else _weighted(ks, coeffs.err_row, dt, y)
     stiff_inputs = None if pair is None else (inputs[pair[0]], inputs[pair[1]])
     return Step(y1, ks, error, stiff_inputs)
 
@@ -181,7 +192,9 @@ def interpolate(step: Step, y0: torch.Tensor, dt, theta, coeffs: Coefficients,
     if coeffs.dense is not None:
         if isinstance(theta, float):
             weights = [sum(b * theta ** (m + 1) for m, b in enumerate(row)) for row in coeffs.tableau.dense]
-            return _sum_terms(y0, step.ks, [(i, w) for i, w in enumerate(weights) if w != 0], dt)
+            if _by_terms(dt, y0):
+                return _sum_terms(y0, step.ks, [(i, w) for i, w in enumerate(weights) if w != 0], dt)
+            return _combine(y0, step.ks, host_tensor([weights], y0.dtype, y0.device), dt)
         exps = torch.arange(1, coeffs.dense.shape[1] + 1, device=y0.device, dtype=y0.dtype)
         powers = theta.to(y0.dtype).unsqueeze(-1) ** exps                      # (batch, m)
         weights = powers @ coeffs.dense.T                                     # (batch, s)
