@@ -200,23 +200,15 @@ class BrownianPath(_IntervalNoise):
     def _bridge(self, k: int, t: float) -> None:
         """Insert a point at ``t`` between stored points ``k - 1`` and ``k``."""
         ta, tb = self._times[k - 1], self._times[k]
-        wa, wb = self._w[k - 1], self._w[k]
-        h1, h2 = t - ta, tb - t
-        if not self._have_area:
-            mean = wa + (h1 / (h1 + h2)) * (wb - wa)
-            w = mean + math.sqrt(h1 * h2 / (h1 + h2)) * self._randn()
-            self._times.insert(k, t)
-            self._w.insert(k, w)
-            return
-        ia, ib = self._i[k - 1], self._i[k]
-        dw, u = wb - wa, ib - ia - (tb - ta) * wa
-        gain, chol = _area_bridge_coefficients(h1, h2)
-        z1, z2 = self._randn(), self._randn()
-        dw1 = gain[0][0] * dw + gain[0][1] * u + chol[0][0] * z1
-        u1 = gain[1][0] * dw + gain[1][1] * u + chol[1][0] * z1 + chol[1][1] * z2
+        z = self._randn()
+        z_area = self._randn() if self._have_area else None
+        ends = (self._w[k - 1], self._i[k - 1] if self._have_area else None,
+                self._w[k], self._i[k] if self._have_area else None)
+        w, i = _bridge_point(*ends, ta, tb, t, z, z_area)
         self._times.insert(k, t)
-        self._w.insert(k, wa + dw1)
-        self._i.insert(k, ia + u1 + h1 * wa)
+        self._w.insert(k, w)
+        if self._have_area:
+            self._i.insert(k, i)
 
 
 class BrownianGrid(_SeededNoise):
@@ -410,16 +402,8 @@ class BrownianTree(_IntervalNoise):
 
     def _bridge(self, node: "_Node", t: float, node_id: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(W(t), I(t))`` inside ``node`` from its ends and stream ``node_id``."""
-        (wa, ia), (wb, ib) = node.state_a, node.state_b
-        h1, h2 = t - node.a, node.b - t
         z, z_area = self._normals(node_id)
-        if not self._have_area:
-            return z.mul_(math.sqrt(h1 * h2 / (h1 + h2))).add_(torch.lerp(wa, wb, h1 / (h1 + h2))), ia
-        dw, u = wb - wa, ib - ia - (node.b - node.a) * wa
-        gain, chol = _area_bridge_coefficients(h1, h2)
-        dw1 = gain[0][0] * dw + gain[0][1] * u + chol[0][0] * z
-        u1 = gain[1][0] * dw + gain[1][1] * u + chol[1][0] * z + chol[1][1] * z_area
-        return wa + dw1, ia + u1 + h1 * wa
+        return _bridge_point(*node.state_a, *node.state_b, node.a, node.b, t, z, z_area)
 
 
 @dataclass
@@ -441,6 +425,23 @@ class _Node:
         if t <= m:
             return _Node(2 * self.id, self.a, m, self.state_a, self.mid)
         return _Node(2 * self.id + 1, m, self.b, self.mid, self.state_b)
+
+
+def _bridge_point(wa: torch.Tensor, ia: torch.Tensor | None, wb: torch.Tensor, ib: torch.Tensor | None,
+                  ta: float, tb: float, t: float, z: torch.Tensor, z_area: torch.Tensor | None):
+    """``(W(t), I(t))`` for ``ta < t < tb`` given both ends, from standard normals ``z`` (and ``z_area``).
+
+    Without the time integral (``z_area`` None): the Brownian bridge, mean ``W(ta) + (h1/h)(W(tb) - W(ta))``
+    and variance ``h1 h2 / h``; ``I`` is returned as ``ia``. With it: the joint Gaussian bridge of
+    ``(dW, U)`` (:func:`_area_bridge_coefficients`), ``I(t) = I(ta) + U1 + h1 W(ta)``."""
+    h1, h2 = t - ta, tb - t
+    if z_area is None:
+        return wa + (h1 / (h1 + h2)) * (wb - wa) + math.sqrt(h1 * h2 / (h1 + h2)) * z, ia
+    dw, u = wb - wa, ib - ia - (tb - ta) * wa
+    gain, chol = _area_bridge_coefficients(h1, h2)
+    dw1 = gain[0][0] * dw + gain[0][1] * u + chol[0][0] * z
+    u1 = gain[1][0] * dw + gain[1][1] * u + chol[1][0] * z + chol[1][1] * z_area
+    return wa + dw1, ia + u1 + h1 * wa
 
 
 def _stream_seed(entropy: int, k: int) -> int:
