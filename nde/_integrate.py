@@ -295,13 +295,13 @@ def fixed_grid_steps(t_out: list[float], step_size: float | None, t_dtype: torch
     return int(torch.ceil((ends[1] - ends[0]) / step_size + 1)) - 1
 
 
-def fixed_grid(t_out: list[float], step_size: float | None, t_dtype, device) -> list[float]:
-    """torchdiffeq's grid: the output times, or t0 + n·step_size with the last point set to t_end."""
+def fixed_grid(t_out: list[float], step_size: float | None, n_steps: int, t_dtype, device) -> list[float]:
+    """torchdiffeq's grid: the output times, or t0 + n·step_size (n < ``n_steps``, from
+    :func:`fixed_grid_steps`) and t_end."""
     if step_size is None:
         return list(t_out)
     t0, t1 = t_out[0], t_out[-1]
-    n = fixed_grid_steps(t_out, step_size, t_dtype) + 1
-    grid = (torch.arange(0, n, dtype=t_dtype, device=device) * step_size + t0).tolist()
+    grid = (torch.arange(0, n_steps + 1, dtype=t_dtype, device=device) * step_size + t0).tolist()
     grid[-1] = t1
     return grid
 
@@ -314,7 +314,7 @@ def _fixed_shared(func, y0, t_out, cfg: Config) -> Result:
         dt = cfg.step_size if cfg.step_size is not None else t_out[1] - t_out[0]
         _fail(cfg, Status.MAX_STEPS, t_out[0], dt, f"the grid needs {n_steps} steps, max_steps={cfg.max_steps}")
         return _finish_shared([y0], len(t_out), y0, Status.MAX_STEPS, 0, 0, 0, {}, [], [], (t_out[0], dt))
-    grid = fixed_grid(t_out, cfg.step_size, tdt, dev)
+    grid = fixed_grid(t_out, cfg.step_size, n_steps, tdt, dev)
     outputs, j, y, nfe = [y0], 1, y0, 0
     records, dense_steps = [], []
     k1 = None
