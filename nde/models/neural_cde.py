@@ -65,8 +65,8 @@ def cdeint(X: ControlPath, func: nn.Module, z0: torch.Tensor, t, *, adjoint=None
             ``t`` may be ``(batch, T)``, a grid per sample (e.g. ending at each sample's last time).
             ``controller`` defaults to :func:`nde.IController`, torchcde's (torchdiffeq's) step-size
             rule: the knots of the control path make the field's derivative jump, and there the core's
-            PI controller, which may shrink a step after accepting one, took 452 and 476 evaluations
-            against 356 and 296 (dopri5 at 1e-4, batch 32 and 128, 32 knots; ``benchmarks/models.py``).
+            PI controller, which may shrink a step after accepting one, took 434 and 476 evaluations
+            against 344 and 296 (dopri5 at 1e-4, batch 32 and 128, 32 knots; ``benchmarks/models.py``).
 
     Returns ``(batch, T, hidden)`` (batch-first, as torchcde).
     """
