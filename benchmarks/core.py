@@ -108,21 +108,25 @@ def bench_mlp(device, dim, batch, tol, repeats, modes=None):
     return rows
 
 
+def _target_problem(device):
+    """The MLP 2-64-2 field, batch 256, t = [0, 1], a 0-d time, and nde odeint's NFE at 1e-6."""
+    torch.manual_seed(0)
+    field = MLPField(2).to(device)
+    y0 = torch.randn(256, 2, device=device)
+    t = torch.tensor([0.0, 1.0], device=device)
+    with torch.no_grad():
+        nde.odeint(field, y0, t, rtol=1e-6, atol=1e-6)
+    return field, y0, t, torch.tensor(0.0, device=device), field.nfe
+
+
 def solver_overhead(device, repeats):
     """Wall time ÷ (NFE × time of one func call) for the target problem (nde odeint, forward).
 
     One func call is timed as NFE consecutive calls ÷ NFE: warm, as the calls inside a solve are. (A
     single call timed between solves runs on caches the solve has just filled with its own data, and
     came out 1.6x slower, which made the overhead look smaller than it is.)"""
-    torch.manual_seed(0)
-    field = MLPField(2).to(device)
-    y0 = torch.randn(256, 2, device=device)
-    t = torch.tensor([0.0, 1.0], device=device)
-    t0 = torch.tensor(0.0, device=device)
+    field, y0, t, t0, nfe = _target_problem(device)
     with torch.no_grad():
-        field.nfe = 0
-        nde.odeint(field, y0, t, rtol=1e-6, atol=1e-6)
-        nfe = field.nfe
         calls = {"func": lambda: [field(t0, y0) for _ in range(nfe)],
                  "nde": lambda: nde.odeint(field, y0, t, rtol=1e-6, atol=1e-6)}
         if HAVE_TDQ:
@@ -141,14 +145,7 @@ def function_floor(device, repeats):
     """What any solver must spend on the target problem: its NFE evaluations of the field, chained by
     one fused add each (y <- y0 + 0.05 f(y)), forward and forward+backward, timed round-robin with
     torchdiffeq's solve; torchdiffeq / floor bounds the speed-up any solver could show."""
-    torch.manual_seed(0)
-    field = MLPField(2).to(device)
-    y0 = torch.randn(256, 2, device=device)
-    t = torch.tensor([0.0, 1.0], device=device)
-    t0 = torch.tensor(0.0, device=device)
-    field.nfe = 0
-    nde.odeint(field, y0, t, rtol=1e-6, atol=1e-6)
-    nfe = field.nfe
+    field, y0, t, t0, nfe = _target_problem(device)
 
     def floor():
         y = y0
