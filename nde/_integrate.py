@@ -21,6 +21,7 @@ import torch
 from ._rk import Coefficients, Step, host_tensor, interpolate, linear_interpolate, rk_step, stage_times, stiffness_estimate
 from .controller import PIController, initial_step, initial_step_scalar
 from .errors import SolverError, Status
+from .events import Event
 
 
 @dataclass
@@ -47,6 +48,8 @@ class Config:
     regularizer: object = None               # a GlobalRegularizer: one differentiable term per accepted step
     step_points: tuple[float, ...] = ()      # increasing times that steps must land on (torchdiffeq step_t)
     jump_points: tuple[float, ...] = ()      # ... and where func may jump (jump_t): f re-evaluated after them
+    event: Event | None = None               # end at this event (output times [t0, inf], shared steps, and
+                                             # Event.start already called and False)
 
 
 @dataclass
@@ -82,6 +85,7 @@ class Result:
     dense_steps: list                     # (t, dt, y0, Step) per accepted step (shared mode)
     fail: tuple[float, float] | None = None
     reg_terms: list = field(default_factory=list)   # the regulariser's term per accepted step
+    t_event: float | None = None          # event solves: the internal time of the event
 
 
 def step_index(starts: list[float], t: float) -> int:
@@ -118,6 +122,32 @@ def output_value(step: Step, y0: torch.Tensor, dt: float, theta: float, kind: st
     return interpolate(step, y0, dt, theta, coeffs, k_next=k_next)
 
 
+def partial_step(func: Callable, t: float, dt: float, theta: float, y0: torch.Tensor, k1: torch.Tensor,
+                 coeffs: Coefficients, t_dtype, device) -> torch.Tensor:
+    """y(t + θ·dt) by a fresh step of the method from (t, y0) (output kind "step": an event inside a step
+    of a method whose only interpolant, cubic Hermite, is far below its order)."""
+    h = theta * dt
+    return rk_step(func, t, h, y0, k1, coeffs, stage_times(t, h, coeffs, t_dtype, device), error_grad=False).y1
+
+
+def _locate_event(event: Event, func: Callable, step: Step, y0: torch.Tensor, t: float, dt: float, t_end: float,
+                  kind: str, coeffs: Coefficients, k_next, t_dtype, device) -> tuple[float, int]:
+    """The event time inside the step (t, t_end] whose end crossed it, and the evaluations it cost:
+    bisection on the step's interpolant (``kind`` as in :func:`output_value`), or for kind "step" on
+    fresh steps of the method from t (:func:`partial_step`)."""
+    calls = 0
+
+    def state_at(s: float) -> torch.Tensor:
+        nonlocal calls
+        theta = (s - t) / dt
+        if kind == "step" and theta not in (0.0, 1.0):
+            calls += 1
+            return partial_step(func, t, dt, theta, y0, step.ks[0], coeffs, t_dtype, device)
+        return output_value(step, y0, dt, theta, kind, coeffs, k_next)
+    t_event = event.locate(state_at, t, t_end, costly=kind == "step")
+    return t_event, calls * (coeffs.tableau.stages - 1)
+
+
 def _t(t: float, dtype, device) -> torch.Tensor:
     return host_tensor(t, dtype, device)
 
@@ -141,13 +171,14 @@ def integrate_shared(func: Callable, y0: torch.Tensor, t_out: list[float], cfg: 
 
 
 def _finish_shared(outputs: list, n_out: int, y0: torch.Tensor, status: Status, nfe: int, n_acc: int,
-                   n_rej: int, heur: dict, records, dense_steps, fail=None, reg_terms=None) -> Result:
+                   n_rej: int, heur: dict, records, dense_steps, fail=None, reg_terms=None,
+                   t_event: float | None = None) -> Result:
     while len(outputs) < n_out:  # a failed solve (throw=False): unreached outputs are NaN
         outputs.append(torch.full_like(y0, float("nan")))
     return Result(
         ys=torch.stack(outputs), status=int(status), nfe=nfe, n_accepted=n_acc, n_rejected=n_rej,
         heuristics=_stack_heuristics(heur),
-        records=records, dense_steps=dense_steps, fail=fail, reg_terms=reg_terms or [])
+        records=records, dense_steps=dense_steps, fail=fail, reg_terms=reg_terms or [], t_event=t_event)
 
 
 def _stack_heuristics(heur: dict) -> dict[str, torch.Tensor]:
@@ -184,10 +215,15 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
     records, dense_steps, reg_terms = [], [], []
     reg = cfg.regularizer
     landings, k1_t = _Landings(cfg.step_points, cfg.jump_points, t), None
+    t_limit = _time_limit(tdt, y0.dtype)
     while j < len(t_out):
         if n_acc + n_rej >= cfg.max_steps:
             _fail(cfg, Status.MAX_STEPS, t, dt, f"max_steps={cfg.max_steps}")
             return _finish_shared(outputs, len(t_out), y0, Status.MAX_STEPS, nfe, n_acc, n_rej, heur,
+                                  records, dense_steps, (t, dt), reg_terms)
+        if cfg.event is not None and not abs(t + dt) < t_limit:   # an event solve has no finite end
+            _fail(cfg, Status.NO_EVENT, t, dt)
+            return _finish_shared(outputs, len(t_out), y0, Status.NO_EVENT, nfe, n_acc, n_rej, heur,
                                   records, dense_steps, (t, dt), reg_terms)
         clipped = cfg.clip_to_outputs and t + dt >= t_out[j]
         if clipped:
@@ -223,12 +259,21 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
                         rho_t = stiffness_estimate(step, coeffs, norm)
                 heur["stiffness"].append(host_tensor(float("nan"), None, dev) if rho_t is None
                                          else rho_t.detach())
+            kind = "dense"
+            if cfg.event is not None and cfg.event.crossed(t_new, step.y1):   # t_out was [t0, inf]
+                kind = "step" if cfg.clip_to_outputs else "dense"
+                t_event, extra = _locate_event(cfg.event, func, step, y, t, dt, t_new, kind, coeffs, None, tdt, dev)
+                t_out, nfe = [t_out[0], t_event], nfe + extra
             outs = []
             while j < len(t_out) and t_out[j] <= t_new:
                 theta = (t_out[j] - t) / dt
                 theta = 1.0 if t_out[j] == t_new else theta
-                outputs.append(output_value(step, y, dt, theta, "dense", coeffs))
-                outs.append((j, theta, "dense"))
+                if kind == "step":
+                    outputs.append(partial_step(func, t, dt, theta, y, step.ks[0], coeffs, tdt, dev))
+                    nfe += tab.stages - 1
+                else:
+                    outputs.append(output_value(step, y, dt, theta, kind, coeffs))
+                outs.append((j, theta, kind))
                 j += 1
             if cfg.record:
                 records.append(Record(t, dt, y.detach(), outputs=outs, stage_t=times if landing is not None else None,
@@ -253,7 +298,7 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
             return _finish_shared(outputs, len(t_out), y0, status, nfe, n_acc, n_rej, heur, records,
                                   dense_steps, (t, dt), reg_terms)
     return _finish_shared(outputs, len(t_out), y0, Status.SUCCESS, nfe, n_acc, n_rej, heur, records,
-                          dense_steps, None, reg_terms)
+                          dense_steps, None, reg_terms, t_event=t_out[-1] if cfg.event is not None else None)
 
 
 class _Landings:
@@ -309,23 +354,34 @@ def fixed_grid(t_out: list[float], step_size: float | None, n_steps: int, t_dtyp
 def _fixed_shared(func, y0, t_out, cfg: Config) -> Result:
     coeffs, tab = cfg.coeffs, cfg.coeffs.tableau
     dev, tdt = y0.device, cfg.t_dtype
-    n_steps = fixed_grid_steps(t_out, cfg.step_size, tdt)
-    if n_steps > cfg.max_steps:  # checked before the grid exists: a tiny step_size must not fill memory
-        dt = cfg.step_size if cfg.step_size is not None else t_out[1] - t_out[0]
-        _fail(cfg, Status.MAX_STEPS, t_out[0], dt, f"the grid needs {n_steps} steps, max_steps={cfg.max_steps}")
-        return _finish_shared([y0], len(t_out), y0, Status.MAX_STEPS, 0, 0, 0, {}, [], [], (t_out[0], dt))
-    grid = fixed_grid(t_out, cfg.step_size, n_steps, tdt, dev)
-    outputs, j, y, nfe = [y0], 1, y0, 0
+    if cfg.event is not None:
+        steps = _event_grid(t_out[0], cfg.step_size, cfg.max_steps)
+    else:
+        n_steps = fixed_grid_steps(t_out, cfg.step_size, tdt)
+        if n_steps > cfg.max_steps:  # checked before the grid exists: a tiny step_size must not fill memory
+            dt = cfg.step_size if cfg.step_size is not None else t_out[1] - t_out[0]
+            _fail(cfg, Status.MAX_STEPS, t_out[0], dt, f"the grid needs {n_steps} steps, max_steps={cfg.max_steps}")
+            return _finish_shared([y0], len(t_out), y0, Status.MAX_STEPS, 0, 0, 0, {}, [], [], (t_out[0], dt))
+        grid = fixed_grid(t_out, cfg.step_size, n_steps, tdt, dev)
+        steps = zip(grid[:-1], grid[1:])
+    outputs, j, y, nfe, n = [y0], 1, y0, 0, 0
     records, dense_steps = [], []
-    k1 = None
-    for t, t_next in zip(grid[:-1], grid[1:]):
+    k1, t, dt = None, t_out[0], cfg.step_size
+    for t, t_next in steps:
         dt = t_next - t
         if k1 is None:
             k1 = func(_t(t, tdt, dev), y)
             nfe += 1
         step = rk_step(func, t, dt, y, k1, coeffs, stage_times(t, dt, coeffs, tdt, dev))
         nfe += tab.stages - 1
+        n += 1
         k_next = None
+        if cfg.event is not None and cfg.event.crossed(t_next, step.y1):   # t_out was [t0, inf]
+            if cfg.interp == "cubic":
+                k_next = func(_t(t_next, tdt, dev), step.y1)
+                nfe += 1
+            t_event, _ = _locate_event(cfg.event, func, step, y, t, dt, t_next, cfg.interp, coeffs, k_next, tdt, dev)
+            t_out = [t_out[0], t_event]
         outs = []
         while j < len(t_out) and t_out[j] <= t_next:
             kind = ("end" if t_out[j] == t_next else "start" if t_out[j] == t else cfg.interp)
@@ -342,9 +398,25 @@ def _fixed_shared(func, y0, t_out, cfg: Config) -> Result:
             dense_steps.append((t, dt, y, step))
         y = step.y1
         k1 = step.ks[-1] if tab.fsal else k_next
-    n = len(grid) - 1
+        if j == len(t_out):
+            break
+    if j < len(t_out):  # an event solve whose event did not happen within max_steps
+        _fail(cfg, Status.MAX_STEPS, t, dt, f"no event within max_steps={cfg.max_steps}")
+        return _finish_shared(outputs, len(t_out), y0, Status.MAX_STEPS, nfe, n, 0, {}, records, dense_steps,
+                              (t, dt))
     return _finish_shared(outputs, len(t_out), y0, Status.SUCCESS, nfe, n, 0,
-                          {}, records, dense_steps)
+                          {}, records, dense_steps, t_event=t_out[-1] if cfg.event is not None else None)
+
+
+def _time_limit(t_dtype: torch.dtype, dtype: torch.dtype) -> float:
+    """Largest |t + dt| an event solve steps to: 1e-3 of the largest float of the time and state dtypes,
+    so that t, dt and dt times a tableau coefficient stay finite."""
+    return 1e-3 * min(torch.finfo(t_dtype).max, torch.finfo(dtype).max)
+
+
+def _event_grid(t0: float, step_size: float, max_steps: int):
+    """Steps (t0 + n·h, t0 + (n+1)·h) of a fixed-step event solve, n < ``max_steps``."""
+    return ((t0 + n * step_size, t0 + (n + 1) * step_size) for n in range(max_steps))
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 
 from ._integrate import (Config, Record, Result, error_ratio, integrate_per_sample, integrate_shared, output_value,
-                         rms_norm)
+                         partial_step, rms_norm)
 from ._rk import host_tensor, interpolate, rk_step, stage_times, stiffness_estimate
 
 
@@ -39,6 +39,13 @@ class Problem:
         run = integrate_per_sample if self.per_sample else integrate_shared
         self.last = run(self.func, y0, self.t_out, cfg)
         return self.last
+
+    def output_times(self) -> list | torch.Tensor:
+        """The output times of the latest run: ``t_out``, or for an event solve ([t0, inf]) its
+        initial time and the time of the event."""
+        if self.last is not None and self.last.t_event is not None:
+            return [self.t_out[0], self.last.t_event]
+        return self.t_out
 
 
 def _grads(outputs, inputs, grad_outputs):
@@ -103,7 +110,8 @@ def _replay_shared(problem: Problem, records: list[Record], grad_ys: torch.Tenso
             k_next = None
             if any(kind == "cubic" for _, _, kind in rec.outputs):
                 k_next = func(host_tensor(rec.t + rec.dt, tdt, dev), step.y1)
-            outs = [output_value(step, y_in, rec.dt, theta, kind, coeffs, k_next)
+            outs = [partial_step(func, rec.t, rec.dt, theta, y_in, k1, coeffs, tdt, dev) if kind == "step"
+                    else output_value(step, y_in, rec.dt, theta, kind, coeffs, k_next)
                     for _, theta, kind in rec.outputs]
             targets, target_grads = [step.y1, *outs], [adj, *(grad_ys[j] for j, _, _ in rec.outputs)]
             if reg_weights is not None:
@@ -194,7 +202,7 @@ def _backsolve(problem: Problem, adjoint: AdjointConfig, ys, grad_ys, params):
         def f(t, y):
             return func(t.expand(batch), y)
     else:
-        t_list, f = problem.t_out, func
+        t_list, f = problem.output_times(), func
     shape, n_state = ys.shape[1:], ys[0].numel()
     sizes = [n_state, n_state] + [p.numel() for p in params]
     trainable = [p for p in params]
@@ -232,9 +240,10 @@ def _backsolve(problem: Problem, adjoint: AdjointConfig, ys, grad_ys, params):
 
 
 def default_adjoint_cfg(cfg: Config, rtol, atol, coeffs=None, options=None) -> Config:
-    """The backward solve's configuration: the forward one with its own tolerances/method."""
+    """The backward solve's configuration: the forward one with its own tolerances/method (and no
+    event: it runs between the forward solve's output times)."""
     return replace(cfg, rtol=rtol, atol=atol, coeffs=coeffs or cfg.coeffs, first_step=None,
-                   throw=True, **(options or {}))
+                   throw=True, event=None, **(options or {}))
 
 
 __all__ = ["Problem", "DiscreteAdjoint", "BacksolveAdjoint", "AdjointConfig", "default_adjoint_cfg"]

@@ -16,6 +16,7 @@ from .regularize import RNODE, GlobalRegularizer, LocalErrorEstimate
 from .adjoint import AdjointConfig, BacksolveAdjoint, DiscreteAdjoint, Problem, default_adjoint_cfg
 from .controller import IController, PIController
 from .errors import Status
+from .events import Event, event_gradient
 from .solution import Solution
 from .tableaus import get_tableau
 
@@ -172,10 +173,10 @@ class _Layout:
         if self.per_sample:
             sizes = [math.prod(s[1:]) for s in self.shapes]
             parts = torch.split(y, sizes, dim=-1)
-            return tuple(p.reshape(*y.shape[:n_lead + 1], *s[1:]) for p, s in zip(parts, self.shapes))
+            return tuple(p.reshape(tuple(y.shape[:n_lead + 1]) + s[1:]) for p, s in zip(parts, self.shapes))
         sizes = [math.prod(s) for s in self.shapes]
         parts = torch.split(y, sizes, dim=-1)
-        return tuple(p.reshape(*y.shape[:n_lead], *s) for p, s in zip(parts, self.shapes))
+        return tuple(p.reshape(tuple(y.shape[:n_lead]) + s) for p, s in zip(parts, self.shapes))
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,8 +185,11 @@ class _Layout:
 
 def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, options, fixed_options,
            max_steps, norm, throw, dense, heuristics, adjoint_params, adjoint_rtol, adjoint_atol,
-           adjoint_method, adjoint_options, regularizer=None):
+           adjoint_method, adjoint_options, regularizer=None, event_fn=None):
     """Validate, lay out the state, run the chosen gradient mode.
+
+    With ``event_fn`` (shared steps), ``t`` is [t0, t1] with t1 giving only the direction: the solve
+    ends at the event, whose internal time is ``Result.t_event``, and ys holds y(t0) and y(event).
 
     Returns (Result, ys (T, *flat state), layout, problem, value of the global regulariser or None)."""
     if not callable(func):
@@ -231,13 +235,20 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
     t_out = t_internal.to(t_dtype) if per_sample else t_internal.tolist()
     if per_sample and t_out.dim() == 1:
         t_out = t_out.unsqueeze(0).expand(batch, -1)
+    if event_fn is not None:
+        cfg.event = _event(event_fn, t, tab, cfg, to_user, sign, atol)
+        t_out = [t_out[0], math.inf]
     problem = Problem(checked, t_out, cfg, per_sample)
 
     time_grad = t.requires_grad
     if time_grad:
         y0_flat = _shift_initial_time(checked, y0_flat, t, sign, per_sample)
     reg_value = None
-    if adjoint == "direct":
+    if event_fn is not None and cfg.event.start(t_out[0], y0_flat):   # the event holds at t0
+        result = Result(ys=torch.stack([y0_flat, y0_flat]), status=int(Status.SUCCESS), nfe=0, n_accepted=0,
+                        n_rejected=0, heuristics={}, records=[], dense_steps=[], t_event=t_out[0])
+        ys = result.ys
+    elif adjoint == "direct":
         result = problem.run(y0_flat)
         ys = result.ys
         if regularizer is not None:
@@ -255,9 +266,22 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
                                       adjoint_options, dtype, t_dtype, device, sign)
             ys = BacksolveAdjoint.apply(problem, adj_cfg, y0_flat, *params)
         result = problem.last
-    if time_grad:
-        ys = _attach_output_time_grads(checked, ys, t, sign, per_sample)
+    if time_grad:   # an event solve's end is the event, not t[1]: only t0 gets a gradient
+        ys = _attach_output_time_grads(checked, ys, t[..., :1] if event_fn is not None else t, sign, per_sample)
     return result, ys, layout, problem, reg_value
+
+
+def _event(event_fn, t: torch.Tensor, tab, cfg: Config, to_user, sign: float, atol) -> Event:
+    """Check an event solve's arguments and build its :class:`nde.events.Event`."""
+    if not callable(event_fn):
+        raise TypeError("`event_fn` must be callable as event_fn(t, y)")
+    if t.dim() != 1 or t.shape[0] != 2:
+        raise ValueError(f"`t` must hold two times [t0, t1] with `event_fn` (t1 only sets the direction), "
+                         f"got shape {tuple(t.shape)}")
+    if cfg.step_size is None and not tab.adaptive:
+        raise ValueError(f"`event_fn` with the fixed-step method {tab.name!r} needs `options['step_size']`")
+    tol = float(atol.min()) if torch.is_tensor(atol) else atol
+    return Event(event_fn, to_user, sign, t.dtype, t.device, tol)
 
 
 def _needs_clipping(tab) -> bool:
@@ -309,11 +333,14 @@ def _shift_initial_time(func, y0, t, sign, per_sample):
 
 
 def _attach_output_time_grads(func, ys, t, sign, per_sample):
-    """ys_i + term(t_i): adds ∂L/∂t_i = ⟨∂L/∂y_i, f(t_i, y_i)⟩ for i ≥ 1.
+    """ys_i + term(t_i): adds ∂L/∂t_i = ⟨∂L/∂y_i, f(t_i, y_i)⟩ for 1 ≤ i < len(t) (later outputs, such
+    as an event solve's, keep only their dependence on t0).
 
     For i = 0 the same term cancels the shift of ``_shift_initial_time`` in the output y(t0) = y0,
     which does not depend on t0."""
-    return torch.stack([ys[i] + _time_term(func, t[..., i], ys[i], sign, per_sample) for i in range(ys.shape[0])])
+    n = t.shape[-1]
+    return torch.stack([ys[i] + _time_term(func, t[..., i], ys[i], sign, per_sample) for i in range(n)]
+                       + list(ys[n:]))
 
 
 def _check_option_keys(options: dict, allowed: set, argname: str, kind: str) -> None:
@@ -567,14 +594,22 @@ def odeint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method:
     ``*_adams`` methods are not implemented (a clear error).
     Differences: ``max_num_steps`` defaults to 10^6 (instead of 2^31−1, which never ends), and failures
     raise :class:`nde.SolverError` instead of an ``AssertionError``.
+
+    Events: with ``event_fn(t, y) -> tensor``, ``t`` is ``[t0, t1]`` (t1 only sets the direction) and
+    the solve runs until the first zero crossing of any component of ``event_fn``; it returns
+    ``(event_t, solution)`` with ``solution = [y(t0), y(event_t)]`` (:mod:`nde.events`). The event time
+    is located to ``atol`` by bisection on the step's interpolant; fixed-step methods need
+    ``options['step_size']``. As in torchdiffeq, ``event_t`` carries no gradient here and the
+    solution's gradient is that of a solve ending at the fixed time ``event_t``; :func:`odeint_event`
+    adds the event time's gradient.
     """
-    if event_fn is not None:
-        raise ValueError("`event_fn` is not supported by nde.odeint")
     method = "dopri5" if method is None else TORCHDIFFEQ_NAMES.get(method, method)
     adjoint_method = TORCHDIFFEQ_NAMES.get(adjoint_method, adjoint_method)
     if options is not None and not isinstance(options, dict):
         raise TypeError("`options` must be a dict")
     if method == "scipy_solver":
+        if event_fn is not None:
+            raise ValueError("`event_fn` is not supported with method 'scipy_solver'; use an nde method")
         return _odeint_scipy(func, y0, t, rtol, atol, dict(options or {}), adjoint)
     tab = get_tableau(method)
     options = dict(options or {})
@@ -595,9 +630,38 @@ def odeint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method:
         func, y0, t, method=method, rtol=rtol, atol=atol, adjoint=adjoint, per_sample=False,
         controller=controller, options=fields, fixed_options=fixed, max_steps=max_steps, norm=norm,
         throw=True, dense=False, heuristics=False, adjoint_params=adjoint_params, adjoint_rtol=adjoint_rtol,
-        adjoint_atol=adjoint_atol, adjoint_method=adjoint_method, adjoint_options=adjoint_options)
+        adjoint_atol=adjoint_atol, adjoint_method=adjoint_method, adjoint_options=adjoint_options,
+        event_fn=event_fn)
     parts = layout.unflatten(ys, lead=(ys.shape[0],))
-    return parts if isinstance(y0, tuple) else parts[0]
+    solution = parts if isinstance(y0, tuple) else parts[0]
+    if event_fn is None:
+        return solution
+    event_t = torch.tensor(_direction(t) * result.t_event, dtype=t.dtype, device=t.device)
+    return event_t, solution
+
+
+def odeint_event(func: Callable, y0, t0: torch.Tensor, *, event_fn: Callable, reverse_time: bool = False,
+                 odeint_interface: Callable | None = None, **kwargs):
+    """Drop-in for ``torchdiffeq.odeint_event``: solve from ``t0`` until ``event_fn`` crosses zero and
+    return ``(event_t, solution)`` with the event time's gradient.
+
+    ``odeint_interface`` is :func:`odeint` (default) or :func:`odeint_adjoint`; ``kwargs`` go to it.
+    Time runs forwards, or backwards with ``reverse_time=True``. The returned values are those of
+    ``odeint_interface(func, y0, [t0, t0 ± 1], event_fn=event_fn)``; ``event_t`` is differentiable by
+    the implicit function theorem (:func:`nde.events.event_gradient`), through ``y0``, the parameters
+    of ``func`` and of ``event_fn``, and ``solution[-1] = y(event_t)`` includes ``f·dt*``.
+    """
+    if not torch.is_tensor(t0) or t0.numel() != 1:
+        raise ValueError("`t0` must be a tensor holding one time")
+    odeint_interface = odeint if odeint_interface is None else odeint_interface
+    t = torch.cat([t0.reshape(-1), t0.reshape(-1).detach() + (-1.0 if reverse_time else 1.0)])
+    event_t, solution = odeint_interface(func, y0, t, event_fn=event_fn, **kwargs)
+    is_tuple = isinstance(solution, tuple)
+    last = tuple(s[-1] for s in solution) if is_tuple else solution[-1]
+    event_t, last = event_gradient(func, event_fn, t0.detach().reshape(()), y0, event_t, last)
+    if is_tuple:
+        return event_t, tuple(torch.cat([s[:-1], s_t.unsqueeze(0)]) for s, s_t in zip(solution, last))
+    return event_t, torch.cat([solution[:-1], last.unsqueeze(0)])
 
 
 def _odeint_scipy(func, y0, t, rtol, atol, options: dict, adjoint: str):
@@ -629,4 +693,4 @@ def odeint_adjoint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9,
                   adjoint_atol=adjoint_atol, adjoint_method=adjoint_method, adjoint_options=adjoint_options)
 
 
-__all__ = ["solve_ode", "odeint", "odeint_adjoint", "GRADIENT_MODES", "Status"]
+__all__ = ["solve_ode", "odeint", "odeint_adjoint", "odeint_event", "GRADIENT_MODES", "Status"]

@@ -11,6 +11,7 @@ class Status(enum.IntEnum):
     MAX_STEPS = 1        #: `max_steps` accepted+rejected steps were taken before the end time
     DT_UNDERFLOW = 2     #: the step size became too small to advance t (stiffness or blow-up)
     NONFINITE = 3        #: the state became NaN/inf and shrinking the step could not recover it
+    NO_EVENT = 4         #: an event solve's time overflowed before the event function crossed zero
 
     def describe(self) -> str:
         return {
@@ -18,6 +19,7 @@ class Status(enum.IntEnum):
             Status.MAX_STEPS: "maximum number of steps exceeded",
             Status.DT_UNDERFLOW: "step size underflow (the problem may be stiff or blowing up)",
             Status.NONFINITE: "non-finite state (NaN or inf) that step-size reduction could not remove",
+            Status.NO_EVENT: "the event function did not cross zero before time overflowed",
         }[self]
 
 

@@ -37,3 +37,10 @@ def test_latent_sde_ou_trains_and_samples():
     result = _load("latent_sde_ou").main(["--samples", "32", "--iterations", "8", "--batch", "16", "--dt", "0.1",
                                           "--no-plot"])
     assert result["final_neg_elbo"] < result["initial_neg_elbo"]
+
+
+def test_bouncing_ball_recovers_restitution_and_drag():
+    """Bounce times are differentiated through the event time (odeint_event); the fit recovers e and k."""
+    result = _load("bouncing_ball").main(["--no-plot"])
+    assert abs(result["restitution"] - 0.8) < 1e-3 and abs(result["drag"] - 0.05) < 1e-3
+    assert result["max_time_error"] < 1e-4
