@@ -4,7 +4,7 @@ Core ODE API: :func:`solve_ode` (returns a :class:`Solution`), and the torchdiff
 :func:`odeint` / :func:`odeint_adjoint`.
 """
 
-from .api import odeint, odeint_adjoint, odeint_event, solve_ode
+from .api import odeint, odeint_adjoint, odeint_dense, odeint_event, solve_ode
 from .controller import IController, PIController
 from .errors import SolverError, Status
 from .solution import Solution
@@ -13,7 +13,7 @@ from .sde import BrownianGrid, BrownianPath, BrownianTree, sdeint, sdeint_adjoin
 
 __version__ = "0.1.0"
 
-__all__ = ["odeint", "odeint_adjoint", "odeint_event", "solve_ode", "Solution", "SolverError", "Status",
+__all__ = ["odeint", "odeint_adjoint", "odeint_dense", "odeint_event", "solve_ode", "Solution", "SolverError", "Status",
            "PIController", "IController", "ButcherTableau", "TABLEAUS",
            "sdeint", "sdeint_adjoint", "solve_sde", "BrownianPath", "BrownianGrid", "BrownianTree"]
 

@@ -611,27 +611,11 @@ def odeint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method:
         if event_fn is not None:
             raise ValueError("`event_fn` is not supported with method 'scipy_solver'; use an nde method")
         return _odeint_scipy(func, y0, t, rtol, atol, dict(options or {}), adjoint)
-    tab = get_tableau(method)
-    options = dict(options or {})
-    controller = _controller_from_options(options, IController())
-    for key in ("safety", "ifactor", "dfactor"):
-        options.pop(key, None)
-    max_steps = DEFAULT_MAX_STEPS
-    if tab.adaptive:
-        fields = _translate_adaptive_options(options, "options")
-        norm = fields.pop("norm", None)
-        max_steps = fields.pop("max_steps", max_steps)
-        fixed = {}
-    else:
-        fixed = _translate_fixed_options(options, "options")
-        max_steps = fixed.pop("max_steps", max_steps)
-        fields, norm = {}, None
     result, ys, layout, _, _ = _solve(
         func, y0, t, method=method, rtol=rtol, atol=atol, adjoint=adjoint, per_sample=False,
-        controller=controller, options=fields, fixed_options=fixed, max_steps=max_steps, norm=norm,
-        throw=True, dense=False, heuristics=False, adjoint_params=adjoint_params, adjoint_rtol=adjoint_rtol,
-        adjoint_atol=adjoint_atol, adjoint_method=adjoint_method, adjoint_options=adjoint_options,
-        event_fn=event_fn)
+        **_odeint_options(method, options), throw=True, dense=False, heuristics=False,
+        adjoint_params=adjoint_params, adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol,
+        adjoint_method=adjoint_method, adjoint_options=adjoint_options, event_fn=event_fn)
     parts = layout.unflatten(ys, lead=(ys.shape[0],))
     solution = parts if isinstance(y0, tuple) else parts[0]
     if event_fn is None:
@@ -664,6 +648,56 @@ def odeint_event(func: Callable, y0, t0: torch.Tensor, *, event_fn: Callable, re
     return event_t, torch.cat([solution[:-1], last.unsqueeze(0)])
 
 
+def _odeint_options(method: str, options: dict | None) -> dict:
+    """torchdiffeq ``options`` of ``method`` -> the controller, loop options, fixed-grid options,
+    ``max_steps`` and ``norm`` arguments of :func:`_solve` (torchdiffeq's I controller by default)."""
+    tab = get_tableau(method)
+    options = dict(options or {})
+    controller = _controller_from_options(options, IController())
+    for key in ("safety", "ifactor", "dfactor"):
+        options.pop(key, None)
+    max_steps = DEFAULT_MAX_STEPS
+    if tab.adaptive:
+        fields = _translate_adaptive_options(options, "options")
+        norm = fields.pop("norm", None)
+        max_steps = fields.pop("max_steps", max_steps)
+        fixed = {}
+    else:
+        fixed = _translate_fixed_options(options, "options")
+        max_steps = fixed.pop("max_steps", max_steps)
+        fields, norm = {}, None
+    return dict(controller=controller, options=fields, fixed_options=fixed, max_steps=max_steps, norm=norm)
+
+
+def odeint_dense(func: Callable, y0: torch.Tensor, t0: torch.Tensor, t1: torch.Tensor, *, rtol=1e-7, atol=1e-9,
+                 method: str | None = None, options: dict | None = None) -> Callable:
+    """Drop-in for ``torchdiffeq.odeint_dense``: solve from ``t0`` to ``t1`` and return ``evaluate(t)``,
+    the state at time(s) ``t`` (float, 0-d or 1-d tensor) anywhere in between, from the interpolant of
+    every accepted step (:meth:`nde.Solution.evaluate`: ``(*y0.shape)`` or ``(len(t), *y0.shape)``).
+
+    torchdiffeq allows only ``dopri5`` and a tensor ``y0``; here every adaptive method is accepted
+    (dopri5 and tsit5 use their own interpolants, the others cubic Hermite) and ``y0`` may be a tuple.
+    Gradients flow through the returned values as through :func:`odeint` (direct mode).
+    """
+    method = "dopri5" if method is None else TORCHDIFFEQ_NAMES.get(method, method)
+    if options is not None and not isinstance(options, dict):
+        raise TypeError("`options` must be a dict")
+    if not get_tableau(method).adaptive:
+        raise ValueError(f"`method`: odeint_dense needs an adaptive method, got {method!r}")
+    for name, value in (("t0", t0), ("t1", t1)):
+        if not torch.is_tensor(value) or value.numel() != 1:
+            raise ValueError(f"`{name}` must be a tensor holding one time")
+    t = torch.cat([t0.reshape(1), t1.reshape(1).to(t0)])
+    result, ys, layout, problem, _ = _solve(
+        func, y0, t, method=method, rtol=rtol, atol=atol, adjoint="direct", per_sample=False,
+        **_odeint_options(method, options), throw=True, dense=True, heuristics=False, adjoint_params=None,
+        adjoint_rtol=None, adjoint_atol=None, adjoint_method=None, adjoint_options=None)
+    solution = Solution(ts=t, ys=ys, stats={}, status=torch.as_tensor(result.status), _dense=result.dense_steps,
+                        _coeffs=problem.cfg.coeffs, _time_sign=_direction(t),
+                        _unflatten=None if layout.is_plain else (lambda y: layout.unflatten(y, lead=(y.shape[0],))))
+    return solution.evaluate
+
+
 def _odeint_scipy(func, y0, t, rtol, atol, options: dict, adjoint: str):
     """``method="scipy_solver"`` (see :mod:`nde._scipy`): validated like every solve, no gradients."""
     if adjoint != "direct":
@@ -693,4 +727,4 @@ def odeint_adjoint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9,
                   adjoint_atol=adjoint_atol, adjoint_method=adjoint_method, adjoint_options=adjoint_options)
 
 
-__all__ = ["solve_ode", "odeint", "odeint_adjoint", "odeint_event", "GRADIENT_MODES", "Status"]
+__all__ = ["solve_ode", "odeint", "odeint_adjoint", "odeint_dense", "odeint_event", "GRADIENT_MODES", "Status"]

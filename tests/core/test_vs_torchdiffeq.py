@@ -186,3 +186,31 @@ def test_func_receives_time_in_the_dtype_of_t(per_sample):
     ys = nde.solve_ode(f, y0, torch.tensor([0.0, 1.0]), per_sample=per_sample).ys
     theirs = torchdiffeq.odeint(f, y0, torch.tensor([0.0, 1.0]), rtol=1e-6, atol=1e-6)
     assert set(seen) == {torch.float32} and torch.allclose(ys, theirs, atol=1e-4)
+
+
+def test_odeint_dense_matches_torchdiffeq():
+    """Same steps (I controller) and the same dopri5 interpolant: the dense outputs agree to round-off."""
+    f = lambda t, y: torch.stack([y[1], -y[0]])  # noqa: E731
+    y0 = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    t0, t1 = torch.tensor(0.0, dtype=torch.float64), torch.tensor(3.0, dtype=torch.float64)
+    ours = nde.odeint_dense(f, y0, t0, t1, rtol=1e-6, atol=1e-8)
+    ref = torchdiffeq.odeint_dense(f, y0, t0, t1, rtol=1e-6, atol=1e-8)
+    for tq in (0.0, 0.35, 1.5, 2.99, 3.0):
+        torch.testing.assert_close(ours(torch.tensor(tq, dtype=torch.float64)), ref(torch.tensor(tq, dtype=torch.float64)),
+                                   atol=1e-12, rtol=0)
+    grid = torch.linspace(0.0, 3.0, 7, dtype=torch.float64)
+    torch.testing.assert_close(ours(grid), torch.stack([grid.cos(), -grid.sin()], dim=1), atol=1e-5, rtol=0)
+
+
+def test_odeint_dense_tuple_state_backwards_in_time():
+    """Beyond torchdiffeq's dense output (dopri5 and tensors only): tsit5, a tuple state, t1 < t0."""
+    evaluate = nde.odeint_dense(lambda t, s: (s[1], -s[0]), (torch.tensor(1.0, dtype=torch.float64),
+                                torch.tensor(0.0, dtype=torch.float64)), torch.tensor(0.0, dtype=torch.float64),
+                                torch.tensor(-2.0, dtype=torch.float64), method="tsit5", rtol=1e-9, atol=1e-10)
+    x, v = evaluate(torch.tensor([-0.5, -1.7], dtype=torch.float64))
+    torch.testing.assert_close(x, torch.tensor([-0.5, -1.7], dtype=torch.float64).cos(), atol=1e-7, rtol=0)
+    torch.testing.assert_close(v, -torch.tensor([-0.5, -1.7], dtype=torch.float64).sin(), atol=1e-7, rtol=0)
+    with pytest.raises(ValueError, match="outside the solved interval"):
+        evaluate(torch.tensor(0.5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="`method`: odeint_dense needs an adaptive method"):
+        nde.odeint_dense(lambda t, y: -y, torch.ones(1), torch.tensor(0.0), torch.tensor(1.0), method="rk4")
