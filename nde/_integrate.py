@@ -21,6 +21,7 @@ import torch
 from ._rk import Coefficients, Step, host_tensor, interpolate, linear_interpolate, rk_step, stage_times, stiffness_estimate
 from .controller import PIController, initial_step, initial_step_scalar
 from .errors import SolverError, Status
+from ._adams import Adams
 from .events import Event
 
 
@@ -35,6 +36,8 @@ class Config:
     t_dtype: torch.dtype
     first_step: float | None = None
     step_size: float | None = None           # fixed-grid methods: grid spacing (None: the output times)
+    grid: tuple[float, ...] | None = None    # ... or the whole grid (torchdiffeq's grid_constructor)
+    multistep: Adams | None = None           # fixed-grid Adams steps (coeffs: the start-up 3/8 rule)
     interp: str = "linear"                   # fixed-grid output interpolation: "linear" or "cubic"
     min_step: float = 0.0
     max_step: float = math.inf
@@ -357,13 +360,14 @@ def _fixed_shared(func, y0, t_out, cfg: Config) -> Result:
     if cfg.event is not None:
         steps = _event_grid(t_out[0], cfg.step_size, cfg.max_steps)
     else:
-        n_steps = fixed_grid_steps(t_out, cfg.step_size, tdt)
+        n_steps = len(cfg.grid) - 1 if cfg.grid is not None else fixed_grid_steps(t_out, cfg.step_size, tdt)
         if n_steps > cfg.max_steps:  # checked before the grid exists: a tiny step_size must not fill memory
             dt = cfg.step_size if cfg.step_size is not None else t_out[1] - t_out[0]
             _fail(cfg, Status.MAX_STEPS, t_out[0], dt, f"the grid needs {n_steps} steps, max_steps={cfg.max_steps}")
             return _finish_shared([y0], len(t_out), y0, Status.MAX_STEPS, 0, 0, 0, {}, [], [], (t_out[0], dt))
-        grid = fixed_grid(t_out, cfg.step_size, n_steps, tdt, dev)
+        grid = list(cfg.grid) if cfg.grid is not None else fixed_grid(t_out, cfg.step_size, n_steps, tdt, dev)
         steps = zip(grid[:-1], grid[1:])
+    stepper = None if cfg.multistep is None else cfg.multistep.stepper(func, coeffs, cfg.rtol, cfg.atol, tdt, dev)
     outputs, j, y, nfe, n = [y0], 1, y0, 0, 0
     records, dense_steps = [], []
     k1, t, dt = None, t_out[0], cfg.step_size
@@ -372,8 +376,12 @@ def _fixed_shared(func, y0, t_out, cfg: Config) -> Result:
         if k1 is None:
             k1 = func(_t(t, tdt, dev), y)
             nfe += 1
-        step = rk_step(func, t, dt, y, k1, coeffs, stage_times(t, dt, coeffs, tdt, dev))
-        nfe += tab.stages - 1
+        if stepper is None:
+            step = rk_step(func, t, dt, y, k1, coeffs, stage_times(t, dt, coeffs, tdt, dev))
+            nfe += tab.stages - 1
+        else:
+            step, evaluations = stepper.step(t, dt, y, k1)
+            nfe += evaluations
         n += 1
         k_next = None
         if cfg.event is not None and cfg.event.crossed(t_next, step.y1):   # t_out was [t0, inf]

@@ -8,6 +8,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ._adams import Adams
 from ._integrate import Config, Result, output_value, rms_norm, step_index
 from ._rk import Coefficients, rk_step, stage_times
 from ._scipy import scipy_odeint
@@ -18,17 +19,19 @@ from .controller import IController, PIController
 from .errors import Status
 from .events import Event, event_gradient
 from .solution import Solution
-from .tableaus import get_tableau
+from .tableaus import MULTISTEP, get_tableau
 
 GRADIENT_MODES = ("direct", "backsolve", "discrete")
 _ADAPTIVE_OPTIONS = {"first_step", "max_num_steps", "min_step", "max_step", "safety", "ifactor", "dfactor", "norm",
                      "step_t", "jump_t", "dtype"}
 _FIXED_OPTIONS = {"step_size", "grid_constructor", "interp", "max_num_steps"}
+_ADAMS_OPTIONS = {"max_order", "max_iters"}
 _UNSUPPORTED_OPTIONS = {"perturb": "perturbed evaluations are not supported (jump_t handles discontinuities)"}
 DEFAULT_MAX_STEPS = 1_000_000
 # odeint follows torchdiffeq's names where nde's differ: torchdiffeq's "heun2" is fixed-step Heun
-# (nde's "heun"); nde's adaptive "heun2" is torchdiffeq's "adaptive_heun".
-TORCHDIFFEQ_NAMES = {"heun2": "heun"}
+# (nde's "heun"), its "rk4" Kutta's 3/8 rule (nde's "rk4_38"); nde's adaptive "heun2" is torchdiffeq's
+# "adaptive_heun".
+TORCHDIFFEQ_NAMES = {"heun2": "heun", "rk4": "rk4_38"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,7 +188,7 @@ class _Layout:
 
 def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, options, fixed_options,
            max_steps, norm, throw, dense, heuristics, adjoint_params, adjoint_rtol, adjoint_atol,
-           adjoint_method, adjoint_options, regularizer=None, event_fn=None):
+           adjoint_method, adjoint_options, regularizer=None, event_fn=None, multistep=None):
     """Validate, lay out the state, run the chosen gradient mode.
 
     With ``event_fn`` (shared steps), ``t`` is [t0, t1] with t1 giving only the direction: the solve
@@ -210,6 +213,11 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
         if len(tensors) > 1:
             raise ValueError("per-component `rtol`/`atol` tensors need a single-tensor state")
     sign = _direction(t)
+    if multistep is not None and adjoint == "discrete":
+        raise ValueError(f"`adjoint`: the discrete adjoint does not replay the multistep {multistep.name!r}; "
+                         "use 'direct' or 'backsolve'")
+    if fixed_options.get("grid") is not None:
+        fixed_options = dict(fixed_options, grid=_internal_grid(fixed_options["grid"], t, sign))
 
     def to_user(y):
         parts = layout.unflatten(y)
@@ -230,7 +238,7 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
     cfg = Config(coeffs=coeffs, rtol=rtol, atol=atol, controller=controller, t_dtype=t_dtype,
                  max_steps=max_steps, norm=norm, throw=throw, heuristics=heuristics,
                  dense=dense and not per_sample, clip_to_outputs=_needs_clipping(tab), regularizer=regularizer,
-                 **options, **fixed_options)
+                 multistep=multistep, **options, **fixed_options)
     t_internal = sign * t.detach()
     t_out = t_internal.to(t_dtype) if per_sample else t_internal.tolist()
     if per_sample and t_out.dim() == 1:
@@ -307,11 +315,15 @@ def _adjoint_config(cfg, rtol, atol, adjoint_rtol, adjoint_atol, adjoint_method,
     seminorm = norm == "seminorm"
     if norm is not None and not seminorm:
         raise ValueError("`adjoint_options['norm']` must be 'seminorm' (or absent)")
-    coeffs = cfg.coeffs
+    coeffs, multistep = cfg.coeffs, cfg.multistep
     if adjoint_method is not None:
-        coeffs = Coefficients.build(get_tableau(adjoint_method), dtype, t_dtype, device)
+        multistep = Adams.from_options(adjoint_method, options, "adjoint_options") if adjoint_method in MULTISTEP \
+            else None
+        tableau = get_tableau("rk4_38" if multistep is not None else adjoint_method)
+        coeffs = Coefficients.build(tableau, dtype, t_dtype, device)
     fields = _internal_points(_translate_adaptive_options(options, "adjoint_options"), sign, False) \
         if coeffs.tableau.adaptive else _translate_fixed_options(options, "adjoint_options")
+    fields["multistep"] = multistep
     a_rtol = rtol if adjoint_rtol is None else _check_tolerance("adjoint_rtol", adjoint_rtol)
     a_atol = atol if adjoint_atol is None else _check_tolerance("adjoint_atol", adjoint_atol)
     if torch.is_tensor(a_rtol) or torch.is_tensor(a_atol):
@@ -415,8 +427,8 @@ def _translate_fixed_options(options: dict, argname: str) -> dict:
             out["interp"] = value
         elif key == "max_num_steps":
             out["max_steps"] = int(value)
-        elif key == "grid_constructor":
-            raise ValueError(f"`{argname}['grid_constructor']` is not supported; pass `step_size` or the grid as `t`")
+        elif key == "grid_constructor":   # odeint builds the grid before translating its own options
+            raise ValueError(f"`{argname}['grid_constructor']` is not supported here; pass `step_size`")
     return out
 
 
@@ -590,8 +602,12 @@ def odeint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method:
     I controller, so accepted steps and NFE match torchdiffeq's for the same method and tolerances.
     Method names are torchdiffeq's: ``"heun2"`` is fixed-step Heun (``solve_ode``'s ``"heun"``) and
     ``"adaptive_heun"`` the adaptive Heun–Euler pair (``solve_ode``'s ``"heun2"``); ``"scipy_solver"``
-    calls ``scipy.integrate.solve_ivp`` without gradients (:mod:`nde._scipy`); the multistep
-    ``*_adams`` methods are not implemented (a clear error).
+    calls ``scipy.integrate.solve_ivp`` without gradients (:mod:`nde._scipy`); ``"rk4"`` is Kutta's 3/8
+    rule (``solve_ode``'s ``"rk4_38"``; its ``"rk4"`` is the classical method); the multistep
+    ``"explicit_adams"``, ``"implicit_adams"`` and ``"fixed_adams"`` (options ``max_order``,
+    ``max_iters``) are torchdiffeq's fixed-grid Adams methods (:mod:`nde._adams`), with the ``direct``
+    and ``backsolve`` gradients. ``options["grid_constructor"](func, y0, t)`` gives fixed-grid methods
+    their grid, as in torchdiffeq (``func`` and ``y0`` as passed to ``odeint``).
     Differences: ``max_num_steps`` defaults to 10^6 (instead of 2^31−1, which never ends), and failures
     raise :class:`nde.SolverError` instead of an ``AssertionError``.
 
@@ -611,11 +627,19 @@ def odeint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method:
         if event_fn is not None:
             raise ValueError("`event_fn` is not supported with method 'scipy_solver'; use an nde method")
         return _odeint_scipy(func, y0, t, rtol, atol, dict(options or {}), adjoint)
+    options, multistep = dict(options or {}), None
+    if method in MULTISTEP:
+        multistep, method = Adams.from_options(method, options, "options"), "rk4_38"
+    grid = None if get_tableau(method).adaptive else \
+        _constructed_grid(options.pop("grid_constructor", None), func, y0, t, options)
+    settings = _odeint_options(method, options)
+    if grid is not None:
+        settings["fixed_options"]["grid"] = grid
     result, ys, layout, _, _ = _solve(
-        func, y0, t, method=method, rtol=rtol, atol=atol, adjoint=adjoint, per_sample=False,
-        **_odeint_options(method, options), throw=True, dense=False, heuristics=False,
-        adjoint_params=adjoint_params, adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol,
-        adjoint_method=adjoint_method, adjoint_options=adjoint_options, event_fn=event_fn)
+        func, y0, t, method=method, rtol=rtol, atol=atol, adjoint=adjoint, per_sample=False, **settings,
+        throw=True, dense=False, heuristics=False, adjoint_params=adjoint_params, adjoint_rtol=adjoint_rtol,
+        adjoint_atol=adjoint_atol, adjoint_method=adjoint_method, adjoint_options=adjoint_options,
+        event_fn=event_fn, multistep=multistep)
     parts = layout.unflatten(ys, lead=(ys.shape[0],))
     solution = parts if isinstance(y0, tuple) else parts[0]
     if event_fn is None:
@@ -646,6 +670,32 @@ def odeint_event(func: Callable, y0, t0: torch.Tensor, *, event_fn: Callable, re
     if is_tuple:
         return event_t, tuple(torch.cat([s[:-1], s_t.unsqueeze(0)]) for s, s_t in zip(solution, last))
     return event_t, torch.cat([solution[:-1], last.unsqueeze(0)])
+
+
+def _constructed_grid(constructor, func, y0, t, options: dict) -> tuple[float, ...] | None:
+    """torchdiffeq's ``options['grid_constructor'](func, y0, t)``: the fixed grid, from ``t[0]`` to ``t[-1]``."""
+    if constructor is None:
+        return None
+    if not callable(constructor):
+        raise ValueError("`options['grid_constructor']` must be callable as grid_constructor(func, y0, t)")
+    if options.get("step_size") is not None:
+        raise ValueError("`options`: step_size and grid_constructor are mutually exclusive")
+    grid = constructor(func, y0, t)
+    if not torch.is_tensor(grid) or grid.dim() != 1 or grid.numel() < 2 or not bool(torch.isfinite(grid).all()):
+        raise ValueError("`options['grid_constructor']` must return a 1-D tensor of at least two finite times")
+    values = grid.detach().tolist()
+    if values[0] != float(t[0]) or values[-1] != float(t[-1]):
+        raise ValueError(f"`options['grid_constructor']` must return a grid from t[0] to t[-1], "
+                         f"got {values[0]} .. {values[-1]}")
+    return tuple(values)
+
+
+def _internal_grid(grid: tuple[float, ...], t: torch.Tensor, sign: float) -> tuple[float, ...]:
+    """A user-time grid in the solver's increasing time, checked to run in the direction of ``t``."""
+    internal = tuple(sign * g for g in grid)
+    if any(b <= a for a, b in zip(internal[:-1], internal[1:])):
+        raise ValueError("`options['grid_constructor']` must return a grid strictly monotonic in the direction of `t`")
+    return internal
 
 
 def _odeint_options(method: str, options: dict | None) -> dict:

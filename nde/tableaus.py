@@ -115,6 +115,11 @@ RK4 = ButcherTableau("rk4", c=(0.0, 0.5, 0.5, 1.0), a=((0.5,), (0.0, 0.5), (0.0,
                      b=(1 / 6, 1 / 3, 1 / 3, 1 / 6), b_error=None, order=4, error_order=None, fsal=False,
                      stiffness_stages=(1, 2))
 
+# Kutta's 3/8 rule (Hairer, Nørsett & Wanner I, Table II.1.2), fixed steps: torchdiffeq's "rk4", and the
+# start-up steps of its Adams methods.
+RK4_38 = ButcherTableau("rk4_38", c=(0.0, 1 / 3, 2 / 3, 1.0), a=((1 / 3,), (-1 / 3, 1.0), (1.0, -1.0, 1.0)),
+                        b=(1 / 8, 3 / 8, 3 / 8, 1 / 8), b_error=None, order=4, error_order=None, fsal=False)
+
 # Heun's method (explicit trapezoidal rule), fixed steps: torchdiffeq's "heun2".
 HEUN = ButcherTableau("heun", c=(0.0, 1.0), a=((1.0,),), b=(0.5, 0.5), b_error=None,
                       order=2, error_order=None, fsal=False)
@@ -249,15 +254,13 @@ DOPRI8 = ButcherTableau(
     order=8, error_order=7, fsal=True, stiffness_stages=(12, 13))
 
 TABLEAUS: dict[str, ButcherTableau] = {
-    tab.name: tab for tab in (EULER, MIDPOINT, HEUN, HEUN3, RK4, HEUN2, FEHLBERG2, BOSH3, DOPRI5, TSIT5, DOPRI8)
+    tab.name: tab for tab in (EULER, MIDPOINT, HEUN, HEUN3, RK4, RK4_38, HEUN2, FEHLBERG2, BOSH3, DOPRI5, TSIT5,
+                              DOPRI8)
 }
 # torchdiffeq's name for the same method.
 ALIASES = {"adaptive_heun": "heun2"}
-# torchdiffeq 0.2.5 methods that are not Runge–Kutta tableaus.
-NOT_IMPLEMENTED = {
-    "explicit_adams": "a multistep method", "implicit_adams": "a multistep method",
-    "fixed_adams": "a multistep method",
-}
+# torchdiffeq 0.2.5's multistep methods: nde.odeint runs them (nde/_adams.py); they are not tableaus.
+MULTISTEP = ("explicit_adams", "implicit_adams", "fixed_adams")
 
 
 def get_tableau(method: str) -> ButcherTableau:
@@ -267,9 +270,9 @@ def get_tableau(method: str) -> ButcherTableau:
     if method == "scipy_solver":
         raise ValueError("`method` 'scipy_solver' (scipy.integrate.solve_ivp, no gradients) is available "
                          "through nde.odeint only")
-    if method in NOT_IMPLEMENTED:
-        raise ValueError(f"`method` {method!r} (torchdiffeq: {NOT_IMPLEMENTED[method]}) is not implemented in nde; "
-                         f"use one of {sorted(TABLEAUS)}")
+    if method in MULTISTEP:
+        raise ValueError(f"`method` {method!r} (torchdiffeq's multistep Adams method) is available through "
+                         "nde.odeint only")
     name = ALIASES.get(method, method)
     if name not in TABLEAUS:
         raise ValueError(f"unknown `method` {method!r}; expected one of {sorted(TABLEAUS) + sorted(ALIASES)}")

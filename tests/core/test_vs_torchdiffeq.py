@@ -1,5 +1,6 @@
 """nde.odeint is a drop-in for torchdiffeq.odeint: same results, shapes and NFE."""
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -61,15 +62,29 @@ def test_same_nfe_as_torchdiffeq(method, tol):
 @pytest.mark.parametrize("method,options", [("euler", {"step_size": 0.1}), ("midpoint", {"step_size": 0.1}),
                                             ("rk4", None), ("euler", {"step_size": 0.1, "interp": "cubic"}),
                                             ("heun2", None), ("heun2", {"step_size": 0.1}), ("heun3", None),
-                                            ("heun3", {"step_size": 0.1, "interp": "cubic"})])
+                                            ("heun3", {"step_size": 0.1, "interp": "cubic"}),
+                                            ("rk4", {"step_size": 0.1, "interp": "cubic"})])
 def test_fixed_grid_matches(method, options):
+    """Same values to round-off (odeint's "rk4" is torchdiffeq's, Kutta's 3/8 rule) and same NFE."""
     f = Counted()
     y0 = torch.randn(4, 3, dtype=torch.float64)
     t = torch.linspace(0, 1, 4, dtype=torch.float64)
     ours = nde.odeint(f, y0, t, method=method, options=options)
+    ours_calls, f.calls = f.calls, 0
     theirs = torchdiffeq.odeint(f, y0, t, method=method, options=options)
-    tol = 1e-12 if method != "rk4" else 1e-4  # torchdiffeq's rk4 is Kutta's 3/8 rule, ours is classical RK4
-    assert torch.allclose(ours, theirs, atol=tol)
+    torch.testing.assert_close(ours, theirs, atol=1e-12, rtol=0)
+    assert ours_calls <= f.calls
+
+
+def test_solve_ode_rk4_is_the_classical_method():
+    """solve_ode's "rk4" is classical RK4, "rk4_38" Kutta's 3/8 rule: both fourth order, different values."""
+    y0, t = torch.ones(1, dtype=torch.float64), torch.tensor([0.0, 1.0], dtype=torch.float64)
+    f = lambda t, y: -y * (1 + t)  # noqa: E731   y = exp(−t − t²/2)
+    classic = nde.solve_ode(f, y0, t, method="rk4", step_size=0.25).ys[-1]
+    kutta = nde.solve_ode(f, y0, t, method="rk4_38", step_size=0.25).ys[-1]
+    exact = math.exp(-1.5)
+    assert 1e-7 < abs(classic.item() - kutta.item()) < 1e-3
+    assert abs(classic.item() - exact) < 1e-3 and abs(kutta.item() - exact) < 1e-3
 
 
 def test_step_size_grid_counts_steps_in_the_dtype_of_t():
@@ -85,10 +100,101 @@ def test_step_size_grid_counts_steps_in_the_dtype_of_t():
     assert ours == f.calls == 4 * 31
 
 
-@pytest.mark.parametrize("method", ["explicit_adams", "implicit_adams", "fixed_adams"])
-def test_torchdiffeq_multistep_methods_are_a_clear_error(method):
-    with pytest.raises(ValueError, match=f"'{method}' .* not implemented in nde"):
-        nde.odeint(lambda t, y: -y, torch.ones(2), torch.tensor([0.0, 1.0]), method=method)
+@pytest.mark.parametrize("method,options", [
+    ("explicit_adams", None), ("implicit_adams", None), ("fixed_adams", {"step_size": 0.05}),
+    ("implicit_adams", {"step_size": 0.05, "max_order": 5, "interp": "cubic"}),
+    ("explicit_adams", {"step_size": 0.02, "max_order": 12}),
+    ("implicit_adams", {"step_size": 0.1, "max_iters": 1})])   # the corrector does not converge: warnings
+@pytest.mark.parametrize("decreasing", [False, True])
+def test_adams_methods_match_torchdiffeq(method, options, decreasing):
+    """torchdiffeq's fixed-grid Adams methods (3/8-rule start, Adams–Bashforth up to order 11, Adams–Moulton
+    corrector by functional iteration): same values to round-off, same warnings, no more evaluations."""
+    y0 = torch.randn(4, 3, dtype=torch.float64)
+    t = torch.linspace(0, 2, 9, dtype=torch.float64)
+    t = t.flip(0) if decreasing else t
+    results = []
+    for lib in (nde, torchdiffeq):
+        f = Counted()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ys = lib.odeint(f, y0, t, method=method, options=dict(options) if options else None)
+        results.append((ys, f.calls, len(caught)))
+    (ours, ours_calls, ours_warnings), (theirs, calls, their_warnings) = results
+    torch.testing.assert_close(ours, theirs, atol=1e-12, rtol=0)
+    assert ours_calls <= calls and ours_warnings == their_warnings
+
+
+def test_adams_coefficients_are_the_classical_tables():
+    """From exact rational arithmetic: AB3 = (23, −16, 5)/12, AM through 4 points = (9, 19, −5, 1)/24, and
+    every order up to 11 equal to torchdiffeq's tables."""
+    from nde._adams import adams_coefficients
+    assert adams_coefficients(3, False) == (23 / 12, -16 / 12, 5 / 12)
+    assert adams_coefficients(3, True) == (9 / 24, 19 / 24, -5 / 24, 1 / 24)
+    tables = pytest.importorskip("torchdiffeq._impl.fixed_adams")
+    for k in range(1, 12):
+        assert adams_coefficients(k, False) == tuple(tables._BASHFORTH_DIVISOR[k].tolist())
+        assert adams_coefficients(k, True) == tuple(tables._MOULTON_DIVISOR[k + 1].tolist())
+
+
+@pytest.mark.parametrize("method,order", [("explicit_adams", 3), ("implicit_adams", 4)])
+def test_adams_convergence_order(method, order):
+    """With max_order=4, Adams–Bashforth of order 3 and its Adams–Moulton corrector of order 4: on
+    y' = −y·(1 + t) the error falls 2^order-fold per halving of the step. (At the default max_order 12,
+    explicit_adams diverges on this problem, as torchdiffeq's does, with the same values.)"""
+    f = lambda t, y: -y * (1 + t)  # noqa: E731
+    y0, t = torch.ones(1, dtype=torch.float64), torch.tensor([0.0, 1.0], dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # corrector iterations capped at max_iters, as in torchdiffeq
+        errors = [abs(nde.odeint(f, y0, t, method=method, options={"step_size": h, "max_order": 4})[-1].item()
+                      - math.exp(-1.5)) for h in (0.1, 0.05, 0.025)]
+    ratios = [a / b for a, b in zip(errors[:-1], errors[1:])]
+    assert all(0.85 * 2 ** order < r < 1.15 * 2 ** order for r in ratios), errors
+
+
+def test_adams_gradients_backsolve_and_errors():
+    """Direct and backsolve gradients agree with torchdiffeq's adjoint; the discrete adjoint says it cannot
+    replay a multistep method; bad options name the argument."""
+    f = Counted()
+    params = tuple(f.parameters())
+    y0 = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    t = torch.linspace(0, 1, 3, dtype=torch.float64)
+    options = {"step_size": 0.01}
+    grads = []
+    for odeint in (nde.odeint, nde.odeint_adjoint, torchdiffeq.odeint_adjoint):
+        kwargs = {} if odeint is nde.odeint else {"adjoint_params": params}
+        loss = odeint(f, y0, t, method="implicit_adams", options=dict(options), **kwargs).pow(2).sum()
+        grads.append(torch.autograd.grad(loss, (y0, *params)))
+    for ours, ref in zip(grads[1], grads[2]):
+        torch.testing.assert_close(ours, ref, atol=1e-12, rtol=0)
+    for direct, ref in zip(grads[0], grads[2]):
+        torch.testing.assert_close(direct, ref, atol=1e-7, rtol=1e-6)
+    with pytest.raises(ValueError, match="`adjoint`: the discrete adjoint does not replay"):
+        nde.odeint(f, y0, t, method="fixed_adams", adjoint="discrete")
+    with pytest.raises(ValueError, match=r"`options\['max_order'\]`"):
+        nde.odeint(f, y0, t, method="explicit_adams", options={"max_order": 13})
+    with pytest.raises(ValueError, match="unknown key 'max_order'"):
+        nde.odeint(f, y0, t, method="rk4", options={"max_order": 4})
+    with pytest.raises(ValueError, match="available through nde.odeint only"):
+        nde.solve_ode(f, y0, t, method="implicit_adams")
+
+
+def test_grid_constructor():
+    """options['grid_constructor'](func, y0, t) sets the fixed grid, as in torchdiffeq; bad grids are refused."""
+    f = Counted()
+    y0 = torch.randn(4, 3, dtype=torch.float64)
+    t = torch.linspace(0, 1, 3, dtype=torch.float64)
+    uneven = lambda func, y0, t: torch.cat([t[:1], torch.tensor([0.1, 0.15, 0.5, 0.7], dtype=t.dtype), t[-1:]])  # noqa: E731
+    ours = nde.odeint(f, y0, t, method="rk4", options={"grid_constructor": uneven})
+    theirs = torchdiffeq.odeint(f, y0, t, method="rk4", options={"grid_constructor": uneven})
+    torch.testing.assert_close(ours, theirs, atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="from t\\[0\\] to t\\[-1\\]"):
+        nde.odeint(f, y0, t, method="euler", options={"grid_constructor": lambda func, y0, t: t[:-1]})
+    with pytest.raises(ValueError, match="mutually exclusive"):
+        nde.odeint(f, y0, t, method="euler", options={"grid_constructor": uneven, "step_size": 0.1})
+    with pytest.raises(ValueError, match="strictly monotonic"):
+        nde.odeint(f, y0, t, method="euler", options={"grid_constructor": lambda func, y0, t: t[[0, 2, 1, 2]]})
+    with pytest.raises(ValueError, match="unknown key 'grid_constructor'"):
+        nde.odeint(f, y0, t, method="dopri5", options={"grid_constructor": uneven})
 
 
 @pytest.mark.parametrize("solver", ["RK45", "Radau", "LSODA"])
