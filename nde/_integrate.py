@@ -22,7 +22,7 @@ from ._rk import Coefficients, Step, host_tensor, interpolate, linear_interpolat
 from .controller import PIController, initial_step, initial_step_scalar
 from .errors import SolverError, Status
 from ._adams import Adams
-from .events import Event
+from .events import Event, RowEvent
 
 
 @dataclass
@@ -51,8 +51,8 @@ class Config:
     regularizer: object = None               # a GlobalRegularizer: one differentiable term per accepted step
     step_points: tuple[float, ...] = ()      # increasing times that steps must land on (torchdiffeq step_t)
     jump_points: tuple[float, ...] = ()      # ... and where func may jump (jump_t): f re-evaluated after them
-    event: Event | None = None               # end at this event (output times [t0, inf], shared steps, and
-                                             # Event.start already called and False)
+    event: Event | RowEvent | None = None    # end at this event (shared: output times [t0, t_end or inf];
+                                             # per-sample: (batch, 2)); its start() already called
 
 
 @dataclass
@@ -88,7 +88,8 @@ class Result:
     dense_steps: list                     # (t, dt, y0, Step) per accepted step (shared mode)
     fail: tuple[float, float] | None = None
     reg_terms: list = field(default_factory=list)   # the regulariser's term per accepted step
-    t_event: float | None = None          # event solves: the internal time of the event
+    t_event: float | torch.Tensor | None = None   # event solves: internal event time (per-sample: (batch,), NaN: none)
+    event_time: torch.Tensor | None = None          # ... in user time, set by the API layer (solve_ode)
 
 
 def step_index(starts: list[float], t: float) -> int:
@@ -218,7 +219,7 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
     records, dense_steps, reg_terms = [], [], []
     reg = cfg.regularizer
     landings, k1_t = _Landings(cfg.step_points, cfg.jump_points, t), None
-    t_limit = _time_limit(tdt, y0.dtype)
+    t_limit, t_event = _time_limit(tdt, y0.dtype), None
     while j < len(t_out):
         if n_acc + n_rej >= cfg.max_steps:
             _fail(cfg, Status.MAX_STEPS, t, dt, f"max_steps={cfg.max_steps}")
@@ -265,8 +266,10 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
             kind = "dense"
             if cfg.event is not None and cfg.event.crossed(t_new, step.y1):   # t_out was [t0, inf]
                 kind = "step" if cfg.clip_to_outputs else "dense"
-                t_event, extra = _locate_event(cfg.event, func, step, y, t, dt, t_new, kind, coeffs, None, tdt, dev)
-                t_out, nfe = [t_out[0], t_event], nfe + extra
+                located, extra = _locate_event(cfg.event, func, step, y, t, dt, t_new, kind, coeffs, None, tdt, dev)
+                nfe += extra
+                if located <= t_out[-1]:   # before the end of the solve (odeint's is inf)
+                    t_out, t_event = [t_out[0], located], located
             outs = []
             while j < len(t_out) and t_out[j] <= t_new:
                 theta = (t_out[j] - t) / dt
@@ -301,7 +304,7 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
             return _finish_shared(outputs, len(t_out), y0, status, nfe, n_acc, n_rej, heur, records,
                                   dense_steps, (t, dt), reg_terms)
     return _finish_shared(outputs, len(t_out), y0, Status.SUCCESS, nfe, n_acc, n_rej, heur, records,
-                          dense_steps, None, reg_terms, t_event=t_out[-1] if cfg.event is not None else None)
+                          dense_steps, None, reg_terms, t_event=t_event)
 
 
 class _Landings:
@@ -357,7 +360,7 @@ def fixed_grid(t_out: list[float], step_size: float | None, n_steps: int, t_dtyp
 def _fixed_shared(func, y0, t_out, cfg: Config) -> Result:
     coeffs, tab = cfg.coeffs, cfg.coeffs.tableau
     dev, tdt = y0.device, cfg.t_dtype
-    if cfg.event is not None:
+    if cfg.event is not None and t_out[-1] == math.inf:   # odeint's event solve: no end time
         steps = _event_grid(t_out[0], cfg.step_size, cfg.max_steps)
     else:
         n_steps = len(cfg.grid) - 1 if cfg.grid is not None else fixed_grid_steps(t_out, cfg.step_size, tdt)
@@ -370,7 +373,7 @@ def _fixed_shared(func, y0, t_out, cfg: Config) -> Result:
     stepper = None if cfg.multistep is None else cfg.multistep.stepper(func, coeffs, cfg.rtol, cfg.atol, tdt, dev)
     outputs, j, y, nfe, n = [y0], 1, y0, 0, 0
     records, dense_steps = [], []
-    k1, t, dt = None, t_out[0], cfg.step_size
+    k1, t, dt, t_event = None, t_out[0], cfg.step_size, None
     for t, t_next in steps:
         dt = t_next - t
         if k1 is None:
@@ -388,8 +391,9 @@ def _fixed_shared(func, y0, t_out, cfg: Config) -> Result:
             if cfg.interp == "cubic":
                 k_next = func(_t(t_next, tdt, dev), step.y1)
                 nfe += 1
-            t_event, _ = _locate_event(cfg.event, func, step, y, t, dt, t_next, cfg.interp, coeffs, k_next, tdt, dev)
-            t_out = [t_out[0], t_event]
+            located, _ = _locate_event(cfg.event, func, step, y, t, dt, t_next, cfg.interp, coeffs, k_next, tdt, dev)
+            if located <= t_out[-1]:   # before the end of the solve (odeint's is inf)
+                t_out, t_event = [t_out[0], located], located
         outs = []
         while j < len(t_out) and t_out[j] <= t_next:
             kind = ("end" if t_out[j] == t_next else "start" if t_out[j] == t else cfg.interp)
@@ -413,7 +417,7 @@ def _fixed_shared(func, y0, t_out, cfg: Config) -> Result:
         return _finish_shared(outputs, len(t_out), y0, Status.MAX_STEPS, nfe, n, 0, {}, records, dense_steps,
                               (t, dt))
     return _finish_shared(outputs, len(t_out), y0, Status.SUCCESS, nfe, n, 0,
-                          {}, records, dense_steps, t_event=t_out[-1] if cfg.event is not None else None)
+                          {}, records, dense_steps, t_event=t_event)
 
 
 def _time_limit(t_dtype: torch.dtype, dtype: torch.dtype) -> float:
@@ -501,6 +505,8 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
             accept = b.active & finite & ((ratio <= 1.0) | (b.dt <= cfg.min_step))
             t_end = torch.where(clipped, next_out, b.t + b.dt) if cfg.clip_to_outputs else b.t + b.dt
             t_new = torch.where(accept, t_end, b.t)
+            if cfg.event is not None:
+                _row_events(cfg.event, step, b, accept, t_new, rows_t_out, t_out, coeffs)
             passed = (rows_t_out <= t_new.unsqueeze(1)).sum(1)
             n_pass = torch.where(accept, passed - b.out_idx, torch.zeros_like(passed)).clamp_min(0)
             steps_taken = n_acc[b.rows] + n_rej[b.rows] + 1
@@ -551,7 +557,34 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
     # Outputs that a failed sample did not reach are NaN.
     unreached = ((status != 0).unsqueeze(1) & (t_out > fail_t.unsqueeze(1))).T          # (T, batch)
     ys = torch.where(unreached.unsqueeze(-1), torch.full_like(ys, float("nan")), ys)
-    return Result(ys, status, nfe, n_acc, n_rej, _scatter_heuristics(heur_steps, B, y0), records, [])
+    return Result(ys, status, nfe, n_acc, n_rej, _scatter_heuristics(heur_steps, B, y0), records, [],
+                  t_event=None if cfg.event is None else cfg.event.times)
+
+
+def _row_events(event: RowEvent, step: Step, b: "_Batch", accept: torch.Tensor, t_new: torch.Tensor,
+                rows_t_out: torch.Tensor, t_out: torch.Tensor, coeffs: Coefficients) -> None:
+    """Per-sample events (t_out is (batch, 2)): a row whose event function crossed zero within its
+    accepted step, before its end time, ends at the event: its end time becomes the event time, in
+    ``t_out``, in the working copy ``rows_t_out`` and in ``event.times``. One extra host read per step."""
+    g_end = event.values(b.rows, t_new, step.y1)
+    crossed = accept & (g_end <= 0)
+    any_crossed, any_nan = torch.stack([crossed.any(), (accept & torch.isnan(g_end)).any()]).tolist()
+    if any_nan:
+        raise ValueError("`event_fn` returned NaN")
+    if not any_crossed:
+        return
+    idx = crossed.nonzero().squeeze(1)
+    part = Step(step.y1[idx], [k[idx] for k in step.ks], None, None)
+    y_start, t_start, dt = b.y[idx], b.t[idx], b.dt[idx]
+
+    def state_at(s: torch.Tensor) -> torch.Tensor:
+        return interpolate(part, y_start, dt.to(y_start.dtype), (s - t_start) / dt, coeffs)
+    located = event.locate(b.rows[idx], state_at, t_start, t_new[idx])
+    hit = located <= rows_t_out[idx, 1]
+    rows, times = b.rows[idx[hit]], located[hit]
+    t_out[rows, 1] = times
+    rows_t_out[idx[hit], 1] = times
+    event.times[rows] = times
 
 
 def _scatter_heuristics(steps: list, batch: int, like: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -17,7 +17,7 @@ from .regularize import RNODE, GlobalRegularizer, LocalErrorEstimate
 from .adjoint import AdjointConfig, BacksolveAdjoint, DiscreteAdjoint, Problem, default_adjoint_cfg
 from .controller import IController, PIController
 from .errors import Status
-from .events import Event, event_gradient
+from .events import Event, RowEvent, event_gradient, event_time_gradient
 from .solution import Solution
 from .tableaus import MULTISTEP, get_tableau
 
@@ -188,11 +188,15 @@ class _Layout:
 
 def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, options, fixed_options,
            max_steps, norm, throw, dense, heuristics, adjoint_params, adjoint_rtol, adjoint_atol,
-           adjoint_method, adjoint_options, regularizer=None, event_fn=None, multistep=None):
+           adjoint_method, adjoint_options, regularizer=None, event_fn=None, multistep=None,
+           until_event=True):
     """Validate, lay out the state, run the chosen gradient mode.
 
-    With ``event_fn`` (shared steps), ``t`` is [t0, t1] with t1 giving only the direction: the solve
-    ends at the event, whose internal time is ``Result.t_event``, and ys holds y(t0) and y(event).
+    With ``event_fn``, ``t`` is [t0, t1] (per-sample: also (batch, 2)) and ys holds y(t0) and y at the
+    end: the event (internal time ``Result.t_event``; per sample (batch,), NaN where none), or t1 if
+    the event does not come first. ``until_event`` (odeint): t1 only gives the direction, the solve
+    runs until the event, and no event-time gradient is attached; otherwise ``Result.event_time`` is the
+    event time in user time, differentiable (implicit function theorem) together with y(event).
 
     Returns (Result, ys (T, *flat state), layout, problem, value of the global regulariser or None)."""
     if not callable(func):
@@ -244,15 +248,15 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
     if per_sample and t_out.dim() == 1:
         t_out = t_out.unsqueeze(0).expand(batch, -1)
     if event_fn is not None:
-        cfg.event = _event(event_fn, t, tab, cfg, to_user, sign, atol)
-        t_out = [t_out[0], math.inf]
+        cfg.event, t_out = _event(event_fn, t, tab, cfg, to_user, sign, atol, per_sample, adjoint, t_out,
+                                  until_event)
     problem = Problem(checked, t_out, cfg, per_sample)
 
     time_grad = t.requires_grad
     if time_grad:
         y0_flat = _shift_initial_time(checked, y0_flat, t, sign, per_sample)
     reg_value = None
-    if event_fn is not None and cfg.event.start(t_out[0], y0_flat):   # the event holds at t0
+    if event_fn is not None and _event_starts(cfg.event, t_out, y0_flat, per_sample):   # the event holds at t0
         result = Result(ys=torch.stack([y0_flat, y0_flat]), status=int(Status.SUCCESS), nfe=0, n_accepted=0,
                         n_rejected=0, heuristics={}, records=[], dense_steps=[], t_event=t_out[0])
         ys = result.ys
@@ -276,20 +280,64 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
         result = problem.last
     if time_grad:   # an event solve's end is the event, not t[1]: only t0 gets a gradient
         ys = _attach_output_time_grads(checked, ys, t[..., :1] if event_fn is not None else t, sign, per_sample)
+    if event_fn is not None and not until_event:
+        ys, result.event_time = _event_time(cfg.event, checked, ys, result.t_event, t, sign, per_sample)
     return result, ys, layout, problem, reg_value
 
 
-def _event(event_fn, t: torch.Tensor, tab, cfg: Config, to_user, sign: float, atol) -> Event:
-    """Check an event solve's arguments and build its :class:`nde.events.Event`."""
+def _event_starts(event, t_out, y0: torch.Tensor, per_sample: bool) -> bool:
+    """Fix the event function's initial signs. Shared: True when the event holds at t0 (nothing to
+    integrate). Per-sample: rows whose event holds at t0 end there (their end time becomes t0)."""
+    if not per_sample:
+        return event.start(t_out[0], y0)
+    at_start = event.start(t_out[:, 0], y0)
+    t_out[at_start, 1] = t_out[at_start, 0]
+    return False
+
+
+def _event_time(event, func, ys: torch.Tensor, t_event, t: torch.Tensor, sign: float, per_sample: bool):
+    """``ys`` with y(event) differentiable through the event time, and that time in user time:
+    ``()`` (NaN if the solve reached t1 first) or per sample ``(batch,)`` (NaN where it did)."""
+    if not per_sample:
+        if t_event is None:
+            return ys, torch.tensor(math.nan, dtype=t.dtype, device=t.device)
+        t_internal = torch.tensor(t_event, dtype=t.dtype, device=t.device)
+        if t_event == sign * float(t[0]):   # the event holds at t0: the end is t0, not a crossing
+            return ys, sign * t_internal
+        t_internal, y_end = event_time_gradient(event.differentiable, func, t_internal, ys[-1])
+        return torch.cat([ys[:-1], y_end.unsqueeze(0)]), (sign * t_internal).to(t.dtype)
+    rows = (torch.isfinite(t_event) & ~event.at_start).nonzero().squeeze(1)
+    if rows.numel() == 0:
+        return ys, (sign * t_event).to(t.dtype)
+    t_rows, y_rows = event_time_gradient(lambda tt, yy: event.differentiable(tt, yy, rows), func, t_event[rows],
+                                         ys[-1][rows])
+    y_end = ys[-1].index_put((rows,), y_rows)
+    return torch.cat([ys[:-1], y_end.unsqueeze(0)]), (sign * t_event.index_put((rows,), t_rows)).to(t.dtype)
+
+
+def _event(event_fn, t: torch.Tensor, tab, cfg: Config, to_user, sign: float, atol, per_sample: bool, adjoint: str,
+           t_out, until_event: bool):
+    """Check an event solve's arguments; its :class:`nde.events.Event` (shared) or
+    :class:`nde.events.RowEvent` (per sample) and output times (the end: inf when ``until_event``)."""
     if not callable(event_fn):
         raise TypeError("`event_fn` must be callable as event_fn(t, y)")
-    if t.dim() != 1 or t.shape[0] != 2:
-        raise ValueError(f"`t` must hold two times [t0, t1] with `event_fn` (t1 only sets the direction), "
+    if t.shape[-1] != 2 or (t.dim() != 1 and not per_sample):
+        raise ValueError(f"`t` must hold two times [t0, t1] with `event_fn`"
+                         f"{' (t1 only sets the direction)' if until_event else ' (per sample: (batch, 2))'}, "
                          f"got shape {tuple(t.shape)}")
     if cfg.step_size is None and not tab.adaptive:
-        raise ValueError(f"`event_fn` with the fixed-step method {tab.name!r} needs `options['step_size']`")
+        raise ValueError(f"`event_fn` with the fixed-step method {tab.name!r} needs a step size "
+                         f"({'`options[' + repr('step_size') + ']`' if until_event else '`step_size`'})")
     tol = float(atol.min()) if torch.is_tensor(atol) else atol
-    return Event(event_fn, to_user, sign, t.dtype, t.device, tol)
+    if not per_sample:
+        return Event(event_fn, to_user, sign, t.dtype, t.device, tol), ([t_out[0], math.inf] if until_event else t_out)
+    if _needs_clipping(tab):
+        raise ValueError(f"per-sample events need a method with an interpolant of its order; {tab.name!r} has "
+                         "none (use dopri5 or tsit5)")
+    if adjoint == "backsolve":
+        raise ValueError("per-sample events end every sample at its own time; use adjoint='direct' or "
+                         "'discrete' (the backsolve needs output times shared by the batch)")
+    return RowEvent(event_fn, to_user, sign, t.dtype, tol), t_out.clone()
 
 
 def _needs_clipping(tab) -> bool:
@@ -454,7 +502,7 @@ def solve_ode(func: Callable, y0, t: torch.Tensor, *, method: str = "dopri5", rt
               dense: bool = True, heuristics: bool = True, adjoint_params=None, adjoint_rtol=None,
               adjoint_atol=None, adjoint_method: str | None = None, adjoint_options: dict | None = None,
               interp: str = "linear", regularize=None, generator: random.Random | None = None,
-              step_t=None, jump_t=None) -> Solution:
+              step_t=None, jump_t=None, event_fn: Callable | None = None) -> Solution:
     """Solve ``dy/dt = func(t, y)`` from ``y(t[0]) = y0`` and return a :class:`Solution`.
 
     Args:
@@ -488,6 +536,13 @@ def solve_ode(func: Callable, y0, t: torch.Tensor, *, method: str = "dopri5", rt
         step_t, jump_t: times that adaptive steps must land on; at ``jump_t`` points ``func`` may be
             discontinuous in ``t``: the step ending there evaluates its last stage just before the point
             and ``func`` is re-evaluated just after it (torchdiffeq's options of the same names).
+        event_fn: ``event_fn(t, y) -> tensor``: end the solve where it crosses zero (docs/core.md,
+            "Events"). ``t`` is then ``[t0, t1]`` (per-sample mode: also ``(batch, 2)``) and the solve ends
+            at the event or at t1, whichever comes first; ``ys`` is ``[y(t0), y(end)]`` and
+            ``Solution.event_t`` the event time (NaN if t1 came first), differentiable, as is y(event),
+            by the implicit function theorem. Shared mode: ``event_fn`` sees the whole state and the
+            first zero of any component ends the solve. Per-sample mode: it gets ``t`` ``(n,)`` and ``y``
+            ``(n, ...)`` of any n rows and returns ``(n,)`` or ``(n, k)``; each row ends at its own event.
     """
     tab = get_tableau(method)
     if controller is not None and not isinstance(controller, PIController):
@@ -503,6 +558,9 @@ def solve_ode(func: Callable, y0, t: torch.Tensor, *, method: str = "dopri5", rt
     if max_steps < 1:
         raise ValueError("`max_steps` must be a positive integer")
     global_reg, local_reg, rnode = _split_regularizer(regularize, tab, adjoint, per_sample, step_size)
+    if rnode is not None and event_fn is not None:
+        raise ValueError("`regularize=RNODE(...)` augments the state, which `event_fn` would see; "
+                         "use another regulariser with events")
     if rnode is not None:
         func, y0, adjoint_params = _augment_rnode(rnode, func, y0, adjoint_params)
     result, ys, layout, problem, reg_value = _solve(
@@ -510,7 +568,8 @@ def solve_ode(func: Callable, y0, t: torch.Tensor, *, method: str = "dopri5", rt
         controller=controller or PIController(), options=options, fixed_options=fixed, max_steps=max_steps,
         norm=None, throw=throw, dense=dense or local_reg is not None, heuristics=heuristics,
         adjoint_params=adjoint_params, adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol,
-        adjoint_method=adjoint_method, adjoint_options=adjoint_options, regularizer=global_reg)
+        adjoint_method=adjoint_method, adjoint_options=adjoint_options, regularizer=global_reg,
+        event_fn=event_fn, until_event=False)
     dev = ys.device
     stats = {key: torch.as_tensor(getattr(result, key), device=dev) for key in ("nfe", "n_accepted", "n_rejected")}
     if local_reg is not None:
@@ -525,7 +584,7 @@ def solve_ode(func: Callable, y0, t: torch.Tensor, *, method: str = "dopri5", rt
                     heuristics=result.heuristics, regularization=reg_value,
                     _dense=result.dense_steps if dense and rnode is None else [], _coeffs=problem.cfg.coeffs,
                     _unflatten=None if layout.is_plain else (lambda y: layout.unflatten(y, lead=(y.shape[0],))),
-                    _time_sign=_direction(t))
+                    _time_sign=_direction(t), event_t=result.event_time)
 
 
 def _split_regularizer(regularize, tab, adjoint, per_sample, step_size):

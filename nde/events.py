@@ -66,6 +66,10 @@ class Event:
             raise ValueError(f"`event_fn` returned NaN at t={self.sign * t}")
         return value
 
+    def differentiable(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``g`` at internal time ``t`` (0-d tensor) with autograd, for :func:`event_time_gradient`."""
+        return (_event_values(self.event_fn, (self.sign * t).to(self.t_dtype), self.to_user(y)) * self.signs).min()
+
     def crossed(self, t: float, y: torch.Tensor) -> bool:
         """Whether ``g`` has reached zero at ``(t, y)`` (it is positive until the event)."""
         return self.value(t, y) <= 0
@@ -113,6 +117,90 @@ class Event:
         return t_b if g_b == 0 else 0.5 * (t_a + t_b)
 
 
+class RowEvent:
+    """Per-sample events: row i ends where ``g_i(t, y_i) = min_k s_ik·c_ik(t, y_i)`` reaches zero.
+
+    ``event_fn(t, y)`` takes the times ``(n,)`` and states ``(n, ...)`` of any n rows (in the user's
+    layout and time) and returns ``(n,)`` or ``(n, k)``; rows must not interact. ``s = sign(c(t0, y0))``
+    per row and component. ``times`` holds each row's event time (internal, NaN until found)."""
+
+    def __init__(self, event_fn: Callable, to_user: Callable, sign: float, t_dtype: torch.dtype, tol: float):
+        self.event_fn, self.to_user, self.sign, self.t_dtype, self.tol = event_fn, to_user, sign, t_dtype, tol
+        self.signs: torch.Tensor | None = None
+        self.times: torch.Tensor | None = None
+        self.at_start: torch.Tensor | None = None    # (batch,) rows whose event holds at t0
+
+    def _values(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        c = _event_values(self.event_fn, (self.sign * t).to(self.t_dtype), self.to_user(y))
+        if c.dim() not in (1, 2) or c.shape[0] != y.shape[0]:
+            raise ValueError(f"`event_fn` must return (n,) or (n, k) for n = {y.shape[0]} rows, "
+                             f"got shape {tuple(c.shape)}")
+        return c if c.dim() == 2 else c.unsqueeze(1)
+
+    def start(self, t0: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
+        """Fix the signs; the (batch,) mask of rows whose event function is zero at the start."""
+        with torch.no_grad():
+            c0 = self._values(t0, y0)
+            if not bool(torch.isfinite(c0).all()):
+                raise ValueError("`event_fn` is not finite at the initial times")
+            self.signs = torch.sign(c0)
+            self.times = torch.full_like(t0, math.nan)
+            self.at_start = (c0 * self.signs).min(dim=1).values == 0
+            self.times[self.at_start] = t0[self.at_start]
+        return self.at_start
+
+    def values(self, rows: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``g`` of the given rows (indices into the batch) at times ``t`` and states ``y``, ``(n,)``."""
+        with torch.no_grad():
+            return self.differentiable(t, y.detach(), rows)
+
+    def differentiable(self, t: torch.Tensor, y: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """``g`` of ``rows`` with autograd, ``(n,)``."""
+        return (self._values(t, y) * self.signs[rows]).min(dim=1).values
+
+    def locate(self, rows: torch.Tensor, state_at: Callable[[torch.Tensor], torch.Tensor], t_a: torch.Tensor,
+               t_b: torch.Tensor) -> torch.Tensor:
+        """Every row's event time in ``(t_a, t_b]`` (``g > 0`` at t_a, ``≤ 0`` at t_b) by bisection on
+        ``state_at(times) -> (n, ...)`` to within ``tol``, all rows at once: the bracket midpoints."""
+        with torch.no_grad():
+            width = float((t_b - t_a).max())
+            iterations = 0 if width <= self.tol else min(MAX_BISECTIONS, math.ceil(math.log2(width / self.tol)))
+            for _ in range(iterations):
+                mid = 0.5 * (t_a + t_b)
+                crossed = self.values(rows, mid, state_at(mid)) <= 0
+                t_b, t_a = torch.where(crossed, mid, t_b), torch.where(crossed, t_a, mid)
+        return 0.5 * (t_a + t_b)
+
+
+def event_time_gradient(g: Callable, func: Callable, t_event: torch.Tensor, y_end: torch.Tensor):
+    """Return ``(t_event, y_end)`` equal in value, with the event time's gradient (module docstring).
+
+    ``g(t, y)``: the combined event function with autograd, ``()`` (shared) or ``(n,)`` (per row);
+    ``func(t, y)``: the vector field; ``t_event``: ``()`` or ``(n,)`` event times; ``y_end``: the state at
+    them, ``(*shape)`` or ``(n, ...)``, carrying its gradient at fixed end time. Built as
+    ``x + (u − u.detach())``, so the values are exactly the inputs'."""
+    t_fixed = t_event.detach()
+    with torch.enable_grad():
+        t_leaf = t_fixed.clone().requires_grad_(True)
+        y_leaf = y_end.detach().clone().requires_grad_(True)
+        dg_dt, dg_dy = torch.autograd.grad(g(t_leaf, y_leaf).sum(), (t_leaf, y_leaf), allow_unused=True)
+    with torch.no_grad():
+        f = func(t_fixed, y_end.detach())
+        per_row = t_fixed.dim() == 1
+        g_dot = torch.zeros_like(t_fixed, dtype=y_end.dtype)
+        if dg_dy is not None:
+            g_dot = (dg_dy * f).reshape(f.shape[0], -1).sum(1) if per_row else (dg_dy * f).sum()
+        if dg_dt is not None:
+            g_dot = g_dot + dg_dt.to(g_dot.dtype)
+    if not bool((g_dot != 0).all()):
+        raise ValueError("`event_fn` is stationary along the solution at the event time "
+                         "(∂g/∂t + ∂g/∂y·f = 0), so the event time has no derivative")
+    correction = -g(t_fixed, y_end) / g_dot     # differentiable through y_end and event_fn's parameters
+    dt = correction - correction.detach()
+    shift = dt.reshape(-1, *([1] * (y_end.dim() - 1))) if per_row else dt
+    return t_fixed + dt.to(t_fixed.dtype), y_end + f * shift.to(y_end.dtype)
+
+
 def combined_event_fn(event_fn: Callable, t0: torch.Tensor, y0) -> Callable:
     """``g(t, y) = min_i s_i·c_i(t, y)`` with the initial signs ``s = sign(c(t0, y0))`` (user time)."""
     with torch.no_grad():
@@ -124,35 +212,22 @@ def combined_event_fn(event_fn: Callable, t0: torch.Tensor, y0) -> Callable:
 
 
 def event_gradient(func: Callable, event_fn: Callable, t0: torch.Tensor, y0, event_t: torch.Tensor, state):
-    """Return ``(event_t, state)`` equal in value to the inputs, with gradients of the event time.
-
-    ``state = y(t*)`` carries its gradient at a fixed end time (from any gradient mode); ``event_t``
-    none. The returned event time is differentiable by the implicit function theorem (module
-    docstring), including through parameters of ``event_fn``, and the returned state by
-    ``dy(t*) = ∂y/∂θ dθ + f(t*, y*)·dt*``. Both are built as ``x + (u − u.detach())``, so their values
-    are exactly the inputs'. ``state`` and ``y0`` are tensors or tuples of tensors (the user's layout)."""
+    """:func:`event_time_gradient` in the user's terms (``odeint_event``): ``func`` and ``event_fn`` as
+    given to ``odeint``, ``state = y(event_t)`` a tensor or tuple of tensors, ``t0``/``y0`` for the
+    initial signs of ``event_fn``'s components."""
     g = combined_event_fn(event_fn, t0, y0)
-    t_fixed = event_t.detach()
-    parts = state if isinstance(state, tuple) else (state,)
-    with torch.enable_grad():
-        t_leaf = t_fixed.clone().requires_grad_(True)
-        y_leaf = tuple(p.detach().clone().requires_grad_(True) for p in parts)
-        g_leaf = g(t_leaf, y_leaf if isinstance(state, tuple) else y_leaf[0])
-        grads = torch.autograd.grad(g_leaf, (t_leaf, *y_leaf), allow_unused=True)
-    with torch.no_grad():
-        f = func(t_fixed, tuple(p.detach() for p in parts) if isinstance(state, tuple) else parts[0].detach())
-        f = f if isinstance(f, tuple) else (f,)
-        g_dot = sum((dg * fi).sum() for dg, fi in zip(grads[1:], f) if dg is not None)
-        if grads[0] is not None:
-            g_dot = g_dot + grads[0]
-    if not torch.is_tensor(g_dot) or float(g_dot) == 0.0:
-        raise ValueError("`event_fn` is stationary along the solution at the event time "
-                         "(∂g/∂t + ∂g/∂y·f = 0), so the event time has no derivative")
-    correction = -g(t_fixed, state) / g_dot          # differentiable through the state and event_fn's parameters
-    dt = (correction - correction.detach()).to(event_t.dtype)
-    new_t = t_fixed + dt
-    new_parts = tuple(p + fi * dt.to(p.dtype) for p, fi in zip(parts, f))
-    return new_t, (new_parts if isinstance(state, tuple) else new_parts[0])
+    if not isinstance(state, tuple):
+        return event_time_gradient(g, func, event_t, state)
+    shapes, sizes = [p.shape for p in state], [p.numel() for p in state]
+
+    def parts(y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(piece.reshape(shape) for piece, shape in zip(torch.split(y, sizes), shapes))
+
+    def flat_func(t, y):
+        return torch.cat([out.reshape(-1) for out in func(t, parts(y))])
+    new_t, new_state = event_time_gradient(lambda t, y: g(t, parts(y)), flat_func, event_t,
+                                           torch.cat([p.reshape(-1) for p in state]))
+    return new_t, parts(new_state)
 
 
-__all__ = ["Event", "combined_event_fn", "event_gradient"]
+__all__ = ["Event", "RowEvent", "combined_event_fn", "event_gradient", "event_time_gradient"]

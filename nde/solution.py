@@ -24,6 +24,8 @@ class Solution:
             EEst, accept iff ≤ 1) and ``stiffness`` (dominant-eigenvalue estimate ρ); shape
             ``(steps,)``, or ``(steps, batch)`` with NaN where a sample did not accept a step.
         regularization: the differentiable regulariser requested with ``regularize=`` (else None).
+        event_t: with ``event_fn``, the event time, ``()`` or per sample ``(batch,)``, NaN where the
+            solve reached ``t[-1]`` first; differentiable (implicit function theorem). Else None.
     """
 
     ts: torch.Tensor
@@ -32,6 +34,7 @@ class Solution:
     status: torch.Tensor
     heuristics: dict[str, torch.Tensor] = field(default_factory=dict)
     regularization: torch.Tensor | None = None
+    event_t: torch.Tensor | None = None
     _dense: list = field(default_factory=list, repr=False)
     _coeffs: Coefficients | None = field(default=None, repr=False)
     _unflatten: object = field(default=None, repr=False)

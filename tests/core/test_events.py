@@ -247,3 +247,104 @@ def test_tuple_of_scalar_tensors_state():
                       rtol=1e-8, atol=1e-9)
     assert x.shape == v.shape == (2,)
     assert abs(x[-1].item() - math.cos(1.0)) < 1e-6 and abs(v[-1].item() + math.sin(1.0)) < 1e-6
+
+
+class BallRows(torch.nn.Module):
+    """Free fall per row: y (n, 2) = (height, velocity)."""
+
+    def forward(self, t, y):
+        return torch.stack([y[:, 1], torch.full_like(y[:, 1], -G)], dim=1)
+
+
+def _balls():
+    h0 = torch.tensor([1.0, 2.0, 5.0, 0.5], dtype=torch.float64, requires_grad=True)
+    v0 = torch.tensor([0.0, 1.0, -2.0, 3.0], dtype=torch.float64, requires_grad=True)
+    return h0, v0
+
+
+@pytest.mark.parametrize("adjoint", ["direct", "discrete"])
+def test_per_sample_events_closed_form(adjoint):
+    """solve_ode(per_sample=True, event_fn=...): every ball stops at its own impact; event times and
+    impact velocities are differentiable (implicit function theorem) through h0 and v0."""
+    h0, v0 = _balls()
+    sol = nde.solve_ode(BallRows(), torch.stack([h0, v0], 1), torch.tensor([0.0, 10.0], dtype=torch.float64),
+                        per_sample=True, adjoint=adjoint, event_fn=lambda t, y: y[:, 0], rtol=1e-9, atol=1e-10)
+    exact = impact_time(h0, v0)
+    assert sol.ys.shape == (2, 4, 2) and sol.event_t.shape == (4,)
+    torch.testing.assert_close(sol.event_t, exact, atol=1e-8, rtol=0)
+    assert sol.ys[-1][:, 0].abs().max() < 1e-8
+    got = torch.autograd.grad(sol.event_t.sum() + 0.1 * sol.ys[-1][:, 1].sum(), (h0, v0))
+    want = torch.autograd.grad(exact.sum() - 0.1 * torch.sqrt(v0 ** 2 + 2 * G * h0).sum(), (h0, v0))
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, atol=1e-6, rtol=0)
+
+
+def test_per_sample_events_end_time_components_and_start():
+    """Rows without an event before t1 end at t1 with event_t NaN; (n, k) event values stop a row at the
+    first of its components; a row whose event holds at t0 ends there; finished rows stop costing work."""
+    y0 = torch.tensor([[2.0], [1.0], [0.3], [0.5]], dtype=torch.float64)
+    t = torch.tensor([0.0, 2.0], dtype=torch.float64)
+
+    def event_fn(t, y):          # y = y0·e^{−t} reaching 0.5, or the time reaching 1.5
+        return torch.stack([y[:, 0] - 0.5, 1.5 - t], dim=1)
+    sol = nde.solve_ode(decay, y0, t, per_sample=True, event_fn=event_fn, rtol=1e-9, atol=1e-10)
+    expected = [math.log(4.0), math.log(2.0), 1.5, 0.0]   # row 2 starts below 0.5: its crossing is upwards,
+    torch.testing.assert_close(sol.event_t, torch.tensor(expected, dtype=torch.float64), atol=1e-8, rtol=0)
+    torch.testing.assert_close(sol.ys[-1, :, 0], y0[:, 0] * torch.exp(-sol.event_t), atol=1e-8, rtol=0)
+    assert sol.stats["nfe"][3] < sol.stats["nfe"][1] < sol.stats["nfe"][2]
+    late = nde.solve_ode(decay, y0[:2], torch.tensor([0.0, 0.3], dtype=torch.float64), per_sample=True,
+                         event_fn=lambda t, y: y[:, 0] - 0.5)
+    assert torch.isnan(late.event_t).all()
+    torch.testing.assert_close(late.ys[-1], late.ys[0] * math.exp(-0.3), atol=1e-6, rtol=0)
+
+
+def test_per_sample_events_match_row_by_row_torchdiffeq():
+    """Each row of a neural field stops where torchdiffeq's event solve of that row alone stops."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2)).double()
+    field = lambda t, y: 0.3 * net(y) - torch.tensor([0.0, 1.0], dtype=y.dtype)  # noqa: E731
+    y0 = torch.rand(5, 2, dtype=torch.float64) + torch.tensor([0.0, 0.5], dtype=torch.float64)   # above 0
+    sol = nde.solve_ode(field, y0, torch.tensor([0.0, 20.0], dtype=torch.float64), per_sample=True,
+                        event_fn=lambda t, y: y[:, 1], rtol=1e-8, atol=1e-9)
+    for i in range(5):
+        ref_t, ref = torchdiffeq.odeint(field, y0[i:i + 1], torch.tensor([0.0, 1.0], dtype=torch.float64),
+                                        event_fn=lambda t, y: y[0, 1], rtol=1e-8, atol=1e-9)
+        assert abs(sol.event_t[i].item() - ref_t.item()) < 1e-6
+        torch.testing.assert_close(sol.ys[-1, i], ref[-1, 0], atol=1e-6, rtol=0)
+
+
+def test_solve_ode_shared_event_and_end_time():
+    """Shared steps: the first event of the batch ends the solve (differentiable event time); with t1
+    before it, the solve ends at t1 and event_t is NaN."""
+    h0, v0 = _balls()
+    y0 = torch.stack([h0, v0], 1)
+    sol = nde.solve_ode(BallRows(), y0, torch.tensor([0.0, 10.0], dtype=torch.float64),
+                        event_fn=lambda t, y: y[:, 0], rtol=1e-9, atol=1e-10)
+    exact = impact_time(h0, v0)
+    first = int(exact.argmin())
+    assert abs(sol.event_t.item() - exact[first].item()) < 1e-8
+    (grad,) = torch.autograd.grad(sol.event_t, h0)
+    torch.testing.assert_close(grad[first], 1 / torch.sqrt(v0[first] ** 2 + 2 * G * h0[first]).detach(),
+                               atol=1e-6, rtol=0)
+    short = nde.solve_ode(BallRows(), y0.detach(), torch.tensor([0.0, 0.2], dtype=torch.float64),
+                          event_fn=lambda t, y: y[:, 0], rtol=1e-9, atol=1e-10)
+    assert torch.isnan(short.event_t)
+    torch.testing.assert_close(short.ys[-1, :, 0], h0.detach() + 0.2 * v0.detach() - 0.5 * G * 0.04,
+                               atol=1e-8, rtol=0)
+
+
+def test_solve_ode_event_errors():
+    y0, t = torch.ones(3, 1), torch.tensor([0.0, 1.0])
+    event = lambda t, y: y[:, 0] - 0.5  # noqa: E731
+    with pytest.raises(ValueError, match="adjoint='direct' or 'discrete'"):
+        nde.solve_ode(decay, y0, t, per_sample=True, adjoint="backsolve", event_fn=event)
+    with pytest.raises(ValueError, match="dopri8"):
+        nde.solve_ode(decay, y0, t, per_sample=True, method="dopri8", event_fn=event)
+    with pytest.raises(ValueError, match=r"\(n,\) or \(n, k\)"):
+        nde.solve_ode(decay, y0, t, per_sample=True, event_fn=lambda t, y: y.sum())
+    with pytest.raises(ValueError, match="`t` must hold two times"):
+        nde.solve_ode(decay, y0, torch.tensor([0.0, 0.5, 1.0]), per_sample=True, event_fn=event)
+    with pytest.raises(ValueError, match="RNODE"):
+        nde.solve_ode(decay, y0, t, event_fn=event, regularize=nde.regularize.RNODE())
+    with pytest.raises(ValueError, match="step_size"):
+        nde.solve_ode(decay, y0, t, method="rk4", event_fn=event)
