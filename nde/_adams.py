@@ -77,8 +77,9 @@ class Adams:
             warnings.warn(f"max_order is below {MIN_ORDER}, so {method} reduces to Kutta's 3/8 rule (rk4)")
         return cls(method, IMPLICIT[method], max_order, max_iters)
 
-    def stepper(self, func: Callable, coeffs: Coefficients, rtol, atol, t_dtype, device) -> "AdamsStepper":
-        return AdamsStepper(self, func, coeffs, rtol, atol, t_dtype, device)
+    def stepper(self, func: Callable, coeffs: Coefficients, rtol, atol, t_dtype, device,
+                perturb: bool = False) -> "AdamsStepper":
+        return AdamsStepper(self, func, coeffs, rtol, atol, t_dtype, device, perturb)
 
 
 _BASHFORTH = [()] + [adams_coefficients(k, False) for k in range(1, MAX_ORDER)]
@@ -96,11 +97,13 @@ def _weighted_sum(weights, values: list[torch.Tensor]) -> torch.Tensor:
 class AdamsStepper:
     """The steps of one solve: f at the grid points so far (newest first) and the step rule.
 
-    ``coeffs``: Kutta's 3/8 rule, for the start-up steps."""
+    ``coeffs``: Kutta's 3/8 rule, for the start-up steps. ``perturb``: evaluations at t1 are made just
+    before it (torchdiffeq's ``perturb`` option; the caller evaluates f0 just after t)."""
 
-    def __init__(self, method: Adams, func: Callable, coeffs: Coefficients, rtol, atol, t_dtype, device):
+    def __init__(self, method: Adams, func: Callable, coeffs: Coefficients, rtol, atol, t_dtype, device,
+                 perturb: bool = False):
         self.method, self.func, self.coeffs = method, func, coeffs
-        self.rtol, self.atol, self.t_dtype, self.device = rtol, atol, t_dtype, device
+        self.rtol, self.atol, self.t_dtype, self.device, self.perturb = rtol, atol, t_dtype, device, perturb
         self.history: collections.deque = collections.deque(maxlen=method.max_order - 1)
 
     def step(self, t: float, dt: float, y: torch.Tensor, f0: torch.Tensor) -> tuple[Step, int]:
@@ -108,8 +111,10 @@ class AdamsStepper:
         self.history.appendleft(f0)
         order = min(len(self.history), self.method.max_order - 1)
         if order < MIN_ORDER - 1:
-            start = rk_step(self.func, t, dt, y, f0, self.coeffs, stage_times(t, dt, self.coeffs, self.t_dtype,
-                                                                            self.device))
+            times = stage_times(t, dt, self.coeffs, self.t_dtype, self.device)
+            if self.perturb:
+                times[-1] = self._t1(t + dt)          # the 3/8 rule's last stage is at c = 1
+            start = rk_step(self.func, t, dt, y, f0, self.coeffs, times)
             return Step(start.y1, [f0], None, None), self.coeffs.tableau.stages - 1
         history = list(self.history)
         dy = _weighted_sum([dt * b for b in _BASHFORTH[order]], history[:order])
@@ -122,7 +127,7 @@ class AdamsStepper:
         """Adams–Moulton by functional iteration from the predicted increment ``dy``."""
         moulton = _MOULTON[order]
         known = _weighted_sum([dt * m for m in moulton[1:]], history[:order])
-        t_tensor = torch.tensor(t1, dtype=self.t_dtype, device=self.device)
+        t_tensor = self._t1(t1)
         converged, iterations = False, 0
         while not converged and iterations < self.method.max_iters:
             f1 = self.func(t_tensor, y + dy)
@@ -133,6 +138,12 @@ class AdamsStepper:
             warnings.warn("Functional iteration did not converge. Solution may be incorrect.")
             self.history.pop()
         return dy, iterations
+
+    def _t1(self, t1: float) -> torch.Tensor:
+        """The time of an evaluation at the step's end (just before it with ``perturb``)."""
+        t = torch.tensor(t1, dtype=self.t_dtype, device=self.device)
+        return torch.nextafter(t, torch.tensor(-torch.inf, dtype=self.t_dtype, device=self.device)) if self.perturb \
+            else t
 
     def _converged(self, old: torch.Tensor, new: torch.Tensor) -> bool:
         """max |new − old| / (atol + rtol·max(|old|, |new|)) < 1 (one host read)."""

@@ -38,6 +38,7 @@ class Config:
     step_size: float | None = None           # fixed-grid methods: grid spacing (None: the output times)
     grid: tuple[float, ...] | None = None    # ... or the whole grid (torchdiffeq's grid_constructor)
     multistep: Adams | None = None           # fixed-grid Adams steps (coeffs: the start-up 3/8 rule)
+    perturb: bool = False                    # fixed grid: f at t+ (first stage) and t1− (stages at c = 1)
     interp: str = "linear"                   # fixed-grid output interpolation: "linear" or "cubic"
     min_step: float = 0.0
     max_step: float = math.inf
@@ -327,10 +328,15 @@ class _Landings:
             self.next += 1
 
 
+def _next_time(t: float, towards: float, t_dtype, device) -> torch.Tensor:
+    """The float of ``t_dtype`` next to ``t`` in the direction of ``towards``, as a tensor."""
+    return torch.nextafter(_t(t, t_dtype, device), _t(towards, t_dtype, device))
+
+
 def _land_stage_times(times: list, c: tuple, landing: float, t_dtype, device) -> list:
     """Stages at c = 1 of a step ending on a landing point evaluate just before it, on the side the
     step integrates over (as torchdiffeq does), in case ``func`` is discontinuous there."""
-    end = torch.nextafter(_t(landing, t_dtype, device), _t(-math.inf, t_dtype, device))
+    end = _next_time(landing, -math.inf, t_dtype, device)
     return [end if ci == 1 else ti for ci, ti in zip(c, times)]
 
 
@@ -370,17 +376,22 @@ def _fixed_shared(func, y0, t_out, cfg: Config) -> Result:
             return _finish_shared([y0], len(t_out), y0, Status.MAX_STEPS, 0, 0, 0, {}, [], [], (t_out[0], dt))
         grid = list(cfg.grid) if cfg.grid is not None else fixed_grid(t_out, cfg.step_size, n_steps, tdt, dev)
         steps = zip(grid[:-1], grid[1:])
-    stepper = None if cfg.multistep is None else cfg.multistep.stepper(func, coeffs, cfg.rtol, cfg.atol, tdt, dev)
+    stepper = None if cfg.multistep is None else cfg.multistep.stepper(func, coeffs, cfg.rtol, cfg.atol, tdt, dev,
+                                                                     cfg.perturb)
     outputs, j, y, nfe, n = [y0], 1, y0, 0, 0
     records, dense_steps = [], []
-    k1, t, dt, t_event = None, t_out[0], cfg.step_size, None
+    k1, t, dt, t_event, k1_t = None, t_out[0], cfg.step_size, None, None
     for t, t_next in steps:
         dt = t_next - t
         if k1 is None:
-            k1 = func(_t(t, tdt, dev), y)
+            k1_t = _t(t, tdt, dev) if not cfg.perturb else _next_time(t, math.inf, tdt, dev)
+            k1 = func(k1_t, y)
             nfe += 1
+        times = stage_times(t, dt, coeffs, tdt, dev)
+        if cfg.perturb:   # torchdiffeq's perturb: stages at c = 1 just before t1
+            times = _land_stage_times(times, tab.c, t_next, tdt, dev)
         if stepper is None:
-            step = rk_step(func, t, dt, y, k1, coeffs, stage_times(t, dt, coeffs, tdt, dev))
+            step = rk_step(func, t, dt, y, k1, coeffs, times)
             nfe += tab.stages - 1
         else:
             step, evaluations = stepper.step(t, dt, y, k1)
@@ -405,11 +416,12 @@ def _fixed_shared(func, y0, t_out, cfg: Config) -> Result:
             outs.append((j, theta, kind))
             j += 1
         if cfg.record:
-            records.append(Record(t, dt, y.detach(), outputs=outs))
+            records.append(Record(t, dt, y.detach(), outputs=outs, stage_t=times if cfg.perturb else None,
+                                  k1_t=k1_t if cfg.perturb else None))
         if cfg.dense:
             dense_steps.append((t, dt, y, step))
         y = step.y1
-        k1 = step.ks[-1] if tab.fsal else k_next
+        k1 = step.ks[-1] if tab.fsal else (None if cfg.perturb else k_next)   # perturb: the next f is at t1+
         if j == len(t_out):
             break
     if j < len(t_out):  # an event solve whose event did not happen within max_steps

@@ -24,9 +24,8 @@ from .tableaus import MULTISTEP, get_tableau
 GRADIENT_MODES = ("direct", "backsolve", "discrete")
 _ADAPTIVE_OPTIONS = {"first_step", "max_num_steps", "min_step", "max_step", "safety", "ifactor", "dfactor", "norm",
                      "step_t", "jump_t", "dtype"}
-_FIXED_OPTIONS = {"step_size", "grid_constructor", "interp", "max_num_steps"}
+_FIXED_OPTIONS = {"step_size", "grid_constructor", "interp", "max_num_steps", "perturb"}
 _ADAMS_OPTIONS = {"max_order", "max_iters"}
-_UNSUPPORTED_OPTIONS = {"perturb": "perturbed evaluations are not supported (jump_t handles discontinuities)"}
 DEFAULT_MAX_STEPS = 1_000_000
 # odeint follows torchdiffeq's names where nde's differ: torchdiffeq's "heun2" is fixed-step Heun
 # (nde's "heun"), its "rk4" Kutta's 3/8 rule (nde's "rk4_38"); nde's adaptive "heun2" is torchdiffeq's
@@ -405,8 +404,6 @@ def _attach_output_time_grads(func, ys, t, sign, per_sample):
 
 def _check_option_keys(options: dict, allowed: set, argname: str, kind: str) -> None:
     for key in options:
-        if key in _UNSUPPORTED_OPTIONS:
-            raise ValueError(f"`{argname}['{key}']`: {_UNSUPPORTED_OPTIONS[key]}")
         if key not in allowed:
             raise ValueError(f"unknown key {key!r} in `{argname}` for {kind} method; "
                              f"expected some of {sorted(allowed)}")
@@ -475,6 +472,10 @@ def _translate_fixed_options(options: dict, argname: str) -> dict:
             out["interp"] = value
         elif key == "max_num_steps":
             out["max_steps"] = int(value)
+        elif key == "perturb":
+            if not isinstance(value, bool):
+                raise ValueError(f"`{argname}['perturb']` must be True or False, got {value!r}")
+            out["perturb"] = value
         elif key == "grid_constructor":   # odeint builds the grid before translating its own options
             raise ValueError(f"`{argname}['grid_constructor']` is not supported here; pass `step_size`")
     return out

@@ -51,8 +51,10 @@ def test_unknown_method_option_and_mode():
         nde.odeint(decay, torch.ones(2), T, method="rk4", options={"stepsize": 0.1})
     with pytest.raises(ValueError, match="unknown key 'step_size' in `options` for an adaptive"):
         nde.odeint(decay, torch.ones(2), T, options={"step_size": 0.1})
-    with pytest.raises(ValueError, match="`options\\['perturb'\\]`"):
-        nde.odeint(decay, torch.ones(2), T, options={"perturb": True})
+    with pytest.raises(ValueError, match="unknown key 'perturb' in `options` for an adaptive"):
+        nde.odeint(decay, torch.ones(2), T, options={"perturb": True})   # a fixed-grid option
+    with pytest.raises(ValueError, match="`options\\['perturb'\\]` must be True or False"):
+        nde.odeint(decay, torch.ones(2), T, method="rk4", options={"perturb": 1})
     with pytest.raises(ValueError, match="`adjoint` must be one of"):
         nde.solve_ode(decay, torch.ones(2), T, adjoint="magic")
     with pytest.raises(ValueError, match="`rtol`"):
