@@ -21,6 +21,33 @@ SDE_TYPES = ("ito", "stratonovich")
 _RENAMES = {"drift": "f", "diffusion": "g", "prior_drift": "h", "drift_and_diffusion": "f_and_g"}
 
 
+class BaseSDE(torch.nn.Module):
+    """Base class for a user's SDE (torchsde's ``BaseSDE``): an ``nn.Module`` with checked ``noise_type``
+    and ``sde_type`` attributes; subclasses define ``f`` and ``g`` (or ``f_and_g``)."""
+
+    def __init__(self, noise_type: str, sde_type: str):
+        super().__init__()
+        if noise_type not in NOISE_TYPES:
+            raise ValueError(f"`noise_type` must be one of {NOISE_TYPES}, got {noise_type!r}")
+        if sde_type not in SDE_TYPES:
+            raise ValueError(f"`sde_type` must be one of {SDE_TYPES}, got {sde_type!r}")
+        self.noise_type, self.sde_type = noise_type, sde_type
+
+
+class SDEIto(BaseSDE):
+    """An Itô SDE (torchsde's ``SDEIto``)."""
+
+    def __init__(self, noise_type: str):
+        super().__init__(noise_type, "ito")
+
+
+class SDEStratonovich(BaseSDE):
+    """A Stratonovich SDE (torchsde's ``SDEStratonovich``)."""
+
+    def __init__(self, noise_type: str):
+        super().__init__(noise_type, "stratonovich")
+
+
 class SDE:
     """Validated view of a torchsde-style ``sde`` object.
 

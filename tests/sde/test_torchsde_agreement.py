@@ -102,3 +102,37 @@ def test_torchsde_on_a_brownian_grid_agrees(method):
                                    dt=0.1)
         got = sdeint(GBM("ito"), y0, ts, bm=bm, method=method, dt=0.1)
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_base_classes_like_torchsde():
+    """An SDE written against torchsde.SDEIto / SDEStratonovich runs unchanged on nde's base classes and
+    gives torchsde's result; bad noise or SDE types name the argument."""
+    import nde.sde
+
+    def make(base):
+        class Geometric(base):
+            def __init__(self):
+                super().__init__(noise_type="diagonal")
+                self.mu = torch.nn.Parameter(torch.tensor(0.3, dtype=torch.float64))
+
+            def f(self, t, y):
+                return self.mu * y
+
+            def g(self, t, y):
+                return 0.5 * y
+        return Geometric()
+    y0 = torch.full((3, 2), 1.0, dtype=torch.float64)
+    for ours_base, their_base in ((nde.sde.SDEIto, torchsde.SDEIto),
+                                  (nde.sde.SDEStratonovich, torchsde.SDEStratonovich)):
+        ours, theirs = make(ours_base), make(their_base)
+        assert isinstance(ours, torch.nn.Module) and ours.sde_type == theirs.sde_type
+        bm = BrownianPath(0.0, 1.0, (3, 2), dtype=torch.float64, entropy=1)
+        method = "milstein"
+        ys = sdeint(ours, y0, TS, bm=bm, method=method, dt=0.05)
+        ref = torchsde.sdeint(theirs, y0, TS, bm=bm, method=method, dt=0.05)
+        torch.testing.assert_close(ys, ref, atol=1e-12, rtol=0)
+        assert len(list(ours.parameters())) == 1
+    with pytest.raises(ValueError, match="`noise_type` must be one of"):
+        nde.sde.SDEIto("diag")
+    with pytest.raises(ValueError, match="`sde_type` must be one of"):
+        nde.sde.BaseSDE("diagonal", "itoh")
