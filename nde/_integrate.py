@@ -153,6 +153,16 @@ def _locate_event(event: Event, func: Callable, step: Step, y0: torch.Tensor, t:
     return t_event, calls * (coeffs.tableau.stages - 1)
 
 
+def _resolution_hint(cfg: Config, dtype: torch.dtype) -> str:
+    """Why steps may shrink without end: tolerances below what the state's dtype resolves."""
+    eps = torch.finfo(dtype).eps
+    rtol = float(cfg.rtol.min()) if torch.is_tensor(cfg.rtol) else cfg.rtol
+    atol = float(cfg.atol.min()) if torch.is_tensor(cfg.atol) else cfg.atol
+    if rtol < eps and atol < eps:
+        return f"rtol={rtol:g} and atol={atol:g} are below the resolution of {dtype} (eps {eps:.2g})"
+    return ""
+
+
 def _t(t: float, dtype, device) -> torch.Tensor:
     return host_tensor(t, dtype, device)
 
@@ -299,9 +309,9 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
         dt = min(max(dt * ctrl.factor(ratio, prev_ratio, accept, k_exp), cfg.min_step), cfg.max_step)
         if accept:
             prev_ratio = ratio
-        if j < len(t_out) and (t + dt == t or dt <= 0.0):
-            status = Status.DT_UNDERFLOW if finite else Status.NONFINITE
-            _fail(cfg, status, t, dt)
+        if j < len(t_out) and (t + dt == t or not dt > 0.0):   # (not dt > 0 also catches a NaN step)
+            status = Status.DT_UNDERFLOW if finite and dt > 0.0 else Status.NONFINITE
+            _fail(cfg, status, t, dt, _resolution_hint(cfg, y0.dtype) if status == Status.DT_UNDERFLOW else "")
             return _finish_shared(outputs, len(t_out), y0, status, nfe, n_acc, n_rej, heur, records,
                                   dense_steps, (t, dt), reg_terms)
     return _finish_shared(outputs, len(t_out), y0, Status.SUCCESS, nfe, n_acc, n_rej, heur, records,
@@ -525,7 +535,7 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
             fac = ctrl.factor_tensor(ratio, b.prev, accept, k_exp)
             dt_new = (b.dt * fac.to(tdt)).clamp(cfg.min_step, cfg.max_step)
             done = (b.out_idx + n_pass) >= T
-            underflow = ~done & ((t_new + dt_new == t_new) | (dt_new <= 0))
+            underflow = ~done & ((t_new + dt_new == t_new) | ~(dt_new > 0))    # ~(dt > 0): also NaN
             too_many = ~done & (steps_taken >= cfg.max_steps)
             new_status = torch.where(underflow, torch.where(finite, int(Status.DT_UNDERFLOW), int(Status.NONFINITE)),
                                      torch.where(too_many, int(Status.MAX_STEPS), 0))

@@ -73,6 +73,11 @@ def IController(safety: float = 0.9, factor_min: float = 0.2, factor_max: float 
                         factor_max=factor_max, accept_factor_min=1.0)
 
 
+def _widened(x: torch.Tensor) -> torch.Tensor:
+    """Half-precision tensors in float32 for the step-size norms (y / (atol + rtol·|y|) overflows float16)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def initial_step(func, t0, y0: torch.Tensor, f0: torch.Tensor, error_order: int, rtol, atol,
                  norm) -> torch.Tensor:
     """Hairer's initial step (Hairer, Nørsett & Wanner I, §II.4), in torchdiffeq's form.
@@ -81,14 +86,15 @@ def initial_step(func, t0, y0: torch.Tensor, f0: torch.Tensor, error_order: int,
     sample in per-sample mode); ``t0`` is a scalar tensor or a per-sample tensor of shape (batch,).
     Costs one function evaluation. Returns the proposed step, shaped like ``norm``'s output.
     """
-    scale = atol + rtol * y0.abs()
-    d0 = norm(y0 / scale)
-    d1 = norm(f0 / scale)
+    y0_w, f0_w = _widened(y0), _widened(f0)
+    scale = atol + rtol * y0_w.abs()
+    d0 = norm(y0_w / scale)
+    d1 = norm(f0_w / scale)
     small = (d0 < 1e-5) | (d1 < 1e-5)
     h0 = torch.where(small, torch.full_like(d0, 1e-6), 0.01 * d0 / d1.clamp_min(1e-300))
     h0_b = h0.reshape(h0.shape + (1,) * (y0.dim() - h0.dim()))
-    f1 = func(t0 + h0.to(t0.dtype) if torch.is_tensor(t0) else t0 + h0, y0 + h0_b * f0)
-    d2 = norm((f1 - f0) / scale) / h0
+    f1 = func(t0 + h0.to(t0.dtype) if torch.is_tensor(t0) else t0 + h0, y0 + (h0_b * f0_w).to(y0.dtype))
+    d2 = norm((_widened(f1) - f0_w) / scale) / h0
     dmax = torch.maximum(d1, d2)
     h1 = torch.where(dmax <= 1e-15, torch.clamp_min(h0 * 1e-3, 1e-6),
                      (0.01 / dmax.clamp_min(1e-300)) ** (1.0 / (error_order + 1)))
@@ -98,11 +104,12 @@ def initial_step(func, t0, y0: torch.Tensor, f0: torch.Tensor, error_order: int,
 def initial_step_scalar(func, t0: float, t_tensor, y0: torch.Tensor, f0: torch.Tensor, error_order: int, rtol, atol,
                         norm) -> float:
     """:func:`initial_step` for shared steps in Python floats (three host reads, once per solve)."""
-    scale = atol + rtol * y0.abs()
-    d0, d1 = float(norm(y0 / scale)), float(norm(f0 / scale))
+    y0_w, f0_w = _widened(y0), _widened(f0)
+    scale = atol + rtol * y0_w.abs()
+    d0, d1 = float(norm(y0_w / scale)), float(norm(f0_w / scale))
     h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
     f1 = func(t_tensor + h0, torch.add(y0, f0, alpha=h0))
-    d2 = float(norm((f1 - f0) / scale)) / h0
+    d2 = float(norm((_widened(f1) - f0_w) / scale)) / h0
     dmax = max(d1, d2)
     h1 = max(1e-6, h0 * 1e-3) if dmax <= 1e-15 else (0.01 / dmax) ** (1.0 / (error_order + 1))
     return min(100 * h0, h1)

@@ -121,3 +121,26 @@ def test_backsolve_with_per_sample_times_is_refused_with_a_pointer():
     t = torch.tensor([[0.0, 1.0], [0.0, 2.0]])
     with pytest.raises(ValueError, match="adjoint='discrete'"):
         nde.solve_ode(decay, torch.ones(2, 1, requires_grad=True), t, per_sample=True, adjoint="backsolve")
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_half_precision_state_solves(per_sample):
+    """float16 states: the step-size norms are taken in float32 (y/(atol + rtol|y|) overflows float16, which
+    made the first step NaN and the solve grind to max_steps); the solve matches float32 to float16 accuracy."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+    y0 = torch.randn(4, 3)
+    t = torch.tensor([0.0, 1.0])
+    half = nde.solve_ode(lambda t, y: net.half()(y), y0.half(), t, per_sample=per_sample, rtol=1e-3, atol=1e-3)
+    full = nde.solve_ode(lambda t, y: net.float()(y), y0, t, per_sample=per_sample, rtol=1e-3, atol=1e-3)
+    assert half.ys.dtype == torch.float16 and bool(half.success)
+    assert (half.ys[-1].float() - full.ys[-1]).abs().max() < 2e-2
+
+
+def test_nan_field_fails_at_once():
+    """A field that returns NaN makes the first step size NaN: a SolverError at t0, not max_steps attempts."""
+    with pytest.raises(nde.SolverError, match="non-finite state .* at t=0 "):
+        nde.odeint(lambda t, y: y * float("nan"), torch.ones(2), torch.tensor([0.0, 1.0]))
+    sol = nde.solve_ode(lambda t, y: y * float("nan"), torch.ones(3, 2), torch.tensor([0.0, 1.0]), per_sample=True,
+                        throw=False)
+    assert (sol.status == int(nde.Status.NONFINITE)).all() and (sol.stats["n_rejected"] <= 2).all()
