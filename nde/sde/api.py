@@ -82,6 +82,10 @@ def _solve_sde(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, gradie
     params = _adjoint_params(sde, adjoint_params) if gradient != "direct" else ()
     if extra_solver_state is not None and gradient != "direct":
         raise ValueError("extra_solver_state is supported with gradient='direct' only.")
+    if extra_solver_state is not None:
+        _check_extra_state(extra_solver_state, method, sde, ts_list[0], y0)
+    if entropy is not None and bm is not None:
+        raise ValueError("entropy seeds the default Brownian path; it has no effect with a given bm.")
     if controller is not None and not isinstance(controller, PIController):
         raise TypeError(f"controller must be an nde.PIController, got {type(controller).__name__}.")
     grid = None if adaptive else fixed_grid(ts_list, dt, max_steps)
@@ -199,10 +203,12 @@ def _prepare(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options,
     ts_list = _check_ts(ts)
     dt = _positive_float(dt, "dt")
     _positive_float(dt_min, "dt_min")
-    _positive_float(rtol, "rtol", allow_zero=True)
-    _positive_float(atol, "atol", allow_zero=True)
+    rtol = _positive_float(rtol, "rtol", allow_zero=True)
+    atol = _positive_float(atol, "atol", allow_zero=True)
     if not isinstance(adaptive, bool):
         raise TypeError(f"adaptive must be a bool, got {type(adaptive).__name__}.")
+    if adaptive:
+        _check_tolerances(rtol, atol, y0.dtype)
     method = select_method(method if method is not None else default_method(sde.sde_type, sde.noise_type),
                            sde.sde_type, sde.noise_type, options)
     sde.check(ts_list[0], y0)
@@ -210,14 +216,38 @@ def _prepare(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options,
     return sde, y0, ts_list, bm, method
 
 
+def _check_tolerances(rtol: float, atol: float, dtype: torch.dtype) -> None:
+    """Adaptive steps need a tolerance the state's dtype can resolve: otherwise every step is rejected
+    down to ``dt_min`` and the solve only fails at ``max_steps``."""
+    eps = torch.finfo(dtype).eps
+    if rtol < eps and atol < eps:
+        raise ValueError(f"rtol={rtol:g} and atol={atol:g} are both below the resolution of {dtype} "
+                         f"(eps {eps:.2g}); adaptive steps could never meet them.")
+
+
 def _max_steps(options: Optional[dict], adaptive: bool) -> tuple[dict, int]:
     """Split ``options['max_steps']`` (default: 10^6 fixed steps, 10^5 attempted adaptive steps) from
     the method's options."""
+    if options is not None and not isinstance(options, dict):
+        raise TypeError(f"options must be a dict, got {type(options).__name__}.")
     options = dict(options or {})
     value = options.pop("max_steps", ADAPTIVE_MAX_STEPS if adaptive else FIXED_MAX_STEPS)
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"options['max_steps'] must be a positive integer, got {value!r}.")
     return options, value
+
+
+def _check_extra_state(extra, method, sde, t0: float, y0: torch.Tensor) -> None:
+    """``extra_solver_state`` must look like ``method.init``'s: same number of tensors, shapes and dtypes."""
+    with torch.no_grad():
+        expected = method.init(sde, torch.tensor(t0, dtype=y0.dtype, device=y0.device), y0)
+    if not isinstance(extra, (tuple, list)) or len(extra) != len(expected):
+        raise ValueError(f"extra_solver_state for method {method.name!r} must be a tuple of {len(expected)} "
+                         f"tensor(s), got {extra!r:.80}.")
+    for i, (got, want) in enumerate(zip(extra, expected)):
+        if not isinstance(got, torch.Tensor) or got.shape != want.shape or got.dtype != want.dtype:
+            raise ValueError(f"extra_solver_state[{i}] must be a {want.dtype} tensor of shape {tuple(want.shape)}, "
+                             f"got {getattr(got, 'dtype', type(got).__name__)} {tuple(getattr(got, 'shape', ()))}.")
 
 
 def _check_y0(y0):
@@ -291,9 +321,18 @@ def _check_bm(bm, sde, y0, ts_list, method):
     if not callable(bm):
         raise TypeError(f"bm must be callable as bm(ta, tb), got {type(bm).__name__}.")
     bm_shape = getattr(bm, "shape", None)
+    bm_dtype = getattr(bm, "dtype", None)
+    if bm_shape is None:   # a plain callable: ask it once
+        sample = bm(ts_list[0], ts_list[-1]) if len(ts_list) > 1 else None
+        if sample is not None and not isinstance(sample, torch.Tensor):
+            raise TypeError(f"bm(ta, tb) must return a tensor, got {type(sample).__name__}.")
+        bm_shape = None if sample is None else sample.shape
+        bm_dtype = None if sample is None else sample.dtype
     if bm_shape is not None and tuple(bm_shape) != shape:
         raise ValueError(f"bm has shape {tuple(bm_shape)} but the SDE needs Brownian increments of shape "
-                         f"(batch, m) = {shape} for noise_type={sde.noise_type!r}.")
+                         f"(batch, m) = {shape} for noise_type={sde.noise_type!r}"
+                         + (" (with logqp=True the state has one extra channel)." if isinstance(sde, LogqpSDE)
+                            else "."))
     start = getattr(bm, "t0", getattr(bm, "_start", None))
     end = getattr(bm, "t1", getattr(bm, "_end", None))
     if start is not None and end is not None and (ts_list[0] < float(start) or ts_list[-1] > float(end)):
@@ -301,6 +340,8 @@ def _check_bm(bm, sde, y0, ts_list, method):
     if method.needs_area and getattr(bm, "levy_area_approximation", "none") == "none":
         raise ValueError(f"method {method.name!r} needs the space-time Lévy area: build bm with "
                          "levy_area_approximation='space-time'.")
+    if bm_dtype is not None and bm_dtype != y0.dtype:
+        raise TypeError(f"bm has dtype {bm_dtype} but y0 has dtype {y0.dtype}; build bm with dtype={y0.dtype}.")
     return bm
 
 
@@ -333,6 +374,8 @@ def _check_finite(ys, grid: Grid) -> None:
 
 
 def _logqp_setup(sde, y0, names, logqp):
+    if not isinstance(logqp, bool):
+        raise TypeError(f"logqp must be True or False, got {logqp!r}.")
     wrapped = SDE(sde, names)
     if not logqp:
         return y0, wrapped
@@ -341,6 +384,8 @@ def _logqp_setup(sde, y0, names, logqp):
 
 
 def _torchsde_return(ys, extra_state: tuple, logqp: bool, extra: bool):
+    if not isinstance(extra, bool):
+        raise TypeError(f"extra must be True or False, got {extra!r}.")
     out = [ys]
     if logqp:
         ys, log_ratio = ys[..., :-1], ys[..., -1]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import numbers
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -38,13 +39,20 @@ class _SeededNoise:
                  entropy: Optional[int], levy_area_approximation: str):
         if levy_area_approximation not in LEVY_AREAS:
             raise ValueError(f"levy_area_approximation must be one of {LEVY_AREAS}, got {levy_area_approximation!r}.")
+        size = (size,) if isinstance(size, int) and not isinstance(size, bool) else size
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in size):
+            raise ValueError(f"size must be a sequence of non-negative ints, got {size!r}.")
         self.shape = torch.Size(size)
         self.dtype = dtype if dtype is not None else torch.get_default_dtype()
+        if not self.dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating-point dtype, got {self.dtype}.")
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.levy_area_approximation = levy_area_approximation
         self._have_area = levy_area_approximation == "space-time"
         if entropy is None:
             entropy = int(torch.randint(0, 2 ** 62, (), dtype=torch.int64))
+        if not isinstance(entropy, numbers.Integral) or isinstance(entropy, bool) or not 0 <= entropy < 2 ** 63:
+            raise ValueError(f"entropy must be an int in [0, 2**63), got {entropy!r}.")
         self.entropy = int(entropy)
         self._generator = torch.Generator(device=self.device)
         self._generator.manual_seed(self.entropy)
@@ -108,6 +116,9 @@ class BrownianPath(_IntervalNoise):
     def __init__(self, t0: float, t1: float, size: Sequence[int], dtype: Optional[torch.dtype] = None,
                  device: Optional[torch.device | str] = None, entropy: Optional[int] = None,
                  levy_area_approximation: str = "none", tol: float = 1e-12):
+        tol = _as_float(tol, "tol")
+        if not 0 <= tol <= 1e-6:
+            raise ValueError(f"tol (the relative snapping distance of query times) must be in [0, 1e-6], got {tol}.")
         super().__init__(t0, t1, size, dtype, device, entropy, levy_area_approximation)
         t0, t1 = self._t0, self._t1
         self._snap = tol * (t1 - t0)
@@ -133,9 +144,9 @@ class BrownianPath(_IntervalNoise):
         ``return_U``). On a fresh part of the path this is one vectorised random walk, with the same
         numbers as querying the intervals one by one.
         """
-        grid = [float(t) for t in grid]
-        if any(b <= a for a, b in zip(grid[:-1], grid[1:])):
-            raise ValueError("BrownianPath.increments needs a strictly increasing grid.")
+        grid = [_as_float(t, "grid[i]") for t in grid]
+        if len(grid) < 2 or any(b <= a for a, b in zip(grid[:-1], grid[1:])):
+            raise ValueError("BrownianPath.increments needs a grid of at least two strictly increasing times.")
         if return_U and not self._have_area:
             raise ValueError("return_U=True needs levy_area_approximation='space-time'.")
         self._check_range(grid[0])
@@ -496,10 +507,15 @@ def _area_bridge_coefficients(h1: float, h2: float):
 
 
 def _as_float(t, name: str) -> float:
+    """A finite time given as a number or a one-element tensor."""
     if isinstance(t, torch.Tensor):
         if t.numel() != 1:
             raise ValueError(f"{name} must be a scalar time, got a tensor of shape {tuple(t.shape)}.")
-        return float(t.item())
-    if isinstance(t, (int, float)):
-        return float(t)
-    raise TypeError(f"{name} must be a float or a scalar tensor, got {type(t).__name__}.")
+        value = float(t.item())
+    elif isinstance(t, (int, float)) and not isinstance(t, bool):
+        value = float(t)
+    else:
+        raise TypeError(f"{name} must be a float or a scalar tensor, got {type(t).__name__}.")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}.")
+    return value

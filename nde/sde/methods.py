@@ -288,7 +288,9 @@ METHOD_NAMES = ("euler", "milstein", "srk", "euler_heun", "heun", "midpoint", "r
 def select_method(name, sde_type: str, noise_type: str, options: dict) -> Method:
     """The method object for ``name``; a clear ``ValueError`` for unknown or unsupported combinations."""
     options = dict(options or {})
-    grad_free = bool(options.pop("grad_free", False))
+    grad_free = options.pop("grad_free", False)
+    if not isinstance(grad_free, bool):
+        raise TypeError(f"options['grad_free'] must be True or False, got {grad_free!r}.")
     if options:
         raise ValueError(f"options has unknown keys {sorted(options)}; supported: ['grad_free', 'max_steps'].")
     if name not in METHOD_NAMES:

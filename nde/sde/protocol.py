@@ -91,6 +91,9 @@ class SDE:
         f, g = self.f_and_g(t, y0)
         _check_tensor(f, "drift f(t, y)")
         _check_tensor(g, "diffusion g(t, y)")
+        for value, name in ((f, "drift f(t, y)"), (g, "diffusion g(t, y)")):
+            if value.dtype != y0.dtype:
+                raise TypeError(f"{name} returned dtype {value.dtype}, but y0 has dtype {y0.dtype}.")
         if f.shape != y0.shape:
             raise ValueError(f"drift f(t, y) must have the shape of y0 {tuple(y0.shape)}, got {tuple(f.shape)}.")
         if self.noise_type == "diagonal":

@@ -68,6 +68,16 @@ def test_missing_noise_type_attribute():
     (dict(bm=torchsde.BrownianInterval(0.0, 1.0, size=(3, 1)), method="srk"), ValueError, "Lévy area"),
     (dict(bm=3), TypeError, "bm must be callable"),
     (dict(adaptive="yes"), TypeError, "adaptive"),
+    (dict(adaptive=True, rtol=0.0, atol=0.0), ValueError, "below the resolution"),
+    (dict(options="grad_free"), TypeError, "options must be a dict"),
+    (dict(method="milstein", options={"grad_free": "no"}), TypeError, r"options\['grad_free'\] must be True"),
+    (dict(logqp="no"), TypeError, "logqp must be True or False"),
+    (dict(extra="no"), TypeError, "extra must be True or False"),
+    (dict(bm=BrownianPath(0.0, 1.0, (3, 1), dtype=torch.float32), method="euler"), TypeError, "bm has dtype"),
+    (dict(bm=lambda ta, tb: torch.tensor(0.0, dtype=torch.float64)), ValueError, "bm has shape"),
+    (dict(bm=lambda ta, tb: 0.0), TypeError, "bm\\(ta, tb\\) must return a tensor"),
+    (dict(method="reversible_heun", sde=GBM("stratonovich"), extra_solver_state=(torch.ones(2),)), ValueError,
+     "extra_solver_state for method 'reversible_heun' must be a tuple of 3"),
     (dict(names={"drift2": "f"}), ValueError, "unknown keys"),
     (dict(unknown_argument=1), TypeError, "unexpected keyword"),
 ])
@@ -233,3 +243,22 @@ def test_nfe_counts_every_drift_evaluation(gradient, adaptive):
     sol = solve_sde(Counting("stratonovich"), Y0, TS, method="reversible_heun", dt=0.125, entropy=3,
                     gradient=gradient, adaptive=adaptive)
     assert int(sol.stats["nfe"]) == Counting.calls - 1
+
+
+def test_drift_dtype_and_entropy_with_bm_are_errors():
+    class Complex(GBM):
+        def f(self, t, y):
+            return super().f(t, y).to(torch.complex128)
+    with pytest.raises(TypeError, match="drift f\\(t, y\\) returned dtype torch.complex128"):
+        sdeint(Complex("ito"), Y0, TS, dt=0.1)
+    with pytest.raises(ValueError, match="entropy seeds the default Brownian path"):
+        solve_sde(GBM("ito"), Y0, TS, dt=0.1, entropy=3, method="euler",
+                  bm=BrownianPath(0.0, 1.0, (3, 1), dtype=torch.float64))
+    with pytest.raises(ValueError, match="entropy must be an int"):
+        solve_sde(GBM("ito"), Y0, TS, dt=0.1, entropy=1.7)
+
+
+def test_half_precision_adaptive_tolerance_is_checked_up_front():
+    """float16 cannot resolve the default rtol=1e-5/atol=1e-4: a clear error instead of 10^5 rejected steps."""
+    with pytest.raises(ValueError, match="below the resolution of torch.float16"):
+        sdeint(GBM("ito"), Y0.half(), TS, dt=0.1, adaptive=True)

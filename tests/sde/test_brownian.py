@@ -182,3 +182,27 @@ def test_tree_keeps_one_root_to_leaf_path_only():
 def test_tree_tolerance_must_be_positive():
     with pytest.raises(ValueError, match="tol > 0"):
         BrownianTree(0.0, 1.0, (2,), tol=0.0)
+
+
+def test_path_arguments_and_queries_are_checked():
+    """A NaN query used to be stored and poison every later answer; an infinite interval snapped every query
+    to t0 (all-zero noise); tol, size, dtype and entropy were not checked."""
+    bm = BrownianPath(0.0, 1.0, (2,), entropy=0)
+    before = bm(0.0, 0.5).clone()
+    with pytest.raises(ValueError, match="tb must be finite"):
+        bm(0.0, float("nan"))
+    with pytest.raises(ValueError, match="must be finite"):
+        bm.increments([0.0, 0.5, float("nan")])
+    assert torch.equal(bm(0.0, 0.5), before)
+    for make, match in [(lambda: BrownianPath(0.0, float("inf"), (2,)), "t1 must be finite"),
+                        (lambda: BrownianTree(float("-inf"), 0.0, (2,)), "t0 must be finite"),
+                        (lambda: BrownianGrid([0.0, float("nan"), 1.0], (2,)), "must be finite"),
+                        (lambda: BrownianPath(0.0, 1.0, (2,), tol=-1.0), "tol"),
+                        (lambda: BrownianPath(0.0, 1.0, (2,), tol=1e-2), "tol"),
+                        (lambda: BrownianPath(0.0, 1.0, (2,), dtype=torch.int64), "floating-point"),
+                        (lambda: BrownianPath(0.0, 1.0, (2, -1)), "size"),
+                        (lambda: BrownianPath(0.0, 1.0, (2,), entropy=2 ** 70), "entropy"),
+                        (lambda: BrownianPath(0.0, 1.0, (2,)).increments([]), "at least two")]:
+        with pytest.raises((ValueError, TypeError), match=match):
+            make()
+    assert BrownianPath(0.0, 1.0, 3, entropy=1)(0.0, 1.0).shape == (3,)   # an int size, as torch.Size takes
