@@ -98,6 +98,10 @@ def _direction(t: torch.Tensor) -> float:
     return -1.0 if bool(dec.all()) else 1.0
 
 
+def _all_zero(tolerance: float | torch.Tensor) -> bool:
+    return bool((tolerance == 0).all()) if torch.is_tensor(tolerance) else tolerance == 0
+
+
 def _check_tolerance(name: str, value) -> float | torch.Tensor:
     if torch.is_tensor(value):
         if bool((value < 0).any()) or not bool(torch.isfinite(value).all()):
@@ -210,6 +214,8 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
             raise ValueError("per_sample=True needs every tensor of `y0` to have the batch as dimension 0")
     t = _check_times(t, per_sample, batch)
     rtol, atol = _check_tolerance("rtol", rtol), _check_tolerance("atol", atol)
+    if tab.adaptive and fixed_options.get("step_size") is None and _all_zero(rtol) and _all_zero(atol):
+        raise ValueError("`rtol` and `atol` are both 0: adaptive steps could never meet them")
     dtype, device = tensors[0].dtype, tensors[0].device
     layout = _Layout([tuple(x.shape) for x in tensors], per_sample)
     if torch.is_tensor(rtol) or torch.is_tensor(atol):

@@ -144,3 +144,12 @@ def test_nan_field_fails_at_once():
     sol = nde.solve_ode(lambda t, y: y * float("nan"), torch.ones(3, 2), torch.tensor([0.0, 1.0]), per_sample=True,
                         throw=False)
     assert (sol.status == int(nde.Status.NONFINITE)).all() and (sol.stats["n_rejected"] <= 2).all()
+
+
+def test_zero_tolerances_are_refused_for_adaptive_methods():
+    with pytest.raises(ValueError, match="`rtol` and `atol` are both 0"):
+        nde.odeint(decay, torch.ones(2), T, rtol=0.0, atol=0.0)
+    with pytest.raises(ValueError, match="`rtol` and `atol` are both 0"):
+        nde.solve_ode(decay, torch.ones(3, 2), T, rtol=torch.zeros(2), atol=0.0, per_sample=True)
+    fixed = nde.odeint(decay, torch.ones(2), T, method="rk4", rtol=0.0, atol=0.0)   # no error control: fine
+    assert torch.isfinite(fixed).all()
