@@ -39,7 +39,7 @@ def rectilinear_interpolation(x: torch.Tensor, time_channel: int,
 
     Args:
         x: ``(*batch, length, channels)`` with observation time stored in channel ``time_channel``
-            (it must not be NaN; forward-fill it for padded samples, or pass ``lengths``).
+            (non-decreasing and not NaN; forward-fill it for padded samples, or pass ``lengths``).
             Other NaNs are forward-filled.
         time_channel: index of the time channel.
         lengths: optional ``(*batch,)`` integers, as in :func:`linear_interpolation`.
@@ -58,6 +58,9 @@ def rectilinear_interpolation(x: torch.Tensor, time_channel: int,
     if lengths is None and bool(torch.isnan(x[..., time_channel]).any()):
         raise ValueError("the time channel of x contains NaN; forward-fill it or pass lengths")
     filled = forward_fill(x)
+    time = filled[..., time_channel]
+    if not bool((time[..., 1:] >= time[..., :-1]).all()):
+        raise ValueError(f"the time channel of x (channel {time_channel}) must be non-decreasing")
     doubled = filled.repeat_interleave(2, dim=-2)
     is_time = torch.arange(x.shape[-1], device=x.device) == time_channel
     lead = torch.where(is_time, doubled[..., 1:, :], doubled[..., :-1, :])

@@ -12,10 +12,52 @@ from __future__ import annotations
 import torch
 
 
+def cast_times(t, like: torch.Tensor, name: str = "t") -> torch.Tensor:
+    """``t`` (a sequence or tensor of times, ``(..., T)``) as a tensor in ``like``'s dtype, on its device.
+
+    A cast can round times apart: Unix seconds ``1.7e9 + 1000 k`` in float32 lie 1024 s apart, or
+    collapse. The gaps between consecutive times (along the last dimension) are therefore compared
+    before and after the cast, and a relative change above ``max(1e-3, sqrt(eps))`` of the target
+    dtype raises a ``ValueError`` naming ``name`` instead of integrating over wrong intervals.
+    Sequences are read in float64 (Python floats) before the cast.
+    """
+    source = t if torch.is_tensor(t) else torch.as_tensor(t, dtype=torch.float64)
+    cast = source.to(device=like.device, dtype=like.dtype)
+    if source.dtype == cast.dtype or cast.ndim == 0:
+        return cast
+    before = source.detach().to(device=cast.device, dtype=torch.float64).diff(dim=-1)
+    after = cast.detach().to(torch.float64).diff(dim=-1)
+    change = (after - before).abs() / before.abs().clamp_min(torch.finfo(torch.float64).tiny)
+    worst = float(torch.nan_to_num(change, nan=0.0, posinf=0.0).max()) if change.numel() else 0.0
+    if worst > max(1e-3, torch.finfo(like.dtype).eps ** 0.5):
+        raise ValueError(f"{name} loses precision in {like.dtype}: the cast changes the gaps between its times "
+                         f"by up to {worst:.1%}; shift {name} to start near 0, or use float64")
+    return cast
+
+
+def check_finite_or_nan(x: torch.Tensor, name: str = "x") -> None:
+    """Raise a ``ValueError`` naming ``name`` if ``x`` holds ``±inf`` (NaN marks a missing value)."""
+    infinite = torch.isinf(x)
+    if bool(infinite.any()):
+        index = tuple(infinite.nonzero()[0].tolist())
+        raise ValueError(f"{name} contains ±inf at index {index}; use NaN for missing values")
+
+
+def check_lengths(lengths, batch_shape: torch.Size, length: int, device) -> torch.Tensor:
+    """``lengths`` as an integer tensor of shape ``batch_shape`` with entries in ``[1, length]``."""
+    lengths = torch.as_tensor(lengths, device=device)
+    if lengths.shape != batch_shape or lengths.is_floating_point() or lengths.dtype == torch.bool:
+        raise ValueError(f"lengths must be an integer tensor of shape {tuple(batch_shape)}, "
+                         f"got {tuple(lengths.shape)} {lengths.dtype}")
+    if bool((lengths < 1).any()) or bool((lengths > length).any()):
+        raise ValueError(f"lengths must lie in [1, {length}]")
+    return lengths
+
+
 def prepare(x: torch.Tensor, t: torch.Tensor | None, lengths: torch.Tensor | None
             ) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate ``x``, ``t``, ``lengths``; return ``(x, t)`` with ``t`` defaulting to ``0..L-1``
-    and entries at or beyond ``lengths[b]`` set to NaN."""
+    and entries at or beyond ``lengths[b]`` set to NaN. ``±inf`` in ``x`` (where it is used) raises."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor of shape (*batch, length, channels), got {type(x)}")
     if x.ndim < 2 or x.shape[-2] < 2:
@@ -24,20 +66,16 @@ def prepare(x: torch.Tensor, t: torch.Tensor | None, lengths: torch.Tensor | Non
     if t is None:
         t = torch.arange(length, dtype=x.dtype, device=x.device)
     else:
-        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+        t = cast_times(t, x)
         if t.shape != (length,):
             raise ValueError(f"t must have shape ({length},) to match x's length dimension, got {tuple(t.shape)}")
         if not bool((t[1:] > t[:-1]).all()) or not bool(torch.isfinite(t).all()):
             raise ValueError("t must be finite and strictly increasing")
     if lengths is not None:
-        lengths = torch.as_tensor(lengths, device=x.device)
-        if lengths.shape != x.shape[:-2] or lengths.is_floating_point():
-            raise ValueError(f"lengths must be an integer tensor of shape {tuple(x.shape[:-2])}, "
-                             f"got {tuple(lengths.shape)} {lengths.dtype}")
-        if bool((lengths < 1).any()) or bool((lengths > length).any()):
-            raise ValueError(f"lengths must lie in [1, {length}]")
+        lengths = check_lengths(lengths, x.shape[:-2], length, x.device)
         beyond = torch.arange(length, device=x.device) >= lengths.unsqueeze(-1)
         x = x.masked_fill(beyond.unsqueeze(-1), float("nan"))
+    check_finite_or_nan(x)
     return x, t
 
 

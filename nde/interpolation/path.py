@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import torch
 
+from nde.interpolation.missing import cast_times
+
 
 class ControlPath:
     """A batch of piecewise-cubic paths.
 
     Args:
-        knots: ``(L,)`` strictly increasing times, ``L >= 2``.
+        knots: ``(L,)`` finite, strictly increasing times, ``L >= 2`` (a sequence or an integer
+            tensor is cast to ``coeffs``' dtype).
         coeffs: ``(*batch, L - 1, 4, channels)``: ``coeffs[..., k, j, :]`` multiplies ``s**j``
             on interval ``k``.
 
@@ -30,8 +33,14 @@ class ControlPath:
     """
 
     def __init__(self, knots: torch.Tensor, coeffs: torch.Tensor):
+        if not isinstance(coeffs, torch.Tensor) or not coeffs.is_floating_point():
+            raise TypeError(f"coeffs must be a floating-point tensor, got {type(coeffs)}")
+        if not isinstance(knots, torch.Tensor) or not knots.is_floating_point():
+            knots = cast_times(knots, coeffs, "knots")
         if knots.ndim != 1 or knots.shape[0] < 2:
             raise ValueError(f"knots must be a 1-D tensor with at least 2 entries, got shape {tuple(knots.shape)}")
+        if not bool(((knots[1:] > knots[:-1]).all() & knots.isfinite().all())):
+            raise ValueError("knots must be finite and strictly increasing")
         if coeffs.ndim < 3 or coeffs.shape[-3] != knots.shape[0] - 1 or coeffs.shape[-2] != 4:
             raise ValueError(f"coeffs must have shape (*batch, {knots.shape[0] - 1}, 4, channels), "
                              f"got {tuple(coeffs.shape)}")

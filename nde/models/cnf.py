@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 import nde
+from nde.models.neural_ode import check_count, check_solver_options
 
 
 class _TraceAugmented(nn.Module):
@@ -36,15 +37,26 @@ class _TraceAugmented(nn.Module):
             if not z.requires_grad:
                 z = z.detach().requires_grad_(True)
             dz = self.vector_field(t, z)
-            if self.trace == "exact":
+            if not dz.requires_grad:       # a field without a graph to z: df/dz = 0
+                trace = torch.zeros_like(dz[..., 0])
+            elif self.trace == "exact":
                 dim = z.shape[-1]
-                trace = sum(torch.autograd.grad(dz[..., i].sum(), z, create_graph=self.create_graph,
-                                                retain_graph=self.create_graph or i < dim - 1)[0][..., i]
-                            for i in range(dim))
+                trace = sum(self._vjp(dz[..., i].sum(), z, None, retain=i < dim - 1)[..., i] for i in range(dim))
             else:
-                vjp = torch.autograd.grad(dz, z, self.noise, create_graph=self.create_graph)[0]
-                trace = (vjp * self.noise).sum(-1)
+                trace = (self._vjp(dz, z, self.noise, retain=False) * self.noise).sum(-1)
         return torch.cat([dz, trace.unsqueeze(-1)], dim=-1)
+
+    def _vjp(self, out: torch.Tensor, z: torch.Tensor, cotangent: torch.Tensor | None, retain: bool) -> torch.Tensor:
+        """``cotangent^T d out / dz``, ``(batch, dim)``; zeros where ``out`` does not depend on ``z``."""
+        grad = torch.autograd.grad(out, z, cotangent, create_graph=self.create_graph,
+                                   retain_graph=self.create_graph or retain, allow_unused=True)[0]
+        return torch.zeros_like(z) if grad is None else grad
+
+
+def _check_trace(trace: str) -> str:
+    if trace not in ("hutchinson", "exact"):
+        raise ValueError(f"trace must be 'hutchinson' or 'exact', got {trace!r}")
+    return trace
 
 
 class CNF(nn.Module):
@@ -63,12 +75,12 @@ class CNF(nn.Module):
     def __init__(self, vector_field: nn.Module, dim: int, *, trace: str = "hutchinson", noise: str = "rademacher",
                  t0: float = 0.0, t1: float = 1.0, **solver_options):
         super().__init__()
-        if trace not in ("hutchinson", "exact"):
-            raise ValueError(f"trace must be 'hutchinson' or 'exact', got {trace!r}")
+        _check_trace(trace)
         if noise not in ("rademacher", "gaussian"):
             raise ValueError(f"noise must be 'rademacher' or 'gaussian', got {noise!r}")
-        if not isinstance(dim, int) or dim < 1:
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
             raise ValueError(f"dim must be a positive int, got {dim!r}")
+        check_solver_options(solver_options)
         self.vector_field = vector_field
         self.dim, self.trace, self.noise = dim, trace, noise
         self.t0, self.t1 = float(t0), float(t1)
@@ -91,7 +103,7 @@ class CNF(nn.Module):
     def log_prob(self, x: torch.Tensor, trace: str | None = None, **solver_kwargs) -> torch.Tensor:
         """``log p1(x)``: ``(batch, dim)`` -> ``(batch,)``. ``trace`` overrides the default estimator."""
         self._check(x, "x")
-        trace = self.trace if trace is None else trace
+        trace = self.trace if trace is None else _check_trace(trace)
         noise = self._probe(x) if trace == "hutchinson" else None
         func = _TraceAugmented(self.vector_field, trace, noise, create_graph=torch.is_grad_enabled())
         state = torch.cat([x, x.new_zeros(x.shape[0], 1)], dim=-1)
@@ -107,6 +119,7 @@ class CNF(nn.Module):
 
     def sample(self, n: int, device=None, dtype=None, **solver_kwargs) -> torch.Tensor:
         """``n`` samples ``(n, dim)`` of the learned density."""
+        check_count(n, "n")
         param = next(self.vector_field.parameters(), None)
         device = device if device is not None else (param.device if param is not None else None)
         dtype = dtype if dtype is not None else (param.dtype if param is not None else torch.get_default_dtype())

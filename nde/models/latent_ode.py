@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 import nde
-from nde.models.neural_ode import NeuralODE, as_time_tensor
+from nde.interpolation.missing import check_finite_or_nan
+from nde.models.neural_ode import NeuralODE, as_time_tensor, check_count, check_positive, check_solver_options
 
 
 def _mlp(inp: int, width: int, out: int) -> nn.Sequential:
@@ -46,6 +47,7 @@ class ODERNNEncoder(nn.Module):
 
     def __init__(self, input_channels: int, hidden: int, out: int, width: int = 64, **solver_options):
         super().__init__()
+        check_solver_options(solver_options)
         self.field = _Field(_mlp(hidden, width, hidden))
         self.cell = nn.GRUCell(2 * input_channels, hidden)
         self.out = nn.Linear(hidden, out)
@@ -74,13 +76,15 @@ class LatentODE(nn.Module):
         latent_dim: size of ``z``.
         hidden: ODE-RNN hidden size.
         width: MLP width of both ODEs.
-        obs_std: standard deviation of the Gaussian observation model.
+        obs_std: standard deviation of the Gaussian observation model, a positive number.
         **solver_options: for :func:`nde.solve_ode` (encoder and decoder).
     """
 
     def __init__(self, data_dim: int, latent_dim: int = 4, hidden: int = 32, width: int = 64,
                  obs_std: float = 0.1, **solver_options):
         super().__init__()
+        check_positive(obs_std, "obs_std")
+        check_solver_options(solver_options)
         self.encoder = ODERNNEncoder(data_dim, hidden, 2 * latent_dim, width, **solver_options)
         self.decoder = NeuralODE(_mlp(latent_dim, width, latent_dim), autonomous=True, **solver_options)
         self.project = nn.Linear(latent_dim, data_dim)
@@ -90,7 +94,8 @@ class LatentODE(nn.Module):
         """Mean and standard deviation of ``q(z0 | x)``, each ``(batch, latent_dim)``."""
         if not isinstance(x, torch.Tensor) or x.ndim != 3:
             raise ValueError(f"x must have shape (batch, length, channels), got {getattr(x, 'shape', type(x))}")
-        t = as_time_tensor(t, x)
+        check_finite_or_nan(x)
+        t = as_time_tensor(t, x, increasing=True)
         if t.shape[0] != x.shape[1]:
             raise ValueError(f"t must have length {x.shape[1]} to match x, got {t.shape[0]}")
         mean, raw = self.encoder(x, t).chunk(2, dim=-1)
@@ -101,9 +106,21 @@ class LatentODE(nn.Module):
         return self.project(self.decoder(z0, as_time_tensor(t, z0)))
 
     def forward(self, x: torch.Tensor, t, t_out=None) -> torch.Tensor:
-        """Reconstruct / extrapolate: the decoded posterior mean at ``t_out`` (default ``t``)."""
+        """Reconstruct / extrapolate: the decoded posterior mean at ``t_out`` (default ``t``),
+        ``(batch, len(t_out), data_dim)``. The posterior is of ``z`` at ``t[0]``, so the decoder
+        starts there; ``t_out`` must be strictly increasing from ``t[0]`` or later (e.g. future
+        times only, for extrapolation)."""
         mean, _ = self.posterior(x, t)
-        return self.decode(mean, t if t_out is None else t_out)
+        if t_out is None:
+            return self.decode(mean, t)
+        t0 = as_time_tensor(t, x)[:1]
+        t_out = as_time_tensor(t_out, x, "t_out", increasing=True)
+        if bool(t_out[0] < t0[0]):
+            raise ValueError(f"t_out must start at or after t[0] = {float(t0[0]):g}, where the posterior "
+                             f"places z0; got t_out[0] = {float(t_out[0]):g}")
+        if bool(t_out[0] == t0[0]):
+            return self.decode(mean, t_out)
+        return self.decode(mean, torch.cat([t0, t_out]))[:, 1:]
 
     def loss(self, x: torch.Tensor, t) -> torch.Tensor:
         """Negative ELBO per observed value (scalar), one reparameterised sample of ``z0``."""
@@ -119,6 +136,7 @@ class LatentODE(nn.Module):
 
     def sample(self, n: int, t) -> torch.Tensor:
         """``n`` prior trajectories ``(n, len(t), data_dim)`` (predicted means)."""
+        check_count(n, "n")
         param = self.project.weight
         z0 = torch.randn(n, self.latent_dim, device=param.device, dtype=param.dtype)
         return self.decode(z0, t)

@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from nde.models.neural_ode import as_time_tensor
+from nde.models.neural_ode import as_time_tensor, check_count, check_flag, check_positive
 
 
 class DiagonalDiffusion(nn.Module):
@@ -74,9 +74,9 @@ class LatentSDE(nn.Module):
 
     Args:
         data_dim, latent_dim, context_dim, width: sizes.
-        obs_std: standard deviation of the Gaussian observation model ``x ~ N(W z, obs_std^2)``.
+        obs_std: standard deviation of the Gaussian observation model ``x ~ N(W z, obs_std^2)``, ``> 0``.
         dt: SDE step; ``method``: an Itô method of :mod:`nde.sde` (default ``"euler"``).
-        adjoint: use ``sdeint_adjoint`` (stochastic adjoint) instead of autograd through the steps.
+        adjoint: bool, use ``sdeint_adjoint`` (stochastic adjoint) instead of autograd through the steps.
         posterior_drift, prior_drift, diffusion: optional replacement modules, called as
             ``f(t, z, ctx)``, ``h(t, z)``, ``g(t, z)`` with ``z`` ``(batch, latent_dim)``; ``g``
             returns ``(batch, latent_dim)`` (diagonal noise, shared by prior and posterior).
@@ -93,6 +93,8 @@ class LatentSDE(nn.Module):
                  posterior_drift: nn.Module | None = None, prior_drift: nn.Module | None = None,
                  diffusion: nn.Module | None = None):
         super().__init__()
+        check_positive(obs_std, "obs_std")
+        check_flag(adjoint, "adjoint")
         self.encoder = nn.GRU(data_dim, width, batch_first=True)
         self.context = nn.Linear(width, context_dim)
         self.qz0 = nn.Linear(context_dim, 2 * latent_dim)
@@ -137,7 +139,9 @@ class LatentSDE(nn.Module):
     def _check(self, xs: torch.Tensor, ts) -> torch.Tensor:
         if not isinstance(xs, torch.Tensor) or xs.ndim != 3:
             raise ValueError(f"xs must have shape (batch, T, data_dim), got {getattr(xs, 'shape', type(xs))}")
-        ts = as_time_tensor(ts, xs, "ts")
+        if not bool(xs.isfinite().all()):
+            raise ValueError("xs must be finite: LatentSDE has no missing-value support (NaN) and inf is not data")
+        ts = as_time_tensor(ts, xs, "ts", increasing=True)
         if ts.shape[0] != xs.shape[1]:
             raise ValueError(f"ts must have length {xs.shape[1]} to match xs, got {ts.shape[0]}")
         return ts
@@ -170,6 +174,7 @@ class LatentSDE(nn.Module):
 
     def sample(self, n: int, ts, bm=None) -> torch.Tensor:
         """``n`` prior sample paths in data space (noise-free means), ``(n, len(ts), data_dim)``."""
+        check_count(n, "n")
         like = self.pz0_mean
         ts = as_time_tensor(ts, like.detach(), "ts")
         z0 = self.pz0_mean + self.pz0_logstd.exp() * torch.randn(n, self.latent_dim, dtype=like.dtype,

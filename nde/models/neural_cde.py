@@ -12,7 +12,8 @@ from torch import nn
 
 import nde
 from nde.interpolation import ControlPath
-from nde.models.neural_ode import as_time_tensor
+from nde.interpolation.missing import check_lengths
+from nde.models.neural_ode import as_time_tensor, check_solver_options
 
 
 class CDEVectorField(nn.Module):
@@ -34,17 +35,36 @@ class CDEVectorField(nn.Module):
 
     def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         if not self.row_channel:
-            return torch.einsum("...hc,...c->...h", self.func(t, z), self.path.derivative(t))
+            return torch.einsum("...hc,...c->...h", self._matrix(t, z), self.path.derivative(t))
         hidden, rows = z[..., :-1], z[..., -1].detach().round().long()
         dxdt = self.path.derivative_rows(t, rows)
-        dz = torch.einsum("bhc,bc->bh", self.func(t, hidden), dxdt)
+        dz = torch.einsum("bhc,bc->bh", self._matrix(t, hidden), dxdt)
         return torch.cat([dz, torch.zeros_like(z[..., -1:])], dim=-1)
+
+    def _matrix(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``f(t, z)``, checked to be ``(*batch, hidden, channels)`` (a shape check, no host sync)."""
+        out = self.func(t, z)
+        expected = (*z.shape, self.path.channels)
+        if not isinstance(out, torch.Tensor) or out.shape != expected:
+            raise ValueError(f"func must return shape (*batch, hidden, channels) = {expected}, "
+                             f"got {tuple(getattr(out, 'shape', ())) or type(out)}")
+        return out
 
 
 def _gradient_mode(adjoint) -> str | None:
     if isinstance(adjoint, bool):
         return "backsolve" if adjoint else "direct"
     return adjoint
+
+
+def _check_within_path(t: torch.Tensor, X: ControlPath) -> None:
+    """Raise a ``ValueError`` naming ``t`` if a time lies outside ``X.interval`` (beyond it the end
+    cubics are extrapolated, which can blow up or stall an adaptive solve)."""
+    start, end = X.interval.detach().to(torch.float64).tolist()
+    times = t.detach().to(torch.float64)
+    if bool(((times < start) | (times > end)).any()):
+        raise ValueError(f"t must lie within X.interval [{start:g}, {end:g}], "
+                         f"got times in [{float(times.min()):g}, {float(times.max()):g}]")
 
 
 def cdeint(X: ControlPath, func: nn.Module, z0: torch.Tensor, t, *, adjoint=None, **solver_kwargs) -> torch.Tensor:
@@ -55,7 +75,8 @@ def cdeint(X: ControlPath, func: nn.Module, z0: torch.Tensor, t, *, adjoint=None
         func: ``nn.Module``, ``func(t, z)`` with ``z`` ``(batch, hidden)`` returning
             ``(batch, hidden, channels)``.
         z0: ``(batch, hidden)`` initial state.
-        t: ``(T,)`` increasing output times (e.g. ``X.interval`` or ``X.grid_points``).
+        t: ``(T,)`` increasing output times within ``X.interval`` (e.g. ``X.interval`` or
+            ``X.grid_points``); the solve starts at ``t[0]`` with ``z(t[0]) = z0``.
         adjoint: a gradient mode of :func:`nde.solve_ode` (``"direct"``, ``"backsolve"``,
             ``"discrete"``), or torchcde's ``True`` / ``False`` (backsolve / direct). Default:
             the core's default. With ``"backsolve"`` gradients reach ``func``'s parameters and
@@ -74,10 +95,13 @@ def cdeint(X: ControlPath, func: nn.Module, z0: torch.Tensor, t, *, adjoint=None
         raise TypeError(f"X must be an nde.interpolation.ControlPath, got {type(X)}")
     if not isinstance(func, nn.Module):
         raise TypeError(f"func must be an nn.Module, got {type(func)}")
-    if z0.shape[:-1] != X.batch_shape:
+    if not isinstance(z0, torch.Tensor) or not z0.is_floating_point():
+        raise TypeError(f"z0 must be a floating-point tensor of shape (*batch, hidden), got {type(z0)}")
+    if z0.ndim == 0 or z0.shape[:-1] != X.batch_shape:
         raise ValueError(f"z0 must have shape ({', '.join(map(str, X.batch_shape))}, hidden) to match X, "
                          f"got {tuple(z0.shape)}")
     t = as_time_tensor(t, z0, per_sample=solver_kwargs.get("per_sample", False))
+    _check_within_path(t, X)
     mode = _gradient_mode(adjoint)
     if mode is not None:
         solver_kwargs["adjoint"] = mode
@@ -100,9 +124,12 @@ class NeuralCDE(nn.Module):
         **solver_options: defaults for :func:`nde.solve_ode` (``method``, ``rtol``, ``atol``,
             ``adjoint``, ...); ``forward``'s keywords override them.
 
-    ``forward(X)`` returns ``readout(z(t_end))`` ``(batch, out)``; ``forward(X, t)`` returns
-    ``readout(z(t))`` ``(batch, len(t), out)``. With per-sample ``lengths`` (integers,
-    ``(batch,)``) the output is ``readout(z)`` at each sample's last observation
+    The hidden state always starts at the start of the path, ``t0 = X.interval[0]``, so ``z(t)`` is
+    one trajectory whatever times are asked for. ``forward(X)`` returns ``readout(z(t_end))``
+    ``(batch, out)``; ``forward(X, t)`` returns ``readout(z(t))`` ``(batch, len(t), out)`` for
+    increasing ``t`` within ``X.interval`` (with ``per_sample=True`` also ``(batch, T)``), so
+    ``forward(X, t)[:, k:]`` equals ``forward(X, t[k:])``. With per-sample ``lengths`` (integers
+    in ``[1, L]``, ``(batch,)``) the output is ``readout(z)`` at each sample's last observation
     ``X.grid_points[lengths - 1]``: the state there, not at the shared final time (a cubic
     path keeps moving for a little after a sample's data end).
     """
@@ -110,6 +137,7 @@ class NeuralCDE(nn.Module):
     def __init__(self, vector_field: nn.Module, initial: nn.Module, readout: nn.Module | None = None,
                  **solver_options):
         super().__init__()
+        check_solver_options(solver_options)
         self.vector_field = vector_field
         self.initial = initial
         self.readout = nn.Identity() if readout is None else readout
@@ -119,20 +147,38 @@ class NeuralCDE(nn.Module):
                 **solver_kwargs) -> torch.Tensor:
         if not isinstance(X, ControlPath):
             raise TypeError(f"X must be an nde.interpolation.ControlPath, got {type(X)}")
-        z0 = self.initial(X.evaluate(X.interval[0]))
+        if t is not None and lengths is not None:
+            raise ValueError("pass either t or lengths, not both")
+        z0 = self._initial_state(X)
         options = {**self.solver_options, **solver_kwargs}
         if lengths is not None:
-            if t is not None:
-                raise ValueError("pass either t or lengths, not both")
-            lengths = torch.as_tensor(lengths, device=z0.device)
-            if lengths.shape != z0.shape[:1] or lengths.is_floating_point():
-                raise ValueError(f"lengths must be an integer tensor of shape ({z0.shape[0]},)")
+            lengths = check_lengths(lengths, X.batch_shape, X.grid_points.shape[0], z0.device)
             zs = cdeint(X, self.vector_field, z0, X.grid_points, **options)
-            index = (lengths - 1).clamp(0, zs.shape[1] - 1).view(-1, 1, 1).expand(-1, 1, zs.shape[-1])
+            index = (lengths - 1).view(-1, 1, 1).expand(-1, 1, zs.shape[-1])
             return self.readout(zs.gather(1, index).squeeze(1))
-        times = X.interval if t is None else t
-        zs = cdeint(X, self.vector_field, z0, times, **options)
-        return self.readout(zs[:, -1] if t is None else zs)
+        if t is None:
+            return self.readout(cdeint(X, self.vector_field, z0, X.interval, **options)[:, -1])
+        return self.readout(self._from_path_start(X, z0, t, options))
+
+    def _initial_state(self, X: ControlPath) -> torch.Tensor:
+        """``initial(X(t0))``, checked to be ``(*batch, hidden)``."""
+        z0 = self.initial(X.evaluate(X.interval[0]))
+        if not isinstance(z0, torch.Tensor) or z0.ndim != len(X.batch_shape) + 1 or z0.shape[:-1] != X.batch_shape:
+            raise ValueError(f"initial must return shape ({', '.join(map(str, X.batch_shape))}, hidden), "
+                             f"got {tuple(getattr(z0, 'shape', ())) or type(z0)}")
+        return z0
+
+    def _from_path_start(self, X: ControlPath, z0: torch.Tensor, t, options: dict) -> torch.Tensor:
+        """``z(t)`` ``(batch, T, hidden)`` of the solve from ``X.interval[0]``: ``t`` is prefixed with
+        the path's start when it begins after it, and that output is dropped."""
+        t = as_time_tensor(t, z0, per_sample=options.get("per_sample", False))
+        at_start = t[..., 0] <= X.interval[0].to(t.dtype)
+        if bool(at_start.all()):
+            return cdeint(X, self.vector_field, z0, t, **options)
+        if bool(at_start.any()):
+            raise ValueError("t: per-sample grids must all start at X.interval[0] or all after it")
+        start = X.interval[:1].to(t).expand(*t.shape[:-1], 1)
+        return cdeint(X, self.vector_field, z0, torch.cat([start, t], dim=-1), **options)[:, 1:]
 
 
 class MLPCDEField(nn.Module):
@@ -153,4 +199,7 @@ class MLPCDEField(nn.Module):
         self.hidden, self.channels = hidden, channels
 
     def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        if z.shape[-1] != self.hidden:
+            raise ValueError(f"z must be (batch, hidden={self.hidden}) for this MLPCDEField, got {tuple(z.shape)}; "
+                             f"check the size of z0 (NeuralCDE: of initial's output)")
         return self.net(z).view(*z.shape[:-1], self.hidden, self.channels)

@@ -2,10 +2,15 @@
 optionally augmented with zero channels (Dupont et al. 2019, "Augmented Neural ODEs", eq. 4)."""
 from __future__ import annotations
 
+import inspect
+import math
+import numbers
+
 import torch
 from torch import nn
 
 import nde
+from nde.interpolation.missing import cast_times
 
 
 class _Autonomous(nn.Module):
@@ -19,15 +24,61 @@ class _Autonomous(nn.Module):
         return self.vector_field(y)
 
 
-def as_time_tensor(t, like: torch.Tensor, name: str = "t", per_sample: bool = False) -> torch.Tensor:
+def as_time_tensor(t, like: torch.Tensor, name: str = "t", per_sample: bool = False,
+                   increasing: bool = False) -> torch.Tensor:
     """``t`` (sequence or tensor) on ``like``'s device and dtype, checked: ``(T,)`` with ``T >= 2``,
-    or with ``per_sample`` also ``(batch, T)``, a grid per sample."""
-    t = torch.as_tensor(t, dtype=like.dtype, device=like.device)
+    or with ``per_sample`` also ``(batch, T)``, a grid per sample; with ``increasing`` also strictly
+    increasing. A cast that changes the gaps between the times raises (see :func:`cast_times`)."""
+    t = cast_times(t, like, name)
     grid_ok = per_sample and t.ndim == 2 and t.shape[0] == like.shape[0]
     if (t.ndim != 1 and not grid_ok) or t.shape[-1] < 2:
         shapes = "(T,) or (batch, T)" if per_sample else "(T,)"
         raise ValueError(f"{name} must have shape {shapes} with T >= 2, got {tuple(t.shape)}")
+    if increasing and not bool((t.diff(dim=-1) > 0).all()):
+        raise ValueError(f"{name} must be finite and strictly increasing")
     return t
+
+
+def check_count(n, name: str) -> None:
+    """Raise a ``TypeError`` / ``ValueError`` naming ``name`` unless ``n`` is a positive int."""
+    if not isinstance(n, int) or isinstance(n, bool):
+        raise TypeError(f"{name} must be a positive int, got {n!r}")
+    if n < 1:
+        raise ValueError(f"{name} must be a positive int, got {n}")
+
+
+def check_positive(value, name: str) -> None:
+    """Raise a ``ValueError`` naming ``name`` unless ``value`` is a finite number ``> 0``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a finite positive number, got {value!r}")
+
+
+def check_flag(value, name: str) -> None:
+    """Raise a ``TypeError`` naming ``name`` unless ``value`` is a bool (``"no"`` is not False)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+
+
+def check_solver_options(options: dict) -> None:
+    """Raise a ``TypeError`` at construction for a keyword :func:`nde.solve_ode` does not take
+    (e.g. ``methd=``), rather than at the first call."""
+    parameters = inspect.signature(nde.solve_ode).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    accepted = {name for name, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise TypeError(f"unknown solver option(s) {unknown}; nde.solve_ode takes {sorted(accepted)}")
+
+
+def _default_times(t) -> tuple[float, ...]:
+    """The constructor's ``t`` as a tuple of at least two floats."""
+    if t is None or isinstance(t, (int, float, str)) or (isinstance(t, torch.Tensor) and t.ndim != 1):
+        raise ValueError(f"t must be a sequence of at least 2 times, got {t!r}")
+    times = tuple(float(s) for s in t)
+    if len(times) < 2:
+        raise ValueError(f"t must be a sequence of at least 2 times, got {t!r}")
+    return times
 
 
 class NeuralODE(nn.Module):
@@ -45,7 +96,8 @@ class NeuralODE(nn.Module):
             solve is unregularised and ``self.regularization`` is None.
         **solver_options: passed to :func:`nde.solve_ode` on every call (``method``, ``rtol``,
             ``atol``, ``adjoint="direct"|"backsolve"|"discrete"``, ``per_sample``, ...); the
-            core's defaults apply to anything not given.
+            core's defaults apply to anything not given; a keyword the core does not take raises
+            ``TypeError`` here.
 
     ``forward(y0)`` returns the state at the last time, ``(batch, *state)`` (with the augmented
     channels); ``forward(y0, t)`` returns the trajectory batch-first, ``(batch, len(t), *state)``.
@@ -58,12 +110,14 @@ class NeuralODE(nn.Module):
         super().__init__()
         if not isinstance(vector_field, nn.Module):
             raise TypeError(f"vector_field must be an nn.Module, got {type(vector_field)}")
-        if not isinstance(augment_dim, int) or augment_dim < 0:
+        check_flag(autonomous, "autonomous")
+        if not isinstance(augment_dim, int) or isinstance(augment_dim, bool) or augment_dim < 0:
             raise ValueError(f"augment_dim must be a non-negative int, got {augment_dim!r}")
+        check_solver_options(solver_options)
         self.vector_field = vector_field
         self.func = _Autonomous(vector_field) if autonomous else vector_field
         self.augment_dim = augment_dim
-        self.default_t = tuple(float(s) for s in t)
+        self.default_t = _default_times(t)
         self.solver_options = solver_options
         self.regularize = regularize
         self.regularization = None

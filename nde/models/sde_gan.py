@@ -14,7 +14,7 @@ from torch import nn
 
 from nde.interpolation import linear_interpolation
 from nde.models.neural_cde import cdeint
-from nde.models.neural_ode import as_time_tensor
+from nde.models.neural_ode import as_time_tensor, check_count, check_flag, check_solver_options
 
 
 class LipSwish(nn.Module):
@@ -39,6 +39,8 @@ def lipswish_mlp(inp: int, width: int, out: int, depth: int = 1, final_tanh: boo
 def clip_lipschitz_(module: nn.Module) -> None:
     """Clip every ``nn.Linear`` weight in ``module`` to ``[-1/out_features, 1/out_features]``
     in place (as in Kidger et al.'s reference code); call after each discriminator step."""
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be an nn.Module (e.g. the discriminator), got {type(module)}")
     for layer in module.modules():
         if isinstance(layer, nn.Linear):
             bound = 1.0 / layer.out_features
@@ -52,7 +54,8 @@ class SDEGenerator(nn.Module):
         data_dim: channels of the generated paths.
         initial_noise_dim: size of ``V``; noise_dim: Brownian dimension; hidden: size of ``X``.
         width, depth: MLP sizes of ``zeta``, ``mu``, ``sigma``.
-        method, dt, adjoint: SDE solve (default reversible Heun with its exact O(1)-memory adjoint).
+        method, dt, adjoint: SDE solve (default reversible Heun with its exact O(1)-memory adjoint;
+            ``adjoint`` is a bool).
     """
 
     sde_type = "stratonovich"
@@ -62,6 +65,7 @@ class SDEGenerator(nn.Module):
                  width: int = 32, depth: int = 1, *, method: str = "reversible_heun", dt: float = 0.1,
                  adjoint: bool = True):
         super().__init__()
+        check_flag(adjoint, "adjoint")
         self.initial = lipswish_mlp(initial_noise_dim, width, hidden, depth)
         self.drift = lipswish_mlp(1 + hidden, width, hidden, depth, final_tanh=True)
         self.diffusion = lipswish_mlp(1 + hidden, width, hidden * noise_dim, depth, final_tanh=True)
@@ -81,6 +85,7 @@ class SDEGenerator(nn.Module):
     def forward(self, ts, batch_size: int) -> torch.Tensor:
         """``batch_size`` generated paths at ``ts``: ``(batch_size, len(ts), data_dim)``."""
         from nde.sde import sdeint, sdeint_adjoint  # the SDE core
+        check_count(batch_size, "batch_size")
         weight = self.readout.weight
         ts = as_time_tensor(ts, weight.detach(), "ts")
         x0 = self.initial(torch.randn(batch_size, self.initial_noise_dim, device=weight.device, dtype=weight.dtype))
@@ -108,13 +113,15 @@ class CDEDiscriminator(nn.Module):
 
     The path ``(t, Y)`` is linearly interpolated (differentiable in ``ys``, so generator gradients
     pass through) and the CDE is solved by the ODE core with a fixed-step method on the
-    observation grid (``method="midpoint"`` by default; the paper uses reversible Heun).
+    observation grid, one step per gap unless ``step_size`` is given (``method="midpoint"`` by
+    default; the paper uses reversible Heun).
     Returns scores ``(batch,)``.
     """
 
     def __init__(self, data_dim: int, hidden: int = 16, width: int = 32, depth: int = 1, *,
                  method: str = "midpoint", **solver_options):
         super().__init__()
+        check_solver_options(solver_options)
         self.initial = lipswish_mlp(1 + data_dim, width, hidden, depth)
         self.field = _DiscriminatorField(data_dim, hidden, width, depth)
         self.readout = nn.Linear(hidden, 1)
@@ -123,14 +130,13 @@ class CDEDiscriminator(nn.Module):
     def forward(self, ys: torch.Tensor, ts) -> torch.Tensor:
         if not isinstance(ys, torch.Tensor) or ys.ndim != 3:
             raise ValueError(f"ys must have shape (batch, T, data_dim), got {getattr(ys, 'shape', type(ys))}")
-        ts = as_time_tensor(ts, ys, "ts")
+        ts = as_time_tensor(ts, ys, "ts", increasing=True)
         if ts.shape[0] != ys.shape[1]:
             raise ValueError(f"ts must have length {ys.shape[1]} to match ys, got {ts.shape[0]}")
         path_data = torch.cat([ts.view(1, -1, 1).expand(ys.shape[0], -1, 1), ys], dim=-1)
         X = linear_interpolation(path_data, ts)
-        h0 = self.initial(path_data[:, 0])
-        options = dict(self.solver_options)
-        if options["method"] in ("euler", "midpoint", "rk4") and "step_size" not in options:
-            options["step_size"] = float((ts[1:] - ts[:-1]).min())
-        hs = cdeint(X, self.field, h0, ts[[0, -1]], **options)
+        h0 = self.initial(X.evaluate(ts[0]))          # NaN-filled, unlike path_data[:, 0]
+        # Output at every observation: a fixed-step method then steps on the observation grid
+        # (one step per gap, however irregular), not on a grid of the smallest gap.
+        hs = cdeint(X, self.field, h0, ts, **self.solver_options)
         return self.readout(hs[:, -1]).squeeze(-1)

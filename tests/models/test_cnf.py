@@ -66,3 +66,42 @@ def test_bad_arguments():
         CNF(LinearField(torch.eye(2)), 2, trace="bogus")
     with pytest.raises(ValueError, match="x must"):
         CNF(LinearField(torch.eye(2)), 2).log_prob(torch.randn(3, 4))
+
+
+class Shift(nn.Module):
+    """z' = c, independent of z (trace 0): x = z0 + c, so log p1(x) = log N(x - c; 0, I)."""
+
+    def forward(self, t, z):
+        return torch.full_like(z, 0.5)
+
+
+@pytest.mark.parametrize("trace", ["exact", "hutchinson"])
+def test_field_independent_of_z_has_zero_trace(trace):
+    x = torch.randn(5, 2, dtype=torch.float64)
+    expected = -0.5 * ((x - 0.5) ** 2).sum(-1) - math.log(2 * math.pi)
+    torch.testing.assert_close(CNF(Shift(), 2, trace=trace, **TIGHT).log_prob(x), expected, rtol=1e-8, atol=1e-8)
+    bias = nn.Parameter(torch.tensor(0.5, dtype=torch.float64))      # depends on a parameter, not on z
+
+    class Bias(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bias = bias
+
+        def forward(self, t, z):
+            return self.bias.expand_as(z)
+
+    lp = CNF(Bias(), 2, trace=trace, **TIGHT).log_prob(x)
+    torch.testing.assert_close(lp, expected, rtol=1e-8, atol=1e-8)
+    lp.sum().backward()
+    torch.testing.assert_close(bias.grad, (x - 0.5).sum(), rtol=1e-8, atol=1e-8)
+
+
+def test_bad_flags_trace_and_sample_counts():
+    field = LinearField(torch.eye(2))
+    with pytest.raises(ValueError, match="dim"):
+        CNF(field, True)
+    with pytest.raises(ValueError, match="trace must be 'hutchinson' or 'exact', got 'Exact'"):
+        CNF(field, 2).log_prob(torch.randn(3, 2), trace="Exact")
+    for n, error in ((0, ValueError), (-1, ValueError), (2.5, TypeError), (True, TypeError)):
+        with pytest.raises(error, match="n must be a positive int"):
+            CNF(field, 2).sample(n)

@@ -206,6 +206,56 @@ def test_bad_input_raises_named_errors():
         rectilinear_interpolation(x, time_channel=5)
 
 
+@pytest.mark.parametrize("interp", INTERPOLATIONS)
+def test_infinite_data_raise_naming_x_while_nan_stays_missing(interp):
+    x, t = _data()
+    x[1, 4, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"x contains ±inf at index \(1, 4, 0\); use NaN"):
+        interp(x, t)
+    x[1, 4, 0] = -float("inf")
+    with pytest.raises(ValueError, match="x contains ±inf"):
+        interp(x, t)
+    x[1, 4, 0] = float("nan")
+    assert torch.isfinite(interp(x, t).coeffs).all()
+    x[1, 4, 0] = float("inf")                              # beyond this sample's length: unused, so accepted
+    assert torch.isfinite(interp(x, t, lengths=torch.tensor([11, 4, 11])).coeffs).all()
+
+
+@pytest.mark.parametrize("interp", INTERPOLATIONS)
+def test_float64_times_that_float32_cannot_space_raise_naming_t(interp):
+    """Unix seconds 1000 s apart are 1024 s apart in float32: raise rather than build a path on wrong knots;
+    in float64 data the knots keep the exact spacing, and ordinary float64 times still cast to float32."""
+    t = 1.7e9 + 1000.0 * torch.arange(6, dtype=torch.float64)
+    with pytest.raises(ValueError, match="t loses precision in torch.float32"):
+        interp(torch.randn(2, 6, 1), t)
+    with pytest.raises(ValueError, match="t loses precision"):
+        interp(torch.randn(2, 6, 1), t.tolist())
+    assert torch.equal(interp(torch.randn(2, 6, 1, dtype=torch.float64), t).knots - 1.7e9,
+                       1000.0 * torch.arange(6, dtype=torch.float64))
+    path = interp(torch.randn(2, 6, 1), torch.linspace(0, 1, 6, dtype=torch.float64))
+    assert path.knots.dtype == torch.float32
+
+
+def test_control_path_checks_its_knots_and_accepts_a_list():
+    coeffs = torch.randn(3, 2, 4, 1)
+    path = ControlPath([0.0, 0.5, 1.5], coeffs)
+    assert path.knots.dtype == torch.float32 and path.evaluate(1.0).shape == (3, 1)
+    for knots in ([0.0, 1.5, 0.5], [0.0, float("nan"), 1.0], [0.0, 1.0, 1.0]):
+        with pytest.raises(ValueError, match="knots must be finite and strictly increasing"):
+            ControlPath(torch.tensor(knots), coeffs)
+    with pytest.raises(TypeError, match="coeffs must"):
+        ControlPath([0.0, 1.0], [[1.0]])
+
+
+def test_rectilinear_rejects_a_time_channel_that_goes_back():
+    x = torch.randn(2, 5, 2)
+    x[..., 0] = torch.tensor([0.0, 1.0, 3.0, 2.0, 4.0])
+    with pytest.raises(ValueError, match=r"time channel of x \(channel 0\) must be non-decreasing"):
+        rectilinear_interpolation(x, time_channel=0)
+    x[..., 0] = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0])
+    assert rectilinear_interpolation(x, time_channel=0, lengths=torch.tensor([5, 3])).knots.shape == (9,)
+
+
 @pytest.mark.gpu
 def test_derivative_has_no_host_sync_on_cuda():
     x, t = _data()

@@ -101,3 +101,22 @@ def test_bad_input():
         model(torch.randn(3, 4), torch.linspace(0, 1, 4))
     with pytest.raises(ValueError, match="ts must"):
         model(torch.randn(3, 4, 2), torch.linspace(0, 1, 5))
+
+
+def test_bad_flags_values_and_counts_raise_naming_them():
+    with pytest.raises(TypeError, match="adjoint must be a bool"):
+        LatentSDE(2, adjoint="no")
+    for obs_std in (0.0, -1.0):
+        with pytest.raises(ValueError, match="obs_std"):
+            LatentSDE(2, obs_std=obs_std)
+    model = LatentSDE(2)
+    ts = torch.linspace(0, 1, 4)
+    for bad in (float("nan"), float("inf")):
+        xs = torch.randn(3, 4, 2)
+        xs[0, 2, 1] = bad
+        with pytest.raises(ValueError, match="xs must be finite"):
+            model(xs, ts)
+    with pytest.raises(ValueError, match="ts must be finite and strictly increasing"):
+        model(torch.randn(3, 4, 2), ts.flip(0))
+    with pytest.raises(ValueError, match="n must be a positive int"):
+        model.sample(0, ts)

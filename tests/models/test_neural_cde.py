@@ -171,3 +171,64 @@ def test_per_sample_stepping_matches_shared_and_accepts_per_sample_grids():
     grids = torch.stack([torch.stack([t[0], e]) for e in ends])
     last = cdeint(X, field, z0, grids, per_sample=True, **TIGHT)[:, -1]
     torch.testing.assert_close(last, exact[torch.arange(3), torch.tensor([5, 3, 2])], rtol=0, atol=1e-6)
+
+
+def test_neural_cde_starts_at_the_path_start_whatever_t_asks_for():
+    """z0 = initial(X(t0)) lives at X.interval[0]: outputs at t[2:] are the exact solve from there, read off
+    at t[2:], so m(X, t)[:, 2:] == m(X, t[2:]) (up to the solver's error at the knots, where dX/dt jumps)."""
+    hidden, channels = 3, 2
+    A = 0.4 * torch.randn(hidden, hidden, channels, dtype=torch.float64)
+    t = torch.tensor([0.0, 0.3, 0.7, 1.2, 2.0], dtype=torch.float64)
+    x = torch.randn(2, 5, channels, dtype=torch.float64)
+    X = linear_interpolation(x, t)
+    model = NeuralCDE(LinearField(A), nn.Linear(channels, hidden).double(), **TIGHT)
+    z0 = model.initial(x[:, 0]).detach()
+    exact = _exact_linear_cde(A, z0, x, t)
+    with torch.no_grad():
+        torch.testing.assert_close(model(X, t=t[2:]), exact[:, 2:], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(model(X, t=t)[:, 2:], model(X, t=t[2:]), rtol=1e-5, atol=1e-6)
+        grids = t[2:].expand(2, 3)
+        torch.testing.assert_close(model(X, t=grids, per_sample=True), exact[:, 2:], rtol=1e-5, atol=1e-6)
+
+
+def test_lengths_outside_one_to_length_raise():
+    X = linear_interpolation(torch.randn(4, 6, 2))
+    model = NeuralCDE(MLPCDEField(2, 3, width=8), nn.Linear(2, 3), method="rk4")
+    for lengths in ([0, 6, 6, 6], [6, 7, 6, 6], [-3, 6, 6, 6]):
+        with pytest.raises(ValueError, match=r"lengths must lie in \[1, 6\]"):
+            model(X, lengths=torch.tensor(lengths))
+
+
+def test_t_outside_the_path_interval_raises_instead_of_extrapolating():
+    X = linear_interpolation(torch.randn(4, 6, 2))                 # interval [0, 5]
+    field = MLPCDEField(2, 3, width=8)
+    with pytest.raises(ValueError, match=r"t must lie within X.interval \[0, 5\]"):
+        cdeint(X, field, torch.zeros(4, 3), torch.tensor([0.0, 50.0]))
+    with pytest.raises(ValueError, match="t must lie within X.interval"):
+        NeuralCDE(field, nn.Linear(2, 3))(X, t=[-1.0, 2.0])
+    X7 = linear_interpolation(torch.randn(4, 8, 2), torch.linspace(0, 0.7, 8))
+    assert cdeint(X7, field, torch.zeros(4, 3), [0.0, 0.7], method="rk4", step_size=0.1).shape == (4, 2, 3)
+
+
+def test_wrong_func_or_initial_shapes_raise_naming_them():
+    X = linear_interpolation(torch.randn(4, 6, 2))
+    t = X.interval
+    with pytest.raises(ValueError, match=r"func must return shape .*\(4, 3, 2\).*\(4, 3, 3\)"):
+        cdeint(X, MLPCDEField(3, 3, width=8), torch.zeros(4, 3), t)        # built for 3 channels
+
+    class Transposed(nn.Module):
+        def forward(self, t, z):
+            return z.new_zeros(z.shape[0], 2, z.shape[1])
+
+    with pytest.raises(ValueError, match="func must return"):
+        cdeint(X, Transposed(), torch.zeros(4, 3), t)
+    with pytest.raises(ValueError, match="func must return"):
+        cdeint(X, Transposed(), torch.zeros(4, 3), t, per_sample=True)
+    with pytest.raises(ValueError, match="initial's output"):
+        NeuralCDE(MLPCDEField(2, 3, width=8), nn.Linear(2, 5))(X)
+    with pytest.raises(ValueError, match="initial must return shape"):
+        NeuralCDE(MLPCDEField(2, 3, width=8), nn.Flatten(0))(X)
+    with pytest.raises(TypeError, match="z0 must"):
+        cdeint(X, MLPCDEField(2, 3), [[0.0] * 3] * 4, t)
+    with pytest.raises(TypeError, match="methd"):
+        NeuralCDE(MLPCDEField(2, 3), nn.Linear(2, 3), methd="rk4")

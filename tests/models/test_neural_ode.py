@@ -126,3 +126,36 @@ def test_regulariser_applies_in_training_mode_only():
     with torch.no_grad():
         torch.testing.assert_close(model(y0), out.detach(), rtol=1e-6, atol=1e-8)
     assert model.regularization is None
+
+
+class One(nn.Module):
+    """y' = 1, so y(t1) - y(t0) = t1 - t0."""
+
+    def forward(self, t, y):
+        return torch.ones_like(y)
+
+
+def test_times_that_lose_their_spacing_in_the_data_dtype_raise():
+    """Unix seconds: [1.7e9, 1.7e9 + 1000] is 1024 s wide in float32, so the solve would integrate over the
+    wrong interval; float64 data (or times from 0) integrate over exactly 1000."""
+    t = torch.tensor([1.7e9, 1.7e9 + 1000.0], dtype=torch.float64)
+    model = NeuralODE(One(), method="rk4", step_size=100.0)
+    with pytest.raises(ValueError, match="t loses precision in torch.float32"):
+        model(torch.zeros(1, 1), t)
+    assert model(torch.zeros(1, 1, dtype=torch.float64), t)[0, -1].item() == pytest.approx(1000.0, rel=1e-12)
+    assert model(torch.zeros(1, 1), t - t[0])[0, -1].item() == pytest.approx(1000.0, rel=1e-6)
+    with pytest.raises(ValueError, match="t loses precision"):
+        NeuralODE(One(), t=t.tolist())(torch.zeros(1, 1))
+
+
+def test_flags_and_constructor_arguments_are_type_checked():
+    with pytest.raises(ValueError, match="augment_dim"):
+        NeuralODE(TimeScaled(), augment_dim=True)
+    with pytest.raises(TypeError, match="autonomous"):
+        NeuralODE(TimeScaled(), autonomous="no")
+    for t in (1.0, None, [0.5], torch.tensor(1.0)):
+        with pytest.raises(ValueError, match="t must be a sequence of at least 2 times"):
+            NeuralODE(TimeScaled(), t=t)
+    with pytest.raises(TypeError, match="methd"):
+        NeuralODE(TimeScaled(), methd="rk4")
+    assert NeuralODE(TimeScaled(), t=torch.tensor([0.0, 2.0])).default_t == (0.0, 2.0)

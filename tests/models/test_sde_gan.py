@@ -62,3 +62,35 @@ def test_generator_shapes_and_one_wasserstein_step():
     (-disc(gen(ts, 16), ts).mean()).backward()
     grads = [p.grad for p in gen.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads) and sum(g.abs().sum() for g in grads) > 0
+
+
+def test_discriminator_steps_on_the_observation_grid_when_it_is_irregular():
+    """One close pair of times used to set the step of the whole solve (1e6 steps for a 1e-6 gap); now
+    midpoint takes one step per gap: 2 evaluations each."""
+    ts = torch.tensor([0.0, 1e-6, 0.2, 0.6, 0.8, 1.0])
+    disc = CDEDiscriminator(2, hidden=4, width=8)
+    calls = []
+    disc.field.register_forward_hook(lambda *args: calls.append(1))
+    assert disc(torch.randn(3, 6, 2), ts).shape == (3,)
+    assert len(calls) <= 2 * (len(ts) - 1) + 1
+
+
+def test_discriminator_fills_a_missing_first_observation():
+    ts = torch.linspace(0, 1, 5)
+    ys = torch.randn(3, 5, 2)
+    filled = ys.clone()
+    ys[1, 0, 0] = float("nan")
+    filled[1, 0, 0] = filled[1, 1, 0]                       # leading NaN takes the first observed value
+    disc = CDEDiscriminator(2, hidden=4, width=8)
+    torch.testing.assert_close(disc(ys, ts), disc(filled, ts))
+
+
+def test_bad_arguments_raise_naming_them():
+    with pytest.raises(TypeError, match="module must be an nn.Module"):
+        clip_lipschitz_(torch.randn(3, 3))
+    pytest.importorskip("nde.sde", reason="the SDE core (nde.sde) has not landed")
+    from nde.models import SDEGenerator
+    with pytest.raises(TypeError, match="adjoint must be a bool"):
+        SDEGenerator(1, adjoint="no")
+    with pytest.raises(TypeError, match="batch_size must be a positive int"):
+        SDEGenerator(1, dt=0.1)(torch.linspace(0, 1, 3), 4.0)
