@@ -86,7 +86,8 @@ class Result:
     n_rejected: int | torch.Tensor
     heuristics: dict[str, torch.Tensor]   # "t", "dt", "error_ratio", "stiffness": (steps,) or (steps, batch)
     records: list[Record]
-    dense_steps: list                     # (t, dt, y0, Step) per accepted step (shared mode)
+    dense_steps: list                     # (t, dt, y0, Step, kind, f1) per accepted step (shared mode): the
+                                          # interpolant's kind (output_value) and f(t1, y1) for "cubic"
     fail: tuple[float, float] | None = None
     reg_terms: list = field(default_factory=list)   # the regulariser's term per accepted step
     t_event: float | torch.Tensor | None = None   # event solves: internal event time (per-sample: (batch,), NaN: none)
@@ -296,7 +297,7 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
                 records.append(Record(t, dt, y.detach(), outputs=outs, stage_t=times if landing is not None else None,
                                       k1_t=k1_t))
             if cfg.dense:
-                dense_steps.append((t, dt, y, step))
+                dense_steps.append((t, dt, y, step, "dense", None))
             y, k1, t, k1_t = step.y1, step.ks[-1], t_new, None
             if jump:  # f may differ on this side of the jump: the FSAL stage was taken just before it
                 k1_t = torch.nextafter(_t(t, tdt, dev), _t(math.inf, tdt, dev))
@@ -309,8 +310,8 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
         dt = min(max(dt * ctrl.factor(ratio, prev_ratio, accept, k_exp), cfg.min_step), cfg.max_step)
         if accept:
             prev_ratio = ratio
-        if j < len(t_out) and (t + dt == t or not dt > 0.0):   # (not dt > 0 also catches a NaN step)
-            status = Status.DT_UNDERFLOW if finite and dt > 0.0 else Status.NONFINITE
+        if j < len(t_out) and (t + dt == t or not 0.0 < dt < math.inf):   # also a NaN or infinite step
+            status = Status.DT_UNDERFLOW if finite and 0.0 < dt < math.inf else Status.NONFINITE
             _fail(cfg, status, t, dt, _resolution_hint(cfg, y0.dtype) if status == Status.DT_UNDERFLOW else "")
             return _finish_shared(outputs, len(t_out), y0, status, nfe, n_acc, n_rej, heur, records,
                                   dense_steps, (t, dt), reg_terms)
@@ -428,8 +429,12 @@ def _fixed_shared(func, y0, t_out, cfg: Config) -> Result:
         if cfg.record:
             records.append(Record(t, dt, y.detach(), outputs=outs, stage_t=times if cfg.perturb else None,
                                   k1_t=k1_t if cfg.perturb else None))
-        if cfg.dense:
-            dense_steps.append((t, dt, y, step))
+        if cfg.dense:   # adaptive methods taking fixed steps keep their own interpolant
+            kind = "dense" if tab.adaptive else cfg.interp
+            if kind == "cubic" and k_next is None:   # the Hermite end slope; the next step reuses it
+                k_next = func(_t(t_next, tdt, dev), step.y1)
+                nfe += 1
+            dense_steps.append((t, dt, y, step, kind, k_next))
         y = step.y1
         k1 = step.ks[-1] if tab.fsal else (None if cfg.perturb else k_next)   # perturb: the next f is at t1+
         if j == len(t_out):
@@ -535,7 +540,7 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
             fac = ctrl.factor_tensor(ratio, b.prev, accept, k_exp)
             dt_new = (b.dt * fac.to(tdt)).clamp(cfg.min_step, cfg.max_step)
             done = (b.out_idx + n_pass) >= T
-            underflow = ~done & ((t_new + dt_new == t_new) | ~(dt_new > 0))    # ~(dt > 0): also NaN
+            underflow = ~done & ((t_new + dt_new == t_new) | ~(dt_new > 0) | torch.isinf(dt_new))   # also NaN, inf
             too_many = ~done & (steps_taken >= cfg.max_steps)
             new_status = torch.where(underflow, torch.where(finite, int(Status.DT_UNDERFLOW), int(Status.NONFINITE)),
                                      torch.where(too_many, int(Status.MAX_STEPS), 0))

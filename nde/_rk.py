@@ -215,6 +215,22 @@ def interpolate(step: Step, y0: torch.Tensor, dt, theta, coeffs: Coefficients,
             + (t3 - 2 * t2 + th) * d * f0 + (t3 - t2) * d * f1)
 
 
+def interpolant_slope(step: Step, y0: torch.Tensor, dt: float, theta: float, kind: str, coeffs: Coefficients,
+                      k_next: torch.Tensor | None = None) -> torch.Tensor:
+    """d/dt of the dense output of a shared step at ``t + θ·dt``: the derivative of the interpolant that
+    :func:`nde._integrate.output_value` evaluates for ``kind`` ("dense", "cubic", "linear")."""
+    if kind == "linear":
+        return (step.y1 - y0) / dt
+    if kind == "dense" and coeffs.dense is not None:
+        weights = [sum((m + 1) * b * theta ** m for m, b in enumerate(row)) for row in coeffs.tableau.dense]
+        return _sum_terms(None, step.ks, [(i, w) for i, w in enumerate(weights) if w != 0], 1.0)
+    f0 = step.ks[0]
+    f1 = step.ks[-1] if coeffs.tableau.fsal else k_next
+    t2 = theta * theta
+    return ((6 * t2 - 6 * theta) * (y0 - step.y1) / dt + (3 * t2 - 4 * theta + 1) * f0
+            + (3 * t2 - 2 * theta) * f1)
+
+
 def linear_interpolate(y0: torch.Tensor, y1: torch.Tensor, theta) -> torch.Tensor:
     """Linear interpolation between grid values (torchdiffeq's default for fixed-grid solvers)."""
     if isinstance(theta, float):

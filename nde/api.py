@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import random
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -41,6 +42,8 @@ def _check_state(y0) -> tuple[torch.Tensor, ...]:
     tensors = y0 if isinstance(y0, tuple) else (y0,)
     if isinstance(y0, list):
         raise TypeError("`y0` must be a tensor or a tuple of tensors, got a list")
+    if not tensors:
+        raise ValueError("`y0` is an empty tuple")
     for i, y in enumerate(tensors):
         name = "y0" if not isinstance(y0, tuple) else f"y0[{i}]"
         if not torch.is_tensor(y):
@@ -98,6 +101,43 @@ def _direction(t: torch.Tensor) -> float:
     return -1.0 if bool(dec.all()) else 1.0
 
 
+def _number(value, name: str, *, positive: bool = False, allow_inf: bool = False) -> float:
+    """A real number (a Python or numpy number, or a one-element tensor; not a string or bool), checked:
+    finite unless ``allow_inf``, ``> 0`` with ``positive``, else ``>= 0``."""
+    if torch.is_tensor(value) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a number, got {value!r}")
+    value = float(value)
+    if value != value or (value == math.inf and not allow_inf) or value == -math.inf:
+        raise ValueError(f"`{name}` must be finite, got {value}")
+    if (positive and not value > 0) or value < 0:
+        raise ValueError(f"`{name}` must be {'> 0' if positive else '>= 0'}, got {value}")
+    return value
+
+
+def _count(value, name: str) -> int:
+    """A positive integer (Python or numpy int), checked."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _check_tolerance_shape(name: str, tol, shape: torch.Size, per_sample: bool) -> None:
+    """A tolerance tensor must broadcast to the state's shape without enlarging it; in per-sample mode to
+    one row (rows leave the working batch as they finish, so per-row tolerances cannot follow them)."""
+    if not torch.is_tensor(tol):
+        return
+    target = shape[1:] if per_sample else shape
+    try:
+        fits = torch.broadcast_shapes(tol.shape, target) == target
+    except RuntimeError:
+        fits = False
+    if not fits:
+        where = f"one row {tuple(target)} (per-sample mode)" if per_sample else f"the state {tuple(shape)}"
+        raise ValueError(f"`{name}` of shape {tuple(tol.shape)} does not broadcast to {where}")
+
+
 def _all_zero(tolerance: float | torch.Tensor) -> bool:
     return bool((tolerance == 0).all()) if torch.is_tensor(tolerance) else tolerance == 0
 
@@ -121,6 +161,7 @@ class _CheckedFunc:
         self.expected_shape, self.dtype, self.checked = expected_shape, dtype, False
         self.fast = plain and sign > 0   # the user's state is the solver's: no reshaping, no sign flip
         self.t_dtype = torch.float64     # the dtype of the user's ``t``, set by the caller
+        self.tuple_state = False         # the user's state is a tuple (set by the caller)
 
     def __call__(self, t, y):
         if t.dtype != self.t_dtype:
@@ -137,6 +178,8 @@ class _CheckedFunc:
         return -out if self.sign < 0 else out
 
     def _check(self, out):
+        if isinstance(out, tuple) and not self.tuple_state:
+            raise TypeError(f"`func` returned a tuple of {len(out)} tensor(s), but the state is one tensor")
         outs = out if isinstance(out, tuple) else (out,)
         expected = self.expected_shape
         if len(outs) != len(expected):
@@ -221,6 +264,8 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
     if torch.is_tensor(rtol) or torch.is_tensor(atol):
         if len(tensors) > 1:
             raise ValueError("per-component `rtol`/`atol` tensors need a single-tensor state")
+        for name, tol in (("rtol", rtol), ("atol", atol)):
+            _check_tolerance_shape(name, tol, tensors[0].shape, per_sample)
     sign = _direction(t)
     if multistep is not None and adjoint == "discrete":
         raise ValueError(f"`adjoint`: the discrete adjoint does not replay the multistep {multistep.name!r}; "
@@ -237,6 +282,7 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
         return layout.flatten(outs)
 
     checked = _CheckedFunc(func, to_user, from_user, sign, layout.shapes, dtype, layout.is_plain)
+    checked.tuple_state = isinstance(y0, tuple)
     y0_flat = layout.flatten(tensors)
     # Shared steps keep time in Python floats and hand ``func`` tensors in the dtype of ``t`` (as
     # torchdiffeq does); per-sample steps do time arithmetic in float64 and cast at the call.
@@ -271,20 +317,21 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
         if regularizer is not None:
             reg_value = regularizer.reduce(torch.stack(result.reg_terms)) if result.reg_terms else ys.new_zeros(())
     else:
+        if adjoint == "backsolve" and per_sample and t.dim() == 2:
+            raise ValueError("adjoint='backsolve' needs output times shared by the batch; with per-sample "
+                             "times use adjoint='discrete' (exact gradient, O(steps) memory) or 'direct'")
         params = _adjoint_params(func, adjoint_params)
         if adjoint == "discrete":
             ys, reg_value = DiscreteAdjoint.apply(problem, y0_flat, *params)
             reg_value = reg_value if regularizer is not None else None
         else:
-            if per_sample and t.dim() == 2:
-                raise ValueError("adjoint='backsolve' needs output times shared by the batch; with per-sample "
-                                 "times use adjoint='discrete' (exact gradient, O(steps) memory) or 'direct'")
             adj_cfg = _adjoint_config(cfg, rtol, atol, adjoint_rtol, adjoint_atol, adjoint_method,
                                       adjoint_options, dtype, t_dtype, device, sign)
             ys = BacksolveAdjoint.apply(problem, adj_cfg, y0_flat, *params)
         result = problem.last
-    if time_grad:   # an event solve's end is the event, not t[1]: only t0 gets a gradient
-        ys = _attach_output_time_grads(checked, ys, t[..., :1] if event_fn is not None else t, sign, per_sample)
+    if time_grad:
+        ys = _attach_output_time_grads(checked, ys, t, sign, per_sample,
+                                       None if event_fn is None else _ended_at_t1(result, per_sample))
     if event_fn is not None and not until_event:
         ys, result.event_time = _event_time(cfg.event, checked, ys, result.t_event, t, sign, per_sample)
     return result, ys, layout, problem, reg_value
@@ -352,13 +399,21 @@ def _needs_clipping(tab) -> bool:
 
 
 def _adjoint_params(func, adjoint_params) -> tuple[torch.Tensor, ...]:
-    if adjoint_params is not None:
-        params = tuple(adjoint_params)
-    elif isinstance(func, torch.nn.Module):
+    """The tensors a gradient mode other than ``direct`` differentiates: ``adjoint_params``, or the
+    parameters of an ``nn.Module`` ``func``. Anything else would drop gradients silently, so it raises."""
+    if adjoint_params is None:
+        if not isinstance(func, torch.nn.Module):
+            raise ValueError("`adjoint_params`: `func` is not an nn.Module, so its parameters cannot be found; "
+                             "pass the tensors it uses (adjoint_params=() if none), or use adjoint='direct'")
         params = tuple(func.parameters())
     else:
-        params = ()
-    return tuple(p for p in params if torch.is_tensor(p) and p.requires_grad)
+        if torch.is_tensor(adjoint_params):
+            raise TypeError("`adjoint_params` must be a sequence of tensors, got a tensor (wrap it: (W,))")
+        params = tuple(adjoint_params)
+        for p in params:
+            if not torch.is_tensor(p):
+                raise TypeError(f"`adjoint_params` must contain tensors only, got {type(p).__name__}")
+    return tuple(p for p in params if p.requires_grad)
 
 
 def _adjoint_config(cfg, rtol, atol, adjoint_rtol, adjoint_atol, adjoint_method, adjoint_options,
@@ -397,15 +452,24 @@ def _shift_initial_time(func, y0, t, sign, per_sample):
     return y0 - _time_term(func, t[..., 0], y0, sign, per_sample)
 
 
-def _attach_output_time_grads(func, ys, t, sign, per_sample):
-    """ys_i + term(t_i): adds ∂L/∂t_i = ⟨∂L/∂y_i, f(t_i, y_i)⟩ for 1 ≤ i < len(t) (later outputs, such
-    as an event solve's, keep only their dependence on t0).
+def _attach_output_time_grads(func, ys, t, sign, per_sample, at_end=None):
+    """ys_i + term(t_i): adds ∂L/∂t_i = ⟨∂L/∂y_i, f(t_i, y_i)⟩ for i ≥ 1.
 
     For i = 0 the same term cancels the shift of ``_shift_initial_time`` in the output y(t0) = y0,
-    which does not depend on t0."""
-    n = t.shape[-1]
-    return torch.stack([ys[i] + _time_term(func, t[..., i], ys[i], sign, per_sample) for i in range(n)]
-                       + list(ys[n:]))
+    which does not depend on t0. Event solves: ``at_end`` says where the solve ended at t1 rather than
+    at the event (a bool, or per sample a (batch,) mask); only there does y(end) depend on t1."""
+    terms = [_time_term(func, t[..., i], ys[i], sign, per_sample) for i in range(t.shape[-1])]
+    if at_end is not None:
+        mask = at_end if torch.is_tensor(at_end) else torch.tensor(at_end, device=ys.device)
+        terms[-1] = terms[-1] * (mask.unsqueeze(-1) if per_sample else mask).to(ys.dtype)
+    return torch.stack([y + term for y, term in zip(ys, terms)])
+
+
+def _ended_at_t1(result: Result, per_sample: bool):
+    """Where an event solve ended at t1 (no event before it): a bool, or per sample a (batch,) mask."""
+    if per_sample:
+        return torch.isnan(result.t_event)
+    return result.t_event is None
 
 
 def _check_option_keys(options: dict, allowed: set, argname: str, kind: str) -> None:
@@ -421,13 +485,13 @@ def _translate_adaptive_options(options: dict, argname: str) -> dict:
     out = {}
     for key, value in options.items():
         if key == "first_step" and value is not None:
-            out["first_step"] = float(value)
+            out["first_step"] = _number(value, f"{argname}['first_step']", positive=True)
         elif key == "min_step":
-            out["min_step"] = float(value)
+            out["min_step"] = _number(value, f"{argname}['min_step']")
         elif key == "max_step":
-            out["max_step"] = float(value)
+            out["max_step"] = _number(value, f"{argname}['max_step']", positive=True, allow_inf=True)
         elif key == "max_num_steps":
-            out["max_steps"] = int(value)
+            out["max_steps"] = _count(value, f"{argname}['max_num_steps']")
         elif key == "norm":
             if not callable(value):
                 raise ValueError(f"`{argname}['norm']` must be callable")
@@ -437,11 +501,15 @@ def _translate_adaptive_options(options: dict, argname: str) -> dict:
                 raise ValueError(f"`{argname}['dtype']` must be a floating torch.dtype, got {value!r}")
         elif key in ("step_t", "jump_t") and value is not None:
             out["step_points" if key == "step_t" else "jump_points"] = _time_points(value, f"{argname}['{key}']")
+    if out.get("min_step", 0.0) > out.get("max_step", math.inf):
+        raise ValueError(f"`{argname}`: min_step={out['min_step']} exceeds max_step={out['max_step']}")
     return out
 
 
 def _time_points(value, name: str) -> tuple[float, ...]:
     """step_t / jump_t: a 1-D tensor or sequence of finite times -> tuple of floats (user time)."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"`{name}` must be a 1-D tensor or sequence of finite times, got {value!r}")
     points = torch.as_tensor(value, dtype=torch.float64).detach().cpu()
     if points.dim() > 1 or not torch.isfinite(points).all():
         raise ValueError(f"`{name}` must be a 1-D tensor or sequence of finite times")
@@ -469,15 +537,13 @@ def _translate_fixed_options(options: dict, argname: str) -> dict:
     out = {}
     for key, value in options.items():
         if key == "step_size" and value is not None:
-            if not float(value) > 0:
-                raise ValueError(f"`{argname}['step_size']` must be positive")
-            out["step_size"] = float(value)
+            out["step_size"] = _number(value, f"{argname}['step_size']", positive=True)
         elif key == "interp":
             if value not in ("linear", "cubic"):
                 raise ValueError(f"`{argname}['interp']` must be 'linear' or 'cubic'")
             out["interp"] = value
         elif key == "max_num_steps":
-            out["max_steps"] = int(value)
+            out["max_steps"] = _count(value, f"{argname}['max_num_steps']")
         elif key == "perturb":
             if not isinstance(value, bool):
                 raise ValueError(f"`{argname}['perturb']` must be True or False, got {value!r}")
@@ -554,16 +620,24 @@ def solve_ode(func: Callable, y0, t: torch.Tensor, *, method: str = "dopri5", rt
     tab = get_tableau(method)
     if controller is not None and not isinstance(controller, PIController):
         raise TypeError("`controller` must be an nde.PIController")
-    options = {"first_step": None if first_step is None else float(first_step),
-               "min_step": float(min_step), "max_step": float(max_step)}
+    options = {"first_step": None if first_step is None else _number(first_step, "first_step", positive=True),
+               "min_step": _number(min_step, "min_step"),
+               "max_step": _number(max_step, "max_step", positive=True, allow_inf=True)}
+    if options["min_step"] > options["max_step"]:
+        raise ValueError(f"`min_step`={min_step} exceeds `max_step`={max_step}")
+    if per_sample and step_size is not None:
+        raise ValueError("`step_size` (fixed steps) needs shared steps (per_sample=False)")
+    if not isinstance(throw, bool):
+        raise TypeError(f"`throw` must be True or False, got {throw!r}")
+    if interp not in ("linear", "cubic"):
+        raise ValueError(f"`interp` must be 'linear' or 'cubic', got {interp!r}")
+    max_steps = _count(max_steps, "max_steps")
     if (step_t is not None or jump_t is not None) and (not tab.adaptive or step_size is not None):
         raise ValueError("`step_t`/`jump_t` need an adaptive method without `step_size`")
     options.update(_translate_adaptive_options({"step_t": step_t, "jump_t": jump_t}, "solve_ode"))
     fixed = {}
     if not tab.adaptive or step_size is not None:
         fixed = _translate_fixed_options({"step_size": step_size, "interp": interp}, "solve_ode")
-    if max_steps < 1:
-        raise ValueError("`max_steps` must be a positive integer")
     global_reg, local_reg, rnode = _split_regularizer(regularize, tab, adjoint, per_sample, step_size)
     if rnode is not None and event_fn is not None:
         raise ValueError("`regularize=RNODE(...)` augments the state, which `event_fn` would see; "
@@ -638,7 +712,7 @@ def _local_value(reg: LocalErrorEstimate, problem: Problem, result: Result, rng)
     total, extra_nfe = y_ref.new_zeros(()), 0
     for t_r, weight in reg.sample_times(t_first, t_last, starts, dts, rng):
         j = step_index(starts, t_r)
-        t0, dt, y0, step = dense[j]
+        t0, dt, y0, step = dense[j][:4]
         theta = min(max((t_r - t0) / dt, 0.0), 1.0)
         with torch.no_grad():
             y_r = output_value(step, y0, dt, theta, "dense", cfg.coeffs).detach()
@@ -727,10 +801,14 @@ def odeint_event(func: Callable, y0, t0: torch.Tensor, *, event_fn: Callable, re
     """
     if not torch.is_tensor(t0) or t0.numel() != 1:
         raise ValueError("`t0` must be a tensor holding one time")
+    if not callable(event_fn):
+        raise TypeError("`event_fn` must be callable as event_fn(t, y)")
     odeint_interface = odeint if odeint_interface is None else odeint_interface
     t = torch.cat([t0.reshape(-1), t0.reshape(-1).detach() + (-1.0 if reverse_time else 1.0)])
     event_t, solution = odeint_interface(func, y0, t, event_fn=event_fn, **kwargs)
     is_tuple = isinstance(solution, tuple)
+    if float(event_t) == float(t0):   # the event holds at t0: the solve ended there, nothing crossed
+        return event_t, solution
     last = tuple(s[-1] for s in solution) if is_tuple else solution[-1]
     event_t, last = event_gradient(func, event_fn, t0.detach().reshape(()), y0, event_t, last)
     if is_tuple:

@@ -6,6 +6,7 @@ step) and §IV.2 of its stiff companion (PI control); the stabilised DOPRI5 cont
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -36,10 +37,18 @@ class PIController:
     accept_factor_min: float = 0.2
 
     def __post_init__(self):
+        for name in ("beta1", "beta2", "safety", "factor_min", "factor_max", "accept_factor_min"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"`{name}` must be a finite number, got {value!r}")
         if not (0 < self.safety <= 1):
             raise ValueError(f"`safety` must be in (0, 1], got {self.safety}")
         if not (0 < self.factor_min <= 1 <= self.factor_max):
             raise ValueError("controller factors must satisfy 0 < factor_min <= 1 <= factor_max")
+        if not self.beta1 > 0 or self.beta2 < 0:
+            raise ValueError(f"need `beta1` > 0 and `beta2` >= 0, got beta1={self.beta1}, beta2={self.beta2}")
+        if not (self.factor_min <= self.accept_factor_min <= 1):
+            raise ValueError(f"`accept_factor_min` must be in [factor_min, 1], got {self.accept_factor_min}")
 
     def factor(self, ratio: float, prev_ratio: float, accepted: bool, k: int) -> float:
         """Step multiplier for scalar (shared-step) control; plain Python arithmetic, no tensors."""

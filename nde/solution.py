@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ._integrate import output_value, step_index
-from ._rk import Coefficients
+from ._rk import Coefficients, interpolant_slope
 from .errors import Status
 
 
@@ -47,27 +47,39 @@ class Solution:
     def evaluate(self, t) -> torch.Tensor:
         """Dense output: the state at time(s) ``t`` anywhere in the solved interval.
 
-        ``t``: float, 0-d or 1-d tensor. Returns ``(*y0.shape)`` or ``(len(t), *y0.shape)``.
+        ``t``: float, 0-d or 1-d tensor. Returns ``(*y0.shape)`` or ``(len(t), *y0.shape)`` (a tuple of
+        such for tuple states). The interpolant is the method's own, cubic Hermite, or for fixed-step
+        methods the solve's ``interp``. A ``t`` that requires grad gets ``∂y/∂t``, the interpolant's slope.
         Available for shared-step solves with ``dense=True`` (the default of ``solve_ode``).
         """
         if not self._dense:
             raise ValueError("no dense output stored: solve with dense=True and shared steps "
                              "(per_sample=False) to use Solution.evaluate")
+        if not torch.is_tensor(t) and not isinstance(t, (int, float)) or isinstance(t, bool):
+            raise TypeError(f"`t` must be a number or a 0-d or 1-d tensor, got {type(t).__name__}")
+        if torch.is_tensor(t) and (t.dim() > 1 or t.numel() == 0):
+            raise ValueError(f"`t` must be a number or a non-empty 0-d or 1-d tensor, got shape {tuple(t.shape)}")
         scalar = not torch.is_tensor(t) or t.dim() == 0
-        times = [float(t)] if scalar else [float(v) for v in t.reshape(-1)]
-        starts = [d[0] for d in self._dense]
-        lo, hi = starts[0], self._dense[-1][0] + self._dense[-1][1]
-        values = []
-        for tq in times:
-            s = self._time_sign * tq
-            if not (lo - 1e-12 * max(1.0, abs(lo)) <= s <= hi + 1e-12 * max(1.0, abs(hi))):
-                raise ValueError(f"`t`={tq} is outside the solved interval")
-            i = step_index(starts, s)
-            t0, dt, y0, step = self._dense[i]
-            theta = min(max((s - t0) / dt, 0.0), 1.0)
-            kind = "dense" if self._coeffs.dense is not None or self._coeffs.tableau.fsal else "linear"
-            values.append(output_value(step, y0, dt, theta, kind, self._coeffs))
+        queries = t.reshape(-1) if torch.is_tensor(t) else [t]
+        values = [self._value_at(tq) for tq in queries]
         out = torch.stack(values)
         if self._unflatten is not None:
             out = self._unflatten(out)
-        return out[0] if scalar and not isinstance(out, tuple) else out
+            return tuple(part[0] for part in out) if scalar else out
+        return out[0] if scalar else out
+
+    def _value_at(self, tq) -> torch.Tensor:
+        """The flat state at one query time (a float or a 0-d tensor, differentiable in time if it is)."""
+        starts = [d[0] for d in self._dense]
+        lo, hi = starts[0], self._dense[-1][0] + self._dense[-1][1]
+        value_t = float(tq.detach()) if torch.is_tensor(tq) else float(tq)
+        s = self._time_sign * value_t
+        if not (lo - 1e-12 * max(1.0, abs(lo)) <= s <= hi + 1e-12 * max(1.0, abs(hi))):
+            raise ValueError(f"`t`={value_t} is outside the solved interval")
+        t0, dt, y0, step, kind, f1 = self._dense[step_index(starts, s)]
+        theta = min(max((s - t0) / dt, 0.0), 1.0)
+        value = output_value(step, y0, dt, theta, kind, self._coeffs, f1)
+        if torch.is_tensor(tq) and tq.requires_grad:   # zero-valued term with d/dt = the interpolant's slope
+            slope = self._time_sign * interpolant_slope(step, y0, dt, theta, kind, self._coeffs, f1)
+            value = value + (tq - tq.detach()).to(value.dtype) * slope
+        return value

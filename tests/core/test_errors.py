@@ -1,4 +1,6 @@
 """Bad input gets a clear error naming the argument; failures raise SolverError or return status."""
+import math
+
 import pytest
 import torch
 
@@ -153,3 +155,97 @@ def test_zero_tolerances_are_refused_for_adaptive_methods():
         nde.solve_ode(decay, torch.ones(3, 2), T, rtol=torch.zeros(2), atol=0.0, per_sample=True)
     fixed = nde.odeint(decay, torch.ones(2), T, method="rk4", rtol=0.0, atol=0.0)   # no error control: fine
     assert torch.isfinite(fixed).all()
+
+
+def test_adjoint_modes_need_the_parameters():
+    """discrete/backsolve with a func that is not an nn.Module and no adjoint_params used to drop the
+    gradients of the tensors it closes over (None where direct gives them); a bare tensor was iterated."""
+    W = torch.nn.Parameter(-torch.eye(3, dtype=torch.float64))
+    y0 = torch.ones(2, 3, dtype=torch.float64)
+    t = torch.linspace(0, 1, 3, dtype=torch.float64)
+    for mode in ("discrete", "backsolve"):
+        with pytest.raises(ValueError, match="`adjoint_params`: `func` is not an nn.Module"):
+            nde.odeint(lambda t, y: y @ W, y0, t, adjoint=mode)
+        with pytest.raises(TypeError, match="`adjoint_params` must be a sequence of tensors"):
+            nde.odeint(lambda t, y: y @ W, y0, t, adjoint=mode, adjoint_params=W)
+        with pytest.raises(TypeError, match="`adjoint_params` must contain tensors only"):
+            nde.solve_ode(lambda t, y: y @ W, y0, t, adjoint=mode, adjoint_params=(W, 3.0))
+        ys = nde.odeint(lambda t, y: y @ W, y0, t, adjoint=mode, adjoint_params=(W,), rtol=1e-9, atol=1e-9)
+        (grad,) = torch.autograd.grad(ys[-1].sum(), W)
+        (direct,) = torch.autograd.grad(nde.odeint(lambda t, y: y @ W, y0, t, rtol=1e-9, atol=1e-9)[-1].sum(), W)
+        torch.testing.assert_close(grad, direct, atol=1e-6, rtol=1e-6)
+
+
+def test_step_settings_are_checked():
+    """Bad step settings used to surface as solver failures blaming the problem (or a 10^6-step crawl
+    with dt = inf)."""
+    y0 = torch.ones(2)
+    cases = [(dict(options={"first_step": float("inf")}), "first_step"),
+             (dict(options={"first_step": 0.0}), "first_step"),
+             (dict(options={"max_step": -0.1}), "max_step"),
+             (dict(options={"min_step": 0.5, "max_step": 0.1}), "min_step=0.5 exceeds max_step"),
+             (dict(options={"ifactor": float("inf")}), "factor_max"),
+             (dict(options={"max_num_steps": 10.7}), "max_num_steps"),
+             (dict(options={"first_step": "0.1"}), "first_step"),
+             (dict(method="rk4", options={"step_size": float("inf")}), "step_size")]
+    for kwargs, match in cases:
+        with pytest.raises((ValueError, TypeError), match=match):
+            nde.odeint(decay, y0, T, **kwargs)
+    with pytest.raises(ValueError, match="beta1"):
+        nde.PIController(beta1=-1.0)
+    for kwargs, match in [(dict(max_steps="10"), "max_steps"), (dict(throw="no"), "throw"),
+                          (dict(interp="quadratic"), "interp"),
+                          (dict(step_size=0.01, per_sample=True), "needs shared steps"),
+                          (dict(rtol=torch.ones(3, 2), per_sample=True), "one row"),
+                          (dict(atol=torch.ones(4, 1, 2)), "does not broadcast")]:
+        with pytest.raises((ValueError, TypeError), match=match):
+            nde.solve_ode(decay, torch.ones(3, 2), T, **kwargs)
+    with pytest.raises(ValueError, match="accept_factor_min"):
+        nde.PIController(accept_factor_min=100.0)
+    with pytest.raises(TypeError, match="returned a tuple"):
+        nde.odeint(lambda t, y: (-y,), y0, T)
+    with pytest.raises(ValueError, match="empty tuple"):
+        nde.odeint(decay, (), T)
+
+
+def test_dense_output_cubic_time_gradient_and_tuple_shapes():
+    """Solution.evaluate follows interp='cubic' on fixed-step solves, gives d/dt of the interpolant for a
+    query time that requires grad (as torchdiffeq's odeint_dense), and returns the state's shapes for a
+    scalar query of a tuple state."""
+    t = torch.linspace(0, 1, 5, dtype=torch.float64)
+    y0 = torch.ones(1, dtype=torch.float64)
+    cubic = nde.solve_ode(decay, y0, t, method="rk4", interp="cubic")
+    linear = nde.solve_ode(decay, y0, t, method="rk4")
+    exact = math.exp(-0.1)
+    assert abs(cubic.evaluate(0.1).item() - exact) < 1e-4 < abs(linear.evaluate(0.1).item() - exact)
+    for sol in (cubic, linear, nde.solve_ode(decay, y0, t, rtol=1e-9, atol=1e-9)):
+        tq = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+        (slope,) = torch.autograd.grad(sol.evaluate(tq).sum(), tq)
+        assert abs(slope.item() + math.exp(-0.3)) < (6e-2 if sol is linear else 1e-3)   # linear: the chord
+    backwards = nde.solve_ode(decay, y0, -t, rtol=1e-9, atol=1e-9)
+    tq = torch.tensor(-0.3, dtype=torch.float64, requires_grad=True)
+    (slope,) = torch.autograd.grad(backwards.evaluate(tq).sum(), tq)
+    assert abs(slope.item() + math.exp(0.3)) < 1e-6
+    pair = nde.solve_ode(lambda t, s: (s[1], -s[0]), (torch.ones(2), torch.zeros(2)), torch.linspace(0, 1, 3))
+    assert [p.shape for p in pair.evaluate(0.5)] == [(2,), (2,)]
+    assert [p.shape for p in pair.evaluate(torch.tensor([0.2, 0.5]))] == [(2, 2), (2, 2)]
+    with pytest.raises(ValueError, match="non-empty"):
+        pair.evaluate(torch.tensor([]))
+
+
+def test_event_solve_end_time_gradient_and_event_at_t0():
+    """An event solve that reaches t1 first keeps ∂y(t1)/∂t1 (it was 0); odeint_event with the event at t0
+    returns (t0, [y0, y0]) like torchdiffeq (it raised)."""
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64, requires_grad=True)
+    sol = nde.solve_ode(decay, torch.ones(1, dtype=torch.float64), t, event_fn=lambda t, y: y[0] + 10.0)
+    grad = torch.autograd.grad(sol.ys[-1].sum(), t)[0]
+    torch.testing.assert_close(grad, torch.tensor([math.exp(-1.0), -math.exp(-1.0)], dtype=torch.float64),
+                               atol=1e-6, rtol=0)
+    rows = torch.tensor([[0.0, 0.5], [0.0, 1.0]], dtype=torch.float64, requires_grad=True)
+    y0 = torch.tensor([[1.0], [0.2]], dtype=torch.float64)
+    sol = nde.solve_ode(decay, y0, rows, per_sample=True, event_fn=lambda t, y: y[:, 0] - 0.5)
+    grad = torch.autograd.grad(sol.ys[-1].sum(), rows)[0]   # row 0 ends at t1 = 0.5, row 1 starts below: no event
+    assert abs(grad[0, 1].item() + math.exp(-0.5)) < 1e-6 and abs(grad[1, 1].item() + 0.2 * math.exp(-1.0)) < 1e-6
+    event_t, ys = nde.odeint_event(lambda t, y: torch.stack([y[1], -torch.ones_like(y[1])]),
+                                   torch.tensor([0.0, 1.0]), torch.tensor(0.0), event_fn=lambda t, y: y[0])
+    assert event_t.item() == 0.0 and torch.equal(ys[1], ys[0])

@@ -338,6 +338,7 @@ def test_perturb_option_matches_torchdiffeq(method):
         assert (ours - unperturbed).abs().max() > 1e-3
     if method != "implicit_adams":
         y0g = y0.clone().requires_grad_(True)
-        grads = [torch.autograd.grad(nde.odeint(jump, y0g, t, method=method, options=dict(options),
-                                                adjoint=mode)[-1].sum(), y0g)[0] for mode in ("direct", "discrete")]
+        grads = [torch.autograd.grad(nde.odeint(jump, y0g, t, method=method, options=dict(options), adjoint=mode,
+                                                adjoint_params=())[-1].sum(), y0g)[0]
+                 for mode in ("direct", "discrete")]
         torch.testing.assert_close(grads[0], grads[1], atol=1e-12, rtol=0)
