@@ -21,9 +21,10 @@ from typing import Callable, Sequence
 import torch
 
 from .. import solve_ode
+from .models import check_x_T
 from .pf_ode import LambdaODE, RhoODE
 from .schedules import NoiseSchedule
-from .timesteps import sampling_times
+from .timesteps import check_steps, sampling_times, time_interval
 
 GRADIENTS = ("backsolve", "discrete", "direct")
 FIXED_METHODS = ("euler", "midpoint", "rk4")
@@ -48,8 +49,11 @@ def adjoint_sample(model: Callable, x_T: torch.Tensor, schedule: NoiseSchedule, 
     Returns:
         (B, *state) x_0 at ``t_end``.
     """
+    check_x_T(x_T)
     if gradient not in GRADIENTS:
         raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
+    if steps is not None:
+        check_steps(steps)
     if steps is None and method in FIXED_METHODS:
         raise ValueError(f"method={method!r} is fixed-step: give steps, or use an adaptive method with steps=None")
     if steps is not None and method not in FIXED_METHODS:
@@ -59,9 +63,7 @@ def adjoint_sample(model: Callable, x_T: torch.Tensor, schedule: NoiseSchedule, 
     if variable == "lambda" and steps is not None and skip_type != "logSNR":
         raise ValueError("variable='lambda' steps uniformly in lambda: use skip_type='logSNR' (or variable='rho')")
     if steps is None or variable == "lambda":
-        t_start = schedule.t_start if t_start is None else float(t_start)
-        t_end = schedule.t_end if t_end is None else float(t_end)
-        times = torch.tensor([t_start, t_end], dtype=torch.float64)
+        times = torch.tensor(time_interval(schedule, t_start, t_end), dtype=torch.float64)
     else:
         times = sampling_times(schedule, steps, skip_type, t_start, t_end)
     lam = schedule.lambda_(times)

@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from .models import call_model
+from .models import call_model, check_x_T
 from .parameterization import eps_to_x0
 from .schedules import NoiseSchedule
 from .timesteps import sampling_times
@@ -43,10 +43,10 @@ def dpm_solver_pp(model: Callable, x_T: torch.Tensor, schedule: NoiseSchedule, s
         (B, *state) sample at ``t_end``.
     """
     _check_order(order, (1, 2, 3))
+    x = check_x_T(x_T)
     times = sampling_times(schedule, steps, skip_type, t_start, t_end)
     lam, alpha, sigma = _coefficients(schedule, times)
     history: list[torch.Tensor] = []
-    x = x_T
     for i in range(steps):
         history = (history + [eps_to_x0(call_model(model, x, times[i]), x, alpha[i], sigma[i])])[-order:]
         step_order = _step_order(order, i, steps, lower_order_final)
@@ -89,5 +89,5 @@ def _step_order(order: int, i: int, steps: int, lower_order_final: bool) -> int:
 
 
 def _check_order(order: int, allowed: tuple[int, ...]) -> None:
-    if order not in allowed:
+    if isinstance(order, bool) or not isinstance(order, int) or order not in allowed:
         raise ValueError(f"order must be one of {allowed}, got {order!r}")

@@ -29,7 +29,7 @@ from typing import Callable
 import torch
 
 from .dpm_solver import _check_order
-from .models import call_model
+from .models import call_model, check_x_T
 from .schedules import NoiseSchedule
 from .statistics import ModelStatistics
 from .timesteps import SKIP_TYPES, sampling_times
@@ -101,6 +101,11 @@ class DPMSolverV3:
 
     def __init__(self, statistics: ModelStatistics, schedule: NoiseSchedule, steps: int,
                  skip_type: str = "logSNR"):
+        if not isinstance(statistics, ModelStatistics):
+            raise TypeError(f"statistics must be a ModelStatistics (from estimate_statistics or "
+                            f"ModelStatistics.degenerate), got {type(statistics).__name__}")
+        if not isinstance(schedule, NoiseSchedule):
+            raise TypeError(f"schedule must be an nde.diffusion.NoiseSchedule, got {type(schedule).__name__}")
         statistics.check_compatible(schedule)
         if skip_type not in SKIP_TYPES:
             raise ValueError(f"skip_type must be one of {SKIP_TYPES}, got {skip_type!r}")
@@ -148,6 +153,7 @@ class DPMSolverV3:
             (B, *state) sample at ``statistics.t_end``.
         """
         _check_order(order, (1, 2, 3))
+        check_x_T(x_T)
         if tuple(x_T.shape[1:]) != self.stats.state_shape:
             raise ValueError(f"x_T has state shape {tuple(x_T.shape[1:])}, statistics have {self.stats.state_shape}")
         ems = self._on(x_T)

@@ -108,6 +108,11 @@ class GaussianMixtureNoisePredictor(torch.nn.Module):
 
     def __init__(self, mixture: GaussianMixture, schedule: NoiseSchedule):
         super().__init__()
+        if not isinstance(mixture, GaussianMixture):
+            raise TypeError(f"mixture must be an nde.diffusion.GaussianMixture, got {type(mixture).__module__}."
+                            f"{type(mixture).__name__}")
+        if not isinstance(schedule, NoiseSchedule):
+            raise TypeError(f"schedule must be an nde.diffusion.NoiseSchedule, got {type(schedule).__name__}")
         self.mixture = mixture
         self.schedule = schedule
 

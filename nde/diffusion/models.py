@@ -17,9 +17,32 @@ from .schedules import NoiseSchedule
 
 
 def call_model(model: Callable, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
-    """Evaluate ``model`` at a shared time ``t`` (float or 0-d tensor) for the whole batch ``x``."""
+    """Evaluate ``model`` at a shared time ``t`` (float or 0-d tensor) for the whole batch ``x``.
+
+    Returns the model output, checked to be a tensor of x's shape (B, *state).
+    """
     t_batch = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0])
-    return model(x, t_batch)
+    return check_output(model(x, t_batch), x)
+
+
+def check_output(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``out``, the output of ``model(x, t)``, if it is a tensor of the shape of ``x``; else an error."""
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"model(x, t) must return a tensor, got {type(out).__name__}")
+    if out.shape != x.shape:
+        raise ValueError(f"model(x, t) returned shape {tuple(out.shape)}, expected x's shape {tuple(x.shape)}")
+    return out
+
+
+def check_x_T(x_T: torch.Tensor) -> torch.Tensor:
+    """``x_T`` if it is a floating-point tensor of shape (batch, *state) with at least one state dimension."""
+    if not isinstance(x_T, torch.Tensor):
+        raise TypeError(f"x_T must be a torch.Tensor of shape (batch, *state), got {type(x_T).__name__}")
+    if not x_T.is_floating_point():
+        raise TypeError(f"x_T must be a floating-point tensor, got {x_T.dtype}")
+    if x_T.dim() < 2:
+        raise ValueError(f"x_T must have shape (batch, *state), got {tuple(x_T.shape)}")
+    return x_T
 
 
 class NoisePredictor(torch.nn.Module):
@@ -90,6 +113,11 @@ class DiffusersUNet(torch.nn.Module):
                  num_train_timesteps: int = 1000, cond: torch.Tensor | None = None,
                  uncond: torch.Tensor | None = None, guidance_scale: float = 1.0):
         super().__init__()
+        if not callable(unet):
+            raise TypeError(f"unet must be callable, got {type(unet).__name__}")
+        if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, int) \
+                or num_train_timesteps < 1:
+            raise ValueError(f"num_train_timesteps must be a positive int, got {num_train_timesteps!r}")
         self.unet = unet
         steps = float(num_train_timesteps)
         self.inner = NoisePredictor(self._net, schedule, prediction, time_input=lambda t: steps * t - 1.0,

@@ -12,8 +12,10 @@ from typing import Callable
 import torch
 
 from .. import solve_ode
+from .models import check_x_T
 from .pf_ode import LambdaODE
 from .schedules import NoiseSchedule
+from .timesteps import time_interval
 
 
 def probability_flow_reference(model: Callable, x_T: torch.Tensor, schedule: NoiseSchedule,
@@ -24,9 +26,8 @@ def probability_flow_reference(model: Callable, x_T: torch.Tensor, schedule: Noi
     Returns:
         (B, *state) endpoint. Raises ``nde.SolverError`` if the solver fails.
     """
-    t_start = schedule.t_start if t_start is None else float(t_start)
-    t_end = schedule.t_end if t_end is None else float(t_end)
-    ends = torch.tensor([t_start, t_end], dtype=x_T.dtype, device=x_T.device)
+    check_x_T(x_T)
+    ends = torch.tensor(time_interval(schedule, t_start, t_end), dtype=x_T.dtype, device=x_T.device)
     lam = schedule.lambda_(ends)
     alpha = schedule.alpha(ends)
     sol = solve_ode(LambdaODE(model, schedule), x_T / alpha[0], lam, method=method, rtol=rtol, atol=atol,

@@ -22,10 +22,15 @@ class NoiseSchedule:
     Attributes:
         t_start: default start time of sampling (largest noise).
         t_end: default end time of sampling (smallest noise).
+        min_time, min_time_inclusive, max_time: the time domain, where lambda is finite and decreasing:
+            t > min_time (>= with ``min_time_inclusive``) and t <= max_time.
     """
 
     t_start: float
     t_end: float
+    min_time: float = 0.0
+    min_time_inclusive: bool = False
+    max_time: float = math.inf
 
     def log_alpha(self, t: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -40,6 +45,30 @@ class NoiseSchedule:
     def config(self) -> dict:
         """Name and parameters; recorded with saved model statistics to detect mismatches."""
         raise NotImplementedError
+
+    def check_interval(self, t_start: float, t_end: float) -> tuple[float, float]:
+        """``(t_start, t_end)`` as floats if ``t_end < t_start`` lie in the time domain with finite lambda.
+
+        Raises ValueError naming the offending argument otherwise.
+        """
+        t_start, t_end = float(t_start), float(t_end)
+        name = type(self).__name__
+        if not t_end < t_start:
+            raise ValueError(f"need t_end < t_start, got t_start={t_start}, t_end={t_end}")
+        low_ok = t_end >= self.min_time if self.min_time_inclusive else t_end > self.min_time
+        if not low_ok:
+            relation = ">=" if self.min_time_inclusive else ">"
+            raise ValueError(f"t_end must be {relation} {self.min_time} for {name}, got t_end={t_end}")
+        if not t_start <= self.max_time:
+            raise ValueError(f"t_start must be <= {self.max_time} for {name}, got t_start={t_start}")
+        lam_start, lam_end = self.lambda_(torch.tensor([t_start, t_end], dtype=torch.float64)).tolist()
+        for arg, time, lam in (("t_start", t_start, lam_start), ("t_end", t_end, lam_end)):
+            if not math.isfinite(lam):
+                raise ValueError(f"{arg}={time} is outside the domain of {name}: lambda({arg}) = {lam}")
+        if not lam_start < lam_end:
+            raise ValueError(f"lambda must decrease from t_end={t_end} to t_start={t_start} for {name}, "
+                             f"got lambda(t_start)={lam_start}, lambda(t_end)={lam_end}")
+        return t_start, t_end
 
     def alpha(self, t: torch.Tensor) -> torch.Tensor:
         return torch.exp(self.log_alpha(t))
@@ -103,11 +132,10 @@ class VPLinear(NoiseSchedule):
     """
 
     def __init__(self, beta_0: float = 0.1, beta_1: float = 20.0, t_start: float = 1.0, t_end: float = 1e-3):
-        if not 0 <= beta_0 < beta_1:
-            raise ValueError(f"VPLinear needs 0 <= beta_0 < beta_1, got beta_0={beta_0}, beta_1={beta_1}")
-        _check_range(t_start, t_end, upper=None)
+        if not 0 <= beta_0 < beta_1 < math.inf:
+            raise ValueError(f"VPLinear needs 0 <= beta_0 < beta_1 < inf, got beta_0={beta_0}, beta_1={beta_1}")
         self.beta_0, self.beta_1 = float(beta_0), float(beta_1)
-        self.t_start, self.t_end = float(t_start), float(t_end)
+        self.t_start, self.t_end = self.check_interval(t_start, t_end)
 
     def config(self) -> dict:
         return {"name": "VPLinear", "beta_0": self.beta_0, "beta_1": self.beta_1}
@@ -134,13 +162,14 @@ class VPCosine(NoiseSchedule):
     The default t_start = 0.9946 avoids the singularity at t = 1 (as in DPM-Solver).
     """
 
+    max_time = 1.0
+
     def __init__(self, s: float = 0.008, t_start: float = 0.9946, t_end: float = 1e-3):
-        if s <= 0:
-            raise ValueError(f"VPCosine needs s > 0, got s={s}")
-        _check_range(t_start, t_end, upper=1.0)
+        if not 0 < s < math.inf:
+            raise ValueError(f"VPCosine needs 0 < s < inf, got s={s}")
         self.s = float(s)
-        self.t_start, self.t_end = float(t_start), float(t_end)
         self._log_alpha_0 = math.log(math.cos(self.s / (1.0 + self.s) * math.pi / 2.0))
+        self.t_start, self.t_end = self.check_interval(t_start, t_end)
 
     def config(self) -> dict:
         return {"name": "VPCosine", "s": self.s}
@@ -161,13 +190,14 @@ class VPCosine(NoiseSchedule):
 class VE(NoiseSchedule):
     """Variance-exploding schedule (Song et al. 2021): alpha_t = 1, sigma_t = sigma_min (sigma_max/sigma_min)^t."""
 
+    min_time_inclusive = True
+
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, t_start: float = 1.0, t_end: float = 1e-5):
-        if not 0 < sigma_min < sigma_max:
-            raise ValueError(f"VE needs 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
-        _check_range(t_start, t_end, upper=None, allow_zero_end=True)
+        if not 0 < sigma_min < sigma_max < math.inf:
+            raise ValueError(f"VE needs 0 < sigma_min < sigma_max < inf, got {sigma_min}, {sigma_max}")
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
-        self.t_start, self.t_end = float(t_start), float(t_end)
         self._log_ratio = math.log(self.sigma_max / self.sigma_min)
+        self.t_start, self.t_end = self.check_interval(t_start, t_end)
 
     def config(self) -> dict:
         return {"name": "VE", "sigma_min": self.sigma_min, "sigma_max": self.sigma_max}
@@ -188,8 +218,8 @@ class EDM(NoiseSchedule):
     """EDM schedule (Karras et al. 2022): alpha_t = 1, sigma_t = t; t runs from sigma_max = 80 to sigma_min = 0.002."""
 
     def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0):
-        if not 0 < sigma_min < sigma_max:
-            raise ValueError(f"EDM needs 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+        if not 0 < sigma_min < sigma_max < math.inf:
+            raise ValueError(f"EDM needs 0 < sigma_min < sigma_max < inf, got {sigma_min}, {sigma_max}")
         self.t_start, self.t_end = float(sigma_max), float(sigma_min)
 
     def config(self) -> dict:
@@ -203,13 +233,6 @@ class EDM(NoiseSchedule):
 
     def t_of_lambda(self, lam):
         return torch.exp(-lam)
-
-
-def _check_range(t_start: float, t_end: float, upper: float | None, allow_zero_end: bool = False) -> None:
-    low_ok = t_end >= 0 if allow_zero_end else t_end > 0
-    if not (low_ok and t_end < t_start) or (upper is not None and t_start > upper):
-        bound = f" and t_start <= {upper}" if upper is not None else ""
-        raise ValueError(f"need 0 < t_end < t_start{bound}, got t_start={t_start}, t_end={t_end}")
 
     def dlog_alpha_dlambda(self, lam):
         return torch.zeros_like(lam)
@@ -226,18 +249,21 @@ class VPDiscrete(NoiseSchedule):
         alphas_cumprod: (N,) cumulative products of 1 - beta (give exactly one of the two).
     """
 
+    max_time = 1.0
+
     def __init__(self, betas: torch.Tensor | None = None, alphas_cumprod: torch.Tensor | None = None):
         if (betas is None) == (alphas_cumprod is None):
             raise ValueError("give exactly one of betas and alphas_cumprod")
         if betas is not None:
             betas = torch.as_tensor(betas, dtype=torch.float64)
-            if bool(((betas <= 0) | (betas >= 1)).any()):
-                raise ValueError("betas must lie in (0, 1)")
+            if betas.dim() != 1 or not bool(((betas > 0) & (betas < 1)).all()):
+                raise ValueError("betas must be a 1-D tensor with entries in (0, 1) (no NaN)")
             log_alpha = 0.5 * torch.log1p(-betas).cumsum(0)
         else:
             cumprod = torch.as_tensor(alphas_cumprod, dtype=torch.float64)
-            if bool(((cumprod <= 0) | (cumprod >= 1)).any()) or bool((cumprod[1:] >= cumprod[:-1]).any()):
-                raise ValueError("alphas_cumprod must decrease strictly inside (0, 1)")
+            inside = bool(((cumprod > 0) & (cumprod < 1)).all())
+            if cumprod.dim() != 1 or not inside or not bool((cumprod[1:] < cumprod[:-1]).all()):
+                raise ValueError("alphas_cumprod must be a 1-D tensor decreasing strictly inside (0, 1) (no NaN)")
             log_alpha = 0.5 * torch.log(cumprod)
         n = log_alpha.shape[0]
         if n < 2:

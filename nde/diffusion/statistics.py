@@ -27,7 +27,9 @@ from typing import Callable
 
 import torch
 
+from .models import check_output
 from .schedules import NoiseSchedule
+from .timesteps import time_interval
 
 FORMAT_VERSION = 1
 
@@ -39,6 +41,7 @@ class ModelStatistics:
     Attributes:
         lambdas: (N+1,) increasing half log-SNR grid from lambda(t_start) to lambda(t_end).
         l, s, b: (N+1, *state) statistics.
+        (All four are stored as float64 and must be finite: a non-finite entry is a ValueError.)
         schedule: ``schedule.config()`` of the schedule used.
         t_start, t_end: time range of the grid.
         n_data: number of data samples K used (0 for the degenerate/analytic cases).
@@ -55,6 +58,8 @@ class ModelStatistics:
     info: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        for name in ("lambdas", "l", "s", "b"):
+            setattr(self, name, _finite_float64(getattr(self, name), name))
         n = self.lambdas.shape[0]
         for name in ("l", "s", "b"):
             value = getattr(self, name)
@@ -123,12 +128,10 @@ class ModelStatistics:
 def lambda_grid(schedule: NoiseSchedule, n_grid: int, t_start: float | None = None,
                 t_end: float | None = None) -> torch.Tensor:
     """(n_grid + 1,) float64 uniform grid in lambda from lambda(t_start) to lambda(t_end)."""
-    if not isinstance(n_grid, int) or n_grid < 1:
+    if isinstance(n_grid, bool) or not isinstance(n_grid, int) or n_grid < 1:
         raise ValueError(f"n_grid must be a positive int, got {n_grid!r}")
-    ends = torch.tensor([_default(t_start, schedule.t_start), _default(t_end, schedule.t_end)], dtype=torch.float64)
+    ends = torch.tensor(time_interval(schedule, t_start, t_end), dtype=torch.float64)
     lam_start, lam_end = schedule.lambda_(ends).tolist()
-    if not lam_start < lam_end:
-        raise ValueError(f"need t_end < t_start, got {ends.tolist()}")
     return torch.linspace(lam_start, lam_end, n_grid + 1, dtype=torch.float64)
 
 
@@ -149,8 +152,11 @@ def estimate_statistics(model: Callable, data: torch.Tensor, schedule: NoiseSche
         :class:`ModelStatistics` with float64 tensors on the CPU. Costs 2 (N+1) K (1 + n_probes) model
         evaluations (forward-mode JVPs count as about two).
     """
-    if not isinstance(data, torch.Tensor) or data.dim() < 2:
-        raise TypeError("data must be a tensor of shape (K, *state) with K >= 2")
+    if not isinstance(data, torch.Tensor) or data.dim() < 2 or not data.is_floating_point():
+        raise TypeError(f"data must be a floating-point tensor of shape (K, *state) with K >= 2, got "
+                        f"{_describe(data)}")
+    if not bool(torch.isfinite(data).all()):
+        raise ValueError(f"data has {int((~torch.isfinite(data)).sum())} non-finite entries (NaN or inf)")
     if data.shape[0] < 2 or batch_size < 1 or n_probes < 1:
         raise ValueError(f"need K >= 2 samples, batch_size >= 1, n_probes >= 1; got K={data.shape[0]}, "
                          f"batch_size={batch_size}, n_probes={n_probes}")
@@ -195,6 +201,7 @@ def _estimate_l(model, data, schedule, lam, batch_size, n_probes, generator, bar
         for _ in range(n_probes):
             v = torch.randint(0, 2, x.shape, generator=generator).to(x) * 2 - 1
             _, jv = torch.func.jvp(lambda y: model(y, t_batch), (x,), (v,))
+            check_output(jv, x)
             total += (sigma * jv * v).sum(0).to(torch.float64)
     if bar is not None:
         bar.update()
@@ -211,7 +218,7 @@ def _estimate_sb(model, data, schedule, lam, l, dl, batch_size, generator, varia
     for chunk in data.split(batch_size):
         x = _noised(chunk, alpha, sigma, generator)
         lam_batch = lam.expand(x.shape[0]).clone()
-        eps = model(x, t.expand(x.shape[0]))
+        eps = check_output(model(x, t.expand(x.shape[0])), x)
         dx = dlog_alpha * x - sigma * eps
         _, deps = torch.func.jvp(lambda y, u: model(y, schedule.t_of_lambda(u)), (x, lam_batch),
                                  (dx, torch.ones_like(lam_batch)))
@@ -260,6 +267,21 @@ def _progress(total: int, enabled: bool):
     except ImportError:  # tqdm is an optional dependency
         return None
     return tqdm(total=total, desc="model statistics", unit="grid point")
+
+
+def _finite_float64(value: torch.Tensor, name: str) -> torch.Tensor:
+    """A floating-point tensor as float64, checked to be finite."""
+    if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+        raise TypeError(f"statistic {name} must be a floating-point tensor, got {_describe(value)}")
+    bad = int((~torch.isfinite(value)).sum())
+    if bad:
+        raise ValueError(f"statistic {name} has {bad} non-finite entries (NaN or inf)")
+    return value.to(torch.float64)
+
+
+def _describe(value) -> str:
+    return f"{value.dtype} tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) \
+        else type(value).__name__
 
 
 def _default(value: float | None, fallback: float) -> float:

@@ -32,11 +32,11 @@ import torch
 from ..sde import METHOD_NAMES, solve_sde
 from .clock import SamplingClock
 from .dpm_solver import _coefficients
-from .models import call_model
+from .models import call_model, check_x_T
 from .parameterization import eps_to_x0
 from .schedules import NoiseSchedule
 from .sdes import EDMSDE, ReverseSDE
-from .timesteps import sampling_times
+from .timesteps import check_steps, sampling_times
 
 EXACT_METHOD = "dpm_solver++1"
 REVERSE_SDE_METHODS = (EXACT_METHOD,) + METHOD_NAMES
@@ -62,6 +62,7 @@ def reverse_sde(model: Callable, x_T: torch.Tensor, schedule: NoiseSchedule, ste
             needs ``levy_area_approximation="space-time"``). Exclusive with ``generator``.
         adaptive, rtol, atol: adaptive step sizes on the SDE core (step doubling, nde.PIController).
     """
+    check_x_T(x_T)
     if method == EXACT_METHOD:
         if bm is not None or adaptive:
             raise ValueError(f"bm and adaptive need an SDE-core method, got method={method!r}")
@@ -91,10 +92,10 @@ def edm_sde(model: Callable, x_T: torch.Tensor, schedule: NoiseSchedule, steps: 
     :func:`edm_sampler` (whose Heun step sees only the PF-ODE) does not (benchmarks/results/diffusion_stochastic_*).
     """
     _check_core_method(method)
-    if not 0 <= s_tmin <= s_tmax:
-        raise ValueError(f"need 0 <= s_tmin <= s_tmax, got s_tmin={s_tmin}, s_tmax={s_tmax}")
+    _check_churn_window(s_tmin, s_tmax)
     clock = SamplingClock(schedule, skip_type, t_start, t_end)
     sde = EDMSDE(model, schedule, _state_shape(x_T), clock, _sde_type(method), churn, (s_tmin, s_tmax))
+    _check_churn_on_steps(sde, check_steps(steps))
     return _solve_on_core(sde, x_T, steps, method, generator, bm, adaptive, rtol, atol)
 
 
@@ -118,8 +119,11 @@ def edm_sampler(model: Callable, x_T: torch.Tensor, schedule: NoiseSchedule, ste
         s_churn, s_tmin, s_tmax, s_noise: EDM's churn amount, the noise-level window (in rho = sigma/alpha)
             where churn is applied, and the scale of the added noise.
     """
-    if s_churn < 0 or s_noise < 0:
-        raise ValueError(f"s_churn and s_noise must be >= 0, got {s_churn}, {s_noise}")
+    check_x_T(x_T)
+    for name, value in (("s_churn", s_churn), ("s_noise", s_noise)):
+        if not value >= 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+    _check_churn_window(s_tmin, s_tmax)
     times = sampling_times(schedule, steps, skip_type, t_start, t_end)
     rhos = torch.exp(-schedule.lambda_(times)).tolist()
     gamma_max = min(s_churn / steps, math.sqrt(2.0) - 1.0)
@@ -153,8 +157,7 @@ def _dpm_solver_pp1(model, x_T, schedule, steps, skip_type, t_start, t_end, gene
 
 def _solve_on_core(sde, x_T, steps, method, generator, bm, adaptive, rtol, atol) -> torch.Tensor:
     """Integrate ``sde`` over the clock u in [0, 1] with ``nde.solve_sde``; fixed steps du = 1/steps."""
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    check_steps(steps)
     if bm is not None and generator is not None:
         raise ValueError("give at most one of bm and generator")
     if bm is not None and not callable(bm):
@@ -175,15 +178,28 @@ def _check_core_method(method: str) -> None:
                          f"got {method!r}")
 
 
+def _check_churn_window(s_tmin: float, s_tmax: float) -> None:
+    if not 0 <= s_tmin <= s_tmax:
+        raise ValueError(f"need 0 <= s_tmin <= s_tmax, got s_tmin={s_tmin}, s_tmax={s_tmax}")
+
+
+def _check_churn_on_steps(sde: EDMSDE, steps: int) -> None:
+    """A callable churn must be finite and >= 0 at the step times (checked once, on the host, before the solve)."""
+    if not callable(sde.churn):
+        return
+    for u in torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64):
+        rho = torch.exp(-sde.clock(u)[1])
+        c = float(sde.churn_at(rho))
+        if not 0 <= c < math.inf:
+            raise ValueError(f"churn(rho) must be finite and >= 0, got {c} at rho={float(rho)}")
+
+
 def _sde_type(method: str) -> str:
     return "stratonovich" if method in _STRATONOVICH else "ito"
 
 
 def _state_shape(x_T: torch.Tensor) -> tuple:
-    if not isinstance(x_T, torch.Tensor) or x_T.dim() < 2:
-        raise ValueError(f"x_T must be a tensor of shape (batch, *state), got "
-                         f"{tuple(x_T.shape) if isinstance(x_T, torch.Tensor) else type(x_T).__name__}")
-    return tuple(x_T.shape[1:])
+    return tuple(check_x_T(x_T).shape[1:])
 
 
 def _eps_at_rho(model: Callable, schedule: NoiseSchedule, y: torch.Tensor, rho: float) -> torch.Tensor:

@@ -14,23 +14,33 @@ from .schedules import NoiseSchedule
 SKIP_TYPES = ("logSNR", "time_uniform", "time_quadratic", "edm")
 
 
+def time_interval(schedule: NoiseSchedule, t_start: float | None, t_end: float | None) -> tuple[float, float]:
+    """The sampling interval (defaults: the schedule's), checked by :meth:`NoiseSchedule.check_interval`."""
+    if not isinstance(schedule, NoiseSchedule):
+        raise TypeError(f"schedule must be an nde.diffusion.NoiseSchedule, got {type(schedule).__name__}")
+    return schedule.check_interval(schedule.t_start if t_start is None else t_start,
+                                   schedule.t_end if t_end is None else t_end)
+
+
 def time_range(schedule: NoiseSchedule, skip_type: str, t_start: float | None,
                t_end: float | None) -> tuple[float, float]:
-    """Checked ``skip_type`` and the sampling interval (defaults: the schedule's), ``t_end < t_start``."""
+    """Checked ``skip_type`` and the sampling interval (see :func:`time_interval`)."""
     if skip_type not in SKIP_TYPES:
         raise ValueError(f"skip_type must be one of {SKIP_TYPES}, got {skip_type!r}")
-    t_start = schedule.t_start if t_start is None else float(t_start)
-    t_end = schedule.t_end if t_end is None else float(t_end)
-    if not t_end < t_start:
-        raise ValueError(f"need t_end < t_start, got t_start={t_start}, t_end={t_end}")
-    return t_start, t_end
+    return time_interval(schedule, t_start, t_end)
+
+
+def check_steps(steps: int) -> int:
+    """``steps`` if it is a positive int (not a bool), else a ValueError."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    return steps
 
 
 def sampling_times(schedule: NoiseSchedule, steps: int, skip_type: str = "logSNR",
                    t_start: float | None = None, t_end: float | None = None, rho: float = 7.0) -> torch.Tensor:
     """(steps + 1,) float64 times, decreasing from ``t_start`` (default ``schedule.t_start``) to ``t_end``."""
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    check_steps(steps)
     t_start, t_end = time_range(schedule, skip_type, t_start, t_end)
     ends = torch.tensor([t_start, t_end], dtype=torch.float64)
     if skip_type == "time_uniform":

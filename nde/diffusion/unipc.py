@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 
 from .dpm_solver import _check_order, _coefficients, _step_order
-from .models import call_model
+from .models import call_model, check_x_T
 from .parameterization import eps_to_x0
 from .schedules import NoiseSchedule
 from .timesteps import sampling_times
@@ -31,9 +31,9 @@ def unipc(model: Callable, x_T: torch.Tensor, schedule: NoiseSchedule, steps: in
     _check_order(order, (1, 2, 3))
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    x = check_x_T(x_T)
     times = sampling_times(schedule, steps, skip_type, t_start, t_end)
     lam, alpha, sigma = _coefficients(schedule, times)
-    x = x_T
     x0s = [eps_to_x0(call_model(model, x, times[0]), x, alpha[0], sigma[0])]
     lams = [lam[0]]
     for i in range(steps):

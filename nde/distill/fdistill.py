@@ -21,15 +21,17 @@ Differences from FastGen, by design for small problems: the discriminator is its
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from ..interpolants.interpolant import per_sample
+from ..interpolants.interpolant import check_shape, per_sample
 from ..interpolants.losses import sample_times
 from ..interpolants.networks import MLP, TimeConditionedMLP
 from ..training import StepContext, Task
+from ..training.hyperparameters import check_samples, decay_factor, positive_float, positive_int
 from .divergences import divergence_weight, f_function
 from .ratio import RatioNormalizer, density_ratio, normalize_by_mean
 from .teacher import DiffusionTeacher, diffuse
@@ -49,7 +51,8 @@ def distillation_loss(x: torch.Tensor, x0_teacher: torch.Tensor, x0_fake: torch.
                       all_reduce_sum: Callable[[torch.Tensor], torch.Tensor] = _identity) -> torch.Tensor:
     """1/2 mean |x - sg(x - g)|^2 with g = weight (x0_fake - x0_teacher) / (mean|x - x0_teacher| + 1e-6).
 
-    Its gradient with respect to x is g / x.numel(); ``weight`` is the normalised h(r), ``(B,)``.
+    Its gradient with respect to x is g / x.numel(); ``weight`` is the normalised h(r), ``(B,)``; x, x0_teacher
+    and x0_fake are ``(B, *state)``.
     ``normalizer="sample"`` takes the mean |x - x0_teacher| per sample (DMD, over an image's pixels);
     ``"batch"`` over the whole batch (one scale per step). In low dimension the per-sample mean runs over
     d coordinates only: it is near 0 for samples the teacher already denoises to themselves, and divides the
@@ -57,6 +60,11 @@ def distillation_loss(x: torch.Tensor, x0_teacher: torch.Tensor, x0_fake: torch.
     """
     if normalizer not in NORMALIZERS:
         raise ValueError(f"normalizer must be one of {NORMALIZERS}, got {normalizer!r}")
+    check_shape(x0_teacher, x, "x0_teacher", "x")
+    check_shape(x0_fake, x, "x0_fake", "x")
+    if not isinstance(weight, torch.Tensor) or weight.shape != x.shape[:1]:
+        got = getattr(weight, "shape", type(weight).__name__)
+        raise ValueError(f"weight must have shape ({x.shape[0]},), got {got}")
     with torch.no_grad():
         residual = (x - x0_teacher).abs().flatten(1)
         if normalizer == "sample":
@@ -87,6 +95,10 @@ class FDistill(Task):
         lr_decay_every, lr_decay: optional step decay of all three learning rates (multiply by ``lr_decay``
             at every multiple of ``lr_decay_every`` training steps; None keeps them constant, as FastGen).
         normalizer: scale of the update direction, per "sample" (DMD) or per "batch" (:func:`distillation_loss`).
+
+    Constraints (ValueError naming the argument): positive int ``dim``, ``batch_size``, ``student_update_freq``,
+    ``lr_decay_every``; ``lr > 0``; ``0 < lr_decay <= 1``; ``0 <= s_min < s_max < 1``; ``0 < ratio_lower <
+    ratio_upper``; finite ``gan_weight >= 0``. ``sample_real`` must return ``(n, dim)`` (checked at every draw).
     """
 
     ema_networks = ("generator",)
@@ -99,14 +111,29 @@ class FDistill(Task):
                  normalizer: str = "sample", lr_decay_every: int | None = None, lr_decay: float = 0.5,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
         f_function(divergence)  # validates the name
-        if student_update_freq < 1:
-            raise ValueError(f"student_update_freq must be >= 1, got {student_update_freq}")
-        if gan_weight < 0:
-            raise ValueError(f"gan_weight must be >= 0, got {gan_weight}")
+        if not callable(getattr(teacher, "denoise", None)):
+            raise TypeError(f"teacher must be a DiffusionTeacher, got {type(teacher).__name__}")
+        if not callable(sample_real):
+            raise TypeError(f"sample_real must be callable as sample_real(n, generator), "
+                            f"got {type(sample_real).__name__}")
+        positive_int(dim, "dim")
+        if latent_dim is not None:
+            positive_int(latent_dim, "latent_dim")
+        positive_int(batch_size, "batch_size")
+        positive_int(student_update_freq, "student_update_freq")
+        positive_float(lr, "lr")
+        decay_factor(lr_decay, "lr_decay")
+        if lr_decay_every is not None:
+            positive_int(lr_decay_every, "lr_decay_every")
+        if not 0 <= gan_weight < math.inf:
+            raise ValueError(f"gan_weight must be finite and >= 0, got {gan_weight}")
+        if not 0 <= s_min < s_max < 1:
+            raise ValueError(f"need 0 <= s_min < s_max < 1, got s_min={s_min}, s_max={s_max}")
+        if not 0 < ratio_lower < ratio_upper:
+            raise ValueError(f"need 0 < ratio_lower < ratio_upper, got ratio_lower={ratio_lower}, "
+                             f"ratio_upper={ratio_upper}")
         if normalizer not in NORMALIZERS:
             raise ValueError(f"normalizer must be one of {NORMALIZERS}, got {normalizer!r}")
-        if lr_decay_every is not None and (not isinstance(lr_decay_every, int) or lr_decay_every < 1):
-            raise ValueError(f"lr_decay_every must be None or a positive int, got {lr_decay_every!r}")
         self.normalizer_kind = normalizer
         self.teacher, self.sample_real, self.dim = teacher, sample_real, dim
         self.divergence, self.batch_size, self.freq = divergence, batch_size, student_update_freq
@@ -124,6 +151,16 @@ class FDistill(Task):
             net.to(dtype)
         self.optimizers = {n: torch.optim.Adam(m.parameters(), lr=lr, betas=betas) for n, m in self.networks.items()}
         self.lr, self.lr_decay_every, self.lr_decay = lr, lr_decay_every, lr_decay
+        self._settings = {"divergence": divergence, "dim": dim, "latent_dim": self.latent_dim,
+                          "batch_size": batch_size, "hidden": hidden, "depth": depth, "lr": lr, "betas": tuple(betas),
+                          "student_update_freq": student_update_freq, "s_min": s_min, "s_max": s_max,
+                          "ratio_lower": ratio_lower, "ratio_upper": ratio_upper, "ratio_bins": ratio_bins,
+                          "ratio_ema_rate": ratio_ema_rate, "gan_weight": gan_weight, "normalizer": normalizer,
+                          "lr_decay_every": lr_decay_every, "lr_decay": lr_decay, "dtype": str(dtype)}
+
+    def settings(self) -> dict:
+        """The constructor's hyper-parameters; a run resumed from a checkpoint must have the same."""
+        return dict(self._settings)
 
     # --- pieces ------------------------------------------------------------------------------------
     def log_ratio(self, x_s: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -200,7 +237,7 @@ class FDistill(Task):
             fake = self.networks["generator"](z)
         dsm = self.fake_score_loss(fake, s, noise)
         ctx.update("fake_score", dsm)
-        real = self._to_model(ctx.shard(self.sample_real(n, gen)))
+        real = self._to_model(ctx.shard(check_samples(self.sample_real(n, gen), n, self.dim, "sample_real")))
         s_real, s_fake = self._levels(gen, ctx), self._levels(gen, ctx)
         noise_real, noise_fake = self._draw(gen, ctx, (n, self.dim), (n, self.dim))
         disc = self.discriminator_loss(real, fake, s_real, s_fake, noise_real, noise_fake)

@@ -35,8 +35,12 @@ class RatioNormalizer:
     """
 
     def __init__(self, t_min: float, t_max: float, bins: int = 10, ema_rate: float = 0.0):
-        if not t_min < t_max or bins < 1 or not 0 <= ema_rate < 1:
-            raise ValueError("need t_min < t_max, bins >= 1 and 0 <= ema_rate < 1")
+        if not t_min < t_max:
+            raise ValueError(f"need t_min < t_max, got t_min={t_min}, t_max={t_max}")
+        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+            raise ValueError(f"bins (ratio_bins) must be a positive int, got {bins!r}")
+        if not 0 <= ema_rate < 1:
+            raise ValueError(f"ema_rate (ratio_ema_rate) must lie in [0, 1), got {ema_rate}")
         self.t_min, self.t_max, self.ema_rate = t_min, t_max, ema_rate
         self.means = torch.ones(bins, dtype=torch.float64)
 

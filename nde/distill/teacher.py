@@ -15,7 +15,7 @@ import torch
 
 from ..interpolants import (GaussianMixture, InterpolantTask, MixtureInterpolantFields, denoiser_from_velocity,
                             one_sided_trigonometric, standard_normal, vp_noise_prediction)
-from ..interpolants.interpolant import per_sample, expand_time
+from ..interpolants.interpolant import check_shape, expand_time, per_sample
 from ..training import Trainer
 
 NoiseModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -30,7 +30,9 @@ def cosine_sigma(s: torch.Tensor) -> torch.Tensor:
 
 
 def diffuse(x: torch.Tensor, s: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """x_s = alpha_s x + sigma_s noise for ``s`` of shape ``(B,)``."""
+    """x_s = alpha_s x + sigma_s noise for ``s`` of shape ``(B,)`` (or a scalar); x and noise ``(B, *state)``."""
+    check_shape(noise, x, "noise", "x")
+    s = expand_time(s, x)
     return per_sample(cosine_alpha(s), x) * x + per_sample(cosine_sigma(s), x) * noise
 
 
@@ -41,6 +43,8 @@ class DiffusionTeacher:
     """
 
     def __init__(self, eps_model: NoiseModel):
+        if not callable(eps_model):
+            raise TypeError(f"eps_model must be callable as eps_model(x, s), got {type(eps_model).__name__}")
         self.eps_model = eps_model
 
     @classmethod
@@ -70,23 +74,32 @@ class DiffusionTeacher:
     def denoise(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """x0-prediction ``(B, d)`` at noise levels ``s`` of shape ``(B,)``."""
         s = expand_time(s, x)
-        eps = self.eps_model(x, s)
+        eps = self._eps(x, s)
         return (x - per_sample(cosine_sigma(s), x) * eps) / per_sample(cosine_alpha(s), x)
 
     @torch.no_grad()
     def sample(self, n: int, dim: int, steps: int = 50, s_max: float = 0.999, s_min: float = 1e-3,
                generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """``(n, dim)`` samples by deterministic DDIM with ``steps`` model calls from s_max to s_min."""
-        if steps < 1:
-            raise ValueError(f"steps must be positive, got {steps}")
+        """``(n, dim)`` samples by deterministic DDIM with ``steps`` model calls from s_max to s_min.
+
+        Needs 0 <= s_min < s_max < 1 (at s = 1 the signal scale cos(pi s / 2) vanishes).
+        """
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be a positive int, got {steps!r}")
+        if not 0 <= s_min < s_max < 1:
+            raise ValueError(f"need 0 <= s_min < s_max < 1, got s_min={s_min}, s_max={s_max}")
         grid = torch.linspace(s_max, s_min, steps + 1, dtype=dtype)
         x = torch.randn(n, dim, generator=generator, dtype=dtype)
         for s, s_next in zip(grid[:-1], grid[1:]):
             s_vec = s.expand(n)
-            eps = self.eps_model(x, s_vec)
+            eps = self._eps(x, s_vec)
             x0 = (x - cosine_sigma(s) * eps) / cosine_alpha(s)
             x = cosine_alpha(s_next) * x0 + cosine_sigma(s_next) * eps
-        return (x - cosine_sigma(grid[-1]) * self.eps_model(x, grid[-1].expand(n))) / cosine_alpha(grid[-1])
+        return (x - cosine_sigma(grid[-1]) * self._eps(x, grid[-1].expand(n))) / cosine_alpha(grid[-1])
+
+    def _eps(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """The model's noise prediction, checked to have x's shape."""
+        return check_shape(self.eps_model(x, s), x, "eps_model(x, s)", "x")
 
 
 def train_velocity_teacher(sample_data: Callable[[int, torch.Generator], torch.Tensor], dim: int, steps: int = 3000, *,

@@ -24,8 +24,8 @@ class Gamma:
     def __init__(self, kind: str = "brownian", a: float = 1.0):
         if kind not in GAMMA_KINDS:
             raise ValueError(f"kind must be one of {GAMMA_KINDS}, got {kind!r}")
-        if not a > 0:
-            raise ValueError(f"a must be positive, got {a}")
+        if not 0 < a < math.inf:
+            raise ValueError(f"a must be positive and finite, got {a}")
         self.kind, self.a = kind, float(a)
 
     def __repr__(self) -> str:
@@ -34,6 +34,12 @@ class Gamma:
     @property
     def is_zero(self) -> bool:
         return self.kind == "zero"
+
+    @property
+    def maximum(self) -> float:
+        """max of gamma over [0, 1] (at t = 1/2 for every kind)."""
+        peak = {"brownian": math.sqrt(self.a / 4), "bsquared": self.a / 4, "sinesquared": self.a, "zero": 0.0}
+        return peak[self.kind]
 
     def __call__(self, t: torch.Tensor) -> torch.Tensor:
         if self.kind == "brownian":

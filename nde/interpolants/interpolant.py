@@ -41,8 +41,32 @@ def expand_time(t: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
 
 
 def per_sample(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Reshape a ``(B,)`` per-sample coefficient to broadcast against ``x`` of shape ``(B, *state)``."""
+    """Reshape a ``(B,)`` (or 0-d) per-sample coefficient to broadcast against ``x`` of shape ``(B, *state)``."""
+    if c.dim() > 0 and c.shape != x.shape[:1]:
+        raise ValueError(f"a per-sample coefficient of shape {tuple(c.shape)} does not match the batch of x, "
+                         f"shape {tuple(x.shape)}; times must have shape ({x.shape[0]},)")
     return c.reshape(c.shape + (1,) * (x.dim() - 1))
+
+
+def check_shape(value: torch.Tensor, like: torch.Tensor, name: str, like_name: str) -> torch.Tensor:
+    """``value`` if it is a tensor of the shape of ``like``; otherwise an error naming both."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor, got {type(value).__name__}")
+    if value.shape != like.shape:
+        raise ValueError(f"{name} has shape {tuple(value.shape)}, expected {like_name}'s shape {tuple(like.shape)}")
+    return value
+
+
+def check_batch(t: torch.Tensor | float, x0: torch.Tensor, x1: torch.Tensor,
+                z: torch.Tensor | None = None) -> torch.Tensor:
+    """Check that x0 and z (if given) have x1's shape ``(B, *state)``; return t as ``(B,)`` (scalar or ``(B,)`` in)."""
+    if not isinstance(x1, torch.Tensor) or x1.dim() < 1:
+        raise TypeError(f"x1 must be a (B, *state) tensor, got {getattr(x1, 'shape', type(x1).__name__)}")
+    for name, value in (("x0", x0), ("z", z)):
+        if value is not None and (not isinstance(value, torch.Tensor) or value.shape != x1.shape):
+            raise ValueError(f"x0, x1 and z must share the shape (B, *state): x1 has shape {tuple(x1.shape)}, "
+                             f"{name} has {getattr(value, 'shape', type(value).__name__)}")
+    return expand_time(t, x1)
 
 
 class Interpolant:
@@ -54,6 +78,7 @@ class Interpolant:
 
     def __init__(self, name: str, alpha: Coefficient, alpha_dot: Coefficient, beta: Coefficient,
                  beta_dot: Coefficient, gamma: Gamma, one_sided: bool = False, stationary: bool = False):
+        _check_gamma(gamma)
         if one_sided and not gamma.is_zero:
             raise ValueError("a one-sided interpolant must have gamma of kind 'zero'")
         self.name, self.gamma, self.one_sided = name, gamma, one_sided
@@ -73,25 +98,37 @@ class Interpolant:
 
     # --- the interpolant and its time derivative -----------------------------------------------
     def x_t(self, t: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-        """x_t of shape ``(B, *state)`` for ``t`` of shape ``(B,)`` (``z`` ignored when one-sided)."""
+        """x_t of shape ``(B, *state)`` for ``t`` of shape ``(B,)`` (``z`` ignored when one-sided).
+
+        x0, x1 and z must share the shape ``(B, *state)``; a scalar t is broadcast over the batch.
+        """
+        t = check_batch(t, x0, x1, z)
         out = per_sample(self.alpha(t), x0) * x0 + per_sample(self.beta(t), x1) * x1
-        if not self.one_sided and not self.gamma.is_zero:
-            if z is None:
-                raise ValueError("z is required for a two-sided interpolant with gamma != 0")
+        if self._uses_z(z):
             out = out + per_sample(self.gamma(t), z) * z
         return out
 
     def dt_interpolant(self, t: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
         """d/dt I(t, x0, x1) = alpha_dot x0 + beta_dot x1 (target of the v-loss)."""
+        t = check_batch(t, x0, x1)
         return per_sample(self.alpha_dot(t), x0) * x0 + per_sample(self.beta_dot(t), x1) * x1
 
     def velocity_target(self, t: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor,
                         z: torch.Tensor | None = None) -> torch.Tensor:
         """d/dt x_t = d/dt I + gamma_dot z (target of the b-loss, paper Eq. 2.13)."""
+        t = check_batch(t, x0, x1, z)
         out = self.dt_interpolant(t, x0, x1)
-        if not self.one_sided and not self.gamma.is_zero:
+        if self._uses_z(z):
             out = out + per_sample(self.gamma.dot(t), z) * z
         return out
+
+    def _uses_z(self, z: torch.Tensor | None) -> bool:
+        """Whether the latent z enters x_t (two-sided, gamma != 0); then it must be given."""
+        if self.one_sided or self.gamma.is_zero:
+            return False
+        if z is None:
+            raise ValueError("z is required for a two-sided interpolant with gamma != 0")
+        return True
 
     # --- conversions between fields --------------------------------------------------------------
     def score_from_denoiser(self, t: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
@@ -117,20 +154,31 @@ class Interpolant:
         return v + per_sample(self.gamma.dot(t), x) * eta
 
 
+def _check_gamma(gamma: Gamma) -> Gamma:
+    if not isinstance(gamma, Gamma):
+        raise TypeError(f"gamma must be an nde.interpolants.Gamma, e.g. Gamma('brownian'), got {gamma!r}")
+    return gamma
+
+
 def _half_pi(t: torch.Tensor) -> torch.Tensor:
     return 0.5 * math.pi * t
 
 
 def linear(gamma: Gamma | None = None) -> Interpolant:
     """alpha = 1 - t, beta = t (Table 4, 'linear'); gamma defaults to sqrt(2 t (1 - t))."""
-    gamma = gamma or Gamma("brownian", a=2.0)
+    gamma = Gamma("brownian", a=2.0) if gamma is None else gamma
     return Interpolant("linear", lambda t: 1 - t, lambda t: -torch.ones_like(t),
                        lambda t: t, lambda t: torch.ones_like(t), gamma)
 
 
 def trigonometric(gamma: Gamma | None = None) -> Interpolant:
-    """alpha = sqrt(1 - gamma^2) cos(pi t / 2), beta = sqrt(1 - gamma^2) sin(pi t / 2) (Table 4, 'trig')."""
-    gamma = gamma or Gamma("brownian", a=2.0)
+    """alpha = sqrt(1 - gamma^2) cos(pi t / 2), beta = sqrt(1 - gamma^2) sin(pi t / 2) (Table 4, 'trig').
+
+    Needs gamma < 1 on [0, 1] (``Gamma.maximum < 1``): where gamma = 1 both alpha and beta vanish.
+    """
+    gamma = _check_gamma(Gamma("brownian", a=2.0) if gamma is None else gamma)
+    if not gamma.maximum < 1:
+        raise ValueError(f"the trigonometric interpolant needs gamma < 1, but {gamma} reaches {gamma.maximum}")
 
     def root(t):
         return (1 - gamma(t) ** 2).clamp_min(0).sqrt()
@@ -187,6 +235,6 @@ def mirror(gamma: Gamma | None = None) -> Interpolant:
 
     The x0 argument of the methods is unused (alpha = 0); pass ``x1`` or zeros.
     """
-    gamma = gamma or Gamma("brownian", a=1.0)
+    gamma = Gamma("brownian", a=1.0) if gamma is None else gamma
     return Interpolant("mirror", lambda t: torch.zeros_like(t), lambda t: torch.zeros_like(t),
                        lambda t: torch.ones_like(t), lambda t: torch.zeros_like(t), gamma, stationary=True)

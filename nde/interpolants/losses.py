@@ -13,6 +13,7 @@ The latent is z (two-sided) or x0 ~ N(0, I) (one-sided). ``antithetic=True`` eva
 field at x_t^+ and x_t^- (the latent flipped) and averages (paper Sec. 6): the 1/latent_scale
 term of L_s then cancels to leading order, so its variance stays bounded as t -> 0 or 1.
 The losses are not bounded below by zero; they equal 1/2 E|field - target|^2 minus a constant.
+Shapes: t ``(B,)`` (or a scalar), x0, x1 and z ``(B, *state)``; the field must return ``(B, *state)``.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from .interpolant import Interpolant, per_sample
+from .interpolant import Interpolant, check_batch, check_shape, per_sample
 
 Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -39,51 +40,68 @@ def _latent(interpolant: Interpolant, x0: torch.Tensor, z: torch.Tensor | None) 
 
 def _flip(interpolant: Interpolant, x0: torch.Tensor, z: torch.Tensor | None):
     """(x0, z) with the latent negated."""
-    return (-x0, z) if interpolant.one_sided else (x0, -z)
+    if interpolant.one_sided:
+        return -x0, z
+    return x0, None if z is None else -z
 
 
-def _objective(field: Field, interpolant: Interpolant, t, x0, x1, z, antithetic: bool,
+def _objective(name: str, field: Field, interpolant: Interpolant, t, x0, x1, z, antithetic: bool,
                integrand: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """Mean over the batch of ``integrand(value, x0, z)`` at x_t (and at the antithetic x_t^-)."""
-    total = integrand(field(t, interpolant.x_t(t, x0, x1, z)), x0, z)
+    """Mean over the batch of ``integrand(value, x0, z)`` at x_t (and at the antithetic x_t^-).
+
+    ``t`` must already be checked (:func:`check_batch`); ``name`` is the field's name for shape errors.
+    """
+    def value_at(x0_, z_):
+        x_t = interpolant.x_t(t, x0_, x1, z_)
+        return check_shape(field(t, x_t), x_t, f"{name}(t, x)", "x")
+
+    total = integrand(value_at(x0, z), x0, z)
     if antithetic:
         x0m, zm = _flip(interpolant, x0, z)
-        total = 0.5 * (total + integrand(field(t, interpolant.x_t(t, x0m, x1, zm)), x0m, zm))
+        total = 0.5 * (total + integrand(value_at(x0m, zm), x0m, zm))
     return total.mean()
 
 
 def velocity_loss(b: Field, interpolant: Interpolant, t: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor,
                   z: torch.Tensor | None = None, antithetic: bool = True) -> torch.Tensor:
     """L_b (Eq. 2.13); minimised by b(t, x) = E[d/dt x_t | x_t = x]."""
+    t = check_batch(t, x0, x1, z)
+
     def integrand(value, x0_, z_):
         return 0.5 * _dot(value, value) - _dot(interpolant.velocity_target(t, x0_, x1, z_), value)
-    return _objective(b, interpolant, t, x0, x1, z, antithetic, integrand)
+    return _objective("b", b, interpolant, t, x0, x1, z, antithetic, integrand)
 
 
 def interpolant_velocity_loss(v: Field, interpolant: Interpolant, t: torch.Tensor, x0: torch.Tensor,
                               x1: torch.Tensor, z: torch.Tensor | None = None,
                               antithetic: bool = False) -> torch.Tensor:
     """L_v (Remark 2.10); minimised by v(t, x) = E[d/dt I | x_t = x]."""
+    t = check_batch(t, x0, x1, z)
+
     def integrand(value, x0_, z_):
         return 0.5 * _dot(value, value) - _dot(interpolant.dt_interpolant(t, x0_, x1), value)
-    return _objective(v, interpolant, t, x0, x1, z, antithetic, integrand)
+    return _objective("v", v, interpolant, t, x0, x1, z, antithetic, integrand)
 
 
 def score_loss(s: Field, interpolant: Interpolant, t: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor,
                z: torch.Tensor | None = None, antithetic: bool = True) -> torch.Tensor:
     """L_s (Eq. 2.16); minimised by the score s = grad log rho_t. Keep ``antithetic=True`` near the ends."""
+    t = check_batch(t, x0, x1, z)
+
     def integrand(value, x0_, z_):
         latent = _latent(interpolant, x0_, z_)
         return 0.5 * _dot(value, value) + _dot(latent / per_sample(interpolant.latent_scale(t), latent), value)
-    return _objective(s, interpolant, t, x0, x1, z, antithetic, integrand)
+    return _objective("s", s, interpolant, t, x0, x1, z, antithetic, integrand)
 
 
 def denoiser_loss(eta: Field, interpolant: Interpolant, t: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor,
                   z: torch.Tensor | None = None, antithetic: bool = False) -> torch.Tensor:
     """L_eta (Eq. 2.19); minimised by eta(t, x) = E[latent | x_t = x] (paper sign: s = -eta / scale)."""
+    t = check_batch(t, x0, x1, z)
+
     def integrand(value, x0_, z_):
         return 0.5 * _dot(value, value) - _dot(_latent(interpolant, x0_, z_), value)
-    return _objective(eta, interpolant, t, x0, x1, z, antithetic, integrand)
+    return _objective("eta", eta, interpolant, t, x0, x1, z, antithetic, integrand)
 
 
 def sample_times(n: int, t_min: float = 1e-4, t_max: float = 1 - 1e-4, generator: torch.Generator | None = None,

@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from .interpolant import expand_time, per_sample
+from .interpolant import check_shape, expand_time, per_sample
 
 Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Diffusion = Callable[[torch.Tensor], torch.Tensor] | float
@@ -32,6 +32,23 @@ def _check_state(x: torch.Tensor) -> None:
 def _check_interval(t0: float, t1: float) -> None:
     if not 0 <= t0 < t1 <= 1:
         raise ValueError(f"need 0 <= t0 < t1 <= 1, got t0={t0}, t1={t1}")
+
+
+def _output_times(times: torch.Tensor | None, t0: float, t1: float) -> torch.Tensor:
+    """float64 CPU output times: [t0, t1], or ``times`` checked to increase inside [t0, t1].
+
+    Given times may overshoot [t0, t1] by their dtype's round-off (float32(0.999) > 0.999); they are clamped.
+    """
+    if times is None:
+        return torch.tensor([float(t0), float(t1)], dtype=torch.float64)
+    given = torch.as_tensor(times).detach()
+    grid = given.to("cpu", torch.float64)
+    slack = 4 * torch.finfo(given.dtype).eps * max(1.0, abs(t0), abs(t1)) if given.is_floating_point() else 0.0
+    inside = grid.dim() == 1 and grid.numel() >= 2 and bool(((grid >= t0 - slack) & (grid <= t1 + slack)).all())
+    grid = grid.clamp(t0, t1)
+    if not inside or bool((grid.diff() <= 0).any()):
+        raise ValueError(f"times must be a 1-D increasing tensor inside [t0, t1] = [{t0}, {t1}], got {given}")
+    return grid
 
 
 def sample_ode(b: Field, x: torch.Tensor, t0: float = 0.0, t1: float = 1.0, *, reverse: bool = False,
@@ -54,10 +71,7 @@ def sample_ode(b: Field, x: torch.Tensor, t0: float = 0.0, t1: float = 1.0, *, r
 
     _check_state(x)
     _check_interval(t0, t1)
-    grid = torch.tensor([t0, t1], dtype=x.dtype) if times is None else torch.as_tensor(times, dtype=x.dtype)
-    if grid.dim() != 1 or grid.numel() < 2 or bool((grid.diff() <= 0).any()) \
-            or float(grid[0]) < t0 or float(grid[-1]) > t1:
-        raise ValueError("times must be increasing and inside [t0, t1]")
+    grid = _output_times(times, t0, t1)
     # Integrate in tau from 0 to len; t = start + sign * tau keeps the solver's time increasing.
     start, sign = (float(grid[-1]), -1.0) if reverse else (float(grid[0]), 1.0)
     tau = (grid.flip(0) - start).abs() if reverse else grid - start
@@ -66,18 +80,38 @@ def sample_ode(b: Field, x: torch.Tensor, t0: float = 0.0, t1: float = 1.0, *, r
 
     def rhs(s, y):
         # Adaptive solvers may probe past the last time; keep b inside [lo, hi], where it is defined.
-        return sign * b(expand_time(start + sign * s, y).clamp(lo, hi), y)
+        return sign * check_shape(b(expand_time(start + sign * s, y).clamp(lo, hi), y), y, "b(t, x)", "x")
 
     path = odeint(rhs, x, tau.to(x.device), method=method, rtol=rtol, atol=atol)
     return path[-1] if times is None else path
 
 
 def _epsilon(eps: Diffusion) -> Callable[[torch.Tensor], torch.Tensor]:
-    if callable(eps):
-        return eps
-    if not float(eps) >= 0:
-        raise ValueError(f"eps must be non-negative, got {eps}")
-    return lambda t: torch.full_like(t, float(eps))
+    """eps as a function of ``(B,)`` times returning ``(B,)`` (a float or 0-d result is broadcast)."""
+    if not callable(eps):
+        if isinstance(eps, torch.Tensor) and eps.numel() != 1:
+            raise ValueError(f"eps must be a float or a callable eps(t), got a tensor of shape {tuple(eps.shape)}")
+        if not 0 <= float(eps) < math.inf:
+            raise ValueError(f"eps must be non-negative and finite, got {eps}")
+        return lambda t: torch.full_like(t, float(eps))
+
+    def checked(t: torch.Tensor) -> torch.Tensor:
+        value = eps(t)
+        value = value if isinstance(value, torch.Tensor) else torch.as_tensor(value, dtype=t.dtype, device=t.device)
+        if value.dim() == 0:
+            return value.to(t).expand(t.shape)
+        if value.shape != t.shape:
+            raise ValueError(f"eps(t) returned shape {tuple(value.shape)}, expected t's shape {tuple(t.shape)}")
+        return value
+    return checked
+
+
+def _check_epsilon_on(eps: Callable[[torch.Tensor], torch.Tensor], times: torch.Tensor) -> None:
+    """eps must be finite and >= 0 at the integration times (checked once, before the solve)."""
+    values = eps(times)
+    if not bool(((values >= 0) & torch.isfinite(values)).all()):
+        raise ValueError(f"eps(t) must be finite and >= 0 on [t0, t1]; got {values.min().item()} "
+                         f"to {values.max().item()} at the step times")
 
 
 class _InterpolantSDE(torch.nn.Module):
@@ -101,8 +135,9 @@ class _InterpolantSDE(torch.nn.Module):
         x = y.reshape(self.shape)
         t = self._time(tau, y)
         e = per_sample(self.eps(t), x)
-        eps_s = torch.where(e > 0, e * self.s(t, x), torch.zeros_like(x))  # eps s := 0 where eps = 0 (s may be inf)
-        b = self.b(t, x)
+        score = check_shape(self.s(t, x), x, "s(t, x)", "x")
+        eps_s = torch.where(e > 0, e * score, torch.zeros_like(x))  # eps s := 0 where eps = 0 (s may be inf)
+        b = check_shape(self.b(t, x), x, "b(t, x)", "x")
         return (b + eps_s if self.forward else eps_s - b).flatten(1)
 
     def g(self, tau: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -136,12 +171,15 @@ def sample_sde(b: Field, s: Field, x: torch.Tensor, eps: Diffusion, t0: float = 
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps}")
     forward = direction == "forward"
-    sde = _InterpolantSDE(b, s, _epsilon(eps), x.shape, t0 if forward else t1, forward)
-    span = t1 - t0
-    taus = torch.linspace(0.0, span, steps + 1, dtype=x.dtype, device=x.device)
+    eps_fn = _epsilon(eps)
+    sde = _InterpolantSDE(b, s, eps_fn, x.shape, t0 if forward else t1, forward)
+    span = float(t1) - float(t0)
+    # Times in float64 (the state may be float32): the Brownian path must cover exactly the span of taus.
+    taus = torch.linspace(0.0, span, steps + 1, dtype=torch.float64, device=x.device)
+    _check_epsilon_on(eps_fn, (t0 + taus).to(x.dtype))
     y0 = x.flatten(1)
     entropy = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
-    bm = BrownianPath(0.0, span, y0.shape, dtype=x.dtype, device=x.device, entropy=entropy)
+    bm = BrownianPath(0.0, float(taus[-1]), y0.shape, dtype=x.dtype, device=x.device, entropy=entropy)
     grid = taus if return_path else taus[[0, -1]]
     ys = sdeint(sde, y0, grid, bm=bm, method="euler", dt=span / steps)
     ys = ys.reshape(ys.shape[:1] + x.shape)
@@ -149,18 +187,25 @@ def sample_sde(b: Field, s: Field, x: torch.Tensor, eps: Diffusion, t0: float = 
 
 
 def _exact_divergence(f: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """sum_i d f_i / d x_i by one backward pass per dimension (cost O(d)); ``(B,)``."""
+    """sum_i d f_i / d x_i by one backward pass per dimension (cost O(d)); ``(B,)``. 0 where f ignores x."""
     flat = f.flatten(1)
     div = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    if not f.requires_grad:
+        return div
     for i in range(flat.shape[1]):
-        grad = torch.autograd.grad(flat[:, i].sum(), x, retain_graph=True)[0]
-        div = div + grad.flatten(1)[:, i]
+        grad = torch.autograd.grad(flat[:, i].sum(), x, retain_graph=True, allow_unused=True)[0]
+        if grad is not None:
+            div = div + grad.flatten(1)[:, i]
     return div
 
 
 def _hutchinson_divergence(f: torch.Tensor, x: torch.Tensor, probe: torch.Tensor) -> torch.Tensor:
-    """Unbiased estimate E_v[v^T (df/dx) v] with a fixed Rademacher probe v; ``(B,)``."""
-    grad = torch.autograd.grad((f * probe).sum(), x)[0]
+    """Unbiased estimate E_v[v^T (df/dx) v] with a fixed Rademacher probe v; ``(B,)``. 0 where f ignores x."""
+    if not f.requires_grad:
+        return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    grad = torch.autograd.grad((f * probe).sum(), x, allow_unused=True)[0]
+    if grad is None:
+        return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
     return (grad * probe).flatten(1).sum(1)
 
 
@@ -196,7 +241,8 @@ def log_likelihood(b: Field, x: torch.Tensor, base_log_prob: Callable[[torch.Ten
     def rhs(tau, state):
         with torch.enable_grad():
             y = state[:, :d].reshape(shape).detach().requires_grad_(True)
-            f = b(expand_time(t1 - tau, y).clamp(t0, t1), y)  # solvers may probe past t0
+            t = expand_time(t1 - tau, y).clamp(t0, t1)  # solvers may probe past t0
+            f = check_shape(b(t, y), y, "b(t, x)", "x")
             div = _exact_divergence(f, y) if probe is None else _hutchinson_divergence(f, y, probe)
         # Augmented state [X, Delta] in tau = t1 - t: dX/dtau = -b, dDelta/dtau = -div b, so Delta = -int div b dt.
         return torch.cat([-f.detach().flatten(1), -div.detach()[:, None]], dim=1)
@@ -204,7 +250,11 @@ def log_likelihood(b: Field, x: torch.Tensor, base_log_prob: Callable[[torch.Ten
     tau = torch.tensor([0.0, t1 - t0], dtype=x.dtype, device=x.device)
     state0 = torch.cat([x.detach().flatten(1), x.new_zeros(x.shape[0], 1)], dim=1)
     end = odeint(rhs, state0, tau, method=method, rtol=rtol, atol=atol)[-1]
-    return base_log_prob(end[:, :d].reshape(shape)) + end[:, d]
+    base = base_log_prob(end[:, :d].reshape(shape))
+    if not isinstance(base, torch.Tensor) or base.shape != x.shape[:1]:
+        raise ValueError(f"base_log_prob must return a tensor of shape ({x.shape[0]},), got "
+                         f"{getattr(base, 'shape', type(base).__name__)}")
+    return base + end[:, d]
 
 
 def gaussian_log_prob(x: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ..training import StepContext, Task
+from ..training.hyperparameters import check_samples, decay_factor, positive_float, positive_int
 from .interpolant import Interpolant
 from .losses import denoiser_loss, interpolant_velocity_loss, sample_times, score_loss, velocity_loss
 from .networks import TimeConditionedMLP
@@ -26,8 +27,11 @@ class InterpolantTask(Task):
         batch_size: global batch (split over ranks).
         t_min, t_max: training times are uniform on [t_min, t_max].
         device, dtype: where the networks and batches live (samplers draw on the CPU generator).
-        lr: Adam learning rate; ``lr_decay_every``/``lr_decay`` give a step decay (reference notebooks:
-            StepLR(1500, 0.4)).
+        lr: Adam learning rate (> 0); ``lr_decay_every`` (>= 1 steps) / ``lr_decay`` (in (0, 1]) give a step
+            decay (reference notebooks: StepLR(1500, 0.4)).
+
+    The samplers must return ``(n, d)`` floating-point tensors (checked at every draw). :meth:`settings` records
+    the hyper-parameters in checkpoints, so a resumed run with other ones is refused.
     """
 
     def __init__(self, interpolant: Interpolant, sample_target: Sampler, dim: int, *,
@@ -35,11 +39,22 @@ class InterpolantTask(Task):
                  hidden: int = 256, depth: int = 4, lr: float = 2e-3, lr_decay_every: int = 1500,
                  lr_decay: float = 0.4, t_min: float = 1e-4, t_max: float = 1 - 1e-4,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+        if not isinstance(interpolant, Interpolant):
+            raise TypeError(f"interpolant must be an nde.interpolants.Interpolant, got {type(interpolant).__name__}")
         unknown = [f for f in fields if f not in LOSSES]
         if unknown or not fields:
             raise ValueError(f"fields must be a non-empty subset of {sorted(LOSSES)}, got {fields}")
         if sample_base is None and not interpolant.one_sided and not interpolant.stationary:
             raise ValueError("sample_base is required for a two-sided interpolant")
+        for name, sampler in (("sample_target", sample_target), ("sample_base", sample_base)):
+            if sampler is not None and not callable(sampler):
+                raise TypeError(f"{name} must be callable as {name}(n, generator), got {type(sampler).__name__}")
+        for name, value in (("dim", dim), ("batch_size", batch_size), ("lr_decay_every", lr_decay_every)):
+            positive_int(value, name)
+        positive_float(lr, "lr")
+        decay_factor(lr_decay, "lr_decay")
+        if not 0 <= t_min < t_max <= 1:
+            raise ValueError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
         self.interpolant, self.sample_base, self.sample_target = interpolant, sample_base, sample_target
         self.fields, self.dim, self.batch_size = tuple(fields), dim, batch_size
         self.t_min, self.t_max, self.device, self.dtype = t_min, t_max, torch.device(device), dtype
@@ -48,16 +63,24 @@ class InterpolantTask(Task):
         self.optimizers = {"fields": torch.optim.Adam(params, lr=lr)}
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizers["fields"], lr_decay_every, lr_decay)
         self.ema_networks = tuple(fields)
+        self._settings = {"interpolant": repr(interpolant), "fields": tuple(fields), "dim": dim,
+                          "batch_size": batch_size, "hidden": hidden, "depth": depth, "lr": lr,
+                          "lr_decay_every": lr_decay_every, "lr_decay": lr_decay, "t_min": t_min, "t_max": t_max,
+                          "dtype": str(dtype)}
+
+    def settings(self) -> dict:
+        """The constructor's hyper-parameters; a run resumed from a checkpoint must have the same."""
+        return dict(self._settings)
 
     def _batch(self, gen: torch.Generator):
         n = self.batch_size
-        x1 = self.sample_target(n, gen)
+        x1 = check_samples(self.sample_target(n, gen), n, self.dim, "sample_target")
         if self.interpolant.one_sided:
             x0 = torch.randn(n, self.dim, generator=gen, dtype=x1.dtype)
         elif self.interpolant.stationary:
             x0 = x1
         else:
-            x0 = self.sample_base(n, gen)
+            x0 = check_samples(self.sample_base(n, gen), n, self.dim, "sample_base")
         z = torch.randn(n, self.dim, generator=gen, dtype=x1.dtype)
         t = sample_times(n, self.t_min, self.t_max, gen, dtype=x1.dtype)
         return [v.to(self.device, self.dtype) for v in (t, x0, x1, z)]

@@ -29,11 +29,14 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        """Average in the weights of ``model``, which must have the tracked module's parameter and buffer shapes."""
+        pairs = (_pairs(self.module.parameters(), model.parameters(), "parameters"),
+                 _pairs(self.module.buffers(), model.buffers(), "buffers"))
         decay = self.current_decay()
         self.updates += 1
-        for avg, cur in zip(self.module.parameters(), model.parameters()):
+        for avg, cur in pairs[0]:
             avg.lerp_(cur.detach(), 1 - decay)
-        for avg, cur in zip(self.module.buffers(), model.buffers()):
+        for avg, cur in pairs[1]:
             avg.copy_(cur)
 
     def state_dict(self) -> dict:
@@ -42,3 +45,12 @@ class EMA:
     def load_state_dict(self, state: dict) -> None:
         self.decay, self.warmup, self.updates = state["decay"], state["warmup"], state["updates"]
         self.module.load_state_dict(state["module"])
+
+
+def _pairs(averaged, current, kind: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Zip the EMA copy's tensors with the model's, checking that they match one to one in shape."""
+    averaged, current = list(averaged), list(current)
+    if [a.shape for a in averaged] != [c.shape for c in current]:
+        raise ValueError(f"model does not match the module this EMA tracks: its {kind} have shapes "
+                         f"{[tuple(c.shape) for c in current]}, expected {[tuple(a.shape) for a in averaged]}")
+    return list(zip(averaged, current))

@@ -71,6 +71,14 @@ class Task:
         """One iteration; returns scalar metrics to log (this rank's values)."""
         raise NotImplementedError
 
+    def settings(self) -> dict:
+        """Hyper-parameters that shape training (batch size, learning rate, ...), saved in checkpoints.
+
+        A run resumed from a checkpoint must have the same settings, else :class:`Trainer` refuses it.
+        Values must compare with ``==`` after a ``torch.save`` round trip (numbers, strings, tuples).
+        """
+        return {}
+
     def state_dict(self) -> dict:
         """Extra state beyond networks and optimisers (e.g. running statistics)."""
         return {}

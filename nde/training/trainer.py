@@ -3,6 +3,7 @@ metrics log file and data-parallel training over torch.distributed."""
 from __future__ import annotations
 
 import json
+import numbers
 import time
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch.distributed as dist
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .ema import EMA
+from .hyperparameters import positive_float, positive_int
 from .task import StepContext, Task
 
 _SEED_STRIDE = 1_000_003
@@ -26,37 +28,51 @@ class Trainer:
         seed: run seed; step k draws from ``torch.Generator().manual_seed(seed * 1000003 + k)``
             (CPU generator, same on every rank), so resuming replays the same randomness.
         checkpoint_dir: where ``last.pt`` is saved every ``checkpoint_every`` steps and at the end;
-            if it already holds a checkpoint, :meth:`fit` resumes from it.
+            if it already holds a checkpoint, :meth:`fit` resumes from it. The checkpoint records the
+            settings (seed, ema_decay, grad_clip, the task's type and ``task.settings()``): resuming with
+            other settings, or from a checkpoint beyond ``steps``, is a ValueError.
         ema_decay: keep an :class:`EMA` of each network in ``task.ema_networks`` (None: no EMA).
         log_path: JSON-lines metrics file (step, time and the task's metrics averaged over ranks),
             written by rank 0 every ``log_every`` steps; on resume, lines after the checkpoint are dropped.
         progress: show a tqdm progress bar on rank 0.
-        grad_clip: max gradient norm applied in ``ctx.update`` (None: no clipping).
+        grad_clip: max gradient norm (> 0) applied in ``ctx.update`` (None: no clipping).
     """
 
     def __init__(self, task: Task, steps: int, *, seed: int = 0, checkpoint_dir: str | Path | None = None,
                  checkpoint_every: int = 1000, ema_decay: float | None = None, log_path: str | Path | None = None,
                  log_every: int = 10, progress: bool = False, grad_clip: float | None = None):
-        if not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be a positive int, got {steps!r}")
-        if checkpoint_every < 1 or log_every < 1:
-            raise ValueError("checkpoint_every and log_every must be positive")
+        positive_int(steps, "steps")
+        positive_int(checkpoint_every, "checkpoint_every")
+        positive_int(log_every, "log_every")
+        if grad_clip is not None:
+            positive_float(grad_clip, "grad_clip")
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise ValueError(f"seed must be an int, got {seed!r}")
         for name in task.ema_networks:
             if name not in task.networks:
                 raise ValueError(f"task.ema_networks names {name!r}, which is not in task.networks")
+        if checkpoint_dir is not None and Path(checkpoint_dir).exists() and not Path(checkpoint_dir).is_dir():
+            raise ValueError(f"checkpoint_dir {checkpoint_dir} exists and is not a directory")
         self.task, self.steps, self.seed = task, steps, seed
         self.checkpoint_path = None if checkpoint_dir is None else Path(checkpoint_dir) / "last.pt"
         self.checkpoint_every, self.log_every = checkpoint_every, log_every
         self.log_path = None if log_path is None else Path(log_path)
-        self.progress, self.grad_clip = progress, grad_clip
+        self.progress, self.grad_clip, self.ema_decay = progress, grad_clip, ema_decay
         self.ema = {} if ema_decay is None else {n: EMA(task.networks[n], ema_decay) for n in task.ema_networks}
         self.step = 0  # number of completed steps
 
     # --- state -------------------------------------------------------------------------------
+    def settings(self) -> dict:
+        """What a resumed run must share with the run that wrote the checkpoint: ``{"trainer": ..., "task": ...}``."""
+        return {"trainer": {"seed": self.seed, "ema_decay": self.ema_decay, "grad_clip": self.grad_clip,
+                            "task_type": type(self.task).__name__},
+                "task": self.task.settings()}
+
     def state_dict(self) -> dict:
         return {
             "step": self.step,
             "seed": self.seed,
+            "settings": self.settings(),
             "networks": {n: m.state_dict() for n, m in self.task.networks.items()},
             "optimizers": {n: o.state_dict() for n, o in self.task.optimizers.items()},
             "ema": {n: e.state_dict() for n, e in self.ema.items()},
@@ -64,16 +80,32 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        if state["seed"] != self.seed:
-            raise ValueError(f"checkpoint was written with seed {state['seed']}, this run has seed {self.seed}")
+        """Restore a :meth:`state_dict`; a ValueError names any setting that differs and any missing entry."""
+        source = "the state dict" if self.checkpoint_path is None else f"checkpoint {self.checkpoint_path}"
+        missing = [key for key in ("step", "seed", "networks", "optimizers", "ema", "task") if key not in state]
+        if missing:
+            raise ValueError(f"{source} has no {missing} entries; it was not written by nde.training.Trainer")
+        self._check_settings(state, source)
+        if state["step"] > self.steps:
+            raise ValueError(f"{source} is at step {state['step']}, beyond steps={self.steps} of this run")
         for n, m in self.task.networks.items():
-            m.load_state_dict(state["networks"][n])
+            m.load_state_dict(_entry(state, "networks", n, source))
         for n, o in self.task.optimizers.items():
-            o.load_state_dict(state["optimizers"][n])
+            o.load_state_dict(_entry(state, "optimizers", n, source))
         for n, e in self.ema.items():
-            e.load_state_dict(state["ema"][n])
+            e.load_state_dict(_entry(state, "ema", n, source))
         self.task.load_state_dict(state["task"])
         self.step = state["step"]
+
+    def _check_settings(self, state: dict, source: str) -> None:
+        """Refuse a checkpoint written with other settings (older checkpoints record only the seed)."""
+        saved = state.get("settings", {"trainer": {"seed": state["seed"]}})
+        for group, current in self.settings().items():
+            written = saved.get(group, {})
+            for key in sorted(set(current) & set(written)):
+                if current[key] != written[key]:
+                    raise ValueError(f"{source} was written with {key}={written[key]!r}, this run has "
+                                     f"{key}={current[key]!r}; use the same {key} or another checkpoint_dir")
 
     def save(self) -> None:
         if self.checkpoint_path is not None and distributed.rank() == 0:
@@ -144,3 +176,10 @@ class Trainer:
             if bar is not None:
                 bar.close()
         return self.step
+
+
+def _entry(state: dict, section: str, name: str, source: str):
+    """``state[section][name]``, or a ValueError naming what is missing."""
+    if name not in state[section]:
+        raise ValueError(f"{source} has no {section} entry {name!r} (it holds {sorted(state[section])})")
+    return state[section][name]

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from nde.distill import (DiffusionTeacher, FDistill, cosine_alpha, cosine_sigma, distillation_loss,
+from nde.distill import (DiffusionTeacher, FDistill, cosine_alpha, cosine_sigma, diffuse, distillation_loss,
                         train_velocity_teacher)
 from nde.distill import divergence_weight, normalize_by_mean
 from nde.interpolants import (GaussianMixture, MixtureInterpolantFields, one_sided_trigonometric, ring_mixture,
@@ -195,3 +195,56 @@ def test_learning_rate_step_decay_is_a_function_of_the_step():
         FDistill(DiffusionTeacher.from_mixture(mix), mix.sample, 2, lr_decay_every=0)
     with pytest.raises(ValueError, match="normalizer"):
         FDistill(DiffusionTeacher.from_mixture(mix), mix.sample, 2, normalizer="pixel")
+
+
+def test_diffuse_and_distillation_loss_refuse_shapes_that_would_broadcast():
+    x, x0_t, x0_f, w = _loss_inputs()
+    s = torch.full((8,), 0.3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="t must"):
+        diffuse(x, s[:, None], x0_t)
+    with pytest.raises(ValueError, match="noise"):
+        diffuse(x, s, x0_t[:, :1])
+    with pytest.raises(ValueError, match="weight"):
+        distillation_loss(x, x0_t, x0_f, w[:, None])
+    with pytest.raises(ValueError, match="x0_teacher"):
+        distillation_loss(x, x0_t[:1], x0_f, w)
+    with pytest.raises(ValueError, match="x0_fake"):
+        distillation_loss(x, x0_t, x0_f[:, :1], w)
+
+
+@pytest.mark.parametrize("kwargs, word", [
+    ({"lr_decay": -1.0, "lr_decay_every": 2}, "lr_decay"),
+    ({"lr_decay": 0.0, "lr_decay_every": 2}, "lr_decay"),
+    ({"lr": 0.0}, "lr"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"gan_weight": float("nan")}, "gan_weight"),
+    ({"student_update_freq": 2.5}, "student_update_freq"),
+    ({"ratio_lower": 5.0, "ratio_upper": 1.0}, "ratio_lower"),
+    ({"s_min": 0.9, "s_max": 0.1}, "s_min"),
+    ({"s_max": 1.0}, "s_max"),
+    ({"ratio_bins": -1}, "ratio_bins"),
+    ({"ratio_ema_rate": 1.0}, "ratio_ema_rate"),
+])
+def test_fdistill_refuses_bad_hyperparameters(kwargs, word):
+    mix = ring_mixture(4)
+    with pytest.raises(ValueError, match=word):
+        FDistill(DiffusionTeacher.from_mixture(mix), mix.sample, 2, **kwargs)
+
+
+def test_fdistill_checks_the_real_samples():
+    from nde.training import Trainer
+    mix = ring_mixture(4)
+    task = FDistill(DiffusionTeacher.from_mixture(mix), lambda n, g: mix.sample(n, g)[:, :1], 2, batch_size=16,
+                    hidden=8, depth=1)
+    with pytest.raises(ValueError, match=r"sample_real\(n, generator\) returned shape \(16, 1\)"):
+        Trainer(task, 3).fit()
+
+
+def test_teacher_sample_refuses_a_reversed_or_singular_noise_range():
+    teacher = DiffusionTeacher.from_mixture(ring_mixture(4))
+    with pytest.raises(ValueError, match="s_min"):
+        teacher.sample(10, 2, steps=4, s_max=0.001, s_min=0.999)
+    with pytest.raises(ValueError, match="s_max"):
+        teacher.sample(10, 2, steps=4, s_max=1.5, s_min=-0.5)
+    with pytest.raises(ValueError, match=r"eps_model\(x, s\)"):
+        DiffusionTeacher(lambda x, s: x[:, :1]).sample(10, 2, steps=4)

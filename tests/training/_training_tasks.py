@@ -5,13 +5,14 @@ from nde.distill import DiffusionTeacher, FDistill
 from nde.interpolants import InterpolantTask, linear, ring_mixture
 
 
-def interpolant_task(seed: int = 0) -> InterpolantTask:
+def interpolant_task(seed: int = 0, **overrides) -> InterpolantTask:
     torch.manual_seed(seed)
     rho1 = ring_mixture(4, 2.0, 0.1, dtype=torch.float64)
+    settings = {"fields": ("b", "eta"), "batch_size": 32, "hidden": 16, "depth": 2, "lr": 1e-2, "lr_decay_every": 4,
+                "dtype": torch.float64, **overrides}
     return InterpolantTask(linear(), rho1.sample, 2, sample_base=lambda n, g: torch.randn(n, 2, generator=g,
                                                                                              dtype=torch.float64),
-                           fields=("b", "eta"), batch_size=32, hidden=16, depth=2, lr=1e-2, lr_decay_every=4,
-                           dtype=torch.float64)
+                           **settings)
 
 
 def fdistill_task(seed: int = 0) -> FDistill:

@@ -1,5 +1,6 @@
 """Trainer: resume equals uninterrupted, EMA, metrics log, and data parallel equals single process."""
 import json
+import re
 
 import pytest
 import torch
@@ -105,3 +106,61 @@ def test_data_parallel_two_processes_equals_single_process(tmp_path):
         for name in weights:
             for k in weights[name]:
                 torch.testing.assert_close(ddp_weights[name][k], weights[name][k], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kwargs, word", [
+    ({"grad_clip": -1.0}, "grad_clip"),   # would turn descent into ascent
+    ({"grad_clip": 0.0}, "grad_clip"),    # would zero every gradient
+    ({"checkpoint_every": 2.5}, "checkpoint_every"),
+    ({"log_every": 0}, "log_every"),
+    ({"seed": 0.5}, "seed"),
+])
+def test_trainer_refuses_bad_settings(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        Trainer(TASKS["interpolant"](), 3, **kwargs)
+    with pytest.raises(ValueError, match="steps"):
+        Trainer(TASKS["interpolant"](), True)
+
+
+def test_checkpoint_dir_that_is_a_file_is_refused_up_front(tmp_path):
+    path = tmp_path / "file"
+    path.write_text("")
+    with pytest.raises(ValueError, match="checkpoint_dir"):
+        Trainer(TASKS["interpolant"](), 3, checkpoint_dir=path)
+
+
+@pytest.mark.parametrize("change, word", [
+    ({"ema_decay": 0.999}, "ema_decay"),
+    ({"ema_decay": None}, "ema_decay"),
+    ({"grad_clip": 1.0}, "grad_clip"),
+    ({"task": lambda: TASKS["fdistill"]()}, "task_type"),
+    ({"task": lambda: TASKS["interpolant"](lr=0.5)}, "lr"),
+    ({"task": lambda: TASKS["interpolant"](batch_size=64)}, "batch_size"),
+])
+def test_resuming_with_other_settings_is_refused(tmp_path, change, word):
+    settings = {"checkpoint_dir": tmp_path, "ema_decay": 0.9}
+    Trainer(TASKS["interpolant"](), 2, **settings).fit()
+    change = dict(change)
+    task = change.pop("task", TASKS["interpolant"])()
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'last.pt'} was written with {word}=")):
+        Trainer(task, 4, **{**settings, **change}).fit()
+
+
+def test_resuming_beyond_steps_is_refused_and_old_checkpoints_still_resume(tmp_path):
+    Trainer(TASKS["interpolant"](), 4, checkpoint_dir=tmp_path, ema_decay=0.9).fit()
+    with pytest.raises(ValueError, match="step 4, beyond steps=2"):
+        Trainer(TASKS["interpolant"](), 2, checkpoint_dir=tmp_path, ema_decay=0.9).fit()
+    state = torch.load(tmp_path / "last.pt", weights_only=False)
+    del state["settings"]  # a checkpoint written before settings were recorded
+    torch.save(state, tmp_path / "last.pt")
+    assert Trainer(TASKS["interpolant"](), 5, checkpoint_dir=tmp_path, ema_decay=0.9).fit() == 5
+    state = torch.load(tmp_path / "last.pt", weights_only=False)
+    del state["settings"], state["ema"]["b"]
+    with pytest.raises(ValueError, match="no ema entry 'b'"):
+        Trainer(TASKS["interpolant"](), 6, checkpoint_dir=tmp_path, ema_decay=0.9).load_state_dict(state)
+
+
+def test_ema_refuses_a_module_of_another_shape():
+    ema = EMA(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="parameters"):
+        ema.update(torch.nn.Linear(3, 2))

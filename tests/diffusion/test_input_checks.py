@@ -1,0 +1,143 @@
+"""Bad input to the samplers, schedules and statistics is refused with an error that names the argument."""
+import numpy as np
+import pytest
+import torch
+
+from nde.diffusion import (EDM, VE, DiffusersUNet, DPMSolverV3, GaussianMixtureNoisePredictor, ModelStatistics,
+                           VPCosine, VPDiscrete, VPLinear, adjoint_sample, ddim, dpm_solver_pp, edm_sampler, edm_sde,
+                           estimate_statistics, probability_flow_reference, reverse_sde, ring_mixture, sampling_times,
+                           unipc)
+
+SCHEDULE = VPLinear()
+MIXTURE = ring_mixture()
+MODEL = GaussianMixtureNoisePredictor(MIXTURE, SCHEDULE)
+X_T = torch.randn(8, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+STATS = ModelStatistics.degenerate(SCHEDULE, (2,), 50)
+
+SAMPLERS = {
+    "ddim": lambda m, x, **k: ddim(m, x, SCHEDULE, 5, **k),
+    "dpm_solver_pp": lambda m, x, **k: dpm_solver_pp(m, x, SCHEDULE, 5, order=3, **k),
+    "unipc": lambda m, x, **k: unipc(m, x, SCHEDULE, 5, **k),
+    "reverse_sde": lambda m, x, **k: reverse_sde(m, x, SCHEDULE, 5, generator=torch.Generator().manual_seed(0), **k),
+    "reverse_sde_euler": lambda m, x, **k: reverse_sde(m, x, SCHEDULE, 5, method="euler", **k),
+    "edm_sde": lambda m, x, **k: edm_sde(m, x, SCHEDULE, 5, **k),
+    "edm_sampler": lambda m, x, **k: edm_sampler(m, x, SCHEDULE, 5, **k),
+    "dpm_solver_v3": lambda m, x, **k: DPMSolverV3(STATS, SCHEDULE, 5).sample(m, x),
+    "adjoint_sample": lambda m, x, **k: adjoint_sample(m, x, SCHEDULE, 5, **k),
+    "probability_flow_reference": lambda m, x, **k: probability_flow_reference(m, x, SCHEDULE, rtol=1e-5, atol=1e-5,
+                                                                               **k),
+}
+
+
+def _narrow_model(x, t):
+    """A network built with the wrong output width: eps of shape (B, 1) for x of shape (B, 2)."""
+    return MODEL(x, t)[:, :1]
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_model_output_of_the_wrong_shape_is_refused(name):
+    with pytest.raises(ValueError, match=r"returned shape \(8, 1\)"):
+        SAMPLERS[name](_narrow_model, X_T)
+
+
+def test_statistics_refuse_a_model_output_of_the_wrong_shape():
+    with pytest.raises(ValueError, match=r"model\(x, t\) returned shape \(64, 1\)"):
+        estimate_statistics(_narrow_model, MIXTURE.sample(64), SCHEDULE, n_grid=3, progress=False)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+@pytest.mark.parametrize("x_T, error", [
+    (torch.randint(-2, 3, (8, 2)), TypeError),         # integer noise: the model would see truncated times
+    ([[0.1, 0.2]], TypeError),
+    (np.zeros((8, 2)), TypeError),
+    (torch.randn(2, dtype=torch.float64), ValueError),  # 1-D: no batch dimension
+], ids=["int", "list", "numpy", "1-D"])
+def test_x_T_must_be_a_floating_point_batch(name, x_T, error):
+    with pytest.raises(error, match="x_T"):
+        SAMPLERS[name](MODEL, x_T)
+
+
+def test_integer_x_T_no_longer_evaluates_the_model_at_a_truncated_time():
+    seen = []
+
+    def recording(x, t):
+        seen.append(float(t[0]))
+        return torch.zeros(x.shape, dtype=torch.float64)
+
+    with pytest.raises(TypeError, match="floating-point"):
+        ddim(recording, torch.randint(-2, 3, (4, 2)), SCHEDULE, 5, t_start=0.8)
+    assert seen == []
+    ddim(recording, torch.randint(-2, 3, (4, 2)).double(), SCHEDULE, 5, t_start=0.8)
+    assert seen[0] == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize("call, word", [
+    (lambda: ddim(MODEL, X_T, SCHEDULE, 5, t_start=-0.01, t_end=-0.5), "t_end"),
+    (lambda: ddim(MODEL, X_T, SCHEDULE, 5, t_end=0.0), "t_end"),
+    (lambda: ddim(GaussianMixtureNoisePredictor(MIXTURE, VPCosine()), X_T, VPCosine(), 5, t_start=1.2), "t_start"),
+    (lambda: sampling_times(EDM(), 5, t_end=0.0), "t_end"),
+    (lambda: sampling_times(VE(), 5, t_end=-0.1), "t_end"),
+    (lambda: sampling_times(VPDiscrete(betas=torch.linspace(1e-4, 0.02, 100)), 5, t_start=1.5), "t_start"),
+    (lambda: sampling_times(VPDiscrete(betas=torch.linspace(1e-4, 0.02, 100)), 5, t_end=0.0), "t_end"),
+    (lambda: edm_sampler(MODEL, X_T, SCHEDULE, 5, t_end=0.0), "t_end"),
+    (lambda: ModelStatistics.degenerate(SCHEDULE, (2,), 10, t_end=0.0), "t_end"),
+    (lambda: adjoint_sample(MODEL, X_T, SCHEDULE, None, method="dopri5", t_end=-0.1), "t_end"),
+    (lambda: adjoint_sample(MODEL, X_T, SCHEDULE, 4, t_start=0.001, t_end=1.0), "t_end < t_start"),
+    (lambda: probability_flow_reference(MODEL, X_T, SCHEDULE, t_end=0.0), "t_end"),
+    (lambda: reverse_sde(MODEL, X_T, SCHEDULE, 5, method="euler", t_end=0.0), "t_end"),
+])
+def test_times_outside_the_schedule_domain_are_refused(call, word):
+    with pytest.raises(ValueError, match=word):
+        call()
+
+
+def test_valid_domain_edges_are_accepted():
+    assert sampling_times(VE(), 5, t_end=0.0)[-1] == 0.0   # VE is defined at t = 0
+    assert torch.isfinite(sampling_times(VPCosine(), 5, t_start=1.0)).all()
+
+
+@pytest.mark.parametrize("call, error, word", [
+    (lambda: VPDiscrete(betas=torch.tensor([0.1, float("nan"), 0.2])), ValueError, "betas"),
+    (lambda: VPDiscrete(alphas_cumprod=torch.tensor([0.9, float("nan"), 0.5])), ValueError, "alphas_cumprod"),
+    (lambda: VPCosine(s=float("nan")), ValueError, "s="),
+    (lambda: VE(sigma_max=float("inf")), ValueError, "sigma_max"),
+    (lambda: VPLinear(t_end=0.0), ValueError, "t_end"),
+    (lambda: DiffusersUNet(lambda x, t, encoder_hidden_states=None: x, SCHEDULE, num_train_timesteps=-5),
+     ValueError, "num_train_timesteps"),
+    (lambda: edm_sampler(MODEL, X_T, SCHEDULE, 5, s_churn=5.0, s_tmin=10.0, s_tmax=1.0), ValueError, "s_tmin"),
+    (lambda: edm_sampler(MODEL, X_T, SCHEDULE, 5, s_churn=float("nan")), ValueError, "s_churn"),
+    (lambda: edm_sde(MODEL, X_T, SCHEDULE, 5, churn=lambda rho: -torch.ones_like(rho)), ValueError, "churn"),
+    (lambda: dpm_solver_pp(MODEL, X_T, SCHEDULE, 5, order=2.0), ValueError, "order"),
+    (lambda: ddim(MODEL, X_T, SCHEDULE, True), ValueError, "steps"),
+    (lambda: adjoint_sample(MODEL, X_T, SCHEDULE, 0, variable="lambda"), ValueError, "steps"),
+    (lambda: adjoint_sample(MODEL, X_T, SCHEDULE, 2.5, variable="lambda"), ValueError, "steps"),
+    (lambda: ddim(MODEL, X_T, "vp", 5), TypeError, "schedule"),
+    (lambda: GaussianMixtureNoisePredictor(__import__("nde.interpolants").interpolants.ring_mixture(), SCHEDULE),
+     TypeError, "mixture"),
+])
+def test_other_bad_values_are_refused(call, error, word):
+    with pytest.raises(error, match=word):
+        call()
+
+
+def test_statistics_must_be_finite():
+    data = MIXTURE.sample(64, torch.Generator().manual_seed(0))
+    data[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="data"):
+        estimate_statistics(MODEL, data, SCHEDULE, n_grid=3, progress=False)
+    with pytest.raises(TypeError, match="data"):
+        estimate_statistics(MODEL, torch.randint(0, 3, (64, 2)), SCHEDULE, n_grid=3, progress=False)
+    l = STATS.l.clone()
+    l[3, 0] = float("nan")
+    with pytest.raises(ValueError, match="statistic l has 1 non-finite"):
+        ModelStatistics(STATS.lambdas, l, STATS.s, STATS.b, STATS.schedule, STATS.t_start, STATS.t_end)
+    with pytest.raises(TypeError, match="statistics"):
+        DPMSolverV3(None, SCHEDULE, 5)
+
+
+def test_float32_statistics_are_stored_as_float64_and_sample_like_float64_ones():
+    stats32 = ModelStatistics(STATS.lambdas, STATS.l.float(), STATS.s.float(), STATS.b.float(), STATS.schedule,
+                              STATS.t_start, STATS.t_end)
+    assert stats32.l.dtype == torch.float64
+    x32 = DPMSolverV3(stats32, SCHEDULE, 5).sample(MODEL, X_T)
+    torch.testing.assert_close(x32, DPMSolverV3(STATS, SCHEDULE, 5).sample(MODEL, X_T), rtol=0, atol=0)

@@ -1,0 +1,147 @@
+"""Interpolant losses, samplers and training refuse bad shapes and values with errors that name the argument;
+float32 intervals that are valid in float64 work."""
+import math
+
+import pytest
+import torch
+
+from nde.interpolants import (Gamma, InterpolantTask, checkerboard, denoiser_loss, gaussian_log_prob,
+                              interpolant_velocity_loss, linear, log_likelihood, one_sided_linear, sample_ode,
+                              sample_sde, score_loss, trigonometric, velocity_loss)
+from nde.training import Trainer
+
+B = 16
+
+
+def _batch():
+    gen = torch.Generator().manual_seed(0)
+    x0, x1, z = (torch.randn(B, 2, generator=gen) for _ in range(3))
+    return 0.05 + 0.9 * torch.rand(B, generator=gen), x0, x1 + 3, z
+
+
+def _half(t, x):
+    return 0.5 * x
+
+
+LOSSES = [velocity_loss, interpolant_velocity_loss, score_loss, denoiser_loss]
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_losses_refuse_times_of_shape_b_by_1(loss):
+    t, x0, x1, z = _batch()
+    with pytest.raises(ValueError, match=r"t must .* shape \(16,\), got \(16, 1\)"):
+        loss(_half, linear(), t[:, None], x0, x1, z)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("which", ["x0", "x1", "z"])
+def test_losses_refuse_samples_of_another_shape(loss, which):
+    t, x0, x1, z = _batch()
+    args = {"x0": x0, "x1": x1, "z": z}
+    args[which] = args[which][:, :1]
+    with pytest.raises(ValueError, match=which):
+        loss(_half, linear(), t, args["x0"], args["x1"], args["z"])
+
+
+@pytest.mark.parametrize("loss, name", [(velocity_loss, "b"), (interpolant_velocity_loss, "v"), (score_loss, "s"),
+                                        (denoiser_loss, "eta")])
+def test_losses_refuse_a_field_of_the_wrong_width(loss, name):
+    t, x0, x1, z = _batch()
+    with pytest.raises(ValueError, match=rf"{name}\(t, x\) has shape \(16, 1\)"):
+        loss(lambda t, x: x[:, :1], linear(), t, x0, x1, z)
+
+
+def test_x_t_refuses_times_of_shape_b_by_1_and_accepts_a_scalar():
+    t, x0, x1, z = _batch()
+    interp = linear()
+    with pytest.raises(ValueError, match="t must"):
+        interp.x_t(t[:, None], x0, x1, z)
+    torch.testing.assert_close(interp.x_t(0.3, x0, x1, z), interp.x_t(torch.full((B,), 0.3), x0, x1, z))
+
+
+def test_gamma_must_be_a_gamma_below_one_for_the_trigonometric_path():
+    with pytest.raises(TypeError, match="gamma"):
+        linear("brownian")
+    with pytest.raises(ValueError, match="gamma < 1"):
+        trigonometric(Gamma("bsquared", a=8.0))
+    assert trigonometric(Gamma("bsquared", a=3.9)).alpha(torch.tensor([0.5])) > 0
+
+
+def test_sample_ode_accepts_float32_intervals_and_matches_the_closed_form():
+    """b = -x/2 on [1e-3, 1 - 1e-3] in float32 (refused before: float32(0.999) > 0.999)."""
+    x = torch.randn(B, 2, generator=torch.Generator().manual_seed(1))
+    t0, t1 = 1e-3, 1 - 1e-3
+    out = sample_ode(lambda t, y: -0.5 * y, x, t0, t1, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(out, x * math.exp(-0.5 * (t1 - t0)), rtol=1e-5, atol=1e-6)
+    path = sample_ode(lambda t, y: -0.5 * y, x, 0.2, 0.8, times=torch.linspace(0.2, 0.8, 4), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(path[-1], x * math.exp(-0.3), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="times"):
+        sample_ode(lambda t, y: -0.5 * y, x, 0.2, 0.8, times=torch.linspace(0.1, 0.8, 4))
+
+
+def test_sample_sde_accepts_float32_intervals_and_matches_euler():
+    """With eps = 0 the SDE is the ODE and Euler-Maruyama is Euler: X = x (1 - dt/2)^steps, dt = (t1 - t0)/steps."""
+    x = torch.randn(B, 2, generator=torch.Generator().manual_seed(2))
+    t0, t1, steps = 1e-3, 1 - 1e-3, 10
+    out = sample_sde(lambda t, y: -0.5 * y, lambda t, y: -y, x, 0.0, t0, t1, steps=steps)
+    torch.testing.assert_close(out, x * (1 - 0.5 * (t1 - t0) / steps) ** steps)
+    noisy = sample_sde(lambda t, y: -0.5 * y, lambda t, y: -y, x, 0.5, t0, t1, steps=steps)
+    assert noisy.dtype == torch.float32 and torch.isfinite(noisy).all()
+
+
+def test_sample_sde_checks_the_fields_and_eps():
+    x = torch.randn(B, 2, generator=torch.Generator().manual_seed(3))
+    b, s = (lambda t, y: -0.5 * y), (lambda t, y: -y)
+    with pytest.raises(ValueError, match=r"s\(t, x\) has shape \(16, 1\)"):
+        sample_sde(b, lambda t, y: -y[:, :1], x, 0.5, steps=4)
+    with pytest.raises(ValueError, match=r"b\(t, x\) has shape \(1, 2\)"):
+        sample_sde(lambda t, y: -y[:1], s, x, 0.5, steps=4)
+    with pytest.raises(ValueError, match="eps"):
+        sample_sde(b, s, x, lambda t: -torch.ones_like(t), steps=4)
+    with pytest.raises(ValueError, match=r"eps\(t\) returned shape"):
+        sample_sde(b, s, x, lambda t: torch.ones(3), steps=4)
+    constant = sample_sde(b, s, x, 0.5, steps=4, generator=torch.Generator().manual_seed(0))
+    as_float = sample_sde(b, s, x, lambda t: 0.5, steps=4, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(as_float, constant, rtol=0, atol=0)
+
+
+def test_log_likelihood_of_a_field_independent_of_x():
+    """b = 1 has divergence 0: log rho(1, x) = log N(x - 1; 0, I) (failed before: 'does not require grad')."""
+    x = torch.randn(B, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    for divergence in ("exact", "hutchinson"):
+        logp = log_likelihood(lambda t, y: torch.ones_like(y), x, gaussian_log_prob, divergence=divergence,
+                              generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(logp, gaussian_log_prob(x - 1), rtol=1e-7, atol=1e-7)
+
+
+def test_log_likelihood_checks_shapes():
+    x = torch.randn(B, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    with pytest.raises(ValueError, match="base_log_prob"):
+        log_likelihood(_half, x, lambda y: gaussian_log_prob(y)[:, None])
+    with pytest.raises(ValueError, match=r"b\(t, x\) has shape"):
+        log_likelihood(lambda t, y: y[:, :1], x, gaussian_log_prob)
+
+
+def _task(**kwargs):
+    settings = {"fields": ("b",), "batch_size": 16, "hidden": 8, "depth": 1, **kwargs}
+    return InterpolantTask(one_sided_linear(), settings.pop("sample_target", checkerboard), 2, **settings)
+
+
+@pytest.mark.parametrize("kwargs, word", [
+    ({"batch_size": 0}, "batch_size"),
+    ({"lr": 0.0}, "lr"),
+    ({"lr": -1e-3}, "lr"),
+    ({"lr_decay": -1.0}, "lr_decay"),
+    ({"lr_decay": 1.5}, "lr_decay"),
+    ({"lr_decay_every": 0}, "lr_decay_every"),
+    ({"t_min": 0.9, "t_max": 0.1}, "t_min"),
+])
+def test_interpolant_task_refuses_bad_hyperparameters(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        _task(**kwargs)
+
+
+def test_interpolant_task_checks_the_sampler_output():
+    task = _task(sample_target=lambda n, g: checkerboard(n, g)[:, :1])
+    with pytest.raises(ValueError, match=r"sample_target\(n, generator\) returned shape \(16, 1\)"):
+        Trainer(task, 2).fit()
