@@ -10,11 +10,12 @@ simulator's persistent buffers (they must stay valid for the recompute in backwa
 outputs and gradients are cloned out of those buffers, since the next rollout reuses them.
 """
 import contextlib
+import numbers
 
 import torch
 import warp as wp
 
-from .engine.mpm import MPMSimulator, check_tool_steps
+from .engine.mpm import MPMSimulator, check_tool_rotations, check_tool_steps
 
 _PARAMS = ("E", "nu", "viscosity")
 
@@ -44,32 +45,52 @@ def _load(dst: wp.array, src: torch.Tensor, dtype, scalar: torch.dtype) -> None:
     wp.copy(dst, view, count=view.size)
 
 
+def _run_forward(sim: MPMSimulator, n_steps: int, inputs) -> None:
+    """Load ``inputs`` ``(tool_pos, tool_rot, x0, v0, E, nu, viscosity)`` into the simulator's
+    buffers and run its forward over ``n_steps`` env steps."""
+    k, scalar = sim.kernels, getattr(torch, sim.config.dtype)
+    tool_pos, tool_rot, x0, v0, *params = inputs
+    if sim.n_tools:
+        _load(sim.tool_pos, tool_pos, k.vec, scalar)
+        _load(sim.tool_rot, tool_rot, k.mat, scalar)
+    _load(sim.x0, x0, k.vec, scalar)
+    _load(sim.v0, v0, k.vec, scalar)
+    for name, value in zip(_PARAMS, params):
+        _load(getattr(sim, name), value, k.scalar, scalar)
+    sim.forward(n_steps)
+
+
 class MPMRollout(torch.autograd.Function):
-    """``(tool_pos, tool_rot, x0, v0, E, nu, viscosity) -> (xs, vs)``; see :func:`mpm_rollout`."""
+    """``(tool_pos, tool_rot, x0, v0, E, nu, viscosity) -> (xs, vs)``; see :func:`mpm_rollout`.
+
+    The simulator holds one rollout at a time. If it ran another rollout (or an
+    ``mpm_continue``) between this forward and its backward, e.g. the worlds of a batched
+    env rollout, backward re-loads this rollout's inputs and recomputes its forward first, so
+    the gradient is always that of this rollout.
+    """
 
     @staticmethod
     def forward(ctx, sim, n_steps, tool_pos, tool_rot, x0, v0, E, nu, viscosity):
-        k, scalar = sim.kernels, getattr(torch, sim.config.dtype)
-        S = n_steps * sim.config.substeps_per_step
+        inputs = (tool_pos, tool_rot, x0, v0, E, nu, viscosity)
         with _stream_scope(x0.device):
-            if sim.n_tools:
-                _load(sim.tool_pos, tool_pos, k.vec, scalar)
-                _load(sim.tool_rot, tool_rot, k.mat, scalar)
-            _load(sim.x0, x0, k.vec, scalar)
-            _load(sim.v0, v0, k.vec, scalar)
-            for name, value in zip(_PARAMS, (E, nu, viscosity)):
-                _load(getattr(sim, name), value, k.scalar, scalar)
-            sim.forward(n_steps)
+            _run_forward(sim, n_steps, inputs)
             xs = wp.to_torch(sim.obs_x)[: n_steps + 1].clone()
             vs = wp.to_torch(sim.obs_v)[: n_steps + 1].clone()
-        ctx.sim, ctx.n_steps, ctx.S = sim, n_steps, S
-        ctx.dtypes = [t.dtype for t in (tool_pos, tool_rot, x0, v0, E, nu, viscosity)]
+        ctx.sim, ctx.n_steps, ctx.S = sim, n_steps, n_steps * sim.config.substeps_per_step
+        ctx.generation = sim.generation
+        ctx.save_for_backward(*inputs)
+        ctx.dtypes = [t.dtype for t in inputs]
         return xs, vs
 
     @staticmethod
     def backward(ctx, grad_xs, grad_vs):
+        if torch.is_grad_enabled():
+            raise RuntimeError("double backward (create_graph=True) through mpm_rollout is not supported")
         sim, k = ctx.sim, ctx.sim.kernels
         with _stream_scope(grad_xs.device):
+            if sim.generation != ctx.generation:  # the simulator ran another rollout since
+                _run_forward(sim, ctx.n_steps, ctx.saved_tensors)
+                ctx.generation = sim.generation
             scalar = getattr(torch, sim.config.dtype)
             gx = wp.from_torch(grad_xs.to(scalar).contiguous(), dtype=k.vec)
             gv = wp.from_torch(grad_vs.to(scalar).contiguous(), dtype=k.vec)
@@ -85,6 +106,32 @@ class MPMRollout(torch.autograd.Function):
         return (None, None, *out)
 
 
+def _construction_values(sim: MPMSimulator, device: torch.device) -> dict:
+    """The defaults of :func:`mpm_rollout`: the particles and materials the simulator was built
+    with (not its buffers, which hold the last rollout's inputs)."""
+    scalar = getattr(torch, sim.config.dtype)
+    values = {"x0": sim.particles.x, "v0": sim.particles.v}
+    values.update({name: [getattr(m, name) for m in sim.materials] for name in _PARAMS})
+    return {name: torch.as_tensor(v, dtype=scalar, device=device) for name, v in values.items()}
+
+
+def _check_material_parameters(E: torch.Tensor, nu: torch.Tensor, viscosity: torch.Tensor) -> None:
+    """The ranges :class:`sim.engine.Material` enforces, for per-rollout overrides."""
+    if not (E > 0).all():
+        raise ValueError(f"E must be positive, got {E.tolist()}")
+    if not ((nu > -1.0) & (nu < 0.5)).all():
+        raise ValueError(f"nu must lie in (-1, 0.5), got {nu.tolist()}")
+    if not (viscosity >= 0).all():
+        raise ValueError(f"viscosity must be >= 0, got {viscosity.tolist()}")
+
+
+def _check_tool_motion(tool_pos: torch.Tensor, tool_rot: torch.Tensor, limit: float) -> None:
+    """Per-substep tool steps within ``limit`` and proper rotation matrices."""
+    steps = torch.linalg.vector_norm(torch.diff(tool_pos.detach(), dim=0), dim=-1)
+    check_tool_steps(steps.double().cpu().numpy(), limit, name="tool_pos")
+    check_tool_rotations(tool_rot.detach().double().cpu().numpy(), name="tool_rot")
+
+
 def mpm_rollout(sim: MPMSimulator, n_steps: int, tool_pos: torch.Tensor = None,
                 tool_rot: torch.Tensor = None, x0: torch.Tensor = None, v0: torch.Tensor = None,
                 E: torch.Tensor = None, nu: torch.Tensor = None, viscosity: torch.Tensor = None):
@@ -93,23 +140,28 @@ def mpm_rollout(sim: MPMSimulator, n_steps: int, tool_pos: torch.Tensor = None,
     Args (torch tensors on the simulator's device; any dtype, cast to the simulator's):
         tool_pos: (S+1, n_tools, d) tool positions per substep, S = n_steps * substeps_per_step.
         tool_rot: (S+1, n_tools, d, d) tool rotation matrices (default identity).
-        x0, v0: (N, d) initial particle positions / velocities (default: the simulator's).
-        E, nu, viscosity: (n_materials,) material parameters (default: the simulator's).
+        x0, v0: (N, d) initial particle positions / velocities (default: the ``ParticleSet``
+            the simulator was built with).
+        E, nu, viscosity: (n_materials,) material parameters (default: the simulator's
+            ``Material`` list); overrides hold for this call only.
     Returns:
         xs, vs: (n_steps+1, N, d) positions / velocities after each env step (row 0: initial).
-    Gradients flow to every argument that requires grad. Non-finite inputs, and tools moving
-    more than ``MPMConfig.max_tool_step`` (default dx) per substep, raise ValueError; an
-    unstable rollout raises ``sim.engine.SimulationError``.
+    Gradients flow to every argument that requires grad. ``ValueError`` for: non-finite inputs;
+    tools moving more than ``MPMConfig.max_tool_step`` (default dx) per substep; ``tool_rot``
+    entries that are not rotations; ``E <= 0``, ``nu`` outside (-1, 0.5), ``viscosity < 0``;
+    present particles of ``x0`` outside ``[dx, 1 - 2 dx]``. An unstable rollout raises
+    ``sim.engine.SimulationError``. Another rollout on ``sim`` before this one's backward is
+    allowed: the backward then recomputes this forward (see :class:`MPMRollout`).
     """
     if not isinstance(sim, MPMSimulator):
         raise TypeError(f"sim must be an MPMSimulator, got {type(sim).__name__}")
     c = sim.config
-    if not isinstance(n_steps, int) or not 1 <= n_steps <= c.max_steps:
+    if isinstance(n_steps, bool) or not isinstance(n_steps, numbers.Integral) or not 1 <= n_steps <= c.max_steps:
         raise ValueError(f"n_steps must be an int in [1, {c.max_steps}], got {n_steps!r}")
+    n_steps = int(n_steps)
     S, d, n, T = n_steps * c.substeps_per_step, c.dim, sim.n_particles, max(sim.n_tools, 1)
     device = wp.device_to_torch(wp.get_device(c.device))
-    default = {"tool_pos": sim.tool_pos, "tool_rot": sim.tool_rot, "x0": sim.x0, "v0": sim.v0,
-               "E": sim.E, "nu": sim.nu, "viscosity": sim.viscosity}
+    default = _construction_values(sim, device)
     given = {"tool_pos": tool_pos, "tool_rot": tool_rot, "x0": x0, "v0": v0, "E": E, "nu": nu,
              "viscosity": viscosity}
     shapes = {"tool_pos": (S + 1, T, d), "tool_rot": (S + 1, T, d, d), "x0": (n, d), "v0": (n, d),
@@ -118,18 +170,18 @@ def mpm_rollout(sim: MPMSimulator, n_steps: int, tool_pos: torch.Tensor = None,
         raise ValueError("tool_pos/tool_rot given but the simulator has no tools")
     if sim.n_tools and tool_pos is None:
         raise ValueError("tool_pos is required when the simulator has tools")
-    if tool_rot is None and sim.n_tools:
+    if tool_rot is None:
         given["tool_rot"] = torch.eye(d, device=device).expand(S + 1, T, d, d)
+    if not sim.n_tools:  # a placeholder: no tool poses are loaded
+        given["tool_pos"] = torch.zeros(S + 1, T, d, device=device)
     args = []
     for name, shape in shapes.items():
-        t = given[name]
-        if t is None:
-            t = wp.to_torch(default[name]).detach().clone()[: shape[0]]
+        t = default[name] if given[name] is None else given[name]
         _check_tensor(name, t, shape, sim)
         args.append(t)
     if sim.n_tools:
-        steps = torch.linalg.vector_norm(torch.diff(args[0].detach(), dim=0), dim=-1)
-        check_tool_steps(steps.double().cpu().numpy(), c.tool_step_limit, name="tool_pos")
+        _check_tool_motion(args[0], args[1], c.tool_step_limit)
+    _check_material_parameters(*(t.detach() for t in args[4:]))
     return MPMRollout.apply(sim, n_steps, *args)
 
 
@@ -146,6 +198,9 @@ def mpm_continue(sim: MPMSimulator, start_step: int, n_steps: int, state: tuple,
             .. ``+ S``, S = n_steps * substeps_per_step; tool_rot: (S+1, n_tools, d, d) (default identity).
     Returns:
         ``(xs, state)``: positions ``(n_steps, N, d)`` after each env step and the end state ``(x, v, C, F)``.
+    Raises ``ValueError`` as :func:`mpm_rollout` does, and if a particle of ``state`` present at
+    ``start_step`` lies outside ``[dx, 1 - 2 dx]``. A pending :func:`mpm_rollout` backward on the
+    same ``sim`` recomputes its forward afterwards.
     """
     if not isinstance(sim, MPMSimulator):
         raise TypeError(f"sim must be an MPMSimulator, got {type(sim).__name__}")
@@ -164,8 +219,7 @@ def mpm_continue(sim: MPMSimulator, start_step: int, n_steps: int, state: tuple,
             tool_rot = torch.eye(d, device=tool_pos.device).expand(S + 1, T, d, d)
         _check_tensor("tool_pos", tool_pos, (S + 1, T, d), sim)
         _check_tensor("tool_rot", tool_rot, (S + 1, T, d, d), sim)
-        steps = torch.linalg.vector_norm(torch.diff(tool_pos, dim=0), dim=-1)
-        check_tool_steps(steps.double().cpu().numpy(), c.tool_step_limit, name="tool_pos")
+        _check_tool_motion(tool_pos, tool_rot, c.tool_step_limit)
     scalar = getattr(torch, c.dtype)
     first = start_step * c.substeps_per_step
     with _stream_scope(state[0].device):

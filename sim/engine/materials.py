@@ -1,4 +1,5 @@
 """Material models of the MPM engine (FluidLab's material classes, Xian et al. 2023)."""
+import math
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -33,16 +34,17 @@ class Material:
     def __post_init__(self):
         if not isinstance(self.kind, MaterialKind):
             raise TypeError(f"kind must be a MaterialKind, got {self.kind!r}")
-        if not self.E > 0:
-            raise ValueError(f"E must be positive, got {self.E}")
+        for name in ("E", "density"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite positive number, got {value!r}")
         if not -1.0 < self.nu < 0.5:
-            raise ValueError(f"nu must lie in (-1, 0.5), got {self.nu}")
-        if self.viscosity < 0:
-            raise ValueError(f"viscosity must be >= 0, got {self.viscosity}")
-        if not self.density > 0:
-            raise ValueError(f"density must be positive, got {self.density}")
-        if not (0 <= self.theta_c < 1 and self.theta_s >= 0):
-            raise ValueError(f"theta_c must lie in [0, 1) and theta_s >= 0, got {self.theta_c}, {self.theta_s}")
+            raise ValueError(f"nu must lie in (-1, 0.5), got {self.nu!r}")
+        if not (math.isfinite(self.viscosity) and self.viscosity >= 0):
+            raise ValueError(f"viscosity must be a finite number >= 0, got {self.viscosity!r}")
+        if not (0 <= self.theta_c < 1 and math.isfinite(self.theta_s) and self.theta_s >= 0):
+            raise ValueError(f"theta_c must lie in [0, 1) and theta_s be a finite number >= 0, "
+                             f"got {self.theta_c!r}, {self.theta_s!r}")
 
 
 # Presets in the spirit of FluidLab's macros (units: domain [0, 1], density ~ 1).

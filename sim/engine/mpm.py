@@ -10,6 +10,7 @@ Usage (numpy / Warp level; ``sim.bridge.mpm_rollout`` is the torch front end)::
 
 One env step is ``substeps_per_step`` MPM substeps; states are observed once per env step.
 """
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +25,24 @@ from .tools import Tool
 
 class SimulationError(RuntimeError):
     """The simulation produced non-finite values or (with ``on_escape='raise'``) lost particles."""
+
+
+#: Largest ``max |R^T R - I|`` and ``|det R - 1|`` accepted for a tool rotation matrix. The tool
+#: velocity ``(p1 + R1 R0^T (x - p0) - x) / dt`` turns a scale error ``e`` into a spurious speed
+#: ``e |x - p0| / dt``, so rotations must be orthonormal to about float32 precision.
+ROTATION_TOL = 1e-4
+
+
+def _check_int(name: str, value, low: int) -> None:
+    """``ValueError`` naming ``name`` unless ``value`` is an int (not a bool or float) ``>= low``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+
+
+def _check_finite_positive(name: str, value) -> None:
+    """``ValueError`` naming ``name`` unless ``value`` is a finite number ``> 0``."""
+    if not (isinstance(value, (int, float, np.floating)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite positive number, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -52,24 +71,28 @@ class MPMConfig:
     max_tool_step: float = None
 
     def __post_init__(self):
-        if self.dim not in (2, 3):
-            raise ValueError(f"dim must be 2 or 3, got {self.dim}")
+        if self.dim not in (2, 3) or not isinstance(self.dim, int):
+            raise ValueError(f"dim must be 2 or 3, got {self.dim!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
-        if self.n_grid < 8:
-            raise ValueError(f"n_grid must be >= 8, got {self.n_grid}")
-        if not self.dt > 0 or self.substeps_per_step < 1 or self.max_steps < 1:
-            raise ValueError("dt must be positive; substeps_per_step and max_steps must be >= 1")
-        if not 1 <= self.bound < self.n_grid // 2:
+        for name, low in (("n_grid", 8), ("substeps_per_step", 1), ("max_steps", 1), ("bound", 1)):
+            _check_int(name, getattr(self, name), low)
+        if self.segment_substeps is not None:
+            _check_int("segment_substeps", self.segment_substeps, 1)
+        if not self.bound < self.n_grid // 2:
             raise ValueError(f"bound must lie in [1, n_grid/2), got {self.bound}")
-        if self.gravity is not None and len(self.gravity) != self.dim:
-            raise ValueError(f"gravity must have {self.dim} components, got {self.gravity!r}")
-        if self.segment_substeps is not None and self.segment_substeps < 1:
-            raise ValueError(f"segment_substeps must be >= 1, got {self.segment_substeps}")
+        _check_finite_positive("dt", self.dt)
+        if self.max_tool_step is not None:
+            _check_finite_positive("max_tool_step", self.max_tool_step)
+        if self.gravity is not None and (len(self.gravity) != self.dim or not np.isfinite(self.gravity).all()):
+            raise ValueError(f"gravity must have {self.dim} finite components, got {self.gravity!r}")
         if self.on_escape not in ("clamp", "raise"):
             raise ValueError(f"on_escape must be 'clamp' or 'raise', got {self.on_escape!r}")
-        if self.max_tool_step is not None and not self.max_tool_step > 0:
-            raise ValueError(f"max_tool_step must be positive, got {self.max_tool_step}")
+        try:
+            wp.get_device(self.device)
+        except (ValueError, RuntimeError, TypeError) as error:
+            raise ValueError(f"device must name a Warp device available here ('cpu', 'cuda:0', ...), "
+                             f"got {self.device!r}") from error
 
     @property
     def dx(self) -> float:
@@ -101,6 +124,24 @@ def check_tool_steps(step_lengths: np.ndarray, limit: float, name: str = "tool p
                          "keep |v_tool| dt <= dx, i.e. smaller actions or dt, or raise MPMConfig.max_tool_step)")
 
 
+def check_tool_rotations(rot: np.ndarray, name: str = "tool rot") -> None:
+    """Raise ``ValueError`` if a tool rotation matrix is not a proper rotation (orthonormal with
+    determinant +1, within :data:`ROTATION_TOL`); e.g. a linear blend of two rotations is not one.
+
+    rot: (S+1, n_tools, d, d)."""
+    if not rot.size:
+        return
+    eye = np.eye(rot.shape[-1])
+    error = np.abs(np.swapaxes(rot, -1, -2) @ rot - eye).max(axis=(-2, -1))
+    det = np.linalg.det(rot)
+    bad = (error > ROTATION_TOL) | (np.abs(det - 1.0) > ROTATION_TOL)
+    if bad.any():
+        s, t = np.argwhere(bad)[0]
+        raise ValueError(f"{name}[{s}, {t}] is not a rotation (max |R^T R - I| = {error[s, t]:.3g}, "
+                         f"det = {det[s, t]:.6g}; tolerance {ROTATION_TOL:g}): build rotations from angles "
+                         "(e.g. sim.bridge.rotation_2d) instead of blending matrices")
+
+
 @dataclass
 class ParticleSet:
     """Initial particles (numpy arrays, N particles, d = dim).
@@ -110,6 +151,9 @@ class ParticleSet:
     RIGID particles, ids 0..B-1); birth: (N,) substep at which a particle enters
     (0: present from the start; > 0: parked in the injector pool until then, then placed at
     ``tool_pos + R spawn_offset`` with velocity ``R spawn_velocity`` of tool ``spawn_tool``).
+    A spawn point outside ``[dx, 1 - 2 dx]`` (e.g. a nozzle parked outside the domain) is
+    clamped into it like an escaping particle: counted in ``n_clamped``, and an error with
+    ``on_escape='raise'``.
     """
     x: np.ndarray
     material: np.ndarray
@@ -209,6 +253,10 @@ class MPMSimulator:
             raise TypeError("tools must be a sequence of Tool")
         if len(self.tools) > MAX_TOOLS:
             raise ValueError(f"at most {MAX_TOOLS} tools are supported, got {len(self.tools)}")
+        for i, tool in enumerate(self.tools):
+            if len(tool.size) != tool.size_length(config.dim):
+                raise ValueError(f"tools[{i}].size of a {tool.shape.name} in {config.dim}-D must have "
+                                 f"{tool.size_length(config.dim)} entries, got {tool.size!r}")
         self.particles = particles.filled(config.dim)
         self._check_particles()
         self.kernels = get_kernels(config.dim, config.dtype)
@@ -218,6 +266,8 @@ class MPMSimulator:
         self._allocate()
         self.n_clamped = 0
         self._live = None  # (segment, start, stop) whose forward values the buffers hold
+        self._forward_steps = None  # n_steps of the forward the checkpoints belong to
+        self.generation = 0  # counts forward / advance / load_tool_poses calls (see sim.bridge)
 
     # ------------------------------------------------------------------ setup
     @property
@@ -236,8 +286,9 @@ class MPMSimulator:
         c, p = self.config, self.particles
         lo, hi = c.dx, 1.0 - 2.0 * c.dx
         present = p.birth == 0
-        if not np.isfinite(p.x).all() or not np.isfinite(p.v).all():
-            raise ValueError("particles.x and particles.v must be finite")
+        for name in ("x", "v", "spawn_offset", "spawn_velocity"):
+            if not np.isfinite(getattr(p, name)).all():
+                raise ValueError(f"particles.{name} must be finite")
         if ((p.x[present] < lo) | (p.x[present] > hi)).any():
             raise ValueError(f"initial particle positions must lie in [{lo:g}, {hi:g}] (inside the grid)")
         if p.material.min() < 0 or p.material.max() >= len(self.materials):
@@ -252,11 +303,26 @@ class MPMSimulator:
                 raise ValueError("rigid body ids must be 0..B-1 without gaps")
             if (p.birth[rigid] != 0).any():
                 raise ValueError("rigid particles must be present from the start (birth 0)")
-        if p.birth.min() < 0:
-            raise ValueError("particles.birth must be >= 0")
+        if p.birth.min() < 0 or p.birth.max() > self.config.max_substeps:
+            raise ValueError(f"particles.birth must lie in [0, max_substeps={self.config.max_substeps}] "
+                             "(a later particle would never be injected)")
         injected = p.birth > 0
         if injected.any() and ((p.spawn_tool[injected] < 0) | (p.spawn_tool[injected] >= len(self.tools))).any():
             raise ValueError("injected particles (birth > 0) need spawn_tool indexing a tool")
+
+    def _check_positions(self, x: wp.array, first_substep: int, name: str) -> None:
+        """Raise ``ValueError`` if a particle present at ``first_substep`` lies outside
+        ``[dx, 1 - 2 dx]``: its stencil would reach outside the grid (out-of-bounds writes)."""
+        c = self.config
+        lo, hi = self.np_dtype(c.dx), self.np_dtype(1.0 - 2.0 * c.dx)
+        x = x.numpy()
+        present = self.particles.birth <= first_substep
+        outside = present & ((x < lo) | (x > hi) | ~np.isfinite(x)).any(axis=1)
+        if outside.any():
+            i = int(np.argmax(outside))
+            raise ValueError(f"{name} has {int(outside.sum())} particles outside the domain [dx, 1 - 2 dx] = "
+                             f"[{lo:g}, {hi:g}] (first: particle {i} at {x[i].tolist()}); "
+                             "positions must lie inside the grid")
 
     def _arr(self, data, dtype, grad=False):
         return wp.array(data, dtype=dtype, device=self.config.device, requires_grad=grad)
@@ -319,8 +385,7 @@ class MPMSimulator:
         nt, d = max(self.n_tools, 1), c.dim
         size = np.zeros((nt, d))
         for i, t in enumerate(self.tools):
-            s = np.asarray(t.size, dtype=np.float64)[:d]
-            size[i, :s.size] = s
+            size[i, :len(t.size)] = t.size
         self.tool_shape = self._arr(np.array([int(t.shape) for t in self.tools] or [0], np.int32), int)
         self.tool_size = self._arr(size.astype(self.np_dtype), k.vec)
         self.tool_softness = self._arr(np.array([t.softness for t in self.tools] or [0.0], self.np_dtype), k.scalar)
@@ -348,7 +413,8 @@ class MPMSimulator:
     def load_tool_poses(self, pos, rot=None):
         """Set tool poses per substep from numpy arrays: ``pos`` (S+1, n_tools, d),
         ``rot`` (S+1, n_tools, d, d) (identity if None), S <= max_substeps. Rows beyond S keep
-        their previous values. Non-finite values raise ``ValueError``."""
+        their previous values. Non-finite values and matrices that are not rotations raise
+        ``ValueError``. A :meth:`backward` needs a fresh :meth:`forward` after this call."""
         c = self.config
         pos = np.asarray(pos, dtype=np.float64)
         if pos.ndim != 3 or pos.shape[1:] != (self.n_tools, c.dim) or not 2 <= pos.shape[0] <= c.max_substeps + 1:
@@ -362,6 +428,8 @@ class MPMSimulator:
         if not (np.isfinite(pos).all() and np.isfinite(rot).all()):
             raise ValueError("tool poses must be finite (got NaN or inf)")
         check_tool_steps(np.linalg.norm(np.diff(pos, axis=0), axis=-1), c.tool_step_limit)
+        check_tool_rotations(rot)
+        self._invalidate_forward()
         if self.n_tools:
             full_p, full_r = self.tool_pos.numpy(), self.tool_rot.numpy()
             full_p[:pos.shape[0]] = pos
@@ -416,12 +484,21 @@ class MPMSimulator:
         b = self._buffers
         return [b.x[l], b.v[l], b.C[l], b.F[l]]
 
+    def _invalidate_forward(self) -> None:
+        """The inputs or buffers changed: the last forward can no longer be differentiated."""
+        self._forward_steps = None
+        self._live = None
+        self.generation += 1
+
     def forward(self, n_steps: int) -> None:
         """Roll out ``n_steps`` env steps without a tape; fills ``obs_x``/``obs_v`` rows 0..n_steps
-        and the checkpoints. Raises :class:`SimulationError` on non-finite state (or escapes,
+        and the checkpoints. Raises ``ValueError`` if a particle present at the start lies
+        outside ``[dx, 1 - 2 dx]``, :class:`SimulationError` on non-finite state (or escapes,
         with ``on_escape='raise'``)."""
         c = self.config
         plan = self._plan(n_steps)
+        self._invalidate_forward()
+        self._check_positions(self.x0, 0, "x0")
         self._status.zero_()
         for dst, src in zip(self._ckpt, [self.x0, self.v0, self._C0, self._F0]):
             wp.copy(dst[0], src)
@@ -438,8 +515,9 @@ class MPMSimulator:
                     wp.copy(self.obs_v[row], self._buffers.v[s - start])
             for dst, src in zip(self._ckpt, self._state(stop - start)):
                 wp.copy(dst[index + 1], src)
-        self._live = (len(segments) - 1, *segments[-1])  # the buffers hold the last segment
         self._check_status()
+        self._live = (len(segments) - 1, *segments[-1])  # the buffers hold the last segment
+        self._forward_steps = int(n_steps)
 
     def advance(self, start_step: int, n_steps: int) -> None:
         """Continue a rollout without a tape: from the state in ``self.resume`` (x, v, C, F,
@@ -451,7 +529,8 @@ class MPMSimulator:
         Cost is O(n_steps), independent of ``start_step``. Each substep runs the same launches on
         the same values as :meth:`forward`, so stepping an episode through ``advance`` gives
         bitwise the states of one ``forward`` over the whole episode. The segment buffers are
-        overwritten: a :meth:`backward` needs a fresh :meth:`forward` first."""
+        overwritten: a :meth:`backward` needs a fresh :meth:`forward` first. A particle present
+        at ``start_step`` outside ``[dx, 1 - 2 dx]`` raises ``ValueError``."""
         c = self.config
         if not isinstance(start_step, (int, np.integer)) or not isinstance(n_steps, (int, np.integer)):
             raise TypeError("start_step and n_steps must be ints")
@@ -460,7 +539,8 @@ class MPMSimulator:
                              f"got start_step={start_step}, n_steps={n_steps}")
         sps = c.substeps_per_step
         first, last = int(start_step) * sps, int(start_step + n_steps) * sps
-        self._live = None
+        self._invalidate_forward()
+        self._check_positions(self.resume[0], first, "state.x (resume[0])")
         self._status.zero_()
         for start in range(first, last, self._segment):
             stop = min(start + self._segment, last)
@@ -488,14 +568,21 @@ class MPMSimulator:
     # ------------------------------------------------------------------ backward (checkpoint.Replayable)
     # After forward the segment buffers still hold the last segment, so backward starts
     # there without recomputing it, then recomputes earlier segments from their checkpoints.
-    # Changing inputs between forward and backward is not supported (one rollout in flight).
+    # Changing inputs between forward and backward is not supported (one rollout in flight):
+    # advance and load_tool_poses invalidate the forward; writing into x0, E, ... directly is
+    # not tracked.
     def backward(self, n_steps: int, grad_obs_x=None, grad_obs_v=None) -> None:
-        """Reverse sweep after :meth:`forward` with the same ``n_steps``.
+        """Reverse sweep after :meth:`forward` with the same ``n_steps`` (``ValueError`` otherwise,
+        also after an :meth:`advance` or :meth:`load_tool_poses` since that forward).
 
         ``grad_obs_x`` / ``grad_obs_v``: Warp arrays (R, N) vec with R <= max_steps+1, or None:
         the loss adjoint of rows 0..R-1 of ``obs_x`` / ``obs_v``. Fills ``.grad`` of x0, v0, tool_pos, tool_rot, E, nu,
         viscosity (overwritten, not accumulated across calls)."""
         plan = self._plan(n_steps)
+        if self._forward_steps != n_steps:
+            last = "none (or an advance / load_tool_poses came after it)" if self._forward_steps is None \
+                else f"forward({self._forward_steps})"
+            raise ValueError(f"backward(n_steps={n_steps}) needs a forward({n_steps}) first; last forward: {last}")
         for dst, src in ((self._grad_obs_x, grad_obs_x), (self._grad_obs_v, grad_obs_v)):
             dst.zero_()
             if src is not None:

@@ -411,7 +411,11 @@ def _build(dim: int, dtype: str) -> MPMKernels:
         if b == s + 1:  # injected now, from its tool's pose at the end of this substep
             t = spawn_tool[p]
             R = tool_rot[s + 1, t]
-            x_out[p] = tool_pos[s + 1, t] + R @ spawn_offset[p]
+            xs = tool_pos[s + 1, t] + R @ spawn_offset[p]
+            xsc = wp.min(wp.max(xs, vec(x_lo)), vec(x_hi))  # a spawn point outside the grid is clamped
+            if wp.length_sq(xsc - xs) > T(0.0):
+                wp.atomic_add(status, 0, 1)
+            x_out[p] = xsc
             v_out[p] = R @ spawn_velocity[p]
             C_out[p] = mat(T(0.0))
             return
@@ -440,6 +444,13 @@ def _build(dim: int, dtype: str) -> MPMKernels:
         v_out[p] = new_v
         C_out[p] = new_C
 
+    @fn
+    def _inside(x: vec, lo: T, hi: T) -> vec:
+        """Per axis 1 where ``lo < x < hi``, else 0: the adjoint mask of the clamp to [lo, hi]."""
+        return make_vec(wp.where(x[0] > lo and x[0] < hi, T(1.0), T(0.0)),
+                        wp.where(x[1] > lo and x[1] < hi, T(1.0), T(0.0)),
+                        wp.where(third(x) > lo and third(x) < hi, T(1.0), T(0.0)))
+
     @kernel
     def _g2p_adjoint(x: wp.array(dtype=vec), v: wp.array(dtype=vec), C: wp.array(dtype=mat),
                      birth: wp.array(dtype=int), s: int, grid_v: wp.array(dtype=vec),
@@ -462,11 +473,13 @@ def _build(dim: int, dtype: str) -> MPMKernels:
             adj_v[p] = adj_v[p] + gvel
             adj_C[p] = adj_C[p] + adj_C_out[p]
             return
-        if b == s + 1:  # spawned from tool t's pose
+        if b == s + 1:  # spawned from tool t's pose (clamped: adjoint only strictly inside)
             t = spawn_tool[p]
-            wp.atomic_add(adj_tool_pos, s + 1, t, gx)
+            xs = tool_pos[s + 1, t] + tool_rot[s + 1, t] @ spawn_offset[p]
+            g_xs = wp.cw_mul(gx, _inside(xs, x_lo, x_hi))
+            wp.atomic_add(adj_tool_pos, s + 1, t, g_xs)
             wp.atomic_add(adj_tool_rot, s + 1, t,
-                          wp.outer(gx, spawn_offset[p]) + wp.outer(gvel, spawn_velocity[p]))
+                          wp.outer(g_xs, spawn_offset[p]) + wp.outer(gvel, spawn_velocity[p]))
             return
         b0, b1, b2, fx, W = _stencil(x[p], inv_dx)
         new_v = vec(T(0.0))
@@ -477,10 +490,7 @@ def _build(dim: int, dtype: str) -> MPMKernels:
                     new_v = new_v + stencil_weight(W, i, j, k) * grid_v[node]
         xn = x[p] + dt * new_v
         # clamp to [x_lo, x_hi] passes the adjoint only strictly inside (as wp.min/wp.max do)
-        inside = make_vec(wp.where(xn[0] > x_lo and xn[0] < x_hi, T(1.0), T(0.0)),
-                          wp.where(xn[1] > x_lo and xn[1] < x_hi, T(1.0), T(0.0)),
-                          wp.where(third(xn) > x_lo and third(xn) < x_hi, T(1.0), T(0.0)))
-        g_xn = wp.cw_mul(gx, inside)
+        g_xn = wp.cw_mul(gx, _inside(xn, x_lo, x_hi))
         g_S = (T(4.0) * inv_dx) * adj_C_out[p]  # C = (4/dx) (S - new_v fx^T)
         g_newv = gvel + dt * g_xn - g_S @ fx
         adj_fx = -(wp.transpose(g_S) @ new_v)

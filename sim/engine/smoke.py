@@ -26,6 +26,7 @@ index ``[b, i, j]`` with ``i`` along x and ``j`` along y (up).
 """
 
 import contextlib
+import math
 import types
 from dataclasses import dataclass
 
@@ -69,10 +70,13 @@ def check_grid_config(cfg, dims: int) -> None:
         raise ValueError(f"resolution must be an int >= 4, got {cfg.resolution!r}")
     if not isinstance(cfg.jacobi_iters, int) or cfg.jacobi_iters < 1:
         raise ValueError(f"jacobi_iters must be an int >= 1, got {cfg.jacobi_iters!r}")
-    if not cfg.dt > 0:
-        raise ValueError(f"dt must be positive, got {cfg.dt!r}")
-    if not cfg.jet_radius > 0:
-        raise ValueError(f"jet_radius must be positive, got {cfg.jet_radius!r}")
+    for name in ("dt", "jet_radius"):
+        value = getattr(cfg, name)
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a finite positive number, got {value!r}")
+    for name in ("buoyancy", "jet_source"):
+        if not math.isfinite(getattr(cfg, name)):
+            raise ValueError(f"{name} must be finite, got {getattr(cfg, name)!r}")
     if len(cfg.jet_position) != dims or not all(0.0 <= c <= 1.0 for c in cfg.jet_position):
         words = {2: "two", 3: "three"}[dims]
         raise ValueError(f"jet_position must be {words} fractions in [0, 1], got {cfg.jet_position!r}")
@@ -225,6 +229,8 @@ class SmokeGrid:
     def __init__(self, config: SmokeConfig | None = None, dtype: torch.dtype = torch.float32):
         if dtype not in _KERNELS:
             raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        if config is not None and not isinstance(config, SmokeConfig):
+            raise TypeError(f"config must be a SmokeConfig or None, got {type(config).__name__}")
         self.config = config or SmokeConfig()
         self.dtype = dtype
         self.kernels = _KERNELS[dtype]
@@ -274,8 +280,9 @@ class SmokeGrid:
             raise ValueError(f"actions must have shape ({b}, T>=1, 2), got {tuple(actions.shape)}")
         if not (v0.device == q0.device == actions.device):
             raise ValueError("v0, q0 and actions must be on the same device")
-        if not torch.isfinite(actions).all():
-            raise ValueError("actions contain NaN or infinite values")
+        for name, t in (("v0", v0), ("q0", q0), ("actions", actions)):
+            if not torch.isfinite(t).all():
+                raise ValueError(f"{name} contains NaN or infinite values")
 
     # ----------------------------------------------------------------------------- Warp side
     def _pressure_solve(self, step: _Step, scratch, tape):
@@ -366,6 +373,11 @@ class _SmokeRollout(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_frames, g_v):
+        if torch.is_grad_enabled():
+            raise RuntimeError("double backward (create_graph=True) through SmokeGrid.simulate is not supported")
+        if ctx.warp is None:
+            raise RuntimeError("cannot backward twice through SmokeGrid.simulate: its Warp tape is freed "
+                               "after the first backward (run the rollout again)")
         tape, wv0, wq0, wact, frames, v_final, _ = ctx.warp
         device = g_frames.device if g_frames is not None else g_v.device
         with _torch_stream(device):

@@ -192,6 +192,8 @@ class SmokeGrid3D(SmokeGrid):
     def __init__(self, config: Smoke3DConfig | None = None, dtype: torch.dtype = torch.float32):
         if dtype not in (torch.float32, torch.float64):
             raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        if config is not None and not isinstance(config, Smoke3DConfig):
+            raise TypeError(f"config must be a Smoke3DConfig or None, got {type(config).__name__}")
         self.config = config or Smoke3DConfig()
         self.dtype = dtype
         self.kernels = _kernels(dtype)

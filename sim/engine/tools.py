@@ -1,13 +1,15 @@
 """Kinematic tools (effectors) that push the material through FluidLab's soft contact."""
+import math
+import numbers
 from dataclasses import dataclass
 from enum import IntEnum
 
 
 class ToolShape(IntEnum):
     """Signed-distance shape of a tool, in the tool's own frame."""
-    SPHERE = 0   # size = (radius, ...)                   (a circle in 2-D)
-    BOX = 1      # size = half extents per axis
-    CAPSULE = 2  # size = (radius, half length, ...): segment along the local x axis
+    SPHERE = 0   # size = (radius,)                       (a circle in 2-D)
+    BOX = 1      # size = half extents per axis (dim entries)
+    CAPSULE = 2  # size = (radius, half length): segment along the local x axis
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,14 @@ class Tool:
     def __post_init__(self):
         if not isinstance(self.shape, ToolShape):
             raise TypeError(f"shape must be a ToolShape, got {self.shape!r}")
-        if len(self.size) < 1 or any(not float(v) >= 0 for v in self.size):
-            raise ValueError(f"size must be a tuple of non-negative numbers, got {self.size!r}")
-        if self.softness < 0 or self.friction < 0:
-            raise ValueError(f"softness and friction must be >= 0, got {self.softness}, {self.friction}")
+        if not isinstance(self.size, (tuple, list)) or not self.size \
+                or not all(isinstance(v, numbers.Real) and math.isfinite(v) and v >= 0 for v in self.size):
+            raise ValueError(f"size must be a tuple of finite non-negative numbers, got {self.size!r}")
+        for name in ("softness", "friction"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+    def size_length(self, dim: int) -> int:
+        """Number of ``size`` entries the shape takes in ``dim`` dimensions."""
+        return {ToolShape.SPHERE: 1, ToolShape.BOX: dim, ToolShape.CAPSULE: 2}[self.shape]

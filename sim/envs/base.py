@@ -13,6 +13,8 @@ Action convention (all tasks): an action is a vector of ``action_dim`` floats, v
 ``ValueError``.
 """
 import abc
+import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,9 +23,30 @@ import torch
 __all__ = ["Env", "EnvConfig"]
 
 
+def _all_finite(value) -> bool:
+    """False if ``value`` is, or is a tuple holding, a NaN or infinite float."""
+    values = value if isinstance(value, tuple) else (value,)
+    return not any(isinstance(v, float) and not math.isfinite(v) for v in values)
+
+
+def check_positive(config, *names: str) -> None:
+    """Raise ``ValueError`` naming the first field of ``config`` in ``names`` that is not ``> 0``."""
+    for name in names:
+        value = getattr(config, name)
+        if not value > 0:
+            raise ValueError(f"{name} must be positive, got {value!r}")
+
+
+def check_box(name: str, lo: tuple, hi: tuple) -> None:
+    """Raise ``ValueError`` naming the box field ``name`` unless it is non-empty (``lo < hi`` per axis)."""
+    if not all(a < b for a, b in zip(lo, hi)):
+        raise ValueError(f"{name} must be a non-empty box (lower corner {tuple(lo)} below upper corner {tuple(hi)})")
+
+
 @dataclass(frozen=True)
 class EnvConfig:
-    """Settings every task has.
+    """Settings every task has. Every float field (and float in a tuple field) of a task config
+    must be finite.
 
     Attributes:
         horizon: number of action steps ``T`` of an episode.
@@ -40,6 +63,10 @@ class EnvConfig:
             raise ValueError(f"horizon must be an int >= 1, got {self.horizon!r}")
         if not self.action_bound > 0:
             raise ValueError(f"action_bound must be positive, got {self.action_bound!r}")
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if not _all_finite(value):
+                raise ValueError(f"{field.name} must be finite, got {value!r}")
 
 
 class Env(abc.ABC):
@@ -58,8 +85,11 @@ class Env(abc.ABC):
     action_dim: int = 2
     #: Adam learning rate that works for the task's default config (examples, benchmarks).
     default_lr: float = 0.1
+    #: The config dataclass the task takes.
+    config_class: type = EnvConfig
 
     def __init__(self, config: EnvConfig, batch_size: int = 1, device="cpu", dtype=torch.float32):
+        device = self._check_setup(config, device)
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         if dtype not in (torch.float32, torch.float64):
@@ -124,11 +154,10 @@ class Env(abc.ABC):
         if self._t >= self.horizon:
             raise RuntimeError(f"episode is over (horizon {self.horizon}); call reset()")
         action = torch.as_tensor(action, dtype=self.dtype, device=self.device)
-        if action.dim() == 1:
-            action = action.expand(self.batch_size, -1)
-        if action.shape != (self.batch_size, self.action_dim):
+        if action.shape not in ((self.action_dim,), (self.batch_size, self.action_dim)):
             raise ValueError(f"action must have shape ({self.action_dim},) or ({self.batch_size}, "
                              f"{self.action_dim}), got {tuple(action.shape)}")
+        action = action.expand(self.batch_size, -1)
         with torch.no_grad():
             obs, self._state = self._continue(self._state, self.clamp_actions(action[:, None]))
             self._losses.append(self.step_losses_of(obs, start=self._t)[:, 0])
@@ -187,6 +216,31 @@ class Env(abc.ABC):
         return (self.step_losses(actions[:, :steps]) * weights[:steps]).sum(dim=1)
 
     # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _check_scale(scale, fields: str):
+        """A loss normaliser ``scale`` (a float or 0-dim tensor), checked to be finite and positive
+        (else the loss is NaN or inf); ``fields`` names the config fields that set it."""
+        value = float(scale)
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"the task's loss normaliser is {value}: the task is empty; check {fields}")
+        return scale
+
+    @classmethod
+    def _check_setup(cls, config, device) -> torch.device:
+        """Check the config class and the device (before a subclass builds its engine); returns
+        the device as a ``torch.device``."""
+        if not isinstance(config, cls.config_class):
+            raise TypeError(f"config must be a {cls.config_class.__name__}, got {type(config).__name__}")
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError) as error:
+            raise ValueError(f"device must be 'cpu' or 'cuda[:i]', got {device!r}") from error
+        available = (dev.type == "cpu" and dev.index in (None, 0)) or (
+            dev.type == "cuda" and torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count())
+        if not available:
+            raise ValueError(f"device must be 'cpu' or an available 'cuda[:i]', got {device!r}")
+        return dev
+
     def _check_sequence(self, actions) -> torch.Tensor:
         if not isinstance(actions, torch.Tensor):
             raise TypeError(f"actions must be a torch.Tensor, got {type(actions).__name__}")

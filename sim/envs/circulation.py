@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
+from sim.envs.base import check_box, check_positive
 from sim.envs.smoke_env import SmokeEnv, SmokeEnvConfig
 
 __all__ = ["SmokeCirculation", "SmokeCirculationConfig"]
@@ -28,6 +29,15 @@ class SmokeCirculationConfig(SmokeEnvConfig):
     level: float = 0.2
     attraction: float = 0.1
 
+    def __post_init__(self):
+        super().__post_init__()
+        check_positive(self, "level")
+        if not self.attraction >= 0:
+            raise ValueError(f"attraction must be >= 0, got {self.attraction!r}")
+        for name in ("fill_zone", "clean_zone"):
+            zone = getattr(self, name)
+            check_box(name, zone[0::2], zone[1::2])
+
 
 class SmokeCirculation(SmokeEnv):
     """Per-step loss ``l_t = mean_fill relu(level - q)^2 / level^2 + mean_clean q^2 / level^2
@@ -35,18 +45,22 @@ class SmokeCirculation(SmokeEnv):
     mass and ``c_fill`` the fill zone's centre (fractions of the box)."""
 
     default_lr = 0.2
+    config_class = SmokeCirculationConfig
 
     def __init__(self, config: SmokeCirculationConfig | None = None, **kwargs):
         super().__init__(config or SmokeCirculationConfig(), **kwargs)
         self._fill = self.box_mask(self.config.fill_zone)
         self._clean = self.box_mask(self.config.clean_zone)
+        self._check_scale(self._fill.sum(), "fill_zone (it holds no grid cell)")
+        self._check_scale(self._clean.sum(), "clean_zone (it holds no grid cell)")
         x, y = self.cell_coordinates()
         self._xy = torch.stack([x, y], dim=-1)
         zone = self.config.fill_zone
         self._fill_center = torch.tensor([(zone[0] + zone[1]) / 2, (zone[2] + zone[3]) / 2],
                                          dtype=self.dtype, device=self.device)
         jet = torch.tensor(self.config.jet_position, dtype=self.dtype, device=self.device)
-        self._attraction_scale = (jet - self._fill_center).pow(2).sum()
+        self._attraction_scale = self._check_scale((jet - self._fill_center).pow(2).sum(),
+                                                   "jet_position and fill_zone (the jet is at the zone's centre)")
 
     def step_losses_of(self, frames, start=0):
         level = self.config.level

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from sim.engine import WATER, Material, MaterialKind, ParticleSet, Tool, ToolShape
+from sim.envs.base import check_box, check_positive
 from sim.envs.mpm_env import MPMEnv, MPMEnvConfig, block
 
 __all__ = ["Gathering", "GatheringConfig"]
@@ -30,18 +31,27 @@ class GatheringConfig(MPMEnvConfig):
     paddle_radius: float = 0.05
     goal_x: float = 0.6
 
+    def __post_init__(self):
+        super().__post_init__()
+        check_positive(self, "object_density", "paddle_radius")
+        for name in ("water", "object_box"):
+            box = getattr(self, name)
+            check_box(name, box[:2], box[2:])
+
 
 class Gathering(MPMEnv):
     """Per-step loss ``l_t = (c_x(t) - goal_x)^2 / (c_x(0) - goal_x)^2`` with ``c`` the rigid
     object's centre of mass."""
 
     default_lr = 0.3
+    config_class = GatheringConfig
 
     def __init__(self, config: GatheringConfig | None = None, **kwargs):
         super().__init__(config or GatheringConfig(), **kwargs)
         self._object = torch.as_tensor(self.sim.particles.material == 1, device=self.device)
+        self._check_scale(self._object.sum(), "object_box (it holds no particle)")
         start = float(self._x0[self._object, 0].mean())
-        self._scale = (start - self.config.goal_x) ** 2
+        self._scale = self._check_scale((start - self.config.goal_x) ** 2, "goal_x (the object starts at the goal)")
 
     def _scene(self, config):
         s = config.spacing

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from sim.engine import WATER, Material, MaterialKind, ParticleSet, Tool, ToolShape
+from sim.envs.base import check_box, check_positive
 from sim.envs.mpm_env import MPMEnv, MPMEnvConfig, block
 
 __all__ = ["LatteArt", "LatteArtConfig"]
@@ -34,12 +35,20 @@ class LatteArtConfig(MPMEnvConfig):
     wave_amplitude: float = 0.8
     wave_period: float = 15.0
 
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.flux, int) or self.flux < 1:
+            raise ValueError(f"flux must be an int >= 1 (particles per step), got {self.flux!r}")
+        check_positive(self, "milk_density", "wave_period")
+        check_box("coffee", self.coffee[:2], self.coffee[2:])
+
 
 class LatteArt(MPMEnv):
     """Per-step loss ``l_t = mean_{milk present} |x_p(t) - x*_p(t)|^2 / h^2`` against the
     scripted-policy trajectory ``x*`` (``h`` the particle spacing)."""
 
     default_lr = 0.1
+    config_class = LatteArtConfig
 
     def __init__(self, config: LatteArtConfig | None = None, **kwargs):
         super().__init__(config or LatteArtConfig(), **kwargs)

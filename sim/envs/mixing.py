@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
+from sim.envs.base import check_positive
 from sim.envs.smoke_env import SmokeEnv, SmokeEnvConfig
 
 __all__ = ["SmokeMixing", "SmokeMixingConfig"]
@@ -25,8 +26,11 @@ class SmokeMixingConfig(SmokeEnvConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.resolution % self.bin_size:
-            raise ValueError(f"bin_size {self.bin_size} must divide resolution {self.resolution}")
+        if not isinstance(self.bin_size, int) or not 1 <= self.bin_size < self.resolution \
+                or self.resolution % self.bin_size:
+            raise ValueError(f"bin_size must be an int in [1, resolution) that divides resolution "
+                             f"{self.resolution}, got {self.bin_size!r}")
+        check_positive(self, "interface_width")
 
 
 class SmokeMixing(SmokeEnv):
@@ -34,6 +38,7 @@ class SmokeMixing(SmokeEnv):
     ``w_t = (t + 1) / T`` so the end state counts most, as in FluidLab's mixing metric."""
 
     default_lr = 0.3
+    config_class = SmokeMixingConfig
 
     def _initial_scalar(self):
         x, _ = self.cell_coordinates()
@@ -41,7 +46,8 @@ class SmokeMixing(SmokeEnv):
 
     def __init__(self, config: SmokeMixingConfig | None = None, **kwargs):
         super().__init__(config or SmokeMixingConfig(), **kwargs)
-        self._scale = self._bin_variance(self._initial_scalar()[None])
+        self._scale = self._check_scale(self._bin_variance(self._initial_scalar()[None]),
+                                        "bin_size and interface_width (the initial bins are uniform)")
 
     def _bin_variance(self, q):
         k = self.config.bin_size

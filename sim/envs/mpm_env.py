@@ -47,6 +47,19 @@ class MPMEnvConfig(EnvConfig):
     init_jitter: float = 0.1
     gravity: tuple[float, float] | None = None
 
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.init_jitter >= 0:
+            raise ValueError(f"init_jitter must be a finite number >= 0, got {self.init_jitter!r}")
+        self.mpm_config()  # validates the engine fields
+
+    def mpm_config(self, dtype: torch.dtype = torch.float32, device="cpu") -> MPMConfig:
+        """The engine settings of the task."""
+        return MPMConfig(dim=2, n_grid=self.n_grid, dt=self.dt, substeps_per_step=self.substeps_per_step,
+                         max_steps=self.horizon, dtype="float64" if dtype == torch.float64 else "float32",
+                         device=str(torch.device(device)), segment_substeps=self.segment_substeps,
+                         gravity=self.gravity)
+
     @property
     def spacing(self) -> float:
         return 0.5 / self.n_grid
@@ -70,14 +83,12 @@ class MPMEnv(Env):
     """
 
     action_dim = 2
+    config_class = MPMEnvConfig
 
     def __init__(self, config: MPMEnvConfig, batch_size: int = 1, device="cpu", dtype=torch.float32):
+        device = self._check_setup(config, device)
         particles, materials, tools = self._scene(config)
-        mpm = MPMConfig(dim=2, n_grid=config.n_grid, dt=config.dt, substeps_per_step=config.substeps_per_step,
-                        max_steps=config.horizon, dtype="float64" if dtype == torch.float64 else "float32",
-                        device=str(torch.device(device)), segment_substeps=config.segment_substeps,
-                        gravity=config.gravity)
-        self.sim = MPMSimulator(mpm, particles, materials, tools)
+        self.sim = MPMSimulator(config.mpm_config(dtype, device), particles, materials, tools)
         self._jitter_mask = torch.as_tensor(self._jittered(particles), dtype=torch.bool)
         super().__init__(config, batch_size=batch_size, device=device, dtype=dtype)
 
@@ -121,6 +132,7 @@ class MPMEnv(Env):
         x0 = torch.as_tensor(self.sim.particles.x, dtype=torch.float64)
         noise = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
         x0 = x0 + self.config.init_jitter * self.config.spacing * noise * self._jitter_mask[:, None]
+        self._check_jitter(x0)
         self._x0 = x0.to(device=self.device, dtype=self.dtype)
         n = x0.shape[0]
         v0 = torch.as_tensor(self.sim.particles.v, dtype=self.dtype, device=self.device)
@@ -128,6 +140,16 @@ class MPMEnv(Env):
         F0 = torch.eye(2, dtype=self.dtype, device=self.device).expand(n, 2, 2)
         control = self.control_start().to(self.device)
         return control[None], self._x0[None], v0[None], C0[None], F0[None]
+
+    def _check_jitter(self, x0: torch.Tensor) -> None:
+        """Raise ``ValueError`` if the jittered positions ``x0`` ``(N, 2)`` leave the domain
+        ``[dx, 1 - 2 dx]`` the engine needs."""
+        dx = 1.0 / self.config.n_grid
+        outside = ((x0 < dx) | (x0 > 1.0 - 2.0 * dx)).any(dim=1)
+        if outside.any():
+            raise ValueError(f"init_jitter={self.config.init_jitter} moves {int(outside.sum())} particles outside "
+                             f"the domain [dx, 1 - 2 dx] = [{dx:g}, {1 - 2 * dx:g}]; use a smaller init_jitter "
+                             "or keep the scene further from the walls")
 
     def _advance(self, state, actions):
         """Differentiable rollouts of ``actions`` ``(B, T, A)`` from the initial state ``state``

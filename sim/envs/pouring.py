@@ -73,9 +73,11 @@ class Pouring(MPMEnv):
     """
 
     default_lr = 1.0
+    config_class = PouringConfig
 
     def __init__(self, config: PouringConfig | None = None, **kwargs):
         config = config or PouringConfig()
+        self._check_setup(config, kwargs.get("device", "cpu"))
         self.action_dim = 3 if config.translation else 1
         super().__init__(config, **kwargs)
         self._target_lo = torch.tensor(config.target[:2], dtype=self.dtype, device=self.device)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from sim.envs.base import check_positive
 from sim.envs.smoke_env import SmokeEnv, SmokeEnvConfig
 
 __all__ = ["SmokeArt", "SmokeArtConfig"]
@@ -23,15 +24,22 @@ class SmokeArtConfig(SmokeEnvConfig):
     wave_amplitude: float = 0.4
     wave_period: float = 20.0
 
+    def __post_init__(self):
+        super().__post_init__()
+        check_positive(self, "wave_period")
+
 
 class SmokeArt(SmokeEnv):
     """Per-step loss ``l_t = mean (q_t - q*_t)^2 / mean_t,x (q*_t)^2`` against frames ``q*`` of
     the scripted policy ``a*_t = (push, A sin(2 pi t / P))`` from the noise-free initial state."""
 
+    config_class = SmokeArtConfig
+
     def __init__(self, config: SmokeArtConfig | None = None, **kwargs):
         super().__init__(config or SmokeArtConfig(), **kwargs)
         self.target_frames = self._record_target()
-        self._scale = self.target_frames.pow(2).mean()
+        self._scale = self._check_scale(self.target_frames.pow(2).mean(),
+                                        "push, wave_amplitude and jet_source (the target pattern is empty)")
 
     def target_actions(self) -> torch.Tensor:
         """The scripted target policy ``(T, 2)``."""

@@ -28,6 +28,12 @@ class SmokeEnvConfig(EnvConfig):
     jet_source: float = 0.1
     init_noise: float = 0.01
 
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.init_noise >= 0:
+            raise ValueError(f"init_noise must be a finite number >= 0, got {self.init_noise!r}")
+        self.smoke_config()  # validates the grid fields
+
     def smoke_config(self) -> SmokeConfig:
         return SmokeConfig(resolution=self.resolution, dt=self.dt, jacobi_iters=self.jacobi_iters,
                            buoyancy=self.buoyancy, jet_position=self.jet_position,
@@ -39,8 +45,10 @@ class SmokeEnv(Env):
     jet force ``(2,)``; observations are the scalar frames ``(B, T, N, N)``."""
 
     action_dim = 2
+    config_class = SmokeEnvConfig
 
     def __init__(self, config: SmokeEnvConfig, batch_size: int = 1, device="cpu", dtype=torch.float32):
+        device = self._check_setup(config, device)
         self.grid = SmokeGrid(config.smoke_config(), dtype=dtype)
         super().__init__(config, batch_size=batch_size, device=device, dtype=dtype)
 

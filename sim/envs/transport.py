@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 import torch
 
+from sim.envs.base import check_positive
 from sim.envs.smoke_env import SmokeEnv, SmokeEnvConfig
 
 __all__ = ["SmokeTransport", "SmokeTransportConfig"]
@@ -24,17 +25,24 @@ class SmokeTransportConfig(SmokeEnvConfig):
     puff_radius: float = 0.1
     goal: tuple[float, float] = (0.6, 0.7)
 
+    def __post_init__(self):
+        super().__post_init__()
+        check_positive(self, "puff_radius")
+
 
 class SmokeTransport(SmokeEnv):
     """Per-step loss ``l_t = |c(q_t) - goal|^2 / |c(q_0) - goal|^2`` where ``c(q)`` is the
     smoke's centre of mass ``sum q x / sum q`` (fractions of the box)."""
+
+    config_class = SmokeTransportConfig
 
     def __init__(self, config: SmokeTransportConfig | None = None, **kwargs):
         super().__init__(config or SmokeTransportConfig(), **kwargs)
         self._goal = torch.tensor(self.config.goal, dtype=self.dtype, device=self.device)
         x, y = self.cell_coordinates()
         self._xy = torch.stack([x, y], dim=-1)
-        self._scale = (self.center_of_mass(self._initial_scalar()[None]) - self._goal).pow(2).sum()
+        self._scale = self._check_scale((self.center_of_mass(self._initial_scalar()[None]) - self._goal).pow(2).sum(),
+                                        "goal and puff_center (the puff starts at the goal)")
 
     def _initial_scalar(self):
         cx, cy = self.config.puff_center

@@ -1,5 +1,7 @@
 """Cross-entropy method (Rubinstein 1999; the sampling baseline of trajectory optimisation):
 a gradient-free optimiser of open-loop action sequences, evaluated in batched rollouts."""
+import math
+
 import torch
 
 from sim.envs.base import Env
@@ -20,13 +22,11 @@ def cem(env: Env, step_budget: int, population: int = 16, elite_frac: float = 0.
     iteration) are spent.
 
     Returns an :class:`OptimResult`; ``losses`` holds the best loss so far after each
-    iteration, ``initial_loss`` the loss of ``env.initial_actions()``.
+    iteration, ``initial_loss`` the loss of ``env.initial_actions()``. ``step_budget`` must be
+    an int that pays for at least one iteration (``population * horizon``).
     """
     horizon = env.horizon
-    if population < 2:
-        raise ValueError(f"population must be >= 2, got {population}")
-    if not 0 < elite_frac <= 1:
-        raise ValueError(f"elite_frac must be in (0, 1], got {elite_frac}")
+    _check_arguments(horizon, step_budget, population, elite_frac, init_std, min_std, smoothing)
     n_elite = max(1, int(round(elite_frac * population)))
     bound = env.config.action_bound
     generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -54,3 +54,19 @@ def cem(env: Env, step_budget: int, population: int = 16, elite_frac: float = 0.
         if progress is not None:
             progress(len(result.losses) - 1, result.best_loss, horizon)
     return result
+
+
+def _check_arguments(horizon, step_budget, population, elite_frac, init_std, min_std, smoothing) -> None:
+    """Raise ``ValueError`` naming the first argument of :func:`cem` that is out of range."""
+    if not isinstance(population, int) or population < 2:
+        raise ValueError(f"population must be an int >= 2, got {population!r}")
+    if not isinstance(step_budget, int) or step_budget < population * horizon:
+        raise ValueError(f"step_budget must be an int >= population * horizon = {population * horizon} "
+                         f"(one iteration), got {step_budget!r}")
+    if not 0 < elite_frac <= 1:
+        raise ValueError(f"elite_frac must be in (0, 1], got {elite_frac!r}")
+    for name, value in (("init_std", init_std), ("min_std", min_std)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0 or None, got {value!r}")
+    if not 0 <= smoothing < 1:
+        raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}")

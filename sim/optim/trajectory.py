@@ -1,5 +1,7 @@
 """Gradient-based trajectory optimisation: ``torch.optim.Adam`` over an action sequence
 through a differentiable environment, with the expanding loss window and action freezing."""
+import math
+import numbers
 from dataclasses import dataclass, field
 
 import torch
@@ -50,14 +52,12 @@ def optimize_actions(env: Env, iterations: int = 200, lr: float = 0.05, window: 
         lr: Adam learning rate (in action units).
         window: expanding window; ``None`` optimises the full-horizon loss every iteration.
         init: initial actions ``(T, A)``; default ``env.initial_actions()``.
-        step_budget: optional cap on simulator steps (forward + backward).
+        step_budget: optional cap on simulator steps (forward + backward); an int that pays for
+            at least the first iteration (``2 * window.start``, or ``2 * T`` without a window).
         progress: optional callable ``progress(iteration, loss, window_end)``.
     """
-    if iterations < 1:
-        raise ValueError(f"iterations must be >= 1, got {iterations}")
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr}")
     horizon, bound = env.horizon, env.config.action_bound
+    _check_arguments(horizon, iterations, lr, window, init, step_budget)
     actions = (env.initial_actions() if init is None else init.detach().clone()).to(env.device, env.dtype)
     if actions.shape != (horizon, env.action_dim):
         raise ValueError(f"init must have shape ({horizon}, {env.action_dim}), got {tuple(actions.shape)}")
@@ -90,3 +90,18 @@ def optimize_actions(env: Env, iterations: int = 200, lr: float = 0.05, window: 
         if progress is not None:
             progress(it, full, steps)
     return result
+
+
+def _check_arguments(horizon: int, iterations, lr, window, init, step_budget) -> None:
+    """Raise naming the first argument of :func:`optimize_actions` that is invalid."""
+    if not isinstance(iterations, int) or iterations < 1:
+        raise ValueError(f"iterations must be an int >= 1, got {iterations!r}")
+    if not isinstance(lr, (numbers.Real, torch.Tensor)) or not (math.isfinite(float(lr)) and float(lr) > 0):
+        raise ValueError(f"lr must be a finite positive number, got {lr!r}")
+    if window is not None and (not isinstance(window, ExpandingWindow) or window.horizon != horizon):
+        raise ValueError(f"window must be an ExpandingWindow over the env's horizon {horizon}, got {window!r}")
+    if init is not None and not isinstance(init, torch.Tensor):
+        raise TypeError(f"init must be a torch.Tensor or None, got {type(init).__name__}")
+    first = 2 * (horizon if window is None else window.end)
+    if step_budget is not None and (not isinstance(step_budget, int) or step_budget < first):
+        raise ValueError(f"step_budget must be None or an int >= {first} (one iteration), got {step_budget!r}")

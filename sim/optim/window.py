@@ -17,7 +17,7 @@ class ExpandingWindow:
 
     Attributes:
         horizon: episode length ``T``.
-        start, increment: initial window length and growth in steps (default ``T // 5``).
+        start, increment: initial window length and growth in steps (None: ``max(1, T // 5)``).
         patience: plateau iterations before expanding.
         threshold: relative improvement that counts as progress.
         freeze_lag: steps before the old window end that stay trainable, or None (no freezing).
@@ -35,14 +35,21 @@ class ExpandingWindow:
     _stall: int = field(init=False, default=0)
 
     def __post_init__(self):
-        if self.horizon < 1:
-            raise ValueError(f"horizon must be >= 1, got {self.horizon}")
-        self.start = self.start or max(1, self.horizon // 5)
-        self.increment = self.increment or max(1, self.horizon // 5)
-        if not 1 <= self.start <= self.horizon:
-            raise ValueError(f"start must be in [1, horizon], got {self.start}")
-        if self.patience < 1:
-            raise ValueError(f"patience must be >= 1, got {self.patience}")
+        if not isinstance(self.horizon, int) or self.horizon < 1:
+            raise ValueError(f"horizon must be an int >= 1, got {self.horizon!r}")
+        default = max(1, self.horizon // 5)
+        self.start = default if self.start is None else self.start
+        self.increment = default if self.increment is None else self.increment
+        if not isinstance(self.start, int) or not 1 <= self.start <= self.horizon:
+            raise ValueError(f"start must be an int in [1, horizon={self.horizon}] or None, got {self.start!r}")
+        if not isinstance(self.increment, int) or self.increment < 1:
+            raise ValueError(f"increment must be an int >= 1 or None, got {self.increment!r}")
+        if not isinstance(self.patience, int) or self.patience < 1:
+            raise ValueError(f"patience must be an int >= 1, got {self.patience!r}")
+        if not 0 <= self.threshold < 1:
+            raise ValueError(f"threshold must be in [0, 1), got {self.threshold!r}")
+        if self.freeze_lag is not None and (not isinstance(self.freeze_lag, int) or self.freeze_lag < 0):
+            raise ValueError(f"freeze_lag must be an int >= 0 or None, got {self.freeze_lag!r}")
         self.end = self.start
 
     @property

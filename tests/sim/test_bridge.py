@@ -192,3 +192,80 @@ def test_continue_step_by_step_equals_one_rollout_bitwise(segment):
         mpm_continue(sim, 0, 1, (state[0], state[1], state[2][:, :1], state[3]), tool_pos=pos[:sps + 1])
     with pytest.raises(ValueError, match="tool_pos"):
         mpm_continue(sim, 0, 1, state, tool_pos=pos[:sps])
+
+
+def _paddle_path(sim, steps=4):
+    c = sim.config
+    return tool_path(START, torch.zeros(steps, 1, 2, dtype=torch.float64), c.substeps_per_step, c.dt)
+
+
+def test_positions_outside_the_grid_are_rejected():
+    sim = water_and_paddle()
+    pos, x0 = _paddle_path(sim), torch.as_tensor(sim.particles.x)
+    with pytest.raises(ValueError, match="x0 has .* particles outside the domain"):
+        mpm_rollout(sim, 4, tool_pos=pos, x0=x0 - 3.0)
+    n = sim.n_particles
+    state = (x0 - 0.39, torch.zeros(n, 2), torch.zeros(n, 2, 2), torch.eye(2).expand(n, 2, 2).double())
+    with pytest.raises(ValueError, match="state.x"):
+        mpm_continue(sim, 0, 1, state, tool_pos=pos[:6])
+
+
+def test_tool_rot_must_be_rotations():
+    sim = water_and_paddle()
+    pos = _paddle_path(sim)
+    scaled = 1.01 * torch.eye(2, dtype=torch.float64).expand(pos.shape[0], 1, 2, 2)
+    with pytest.raises(ValueError, match=r"tool_rot\[0, 0\] is not a rotation"):
+        mpm_rollout(sim, 4, tool_pos=pos, tool_rot=scaled)
+    n = sim.n_particles
+    state = (torch.as_tensor(sim.particles.x), torch.zeros(n, 2), torch.zeros(n, 2, 2), torch.eye(2).expand(n, 2, 2))
+    with pytest.raises(ValueError, match="tool_rot"):
+        mpm_continue(sim, 0, 1, state, tool_pos=pos[:6], tool_rot=scaled[:6])
+
+
+@pytest.mark.parametrize("name, value", [("E", -400.0), ("E", 0.0), ("nu", 0.5), ("nu", -1.0), ("viscosity", -5.0)])
+def test_material_overrides_are_range_checked(name, value):
+    sim = water_and_paddle()
+    with pytest.raises(ValueError, match=f"{name} must"):
+        mpm_rollout(sim, 4, tool_pos=_paddle_path(sim), **{name: torch.tensor([value], dtype=torch.float64)})
+
+
+def test_overrides_hold_for_one_call_only():
+    sim = water_and_paddle(materials=(VISCOUS_LIQUID,))
+    pos = _paddle_path(sim)
+    with torch.no_grad():
+        reference = mpm_rollout(sim, 4, tool_pos=pos)[0]
+        mpm_rollout(sim, 4, tool_pos=pos, E=torch.tensor([4000.0]), nu=torch.tensor([0.3]),
+                    viscosity=torch.tensor([0.1]), x0=torch.as_tensor(sim.particles.x) + 0.01,
+                    v0=torch.ones(sim.n_particles, 2))
+        assert torch.equal(mpm_rollout(sim, 4, tool_pos=pos)[0], reference)
+
+
+def test_backward_after_another_rollout_on_the_same_simulator():
+    """A second rollout (or mpm_continue) between a rollout and its backward leaves its gradient exact."""
+    sim = water_and_paddle()
+    a1, a2 = (0.5 * torch.randn(4, 1, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(s))
+              for s in (0, 1))
+
+    def grad(actions, between=None):
+        actions = actions.clone().requires_grad_()
+        loss = task_loss(sim, actions)
+        if between is not None:
+            between()
+        loss.backward()
+        return actions.grad
+
+    reference = grad(a1)
+    assert not torch.equal(reference, grad(a2))
+    assert torch.equal(grad(a1, between=lambda: task_loss(sim, a2)), reference)
+    n = sim.n_particles
+    state = (torch.as_tensor(sim.particles.x), torch.zeros(n, 2), torch.zeros(n, 2, 2), torch.eye(2).expand(n, 2, 2))
+    continue_ = lambda: mpm_continue(sim, 0, 1, state, tool_pos=_paddle_path(sim, 1) + 0.01)
+    assert torch.equal(grad(a1, between=continue_), reference)
+
+
+def test_numpy_int_steps_and_double_backward():
+    sim = water_and_paddle()
+    pos = _paddle_path(sim).requires_grad_()
+    xs, _ = mpm_rollout(sim, np.int64(4), tool_pos=pos)
+    with pytest.raises(RuntimeError, match="double backward"):  # was torch's "does not require grad"
+        torch.autograd.grad(xs.sum(), pos, create_graph=True)

@@ -89,7 +89,7 @@ def test_actions_nan_raises_and_out_of_range_is_clamped():
     bound = env.config.action_bound
     with pytest.raises(ValueError, match="NaN"):
         env.step(torch.tensor([float("nan"), 0.0]))
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(ValueError, match=r"got \(3,\)"):  # the given shape, not the expanded one
         env.step(torch.zeros(3))
     with pytest.raises(ValueError, match="shape"):
         env.rollout_loss(torch.zeros(1, env.horizon + 1, 2))
@@ -161,3 +161,88 @@ def test_pouring_moves_liquid_into_the_receiving_cup_and_checks_its_inputs():
     shift = float(pos[-1, 0, 0] - pos[0, 0, 0])  # the walls translate with the pivot velocity
     assert abs(shift - moving.config.substeps_per_step * moving.config.dt) < 1e-12
     assert torch.equal(pos[:, 3:], pos[:1, 3:].expand_as(pos[:, 3:]))  # the receiving cup is static
+
+
+@pytest.mark.parametrize("name", MPM_TASKS)
+def test_batched_rollout_gradient_equals_per_world_gradients(name):
+    """The B worlds share one simulator; each world's gradient must still be its own (the bridge
+    recomputes a world's forward if the simulator ran another one before its backward)."""
+    env = TASKS[name](dtype=torch.float64)
+    actions = _random_actions(env, 2, seed=9)
+
+    def grad(a, between=None):
+        a = a.clone().requires_grad_()
+        loss = env.rollout_loss(a).sum()
+        if between is not None:
+            between()
+        loss.backward()
+        return a.grad
+
+    per_world = torch.cat([grad(actions[:1]), grad(actions[1:])])
+    assert not torch.allclose(per_world[0], per_world[1])
+    torch.testing.assert_close(grad(actions), per_world, rtol=1e-10, atol=1e-14)
+    env.reset()
+    torch.testing.assert_close(grad(actions[:1], between=lambda: env.step(actions[1, 0])), per_world[:1],
+                               rtol=1e-10, atol=1e-14)
+
+
+def test_mpm_positions_entering_the_simulator_are_checked():
+    with pytest.raises(ValueError, match="init_jitter"):
+        GatheringConfig(**MPM_TINY, init_jitter=-1.0)
+    with pytest.raises(ValueError, match="init_jitter"):
+        GatheringConfig(**MPM_TINY, init_jitter=float("nan"))
+    config = GatheringConfig(**MPM_TINY, water=(0.2, 0.2, 0.7, 0.35), object_box=(0.4, 0.32, 0.5, 0.4),
+                             paddle_start=(0.28, 0.28), init_jitter=50.0)
+    with pytest.raises(ValueError, match="init_jitter=50.0 moves .* particles outside the domain"):
+        Gathering(config)
+    # a nozzle parked outside the domain: its milk is clamped into the domain (was a segfault)
+    env = LatteArt(LatteArtConfig(**MPM_TINY, coffee=(0.2, 0.2, 0.8, 0.3), flux=2, nozzle_start=(1.2, 0.4)))
+    with torch.no_grad():
+        loss = env.rollout_loss(torch.zeros(1, env.horizon, 2))
+    assert torch.isfinite(loss).all() and env.sim.n_clamped > 0
+
+
+@pytest.mark.parametrize("field, value", [("init_noise", float("nan")), ("init_noise", -0.1),
+                                          ("buoyancy", float("nan")), ("jet_source", float("inf")),
+                                          ("dt", float("inf"))])
+def test_smoke_env_config_rejects_non_finite_values(field, value):
+    with pytest.raises(ValueError, match=field):
+        SmokeTransportConfig(**TINY, **{field: value})
+
+
+GATHER = dict(water=(0.2, 0.2, 0.7, 0.35), object_box=(0.4, 0.32, 0.5, 0.4), paddle_start=(0.28, 0.28))
+BAD_TASK_CONFIGS = [  # (builder, field the error must name); each used to give a NaN/inf/empty loss or an obscure error
+    (lambda: SmokeCirculationConfig(**TINY, level=0.0), "level"),
+    (lambda: SmokeCirculationConfig(**TINY, fill_zone=(0.5, 0.4, 0.5, 0.4)), "fill_zone"),
+    (lambda: SmokeCirculation(SmokeCirculationConfig(**TINY, fill_zone=(0.5, 0.51, 0.5, 0.51))), "fill_zone"),
+    (lambda: SmokeCirculation(SmokeCirculationConfig(**TINY, jet_position=(0.475, 0.675))), "jet_position"),
+    (lambda: SmokeTransportConfig(**TINY, puff_radius=-0.2), "puff_radius"),
+    (lambda: SmokeArtConfig(**TINY, wave_period=0.0), "wave_period"),
+    (lambda: SmokeArt(SmokeArtConfig(**TINY, push=0.0, wave_amplitude=0.0, jet_source=0.0)), "push"),
+    (lambda: SmokeMixingConfig(**TINY, bin_size=12), "bin_size"),
+    (lambda: SmokeMixingConfig(**TINY, bin_size=0), "bin_size"),
+    (lambda: GatheringConfig(**MPM_TINY, **{**GATHER, "goal_x": float("nan")}), "goal_x"),
+    (lambda: GatheringConfig(**MPM_TINY, **{**GATHER, "object_box": (0.4, 0.32, 0.4, 0.4)}), "object_box"),
+    (lambda: PouringConfig(**MPM_TINY, weight_power=float("nan")), "weight_power"),
+    (lambda: LatteArtConfig(**MPM_TINY, flux=0), "flux"),
+    (lambda: LatteArtConfig(**MPM_TINY, flux=-1), "flux"),
+    (lambda: LatteArtConfig(**MPM_TINY, wave_period=0.0), "wave_period"),
+    (lambda: LatteArtConfig(**{**MPM_TINY, "n_grid": 16.0}), "n_grid"),
+    (lambda: LatteArtConfig(**MPM_TINY, segment_substeps=2.5), "segment_substeps"),
+]
+
+
+@pytest.mark.parametrize("build, field", BAD_TASK_CONFIGS, ids=[f for _, f in BAD_TASK_CONFIGS])
+def test_task_configs_name_the_bad_field(build, field):
+    with pytest.raises(ValueError, match=field):
+        build()
+
+
+def test_wrong_config_class_or_device_is_rejected():
+    with pytest.raises(TypeError, match="config must be a GatheringConfig"):
+        Gathering(SmokeTransportConfig())
+    with pytest.raises(TypeError, match="config must be a SmokeTransportConfig"):
+        SmokeTransport(SmokeArtConfig())
+    for device in ("cpu:1", "foo") + (() if torch.cuda.is_available() else ("cuda",)):
+        with pytest.raises(ValueError, match="device"):
+            TASKS["transport"](device=device)

@@ -341,3 +341,109 @@ def test_viscosity_dissipates_shear_energy():
     e0, e1, e2 = energy(0.0), energy(0.05), energy(0.2)
     assert e0 > e1 > e2
     assert e2 < 0.9 * e0
+
+
+def test_forward_rejects_particles_outside_the_grid():
+    # out-of-grid particles would scatter outside the grid arrays (memory corruption)
+    sim = make_sim([WATER], steps=1, sps=2)
+    sim.x0.assign(sim.x0.numpy() - 3.0)
+    with pytest.raises(ValueError, match="x0 has .* particles outside the domain"):
+        sim.forward(1)
+    sim.resume[0].assign(sim.x0.numpy())
+    with pytest.raises(ValueError, match="state.x"):
+        sim.advance(0, 1)
+
+
+def _injector_sim(on_escape="clamp"):
+    """Two water particles and two injected ones, spawned by a nozzle parked right of the domain."""
+    x = np.array([[0.4, 0.4], [0.45, 0.4], [0.5, 0.5], [0.5, 0.5]])
+    cfg = MPMConfig(dim=2, n_grid=16, dt=1e-3, substeps_per_step=2, max_steps=2, dtype="float64",
+                    on_escape=on_escape)
+    particles = ParticleSet(x=x, material=np.zeros(4, int), birth=np.array([0, 0, 1, 3]),
+                            spawn_tool=np.array([-1, -1, 0, 0]), spawn_offset=np.zeros((4, 2)),
+                            spawn_velocity=np.tile([0.0, -1.0], (4, 1)))
+    sim = MPMSimulator(cfg, particles, [WATER], [Tool(ToolShape.SPHERE, (1e-3,), softness=0.0)])
+    pos = np.tile([1.2, 0.4], (sim.config.max_substeps + 1, 1, 1))
+    sim.load_tool_poses(pos)
+    return sim
+
+
+def test_injection_outside_the_domain_is_clamped():
+    sim = _injector_sim()
+    sim.forward(2)
+    x = sim.obs_x.numpy()[-1]
+    assert sim.n_clamped == 2
+    assert np.all((x >= 1 / 16) & (x <= 1 - 2 / 16))
+    assert x[2, 0] == pytest.approx(1 - 2 / 16)  # the spawn point (1.2, 0.4) clamped to the wall
+    sim.backward(2, wp.array(np.ones((3, 4, 2)), dtype=sim.kernels.vec))
+    assert np.isfinite(sim.tool_pos.grad.numpy()).all()
+    assert sim.tool_pos.grad.numpy()[:, 0, 0].sum() == 0.0  # the clamped axis passes no gradient
+    with pytest.raises(SimulationError, match="left the domain"):
+        _injector_sim("raise").forward(2)
+
+
+def test_backward_needs_a_matching_forward():
+    sim = make_sim([WATER], tools=[Tool(ToolShape.SPHERE, (0.05,))], steps=2, sps=2, segment=2)
+    sim.load_tool_poses(linear_path(sim, [[0.2, 0.5]], [[0.22, 0.5]]))
+    grad = wp.array(np.ones((3, sim.n_particles, 2)), dtype=sim.kernels.vec)
+    with pytest.raises(ValueError, match=r"needs a forward\(2\) first; last forward: none"):
+        sim.backward(2, grad)
+    sim.forward(1)
+    with pytest.raises(ValueError, match=r"last forward: forward\(1\)"):
+        sim.backward(2, grad)
+    sim.forward(2)
+    sim.backward(2, grad)
+    sim.backward(2, grad)  # a second backward of the same forward is fine
+    sim.resume[0].assign(sim.x0.numpy())
+    sim.advance(0, 1)
+    with pytest.raises(ValueError, match="needs a forward"):
+        sim.backward(2, grad)
+    sim.forward(2)
+    sim.load_tool_poses(linear_path(sim, [[0.2, 0.5]], [[0.21, 0.5]]))
+    with pytest.raises(ValueError, match="needs a forward"):
+        sim.backward(2, grad)
+
+
+def test_tool_rotations_must_be_rotations():
+    sim = make_sim([WATER], tools=[Tool(ToolShape.BOX, (0.05, 0.02))])
+    pos = linear_path(sim, [[0.2, 0.5]], [[0.22, 0.5]])
+    rot = np.broadcast_to(np.eye(2), pos.shape + (2,)).copy()
+    rot[4, 0] *= 1.01  # a 1 % scale error makes a static tool kick the liquid
+    with pytest.raises(ValueError, match=r"tool rot\[4, 0\] is not a rotation"):
+        sim.load_tool_poses(pos, rot)
+    rot[4, 0] = [[1.0, 0.0], [0.0, -1.0]]  # orthonormal, but a reflection (det -1)
+    with pytest.raises(ValueError, match="det = -1"):
+        sim.load_tool_poses(pos, rot)
+
+
+def test_particle_spawn_data_must_be_finite():
+    with pytest.raises(ValueError, match="spawn_offset"):
+        make_sim([WATER], tools=[Tool(ToolShape.SPHERE, (0.05,))], x=np.array([[0.5, 0.5]]),
+                 birth=np.array([1]), spawn_tool=np.array([0]), spawn_offset=np.array([[np.nan, 0.0]]))
+
+
+@pytest.mark.parametrize("field, value", [("n_grid", 32.0), ("bound", 2.5), ("substeps_per_step", 2.5),
+                                          ("max_steps", 2.5), ("segment_substeps", 2.5), ("dt", float("inf")),
+                                          ("gravity", (float("nan"), 0.0)), ("max_tool_step", float("nan")),
+                                          ("device", "foo"), ("device", "cpu:1")])
+def test_engine_config_names_the_bad_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        MPMConfig(**{field: value})
+
+
+def test_materials_tools_and_particles_are_validated():
+    for field, value in (("density", float("inf")), ("theta_s", float("inf")), ("viscosity", float("nan")),
+                         ("E", float("inf"))):
+        with pytest.raises(ValueError, match=field):
+            Material(MaterialKind.LIQUID, **{field: value})
+    with pytest.raises(ValueError, match="size"):
+        Tool(ToolShape.SPHERE, 0.05)
+    for field in ("softness", "friction"):
+        with pytest.raises(ValueError, match=field):
+            Tool(ToolShape.SPHERE, (0.05,), **{field: float("nan")})
+    for tool in (Tool(ToolShape.BOX, (0.2,)), Tool(ToolShape.SPHERE, (0.05, 0.1))):
+        with pytest.raises(ValueError, match=r"tools\[0\].size"):
+            make_sim([WATER], tools=[tool])
+    with pytest.raises(ValueError, match="birth"):  # a particle born after the horizon is never injected
+        make_sim([WATER], tools=[Tool(ToolShape.SPHERE, (0.05,))], x=np.array([[0.5, 0.5]]),
+                 birth=np.array([100]), spawn_tool=np.array([0]))

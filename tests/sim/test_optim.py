@@ -78,3 +78,28 @@ def test_adam_reduces_tiny_smoke_task():
     result = optimize_actions(env, iterations=15, lr=0.1)
     assert result.losses[0] == result.initial_loss
     assert result.ratio < 0.5
+
+
+def test_budgets_and_windows_are_validated():
+    env = PointMass(PointConfig())
+    with pytest.raises(ValueError, match="step_budget"):
+        cem(env, step_budget=float("inf"), population=4)  # used to loop forever
+    for budget in (0, -5, 4 * env.horizon - 1):  # used to return after 0 iterations
+        with pytest.raises(ValueError, match="step_budget"):
+            cem(env, step_budget=budget, population=4)
+    with pytest.raises(ValueError, match="population"):
+        cem(env, step_budget=1000, population=4.5)
+    with pytest.raises(ValueError, match="step_budget"):
+        optimize_actions(env, step_budget=1)
+    with pytest.raises(ValueError, match="lr"):
+        optimize_actions(env, lr=float("inf"))
+    with pytest.raises(ValueError, match="iterations"):
+        optimize_actions(env, iterations=2.5)
+    with pytest.raises(ValueError, match="window"):
+        optimize_actions(env, window=ExpandingWindow(env.horizon + 1))
+    for field, value in (("freeze_lag", -5), ("start", 0), ("increment", 0), ("increment", -1),
+                         ("threshold", float("nan")), ("patience", 0)):
+        with pytest.raises(ValueError, match=field):
+            ExpandingWindow(10, **{field: value})
+    with pytest.raises(ValueError, match="horizon"):
+        ExpandingWindow(3.5)

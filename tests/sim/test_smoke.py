@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from sim.engine.smoke import SmokeConfig, SmokeGrid
+from sim.engine.smoke3d import Smoke3DConfig
 
 N, B, T = 10, 2, 5
 
@@ -119,3 +120,33 @@ def test_bad_inputs_raise_clear_errors():
         SmokeConfig(resolution=2)
     with pytest.raises(ValueError, match="jacobi_iters"):
         SmokeConfig(jacobi_iters=0)
+
+
+@pytest.mark.parametrize("which, name", [(0, "v0"), (1, "q0")])
+def test_non_finite_state_is_rejected(which, name):
+    # the semi-Lagrangian clamp used to turn a NaN velocity into finite but wrong frames
+    inputs = _inputs()
+    inputs[which].view(-1)[5] = float("nan")
+    with pytest.raises(ValueError, match=f"{name} contains NaN"):
+        _grid().simulate(*inputs)
+
+
+@pytest.mark.parametrize("field, value", [("dt", float("inf")), ("buoyancy", float("nan")),
+                                          ("jet_source", float("nan")), ("jet_source", float("inf")),
+                                          ("jet_radius", float("inf"))])
+def test_config_rejects_non_finite_values(field, value):
+    with pytest.raises(ValueError, match=field):
+        SmokeConfig(**{field: value})
+    with pytest.raises(ValueError, match=field):
+        Smoke3DConfig(**{field: value})
+
+
+def test_second_backward_and_double_backward_raise_clear_errors():
+    v0, q0, a = (t.requires_grad_() for t in _inputs())
+    frames, _ = _grid().simulate(v0, q0, a)
+    frames.sum().backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="backward twice"):
+        frames.sum().backward()
+    frames, _ = _grid().simulate(v0, q0, a)
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.autograd.grad(frames.sum(), a, create_graph=True)
