@@ -704,7 +704,8 @@ def _local_value(reg: LocalErrorEstimate, problem: Problem, result: Result, rng)
     cfg, func = problem.cfg, problem.func
     dense = result.dense_steps
     starts, dts = [d[0] for d in dense], [d[1] for d in dense]
-    t_first, t_last = starts[0], starts[-1] + dts[-1]
+    t_first = starts[0]
+    t_last = result.t_event if result.t_event is not None else starts[-1] + dts[-1]   # an event ends the solve
     tab = get_tableau(reg.method) if reg.method is not None else cfg.coeffs.tableau
     y_ref = dense[0][2]
     coeffs = Coefficients.build(tab, y_ref.dtype, cfg.t_dtype, y_ref.device)

@@ -348,3 +348,15 @@ def test_solve_ode_event_errors():
         nde.solve_ode(decay, y0, t, event_fn=event, regularize=nde.regularize.RNODE())
     with pytest.raises(ValueError, match="step_size"):
         nde.solve_ode(decay, y0, t, method="rk4", event_fn=event)
+
+
+def test_local_regulariser_samples_only_up_to_the_event():
+    """LocalErrorEstimate draws its times in [t0, event time], not past the event."""
+    reg = nde.regularize.LocalErrorEstimate(n_samples=8)
+    seen = []
+    draw = reg.sample_times
+    reg.sample_times = lambda t0, t1, starts, dts, rng: seen.append((t0, t1)) or draw(t0, t1, starts, dts, rng)
+    sol = nde.solve_ode(decay, torch.tensor([2.0], dtype=torch.float64), torch.tensor([0.0, 10.0], dtype=torch.float64),
+                        event_fn=lambda t, y: y - 0.5, regularize=reg, rtol=1e-8, atol=1e-9)
+    assert abs(sol.event_t.item() - math.log(4.0)) < 1e-7
+    assert seen and abs(seen[0][1] - math.log(4.0)) < 1e-7 and torch.isfinite(sol.regularization)
