@@ -160,6 +160,8 @@ def sdeint_adjoint(sde, y0, ts, bm=None, method: Optional[str] = None, adjoint_m
     must be empty.
     """
     _reject_unknown(unused_kwargs, "sdeint_adjoint")
+    _positive_float(adjoint_rtol, "adjoint_rtol", allow_zero=True)   # unused (see above), but checked
+    _positive_float(adjoint_atol, "adjoint_atol", allow_zero=True)
     if adjoint_adaptive:
         raise ValueError("adjoint_adaptive=True is not supported: the backward pass replays the forward steps.")
     if adjoint_options:

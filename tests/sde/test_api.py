@@ -262,3 +262,8 @@ def test_half_precision_adaptive_tolerance_is_checked_up_front():
     """float16 cannot resolve the default rtol=1e-5/atol=1e-4: a clear error instead of 10^5 rejected steps."""
     with pytest.raises(ValueError, match="below the resolution of torch.float16"):
         sdeint(GBM("ito"), Y0.half(), TS, dt=0.1, adaptive=True)
+
+
+def test_unused_adjoint_tolerances_are_still_checked():
+    with pytest.raises(ValueError, match="adjoint_rtol must be >= 0"):
+        sdeint_adjoint(GBM("ito"), Y0, TS, dt=0.1, adjoint_rtol=-5.0)
