@@ -12,7 +12,7 @@ import traceback
 
 from benchmarks._common import parse_args
 
-AREAS = ["core", "controllers", "regularization", "sde", "brownian", "models", "diffusion", "transport", "sim_engine",
+AREAS = ["core", "controllers", "events", "regularization", "sde", "brownian", "models", "diffusion", "transport", "sim_engine",
          "sim_envs"]
 
 
