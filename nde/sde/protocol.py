@@ -108,7 +108,18 @@ class SDE:
             m = g.shape[2]
             if self.noise_type == "scalar" and m != 1:
                 raise ValueError(f"noise_type='scalar' needs g(t, y) of shape (batch, d, 1), got {tuple(g.shape)}.")
+        if self.noise_type == "additive":
+            self._check_additive(t, y0, g)
         self.batch_size, self.state_size, self.noise_size = batch, d, m
+
+    def _check_additive(self, t: torch.Tensor, y0: torch.Tensor, g: torch.Tensor) -> None:
+        """Additive noise means g independent of y (the methods drop its derivative terms): compare
+        g at y0 and at a perturbed state once."""
+        with torch.no_grad():
+            shifted = self.g(t, y0 + 0.1 * (y0.abs() + 1))
+        if not torch.allclose(shifted, g.detach(), rtol=1e-5, atol=1e-6 * float(g.abs().max().clamp_min(1))):
+            raise ValueError("noise_type='additive' needs a diffusion g(t, y) independent of y, but g changed "
+                             "when y did; use noise_type='general' (or 'diagonal').")
 
 
 class LogqpSDE(SDE):

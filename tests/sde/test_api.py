@@ -267,3 +267,13 @@ def test_half_precision_adaptive_tolerance_is_checked_up_front():
 def test_unused_adjoint_tolerances_are_still_checked():
     with pytest.raises(ValueError, match="adjoint_rtol must be >= 0"):
         sdeint_adjoint(GBM("ito"), Y0, TS, dt=0.1, adjoint_rtol=-5.0)
+
+
+def test_additive_noise_that_depends_on_the_state_is_refused():
+    """SRK and Milstein drop the derivative terms of additive noise; a g that depends on y would be solved
+    with the wrong correction."""
+    class NotAdditive(Bare):
+        def g(self, t, y):
+            return y.unsqueeze(-1)
+    with pytest.raises(ValueError, match="noise_type='additive' needs a diffusion g\\(t, y\\) independent of y"):
+        sdeint(NotAdditive(noise_type="additive"), Y0, TS, dt=0.1)
