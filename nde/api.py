@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 import torch
 
 from ._adams import Adams
-from ._integrate import Config, Result, output_value, rms_norm, step_index
+from ._integrate import Config, Result, _land_stage_times, output_value, rms_norm, step_index
 from ._rk import Coefficients, rk_step, stage_times
 from ._scipy import scipy_odeint
 from .controller import initial_step_scalar
@@ -654,7 +654,9 @@ def solve_ode(func: Callable, y0, t: torch.Tensor, *, method: str = "dopri5", rt
     dev = ys.device
     stats = {key: torch.as_tensor(getattr(result, key), device=dev) for key in ("nfe", "n_accepted", "n_rejected")}
     if local_reg is not None:
-        reg_value, extra_nfe = _local_value(local_reg, problem, result, generator or random)
+        if generator is not None and not isinstance(generator, random.Random):
+            raise TypeError(f"`generator` must be a random.Random, got {type(generator).__name__}")
+        reg_value, extra_nfe = _local_value(local_reg, problem, result, random if generator is None else generator)
         stats["nfe_regularization"] = torch.tensor(extra_nfe)
     if rnode is not None:
         reg_value = rnode.value(ys[-1][..., -2:])
@@ -703,7 +705,10 @@ def _local_value(reg: LocalErrorEstimate, problem: Problem, result: Result, rng)
     """One live step of the solver at each sampled time, from the detached dense-output state."""
     cfg, func = problem.cfg, problem.func
     dense = result.dense_steps
+    if not dense:   # a single output time: nothing was integrated
+        return result.ys.new_zeros(()), 0
     starts, dts = [d[0] for d in dense], [d[1] for d in dense]
+    landings = sorted(cfg.step_points + cfg.jump_points)
     t_first = starts[0]
     t_last = result.t_event if result.t_event is not None else starts[-1] + dts[-1]   # an event ends the solve
     tab = get_tableau(reg.method) if reg.method is not None else cfg.coeffs.tableau
@@ -726,11 +731,24 @@ def _local_value(reg: LocalErrorEstimate, problem: Problem, result: Result, rng)
             extra_nfe += 1
         else:
             h = dt
-        local = rk_step(func, t_r, h, y_r, k1, coeffs, stage_times(t_r, h, coeffs, cfg.t_dtype, y_r.device))
+        local = _live_step(func, t_r, h, y_r, k1, coeffs, landings, cfg.t_dtype)
         extra_nfe += tab.stages
         scaled = local.error / torch.maximum(y_r.abs(), local.y1.abs()).mul(cfg.rtol).add(cfg.atol)
         total = total + weight * reg.local_value(scaled, h, t_last - t_first, k_exp)
     return total / reg.n_samples, extra_nfe
+
+
+def _live_step(func, t_r: float, h: float, y_r: torch.Tensor, k1: torch.Tensor, coeffs: Coefficients,
+               landings: list[float], t_dtype):
+    """The local regulariser's step from ``t_r``: cut at the next ``step_t``/``jump_t`` point, where, as
+    in the solve, the stages at c = 1 are evaluated just before it (``func`` may jump there)."""
+    ahead = [p for p in landings if p > t_r]
+    times = stage_times(t_r, h, coeffs, t_dtype, y_r.device)
+    if ahead and ahead[0] <= t_r + h:
+        h = ahead[0] - t_r
+        times = _land_stage_times(stage_times(t_r, h, coeffs, t_dtype, y_r.device), coeffs.tableau.c, ahead[0],
+                                  t_dtype, y_r.device)
+    return rk_step(func, t_r, h, y_r, k1, coeffs, times)
 
 
 def odeint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method: str | None = None,

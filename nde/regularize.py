@@ -150,10 +150,11 @@ class LocalErrorEstimate:
         _check_choice("quantity", self.quantity, ("error", "density"))
         _check_choice("step", self.step, ("heuristic", "solver"))
         _check_choice("norm", self.norm, ("batch", "per_sample"))
-        if not isinstance(self.n_samples, int) or self.n_samples < 1:
+        if isinstance(self.n_samples, bool) or not isinstance(self.n_samples, int) or self.n_samples < 1:
             raise ValueError("`n_samples` must be a positive integer")
-        if self.method is not None:
-            get_tableau(self.method)
+        if self.method is not None and not get_tableau(self.method).adaptive:
+            raise ValueError(f"`method` {self.method!r} has no embedded error estimate; use an adaptive method "
+                             "(e.g. 'tsit5') or None (the solve's)")
 
     def local_value(self, scaled: torch.Tensor, h: float, span: float, k: float) -> torch.Tensor:
         """The sampled quantity from one live step of size ``h``: ``scaled`` is its error divided by the
@@ -195,15 +196,25 @@ class RNODE:
     kinetic: float = 1.0
     jacobian: float = 1.0
 
+    def __post_init__(self):
+        for name in ("kinetic", "jacobian"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise ValueError(f"`{name}` must be a finite non-negative number, got {value!r}")
+
     def augment(self, func, dim: int, like: torch.Tensor):
         eps = torch.randint(0, 2, like.shape, device=like.device).to(like.dtype) * 2 - 1
 
         def augmented(t, z):
             y = z[..., :dim]
+            track = torch.is_grad_enabled() and y.requires_grad   # else (an adjoint's no-grad replay): a fresh leaf
             with torch.enable_grad():
-                y_ = y if y.requires_grad else y.detach().requires_grad_(True)
+                y_ = y if track else y.detach().requires_grad_(True)
                 f = func(t, y_)
-                (vjp,) = torch.autograd.grad(f, y_, eps, create_graph=torch.is_grad_enabled() or y.requires_grad)
+                (vjp,) = torch.autograd.grad(f, y_, eps, create_graph=track or torch.is_grad_enabled(),
+                                             allow_unused=True)
+            if vjp is None:   # f does not depend on y: a zero Jacobian
+                vjp = torch.zeros_like(y_)
             kin = (f * f).sum(-1, keepdim=True)
             jac = (vjp * vjp).sum(-1, keepdim=True)
             return torch.cat([f, kin, jac], dim=-1)
@@ -236,7 +247,17 @@ class AdaptiveCoefficient:
     lo: float = 1e-4
     hi: float = 1e4
 
+    def __post_init__(self):
+        for name in ("target_nfe", "value", "rate", "lo", "hi"):
+            number = getattr(self, name)
+            if isinstance(number, bool) or not isinstance(number, (int, float)) or not 0 < number < math.inf:
+                raise ValueError(f"`{name}` must be a finite positive number, got {number!r}")
+        if not self.lo <= self.value <= self.hi:
+            raise ValueError(f"need lo <= value <= hi, got lo={self.lo}, value={self.value}, hi={self.hi}")
+
     def update(self, nfe: float) -> float:
+        if isinstance(nfe, bool) or not isinstance(nfe, (int, float)) or not 0 <= nfe < math.inf:
+            raise ValueError(f"`nfe` must be a finite non-negative number, got {nfe!r}")
         self.value = min(self.hi, max(self.lo, self.value * math.exp(self.rate * (nfe / self.target_nfe - 1))))
         return self.value
 

@@ -119,3 +119,28 @@ def test_grid_metric_argument_errors():
         checkerboard_cell_masses(6)
     with pytest.raises(ValueError, match="x"):
         checkerboard_log_prob(torch.zeros(3, 3))
+
+
+def test_counting_metrics_refuse_nan_and_bad_weights():
+    """NaN rows used to count as mode 0 (argmin of NaN distances), so half-NaN samples read as perfect."""
+    import nde.metrics as M
+    means = torch.tensor([[0.0, 0.0], [5.0, 5.0]])
+    weights = torch.tensor([0.5, 0.5])
+    samples = torch.cat([torch.randn(50, 2) * 0.1, torch.randn(50, 2) * 0.1 + 5])
+    assert M.mode_mass_tv(samples, means, weights) < 0.05
+    bad = samples.clone()
+    bad[:50] = float("nan")
+    for metric in (lambda: M.mode_masses(bad, means), lambda: M.mode_mass_tv(bad, means, weights),
+                   lambda: M.dropped_modes(bad, means, weights), lambda: M.near_mode_fraction(bad, means, 0.1)):
+        with pytest.raises(ValueError, match="samples contains 50 non-finite row"):
+            metric()
+    with pytest.raises(ValueError, match="weights must be a"):
+        M.mode_mass_tv(samples, means, weights[:, None])
+    with pytest.raises(ValueError, match="sum to 1"):
+        M.dropped_modes(samples, means, weights * 10)
+    with pytest.raises(ValueError, match="n_projections"):
+        M.sliced_wasserstein(samples, samples, n_projections=0)
+    with pytest.raises(ValueError, match="must return shape"):
+        M.negative_log_likelihood(samples, lambda x: -0.5 * x ** 2)          # (n, d): a missing sum
+    with pytest.raises(ValueError, match="cell_masses"):
+        M.grid_mass_tv(samples, -torch.ones(4, 4) / 16, -1.0, 1.0)

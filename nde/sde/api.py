@@ -92,7 +92,7 @@ def _solve_sde(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, gradie
     if bm is None:
         bm = _default_bm(sde, y0, ts_list, method, entropy, grid if not _queries_off_grid(regularize) else None)
     hook = regularization_hook(regularize, sde, method, bm, rtol, atol, dt, adaptive, gradient,
-                               generator or random)
+                               _generator(generator))
     heuristics, rejected, evals = {}, 0, 0
     init_evals = method.init_evals if extra_solver_state is None else 0  # per call of method.init
     if adaptive:
@@ -216,6 +216,15 @@ def _prepare(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options,
     sde.check(ts_list[0], y0)
     bm = _check_bm(bm, sde, y0, ts_list, method)
     return sde, y0, ts_list, bm, method
+
+
+def _generator(generator):
+    """The local regulariser's ``random.Random`` (default: the module's)."""
+    if generator is None:
+        return random
+    if not isinstance(generator, random.Random):
+        raise TypeError(f"generator must be a random.Random, got {type(generator).__name__}.")
+    return generator
 
 
 def _check_tolerances(rtol: float, atol: float, dtype: torch.dtype) -> None:

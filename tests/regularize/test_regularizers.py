@@ -167,3 +167,58 @@ def test_regularised_training_reduces_nfe(reg, lam):
         with torch.no_grad():
             return int(nde.solve_ode(lambda t, y: net(y), x, T1, rtol=1e-5, atol=1e-5).stats["nfe"])
     assert train(lam) < 0.8 * train(0.0)
+
+
+def test_regulariser_arguments_from_the_audit():
+    """RNODE under the adjoints with an encoder-made y0 (it raised inside autograd), and with a field that
+    ignores y; LocalErrorEstimate with a fixed-step method; generator types; AdaptiveCoefficient values."""
+    import random as _random
+    from nde import regularize as R
+    torch.manual_seed(0)
+    field = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    encoder = torch.nn.Linear(3, 2)
+    t = torch.tensor([0.0, 1.0])
+    values = {}
+    for mode in ("direct", "discrete", "backsolve"):
+        torch.manual_seed(1)   # the same Rademacher vectors in every mode
+        y0 = encoder(torch.ones(4, 3))
+        sol = nde.solve_ode(lambda t, y: field(y), y0, t, adjoint=mode, adjoint_params=tuple(field.parameters()),
+                            regularize=R.RNODE(), rtol=1e-7, atol=1e-7)
+        grad = torch.autograd.grad(sol.regularization, encoder.weight)[0]
+        values[mode] = (sol.regularization.item(), grad)
+    for mode in ("discrete", "backsolve"):
+        assert abs(values[mode][0] - values["direct"][0]) < 1e-4
+        torch.testing.assert_close(values[mode][1], values["direct"][1], atol=1e-3, rtol=1e-3)
+    w = torch.nn.Parameter(torch.ones(2))
+    constant = nde.solve_ode(lambda t, y: w * torch.ones_like(y), torch.zeros(3, 2), t, regularize=R.RNODE())
+    assert abs(constant.regularization.item() - 2.0) < 1e-5   # kinetic ∫|w|² = 2, Jacobian 0
+    with pytest.raises(ValueError, match="no embedded error estimate"):
+        R.LocalErrorEstimate(method="euler")
+    with pytest.raises(TypeError, match="`generator` must be a random.Random"):
+        nde.solve_ode(lambda t, y: field(y), torch.ones(4, 2), t, regularize=R.LocalErrorEstimate(), generator=0)
+    seeded = [nde.solve_ode(lambda t, y: field(y), torch.ones(4, 2), t, regularize=R.LocalErrorEstimate(),
+                            generator=_random.Random(3)).regularization.item() for _ in range(2)]
+    assert seeded[0] == seeded[1]
+    for kwargs in (dict(target_nfe=0), dict(target_nfe=10, lo=10.0, hi=1.0), dict(target_nfe=10, rate=-1.0)):
+        with pytest.raises(ValueError):
+            R.AdaptiveCoefficient(**kwargs)
+    with pytest.raises(ValueError, match="`nfe`"):
+        R.AdaptiveCoefficient(target_nfe=10).update(float("nan"))
+    with pytest.raises(ValueError, match="`kinetic`"):
+        R.RNODE(kinetic=float("nan"))
+    single = nde.solve_ode(lambda t, y: field(y), torch.ones(4, 2), torch.tensor([0.0]),
+                           regularize=R.LocalErrorEstimate())
+    assert single.regularization.item() == 0.0
+
+
+def test_local_step_stops_at_jump_points():
+    """A jump the user declared with jump_t must not be measured by the live step (it was: up to 4e4)."""
+    import random as _random
+    from nde import regularize as R
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(2, 2)
+    jump = lambda t, y: torch.tanh(layer(y)) + (10.0 if float(t) >= 0.5 else 0.0)  # noqa: E731
+    values = [nde.solve_ode(jump, torch.ones(3, 2), torch.tensor([0.0, 1.0]), jump_t=torch.tensor([0.5]),
+                            regularize=R.LocalErrorEstimate(step="solver"), generator=_random.Random(i))
+              .regularization.item() for i in range(20)]
+    assert max(values) < 1.0, values
