@@ -37,6 +37,16 @@ def parse_args(description: str, argv: Sequence[str] | None = None,
     return parser.parse_args(argv)
 
 
+def timing_setup(description: str, argv: Sequence[str] | None, quick_repeats: int,
+                 repeats: int) -> tuple[argparse.Namespace, int]:
+    """:func:`parse_args`, one torch thread on the CPU (timings comparable across machines), and the
+    number of repeats: ``--repeats``, else ``quick_repeats`` with ``--quick``, else ``repeats``."""
+    args = parse_args(description, argv)
+    if args.device == "cpu":
+        torch.set_num_threads(1)
+    return args, args.repeats or (quick_repeats if args.quick else repeats)
+
+
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torchsde
 
-from benchmarks._common import parse_args, peak_bytes, time_calls, write_results
+from benchmarks._common import peak_bytes, time_calls, timing_setup, write_results
 from benchmarks.sde import NeuralSDE
 from nde.sde import BrownianPath, BrownianTree, solve_sde
 
@@ -83,10 +83,7 @@ def adaptive_rows(device: str, repeats: int, tols) -> list[dict]:
 
 
 def main(argv=None):
-    args = parse_args(__doc__.splitlines()[0], argv)
-    if args.device == "cpu":
-        torch.set_num_threads(1)
-    repeats = args.repeats or (1 if args.quick else 3)
+    args, repeats = timing_setup(__doc__.splitlines()[0], argv, quick_repeats=1, repeats=3)
     rows = query_rows(args.device, repeats)
     rows += adaptive_rows(args.device, repeats, (1e-3,) if args.quick else (1e-3, 1e-4, 1e-5))
     notes = ("Paths of size 512 x 16, float32, on [0, 1] (BrownianTree tol 1e-6; torchsde's BrownianInterval "

@@ -22,7 +22,7 @@ import torch
 import torchdiffeq
 
 import nde
-from benchmarks._common import parse_args, time_calls, write_results
+from benchmarks._common import time_calls, timing_setup, write_results
 
 GRAVITY, DRAG, TOL = 9.81, 0.05, 1e-6
 
@@ -100,10 +100,7 @@ def rows_for(batch: int, device: str, repeats: int) -> list[dict]:
 
 
 def main(argv=None):
-    args = parse_args(__doc__.splitlines()[0], argv)
-    if args.device == "cpu":
-        torch.set_num_threads(1)
-    repeats = args.repeats or (1 if args.quick else 3)
+    args, repeats = timing_setup(__doc__.splitlines()[0], argv, quick_repeats=1, repeats=3)
     rows = []
     for batch in ((16,) if args.quick else (16, 256)):
         rows += rows_for(batch, args.device, repeats)
