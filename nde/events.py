@@ -4,9 +4,13 @@ An event function ``event_fn(t, y)`` returns a tensor of any shape. As in torchd
 are made positive at the start by their initial signs and combined by a minimum,
 ``g(t, y) = min_i s_i·c_i(t, y)`` with ``s = sign(c(t0, y0))``, so the solve ends at the first zero
 crossing of any component. After every accepted step the solver evaluates ``g`` at the step's end; on
-a crossing, bisection on the step's interpolant finds the event time to within ``atol``.
+a crossing, bisection on the step's interpolant finds the event time to within ``atol`` (:class:`Event`;
+where each state inside the step costs a fresh RK step, the Illinois method instead). In per-sample
+mode every row has its own ``g`` and stops at its own event, and the rows that crossed in a step are
+bisected together (:class:`RowEvent`).
 
-:func:`event_gradient` links the event time into autograd by the implicit function theorem
+:func:`event_time_gradient` (and :func:`event_gradient`, in the user's terms) links the event time into
+autograd by the implicit function theorem
 (Chen, Amos & Nickel 2021, "Learning neural event functions for ODEs", eq. 5): with
 ``g(t*, y(t*)) = 0``,
 
