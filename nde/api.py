@@ -378,8 +378,8 @@ def _event(event_fn, t: torch.Tensor, tab, cfg: Config, to_user, sign: float, at
                          f"{' (t1 only sets the direction)' if until_event else ' (per sample: (batch, 2))'}, "
                          f"got shape {tuple(t.shape)}")
     if cfg.step_size is None and not tab.adaptive:
-        raise ValueError(f"`event_fn` with the fixed-step method {tab.name!r} needs a step size "
-                         f"({'`options[' + repr('step_size') + ']`' if until_event else '`step_size`'})")
+        where = "`options['step_size']`" if until_event else "`step_size`"
+        raise ValueError(f"`event_fn` with the fixed-step method {tab.name!r} needs a step size ({where})")
     tol = float(atol.min()) if torch.is_tensor(atol) else atol
     if not per_sample:
         return Event(event_fn, to_user, sign, t.dtype, t.device, tol), ([t_out[0], math.inf] if until_event else t_out)
