@@ -354,7 +354,7 @@ def _event_time(event, func, ys: torch.Tensor, t_event, t: torch.Tensor, sign: f
         if t_event is None:
             return ys, torch.tensor(math.nan, dtype=t.dtype, device=t.device)
         t_internal = torch.tensor(t_event, dtype=t.dtype, device=t.device)
-        if t_event == sign * float(t[0]):   # the event holds at t0: the end is t0, not a crossing
+        if t_event == sign * float(t[0].detach()):   # the event holds at t0: the end is t0, not a crossing
             return ys, sign * t_internal
         t_internal, y_end = event_time_gradient(event.differentiable, func, t_internal, ys[-1])
         return torch.cat([ys[:-1], y_end.unsqueeze(0)]), (sign * t_internal).to(t.dtype)
@@ -829,7 +829,7 @@ def odeint_event(func: Callable, y0, t0: torch.Tensor, *, event_fn: Callable, re
     t = torch.cat([t0.reshape(-1), t0.reshape(-1).detach() + (-1.0 if reverse_time else 1.0)])
     event_t, solution = odeint_interface(func, y0, t, event_fn=event_fn, **kwargs)
     is_tuple = isinstance(solution, tuple)
-    if float(event_t) == float(t0):   # the event holds at t0: the solve ended there, nothing crossed
+    if float(event_t.detach()) == float(t0.detach()):   # the event holds at t0: the solve ended there
         return event_t, solution
     last = tuple(s[-1] for s in solution) if is_tuple else solution[-1]
     event_t, last = event_gradient(func, event_fn, t0.detach().reshape(()), y0, event_t, last)
