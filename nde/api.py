@@ -850,7 +850,7 @@ def _constructed_grid(constructor, func, y0, t, options: dict) -> tuple[float, .
     if not torch.is_tensor(grid) or grid.dim() != 1 or grid.numel() < 2 or not bool(torch.isfinite(grid).all()):
         raise ValueError("`options['grid_constructor']` must return a 1-D tensor of at least two finite times")
     values = grid.detach().tolist()
-    if values[0] != float(t[0]) or values[-1] != float(t[-1]):
+    if values[0] != float(t[0].detach()) or values[-1] != float(t[-1].detach()):
         raise ValueError(f"`options['grid_constructor']` must return a grid from t[0] to t[-1], "
                          f"got {values[0]} .. {values[-1]}")
     return tuple(values)
