@@ -249,6 +249,10 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
         raise TypeError("`func` must be callable as func(t, y)")
     if adjoint not in GRADIENT_MODES:
         raise ValueError(f"`adjoint` must be one of {GRADIENT_MODES}, got {adjoint!r}")
+    if adjoint_method is not None and adjoint_method not in MULTISTEP:
+        get_tableau(adjoint_method)   # an unknown name is an error in every gradient mode
+    if adjoint_options is not None and not isinstance(adjoint_options, dict):
+        raise TypeError(f"`adjoint_options` must be a dict, got {type(adjoint_options).__name__}")
     tab = get_tableau(method)
     tensors = _check_state(y0)
     batch = tensors[0].shape[0] if per_sample and tensors[0].dim() > 0 else None

@@ -249,3 +249,10 @@ def test_event_solve_end_time_gradient_and_event_at_t0():
     event_t, ys = nde.odeint_event(lambda t, y: torch.stack([y[1], -torch.ones_like(y[1])]),
                                    torch.tensor([0.0, 1.0]), torch.tensor(0.0), event_fn=lambda t, y: y[0])
     assert event_t.item() == 0.0 and torch.equal(ys[1], ys[0])
+
+
+def test_adjoint_method_and_options_are_checked_in_every_mode():
+    with pytest.raises(ValueError, match="unknown `method` 'foo'"):
+        nde.odeint(decay, torch.ones(2), T, adjoint_method="foo")
+    with pytest.raises(TypeError, match="`adjoint_options` must be a dict"):
+        nde.odeint(decay, torch.ones(2), T, adjoint_options=[1])
