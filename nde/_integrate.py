@@ -581,6 +581,8 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
                        torch.where(accept, ratio, b.prev), b.out_idx + n_pass, still)
         if 0 < n_active <= batch.rows.numel() // 2:
             batch = batch.select(still.nonzero().squeeze(1))
+            if hasattr(func, "rows_changed"):   # the API's checked field: check the smaller batch's output once
+                func.rows_changed()
     # Outputs that a failed sample did not reach are NaN.
     unreached = ((status != 0).unsqueeze(1) & (t_out > fail_t.unsqueeze(1))).T          # (T, batch)
     ys = torch.where(unreached.unsqueeze(-1), torch.full_like(ys, float("nan")), ys)

@@ -162,6 +162,7 @@ class _CheckedFunc:
         self.fast = plain and sign > 0   # the user's state is the solver's: no reshaping, no sign flip
         self.t_dtype = torch.float64     # the dtype of the user's ``t``, set by the caller
         self.tuple_state = False         # the user's state is a tuple (set by the caller)
+        self.per_sample = False          # rows are integrated on their own (set by the caller)
 
     def __call__(self, t, y):
         if t.dtype != self.t_dtype:
@@ -169,15 +170,20 @@ class _CheckedFunc:
         if self.fast:
             out = self.func(t, y)
             if not self.checked:
-                self._check(out)
+                self._check(out, y.shape[0])
             return out
         out = self.func(-t if self.sign < 0 else t, self.to_user(y))
         if not self.checked:
-            self._check(out)
+            self._check(out, y.shape[0] if y.dim() else 0)
         out = self.from_user(out)
         return -out if self.sign < 0 else out
 
-    def _check(self, out):
+    def rows_changed(self) -> None:
+        """Per-sample mode: the working batch changed size, so check the next output's shape again (a
+        field that mixes rows, e.g. through a closed-over (batch, 1) parameter, fails here, by name)."""
+        self.checked = False
+
+    def _check(self, out, rows: int):
         if isinstance(out, tuple) and not self.tuple_state:
             raise TypeError(f"`func` returned a tuple of {len(out)} tensor(s), but the state is one tensor")
         outs = out if isinstance(out, tuple) else (out,)
@@ -189,8 +195,13 @@ class _CheckedFunc:
                 raise TypeError(f"`func` must return a tensor (or tuple of tensors), got {type(o).__name__}")
             if o.dtype != self.dtype:
                 raise TypeError(f"`func` returned dtype {o.dtype}, but the state has dtype {self.dtype}")
+            if self.per_sample:   # any n rows of the batch
+                shape = (rows, *shape[1:])
             if tuple(o.shape) != tuple(shape):
-                raise ValueError(f"`func` returned shape {tuple(o.shape)}, but the state has shape {tuple(shape)}")
+                hint = (" (per-sample mode: func gets any n rows and must treat them independently; per-row "
+                        "parameters belong in the state)") if self.per_sample else ""
+                raise ValueError(f"`func` returned shape {tuple(o.shape)}, but the state has shape {tuple(shape)}"
+                                 + hint)
         self.checked = True
 
 
@@ -286,7 +297,7 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
         return layout.flatten(outs)
 
     checked = _CheckedFunc(func, to_user, from_user, sign, layout.shapes, dtype, layout.is_plain)
-    checked.tuple_state = isinstance(y0, tuple)
+    checked.tuple_state, checked.per_sample = isinstance(y0, tuple), per_sample
     y0_flat = layout.flatten(tensors)
     # Shared steps keep time in Python floats and hand ``func`` tensors in the dtype of ``t`` (as
     # torchdiffeq does); per-sample steps do time arithmetic in float64 and cast at the call.

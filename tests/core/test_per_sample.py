@@ -1,4 +1,5 @@
 """Per-sample steps: agreement with shared steps and with separate solves, work saved, stats."""
+import pytest
 import torch
 
 import nde
@@ -43,3 +44,13 @@ def test_per_sample_heuristics_have_one_column_per_sample():
     sol = nde.solve_ode(lambda t, y: -y, y0, torch.tensor([0.0, 1.0], dtype=torch.float64), per_sample=True)
     assert sol.heuristics["error_ratio"].shape[1] == 5
     assert torch.allclose(sol.ys[-1], y0 * torch.exp(torch.tensor(-1.0, dtype=torch.float64)), atol=1e-5)
+
+
+def test_field_mixing_rows_is_named_when_the_batch_shrinks():
+    """A field that broadcasts a closed-over (batch, 1) parameter works while every row is active and used
+    to fail inside torch once finished rows left the working batch; now the error names `func`."""
+    rates = torch.tensor([[1.0], [20.0], [40.0], [80.0]])
+    with pytest.raises(ValueError, match="per-sample mode: func gets any n rows"):
+        nde.solve_ode(lambda t, y: -rates * y, torch.ones(4, 1), torch.tensor([[0.0, 0.01], [0.0, 0.01],
+                                                                                [0.0, 0.01], [0.0, 5.0]]),
+                      per_sample=True)
