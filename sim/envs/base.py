@@ -15,6 +15,7 @@ Action convention (all tasks): an action is a vector of ``action_dim`` floats, v
 import abc
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -140,8 +141,9 @@ class Env(abc.ABC):
     def reset(self, seed: int | None = None) -> tuple:
         """Reset all ``B`` worlds to the initial state drawn with ``seed`` (default ``config.seed``)."""
         seed = self.config.seed if seed is None else seed
-        if not isinstance(seed, int):
-            raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2 ** 63:
+            raise TypeError(f"seed must be an int in [0, 2**63) or None, got {seed!r}")
+        seed = int(seed)
         generator = torch.Generator(device="cpu").manual_seed(seed)
         self._init = tuple(t.to(self.device) for t in self._initial_state(generator))
         self._state = self._expand(self._init, self.batch_size)
@@ -173,8 +175,8 @@ class Env(abc.ABC):
 
     def render(self, index: int = 0) -> np.ndarray:
         """RGB image ``(H, W, 3)`` uint8 of world ``index`` in the current state."""
-        if not 0 <= index < self.batch_size:
-            raise ValueError(f"index must be in [0, {self.batch_size}), got {index}")
+        if isinstance(index, bool) or not isinstance(index, numbers.Integral) or not 0 <= index < self.batch_size:
+            raise ValueError(f"index must be an int in [0, {self.batch_size}), got {index!r}")
         return self._render_state(self._state, index)
 
     def clamp_actions(self, actions: torch.Tensor) -> torch.Tensor:
@@ -206,8 +208,11 @@ class Env(abc.ABC):
             raise ValueError(f"actions must cover the horizon {self.horizon}, got {actions.shape[1]} steps")
         weights = self.step_weights()
         if mask is not None:
-            if mask.shape != (self.horizon,):
-                raise ValueError(f"mask must have shape ({self.horizon},), got {tuple(mask.shape)}")
+            if not isinstance(mask, torch.Tensor) or mask.shape != (self.horizon,):
+                raise ValueError(f"mask must be a tensor of shape ({self.horizon},), "
+                                 f"got {tuple(getattr(mask, 'shape', ())) or type(mask).__name__}")
+            if not bool((torch.isfinite(mask) & (mask >= 0)).all()):
+                raise ValueError("mask must be finite and non-negative")
             weights = weights * mask.to(weights)
         nonzero = torch.nonzero(weights).flatten()
         if nonzero.numel() == 0:

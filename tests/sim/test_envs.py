@@ -246,3 +246,18 @@ def test_wrong_config_class_or_device_is_rejected():
     for device in ("cpu:1", "foo") + (() if torch.cuda.is_available() else ("cuda",)):
         with pytest.raises(ValueError, match="device"):
             TASKS["transport"](device=device)
+
+
+def test_reset_render_and_mask_arguments_are_checked():
+    """A NaN or negative loss mask gave a NaN or rewarded loss; render(0.5) and reset(seed=True) failed
+    inside numpy/torch."""
+    env = TASKS["circulation"]()
+    with pytest.raises(ValueError, match="mask must be finite and non-negative"):
+        env.rollout_loss(env.initial_actions()[None], mask=torch.full((env.horizon,), float("nan")))
+    with pytest.raises(ValueError, match="mask must be a tensor"):
+        env.rollout_loss(env.initial_actions()[None], mask=[1.0] * env.horizon)
+    with pytest.raises(ValueError, match="index must be an int"):
+        env.render(0.5)
+    with pytest.raises(TypeError, match="seed must be an int"):
+        env.reset(seed=True)
+    env.reset(seed=np.int64(3))   # numpy ints are ints
