@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import numbers
 import random
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -10,6 +9,7 @@ from typing import Callable, Sequence
 import torch
 
 from ._adams import Adams
+from ._checks import number, positive_int
 from ._integrate import Config, Result, _land_stage_times, output_value, rms_norm, step_index
 from ._rk import Coefficients, rk_step, stage_times
 from ._scipy import scipy_odeint
@@ -99,28 +99,6 @@ def _direction(t: torch.Tensor) -> float:
     if bool(dec.any()) and not bool(dec.all()):
         raise ValueError("`t`: all samples must integrate in the same direction")
     return -1.0 if bool(dec.all()) else 1.0
-
-
-def _number(value, name: str, *, positive: bool = False, allow_inf: bool = False) -> float:
-    """A real number (a Python or numpy number, or a one-element tensor; not a string or bool), checked:
-    finite unless ``allow_inf``, ``> 0`` with ``positive``, else ``>= 0``."""
-    if torch.is_tensor(value) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{name}` must be a number, got {value!r}")
-    value = float(value)
-    if value != value or (value == math.inf and not allow_inf) or value == -math.inf:
-        raise ValueError(f"`{name}` must be finite, got {value}")
-    if (positive and not value > 0) or value < 0:
-        raise ValueError(f"`{name}` must be {'> 0' if positive else '>= 0'}, got {value}")
-    return value
-
-
-def _count(value, name: str) -> int:
-    """A positive integer (Python or numpy int), checked."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _check_tolerance_shape(name: str, tol, shape: torch.Size, per_sample: bool) -> None:
@@ -500,13 +478,13 @@ def _translate_adaptive_options(options: dict, argname: str) -> dict:
     out = {}
     for key, value in options.items():
         if key == "first_step" and value is not None:
-            out["first_step"] = _number(value, f"{argname}['first_step']", positive=True)
+            out["first_step"] = number(value, f"`{argname}['first_step']`", positive=True)
         elif key == "min_step":
-            out["min_step"] = _number(value, f"{argname}['min_step']")
+            out["min_step"] = number(value, f"`{argname}['min_step']`")
         elif key == "max_step":
-            out["max_step"] = _number(value, f"{argname}['max_step']", positive=True, allow_inf=True)
+            out["max_step"] = number(value, f"`{argname}['max_step']`", positive=True, allow_inf=True)
         elif key == "max_num_steps":
-            out["max_steps"] = _count(value, f"{argname}['max_num_steps']")
+            out["max_steps"] = positive_int(value, f"`{argname}['max_num_steps']`")
         elif key == "norm":
             if not callable(value):
                 raise ValueError(f"`{argname}['norm']` must be callable")
@@ -552,13 +530,13 @@ def _translate_fixed_options(options: dict, argname: str) -> dict:
     out = {}
     for key, value in options.items():
         if key == "step_size" and value is not None:
-            out["step_size"] = _number(value, f"{argname}['step_size']", positive=True)
+            out["step_size"] = number(value, f"`{argname}['step_size']`", positive=True)
         elif key == "interp":
             if value not in ("linear", "cubic"):
                 raise ValueError(f"`{argname}['interp']` must be 'linear' or 'cubic'")
             out["interp"] = value
         elif key == "max_num_steps":
-            out["max_steps"] = _count(value, f"{argname}['max_num_steps']")
+            out["max_steps"] = positive_int(value, f"`{argname}['max_num_steps']`")
         elif key == "perturb":
             if not isinstance(value, bool):
                 raise ValueError(f"`{argname}['perturb']` must be True or False, got {value!r}")
@@ -635,9 +613,9 @@ def solve_ode(func: Callable, y0, t: torch.Tensor, *, method: str = "dopri5", rt
     tab = get_tableau(method)
     if controller is not None and not isinstance(controller, PIController):
         raise TypeError("`controller` must be an nde.PIController")
-    options = {"first_step": None if first_step is None else _number(first_step, "first_step", positive=True),
-               "min_step": _number(min_step, "min_step"),
-               "max_step": _number(max_step, "max_step", positive=True, allow_inf=True)}
+    options = {"first_step": None if first_step is None else number(first_step, "`first_step`", positive=True),
+               "min_step": number(min_step, "`min_step`"),
+               "max_step": number(max_step, "`max_step`", positive=True, allow_inf=True)}
     if options["min_step"] > options["max_step"]:
         raise ValueError(f"`min_step`={min_step} exceeds `max_step`={max_step}")
     if per_sample and step_size is not None:
@@ -646,7 +624,7 @@ def solve_ode(func: Callable, y0, t: torch.Tensor, *, method: str = "dopri5", rt
         raise TypeError(f"`throw` must be True or False, got {throw!r}")
     if interp not in ("linear", "cubic"):
         raise ValueError(f"`interp` must be 'linear' or 'cubic', got {interp!r}")
-    max_steps = _count(max_steps, "max_steps")
+    max_steps = positive_int(max_steps, "`max_steps`")
     if (step_t is not None or jump_t is not None) and (not tab.adaptive or step_size is not None):
         raise ValueError("`step_t`/`jump_t` need an adaptive method without `step_size`")
     options.update(_translate_adaptive_options({"step_t": step_t, "jump_t": jump_t}, "solve_ode"))

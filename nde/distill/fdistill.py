@@ -31,7 +31,8 @@ from ..interpolants.interpolant import check_shape, per_sample
 from ..interpolants.losses import sample_times
 from ..interpolants.networks import MLP, TimeConditionedMLP
 from ..training import StepContext, Task
-from ..training.hyperparameters import check_samples, decay_factor, positive_float, positive_int
+from .._checks import number, positive_int
+from ..training.hyperparameters import check_samples, decay_factor
 from .divergences import divergence_weight, f_function
 from .ratio import RatioNormalizer, density_ratio, normalize_by_mean
 from .teacher import DiffusionTeacher, diffuse
@@ -121,7 +122,7 @@ class FDistill(Task):
             positive_int(latent_dim, "latent_dim")
         positive_int(batch_size, "batch_size")
         positive_int(student_update_freq, "student_update_freq")
-        positive_float(lr, "lr")
+        number(lr, "lr", positive=True)
         decay_factor(lr_decay, "lr_decay")
         if lr_decay_every is not None:
             positive_int(lr_decay_every, "lr_decay_every")

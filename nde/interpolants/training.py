@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from ..training import StepContext, Task
-from ..training.hyperparameters import check_samples, decay_factor, positive_float, positive_int
+from .._checks import number, positive_int
+from ..training.hyperparameters import check_samples, decay_factor
 from .interpolant import Interpolant
 from .losses import denoiser_loss, interpolant_velocity_loss, sample_times, score_loss, velocity_loss
 from .networks import TimeConditionedMLP
@@ -51,7 +52,7 @@ class InterpolantTask(Task):
                 raise TypeError(f"{name} must be callable as {name}(n, generator), got {type(sampler).__name__}")
         for name, value in (("dim", dim), ("batch_size", batch_size), ("lr_decay_every", lr_decay_every)):
             positive_int(value, name)
-        positive_float(lr, "lr")
+        number(lr, "lr", positive=True)
         decay_factor(lr_decay, "lr_decay")
         if not 0 <= t_min < t_max <= 1:
             raise ValueError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")

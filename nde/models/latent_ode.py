@@ -16,7 +16,8 @@ from torch import nn
 
 import nde
 from nde.interpolation.missing import check_finite_or_nan
-from nde.models.neural_ode import NeuralODE, as_time_tensor, check_count, check_positive, check_solver_options
+from nde._checks import number
+from nde.models.neural_ode import NeuralODE, as_time_tensor, check_count, check_solver_options
 
 
 def _mlp(inp: int, width: int, out: int) -> nn.Sequential:
@@ -83,7 +84,7 @@ class LatentODE(nn.Module):
     def __init__(self, data_dim: int, latent_dim: int = 4, hidden: int = 32, width: int = 64,
                  obs_std: float = 0.1, **solver_options):
         super().__init__()
-        check_positive(obs_std, "obs_std")
+        number(obs_std, "obs_std", positive=True)
         check_solver_options(solver_options)
         self.encoder = ODERNNEncoder(data_dim, hidden, 2 * latent_dim, width, **solver_options)
         self.decoder = NeuralODE(_mlp(latent_dim, width, latent_dim), autonomous=True, **solver_options)

@@ -18,7 +18,8 @@ import math
 import torch
 from torch import nn
 
-from nde.models.neural_ode import as_time_tensor, check_count, check_flag, check_positive
+from nde._checks import flag, number
+from nde.models.neural_ode import as_time_tensor, check_count
 
 
 class DiagonalDiffusion(nn.Module):
@@ -93,8 +94,8 @@ class LatentSDE(nn.Module):
                  posterior_drift: nn.Module | None = None, prior_drift: nn.Module | None = None,
                  diffusion: nn.Module | None = None):
         super().__init__()
-        check_positive(obs_std, "obs_std")
-        check_flag(adjoint, "adjoint")
+        number(obs_std, "obs_std", positive=True)
+        flag(adjoint, "adjoint")
         self.encoder = nn.GRU(data_dim, width, batch_first=True)
         self.context = nn.Linear(width, context_dim)
         self.qz0 = nn.Linear(context_dim, 2 * latent_dim)

@@ -3,13 +3,12 @@ optionally augmented with zero channels (Dupont et al. 2019, "Augmented Neural O
 from __future__ import annotations
 
 import inspect
-import math
-import numbers
 
 import torch
 from torch import nn
 
 import nde
+from nde._checks import flag, positive_int
 from nde.interpolation.missing import cast_times
 
 
@@ -40,23 +39,10 @@ def as_time_tensor(t, like: torch.Tensor, name: str = "t", per_sample: bool = Fa
 
 
 def check_count(n, name: str) -> None:
-    """Raise a ``TypeError`` / ``ValueError`` naming ``name`` unless ``n`` is a positive int."""
+    """Raise a ``TypeError`` naming ``name`` if ``n`` is not an int, a ``ValueError`` if it is not positive."""
     if not isinstance(n, int) or isinstance(n, bool):
         raise TypeError(f"{name} must be a positive int, got {n!r}")
-    if n < 1:
-        raise ValueError(f"{name} must be a positive int, got {n}")
-
-
-def check_positive(value, name: str) -> None:
-    """Raise a ``ValueError`` naming ``name`` unless ``value`` is a finite number ``> 0``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
-        raise ValueError(f"{name} must be a finite positive number, got {value!r}")
-
-
-def check_flag(value, name: str) -> None:
-    """Raise a ``TypeError`` naming ``name`` unless ``value`` is a bool (``"no"`` is not False)."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
+    positive_int(n, name)
 
 
 def check_solver_options(options: dict) -> None:
@@ -110,7 +96,7 @@ class NeuralODE(nn.Module):
         super().__init__()
         if not isinstance(vector_field, nn.Module):
             raise TypeError(f"vector_field must be an nn.Module, got {type(vector_field)}")
-        check_flag(autonomous, "autonomous")
+        flag(autonomous, "autonomous")
         if not isinstance(augment_dim, int) or isinstance(augment_dim, bool) or augment_dim < 0:
             raise ValueError(f"augment_dim must be a non-negative int, got {augment_dim!r}")
         check_solver_options(solver_options)

@@ -14,7 +14,8 @@ from torch import nn
 
 from nde.interpolation import linear_interpolation
 from nde.models.neural_cde import cdeint
-from nde.models.neural_ode import as_time_tensor, check_count, check_flag, check_solver_options
+from nde._checks import flag
+from nde.models.neural_ode import as_time_tensor, check_count, check_solver_options
 
 
 class LipSwish(nn.Module):
@@ -65,7 +66,7 @@ class SDEGenerator(nn.Module):
                  width: int = 32, depth: int = 1, *, method: str = "reversible_heun", dt: float = 0.1,
                  adjoint: bool = True):
         super().__init__()
-        check_flag(adjoint, "adjoint")
+        flag(adjoint, "adjoint")
         self.initial = lipswish_mlp(initial_noise_dim, width, hidden, depth)
         self.drift = lipswish_mlp(1 + hidden, width, hidden, depth, final_tanh=True)
         self.diffusion = lipswish_mlp(1 + hidden, width, hidden * noise_dim, depth, final_tanh=True)

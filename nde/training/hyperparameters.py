@@ -5,23 +5,8 @@ whose message names the argument, so a task validates its constructor arguments 
 """
 from __future__ import annotations
 
-import math
 
 import torch
-
-
-def positive_int(value: int, name: str) -> int:
-    """``value`` if it is an int >= 1 (not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def positive_float(value: float, name: str) -> float:
-    """``value`` as a float if it is finite and > 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
 
 
 def decay_factor(value: float, name: str) -> float:

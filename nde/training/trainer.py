@@ -13,7 +13,7 @@ import torch.distributed as dist
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .ema import EMA
-from .hyperparameters import positive_float, positive_int
+from .._checks import number, positive_int
 from .task import StepContext, Task
 
 _SEED_STRIDE = 1_000_003
@@ -45,7 +45,7 @@ class Trainer:
         positive_int(checkpoint_every, "checkpoint_every")
         positive_int(log_every, "log_every")
         if grad_clip is not None:
-            positive_float(grad_clip, "grad_clip")
+            number(grad_clip, "grad_clip", positive=True)
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
             raise ValueError(f"seed must be an int, got {seed!r}")
         for name in task.ema_networks:

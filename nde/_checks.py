@@ -1,0 +1,37 @@
+"""Argument checks shared by nde's public APIs: each returns the value it accepted, or raises an error
+whose message names the argument (pass the name as it should read, e.g. ``"`max_steps`"``)."""
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+
+def number(value, name: str, *, positive: bool = False, allow_inf: bool = False) -> float:
+    """A real number (a Python or numpy number, or a one-element tensor; not a string or bool), checked:
+    finite unless ``allow_inf``, ``> 0`` with ``positive``, else ``>= 0``; otherwise a ``ValueError``."""
+    if torch.is_tensor(value) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if value != value or (value == math.inf and not allow_inf) or value == -math.inf:
+        raise ValueError(f"{name} must be finite, got {value}")
+    if (positive and not value > 0) or value < 0:
+        raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'}, got {value}")
+    return value
+
+
+def positive_int(value, name: str) -> int:
+    """A positive integer (a Python or numpy int, not a bool); anything else is a ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def flag(value, name: str) -> bool:
+    """A bool (``"no"`` is not False); anything else is a ``TypeError``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return value
