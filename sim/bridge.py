@@ -106,13 +106,13 @@ class MPMRollout(torch.autograd.Function):
         return (None, None, *out)
 
 
-def _construction_values(sim: MPMSimulator, device: torch.device) -> dict:
-    """The defaults of :func:`mpm_rollout`: the particles and materials the simulator was built
-    with (not its buffers, which hold the last rollout's inputs)."""
+def _construction_values(sim: MPMSimulator, device: torch.device, names: list[str]) -> dict:
+    """The defaults of :func:`mpm_rollout` for ``names`` (of x0, v0, E, nu, viscosity): the particles and
+    materials the simulator was built with (not its buffers, which hold the last rollout's inputs)."""
     scalar = getattr(torch, sim.config.dtype)
-    values = {"x0": sim.particles.x, "v0": sim.particles.v}
-    values.update({name: [getattr(m, name) for m in sim.materials] for name in _PARAMS})
-    return {name: torch.as_tensor(v, dtype=scalar, device=device) for name, v in values.items()}
+    sources = {"x0": lambda: sim.particles.x, "v0": lambda: sim.particles.v}
+    sources.update({name: (lambda name=name: [getattr(m, name) for m in sim.materials]) for name in _PARAMS})
+    return {name: torch.as_tensor(sources[name](), dtype=scalar, device=device) for name in names}
 
 
 def _check_material_parameters(E: torch.Tensor, nu: torch.Tensor, viscosity: torch.Tensor) -> None:
@@ -161,9 +161,9 @@ def mpm_rollout(sim: MPMSimulator, n_steps: int, tool_pos: torch.Tensor = None,
     n_steps = int(n_steps)
     S, d, n, T = n_steps * c.substeps_per_step, c.dim, sim.n_particles, max(sim.n_tools, 1)
     device = wp.device_to_torch(wp.get_device(c.device))
-    default = _construction_values(sim, device)
     given = {"tool_pos": tool_pos, "tool_rot": tool_rot, "x0": x0, "v0": v0, "E": E, "nu": nu,
              "viscosity": viscosity}
+    default = _construction_values(sim, device, [name for name in ("x0", "v0", *_PARAMS) if given[name] is None])
     shapes = {"tool_pos": (S + 1, T, d), "tool_rot": (S + 1, T, d, d), "x0": (n, d), "v0": (n, d),
               "E": (len(sim.materials),), "nu": (len(sim.materials),), "viscosity": (len(sim.materials),)}
     if sim.n_tools == 0 and (tool_pos is not None or tool_rot is not None):
