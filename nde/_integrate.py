@@ -91,7 +91,6 @@ class Result:
     fail: tuple[float, float] | None = None
     reg_terms: list = field(default_factory=list)   # the regulariser's term per accepted step
     t_event: float | torch.Tensor | None = None   # event solves: internal event time (per-sample: (batch,), NaN: none)
-    event_time: torch.Tensor | None = None          # ... in user time, set by the API layer (solve_ode)
 
 
 def step_index(starts: list[float], t: float) -> int:

@@ -229,9 +229,8 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
 
     With ``event_fn``, ``t`` is [t0, t1] (per-sample: also (batch, 2)) and ys holds y(t0) and y at the
     end: the event (internal time ``Result.t_event``; per sample (batch,), NaN where none), or t1 if
-    the event does not come first. ``until_event`` (odeint): t1 only gives the direction, the solve
-    runs until the event, and no event-time gradient is attached; otherwise ``Result.event_time`` is the
-    event time in user time, differentiable (implicit function theorem) together with y(event).
+    the event does not come first. ``until_event`` (odeint): t1 only gives the direction and the solve
+    runs until the event. :func:`_event_time` attaches the event time's gradient (solve_ode).
 
     Returns (Result, ys (T, *flat state), layout, problem, value of the global regulariser or None)."""
     if not callable(func):
@@ -325,8 +324,6 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
     if time_grad:
         ys = _attach_output_time_grads(checked, ys, t, sign, per_sample,
                                        None if event_fn is None else _ended_at_t1(result, per_sample))
-    if event_fn is not None and not until_event:
-        ys, result.event_time = _event_time(cfg.event, checked, ys, result.t_event, t, sign, per_sample)
     return result, ys, layout, problem, reg_value
 
 
@@ -644,13 +641,16 @@ def solve_ode(func: Callable, y0, t: torch.Tensor, *, method: str = "dopri5", rt
         adjoint_params=adjoint_params, adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol,
         adjoint_method=adjoint_method, adjoint_options=adjoint_options, regularizer=global_reg,
         event_fn=event_fn, until_event=False)
+    event_t = None
+    if event_fn is not None:
+        ys, event_t = _event_time(problem.cfg.event, problem.func, ys, result.t_event, t, _direction(t), per_sample)
     dev = ys.device
     stats = {key: torch.as_tensor(getattr(result, key), device=dev) for key in ("nfe", "n_accepted", "n_rejected")}
     if local_reg is not None:
         if generator is not None and not isinstance(generator, random.Random):
             raise TypeError(f"`generator` must be a random.Random, got {type(generator).__name__}")
         reg_value, extra_nfe = _local_value(local_reg, problem, result, random if generator is None else generator)
-        stats["nfe_regularization"] = torch.tensor(extra_nfe)
+        stats["nfe_regularization"] = torch.tensor(extra_nfe, device=dev)
     if rnode is not None:
         reg_value = rnode.value(ys[-1][..., -2:])
         ys = ys[..., :-2]
@@ -660,7 +660,7 @@ def solve_ode(func: Callable, y0, t: torch.Tensor, *, method: str = "dopri5", rt
                     heuristics=result.heuristics, regularization=reg_value,
                     _dense=result.dense_steps if dense and rnode is None else [], _coeffs=problem.cfg.coeffs,
                     _unflatten=None if layout.is_plain else (lambda y: layout.unflatten(y, lead=(y.shape[0],))),
-                    _time_sign=_direction(t), event_t=result.event_time)
+                    _time_sign=_direction(t), event_t=event_t)
 
 
 def _split_regularizer(regularize, tab, adjoint, per_sample, step_size):
