@@ -213,7 +213,7 @@ def _prepare(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options,
         _check_tolerances(rtol, atol, y0.dtype)
     method = select_method(method if method is not None else default_method(sde.sde_type, sde.noise_type),
                            sde.sde_type, sde.noise_type, options)
-    sde.check(ts_list[0], y0)
+    sde.check(ts_list[0], y0, method)
     bm = _check_bm(bm, sde, y0, ts_list, method)
     return sde, y0, ts_list, bm, method
 

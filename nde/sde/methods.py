@@ -32,6 +32,9 @@ class Method:
     sde_type: str
     noise_types: tuple = ALL_NOISE
     needs_area = False
+    # Methods whose correction terms use dg_i/dy_i only (diagonal noise), which is exact only when
+    # g_i depends on y_i alone: the SDE checks that contract for them (``SDE.check``).
+    uses_noise_derivative = False
     evals_per_step = 1
     init_evals = 0  # evaluations made by :meth:`init` (counted once per solve that calls it)
 
@@ -73,6 +76,7 @@ class Milstein(Method):
     """
     name = "milstein"
     noise_types = COMMUTATIVE_NOISE
+    uses_noise_derivative = True
 
     def __init__(self, sde_type: str, grad_free: bool = False):
         super().__init__(grad_free)
@@ -206,6 +210,7 @@ class SRK(Method):
     name, sde_type = "srk", "ito"
     noise_types = COMMUTATIVE_NOISE
     needs_area = True
+    uses_noise_derivative = True
     evals_per_step = 4
 
     def stability_size(self, noise_type):

@@ -1,4 +1,6 @@
 """API edge: every bad input gets a clear error; adaptive steps; Solution contents; names."""
+import warnings
+
 import pytest
 import torch
 import torchsde
@@ -277,3 +279,38 @@ def test_additive_noise_that_depends_on_the_state_is_refused():
             return y.unsqueeze(-1)
     with pytest.raises(ValueError, match="noise_type='additive' needs a diffusion g\\(t, y\\) independent of y"):
         sdeint(NotAdditive(noise_type="additive"), Y0, TS, dt=0.1)
+
+
+class CoupledDiagonal(Bare):
+    """Diagonal noise whose g_i depends on every y_j (a dense network would do this)."""
+    def g(self, t, y):
+        return 0.2 * torch.sin(y.sum(1, keepdim=True)).expand_as(y)
+
+
+@pytest.mark.parametrize("method,sde_type", [("milstein", "ito"), ("milstein", "stratonovich"), ("srk", "ito")])
+def test_diagonal_noise_coupled_across_components_warns_with_derivative_methods(method, sde_type):
+    """Milstein and SRK use dg_i/dy_i only, which is the whole derivative only if g_i depends on y_i alone.
+    torchsde runs such SDEs silently, so (drop-in) nde warns instead of refusing."""
+    y0 = torch.ones(3, 2, dtype=torch.float64)
+    with pytest.warns(UserWarning, match=f"method '{method}' with noise_type='diagonal' assumes g_i"):
+        sdeint(CoupledDiagonal(sde_type=sde_type), y0, TS, dt=0.1, method=method)
+
+
+@pytest.mark.parametrize("method,sde_type", [("euler", "ito"), ("heun", "stratonovich"),
+                                             ("midpoint", "stratonovich"), ("euler_heun", "stratonovich")])
+def test_diagonal_noise_coupled_across_components_runs_with_derivative_free_methods(method, sde_type):
+    y0 = torch.ones(3, 2, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ys = sdeint(CoupledDiagonal(sde_type=sde_type), y0, TS, dt=0.1, method=method)
+    assert ys.shape == (3, 3, 2) and torch.isfinite(ys).all()
+
+
+def test_diagonal_noise_with_componentwise_g_passes_the_check():
+    class Componentwise(Bare):
+        def g(self, t, y):
+            return 0.2 * torch.sin(y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ys = sdeint(Componentwise(), torch.ones(3, 2, dtype=torch.float64), TS, dt=0.1, method="milstein")
+    assert torch.isfinite(ys).all()
