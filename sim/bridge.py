@@ -10,11 +10,13 @@ simulator's persistent buffers (they must stay valid for the recompute in backwa
 outputs and gradients are cloned out of those buffers, since the next rollout reuses them.
 """
 import contextlib
-import numbers
+import math
+import warnings
 
 import torch
 import warp as wp
 
+from ._checks import is_int, is_real
 from .engine.mpm import MPMSimulator, check_tool_rotations, check_tool_steps
 
 _PARAMS = ("E", "nu", "viscosity")
@@ -156,7 +158,7 @@ def mpm_rollout(sim: MPMSimulator, n_steps: int, tool_pos: torch.Tensor = None,
     if not isinstance(sim, MPMSimulator):
         raise TypeError(f"sim must be an MPMSimulator, got {type(sim).__name__}")
     c = sim.config
-    if isinstance(n_steps, bool) or not isinstance(n_steps, numbers.Integral) or not 1 <= n_steps <= c.max_steps:
+    if not is_int(n_steps) or not 1 <= n_steps <= c.max_steps:
         raise ValueError(f"n_steps must be an int in [1, {c.max_steps}], got {n_steps!r}")
     n_steps = int(n_steps)
     S, d, n, T = n_steps * c.substeps_per_step, c.dim, sim.n_particles, max(sim.n_tools, 1)
@@ -185,13 +187,14 @@ def mpm_rollout(sim: MPMSimulator, n_steps: int, tool_pos: torch.Tensor = None,
     return MPMRollout.apply(sim, n_steps, *args)
 
 
-@torch.no_grad()
 def mpm_continue(sim: MPMSimulator, start_step: int, n_steps: int, state: tuple, tool_pos: torch.Tensor = None,
                  tool_rot: torch.Tensor = None):
     """Continue an episode for ``n_steps`` env steps from its engine state at ``start_step``
     (no gradient; O(n_steps), independent of ``start_step``; see :meth:`MPMSimulator.advance`).
 
     Args (torch tensors on the simulator's device):
+        start_step, n_steps: ints (Python or numpy) with ``0 <= start_step``, ``1 <= n_steps`` and
+            ``start_step + n_steps <= max_steps``.
         state: ``(x, v, C, F)`` of shapes (N, d), (N, d), (N, d, d), (N, d, d), the full particle
             state after ``start_step`` env steps (C: APIC matrices, F: deformation gradients).
         tool_pos: (S+1, n_tools, d) tool positions of substeps ``start_step * substeps_per_step``
@@ -199,31 +202,68 @@ def mpm_continue(sim: MPMSimulator, start_step: int, n_steps: int, state: tuple,
     Returns:
         ``(xs, state)``: positions ``(n_steps, N, d)`` after each env step and the end state ``(x, v, C, F)``.
     Raises ``ValueError`` as :func:`mpm_rollout` does, and if a particle of ``state`` present at
-    ``start_step`` lies outside ``[dx, 1 - 2 dx]``. A pending :func:`mpm_rollout` backward on the
-    same ``sim`` recomputes its forward afterwards.
+    ``start_step`` lies outside ``[dx, 1 - 2 dx]``. No gradient flows back: an input that
+    requires grad gets a warning (use :func:`mpm_rollout` for a differentiable rollout). A pending
+    :func:`mpm_rollout` backward on the same ``sim`` recomputes its forward afterwards.
     """
     if not isinstance(sim, MPMSimulator):
         raise TypeError(f"sim must be an MPMSimulator, got {type(sim).__name__}")
-    c, k = sim.config, sim.kernels
-    if not isinstance(start_step, int) or not isinstance(n_steps, int):
-        raise TypeError("start_step and n_steps must be ints")
+    _check_continue_steps(sim, start_step, n_steps)
+    start_step, n_steps = int(start_step), int(n_steps)
+    tool_rot = _check_continue_inputs(sim, n_steps, state, tool_pos, tool_rot)
+    _warn_detached({"state.x": state[0], "state.v": state[1], "state.C": state[2], "state.F": state[3],
+                    "tool_pos": tool_pos, "tool_rot": tool_rot})
+    with torch.no_grad():
+        return _continue(sim, start_step, n_steps, state, tool_pos, tool_rot)
+
+
+def _check_continue_steps(sim: MPMSimulator, start_step, n_steps) -> None:
+    """``start_step`` and ``n_steps`` of :func:`mpm_continue`: ints (not bools) inside the horizon."""
+    if not (is_int(start_step) and is_int(n_steps)):
+        raise TypeError(f"start_step and n_steps must be ints, got {start_step!r}, {n_steps!r}")
+    limit = sim.config.max_steps
+    if start_step < 0 or n_steps < 1 or start_step + n_steps > limit:
+        raise ValueError(f"need 0 <= start_step, 1 <= n_steps and start_step + n_steps <= {limit}, "
+                         f"got start_step={start_step}, n_steps={n_steps}")
+
+
+def _check_continue_inputs(sim: MPMSimulator, n_steps: int, state, tool_pos, tool_rot):
+    """Shapes, devices and values of :func:`mpm_continue`'s tensors; returns ``tool_rot`` (identity
+    by default; None without tools)."""
+    c = sim.config
     S, d, n, T = n_steps * c.substeps_per_step, c.dim, sim.n_particles, max(sim.n_tools, 1)
     if not isinstance(state, (tuple, list)) or len(state) != 4:
         raise ValueError("state must be a tuple (x, v, C, F)")
     for name, t, shape in zip("xvCF", state, [(n, d), (n, d), (n, d, d), (n, d, d)]):
         _check_tensor(f"state.{name}", t, shape, sim)
-    if sim.n_tools:
-        if tool_pos is None:
-            raise ValueError("tool_pos is required when the simulator has tools")
-        if tool_rot is None:
-            tool_rot = torch.eye(d, device=tool_pos.device).expand(S + 1, T, d, d)
-        _check_tensor("tool_pos", tool_pos, (S + 1, T, d), sim)
-        _check_tensor("tool_rot", tool_rot, (S + 1, T, d, d), sim)
-        _check_tool_motion(tool_pos, tool_rot, c.tool_step_limit)
-    scalar = getattr(torch, c.dtype)
+    if not sim.n_tools:
+        return None
+    if tool_pos is None:
+        raise ValueError("tool_pos is required when the simulator has tools")
+    _check_tensor("tool_pos", tool_pos, (S + 1, T, d), sim)
+    if tool_rot is None:
+        tool_rot = torch.eye(d, device=tool_pos.device).expand(S + 1, T, d, d)
+    _check_tensor("tool_rot", tool_rot, (S + 1, T, d, d), sim)
+    _check_tool_motion(tool_pos, tool_rot, c.tool_step_limit)
+    return tool_rot
+
+
+def _warn_detached(tensors: dict) -> None:
+    """Warn about the inputs of :func:`mpm_continue` that require grad: no gradient reaches them."""
+    names = [name for name, t in tensors.items() if isinstance(t, torch.Tensor) and t.requires_grad]
+    if names and torch.is_grad_enabled():
+        verb = "requires grad but is" if len(names) == 1 else "require grad but are"
+        warnings.warn(f"mpm_continue does not propagate gradients: {', '.join(names)} {verb} detached; "
+                      "use mpm_rollout for a differentiable rollout", stacklevel=3)
+
+
+def _continue(sim: MPMSimulator, start_step: int, n_steps: int, state: tuple, tool_pos, tool_rot):
+    """Load the checked inputs of :func:`mpm_continue` and advance the simulator."""
+    c, k = sim.config, sim.kernels
+    S, scalar = n_steps * c.substeps_per_step, getattr(torch, c.dtype)
     first = start_step * c.substeps_per_step
     with _stream_scope(state[0].device):
-        if sim.n_tools and 0 <= first <= c.max_substeps - S:
+        if sim.n_tools:
             _load(sim.tool_pos[first:first + S + 1], tool_pos, k.vec, scalar)
             _load(sim.tool_rot[first:first + S + 1], tool_rot, k.mat, scalar)
         for dst, src, dtype in zip(sim.resume, state, (k.vec, k.vec, k.mat, k.mat)):
@@ -239,14 +279,32 @@ def tool_path(start: torch.Tensor, step_velocity: torch.Tensor, substeps_per_ste
     """Per-substep tool positions from per-env-step velocities (FluidLab spreads each action
     evenly over the substeps of its step).
 
-    start: (n_tools, d); step_velocity: (n_steps, n_tools, d).
+    start: (n_tools, d); step_velocity: (n_steps, n_tools, d) (tensors); substeps_per_step: an
+    int >= 1; dt: a finite number > 0 (or a one-element tensor).
     Returns (n_steps * substeps_per_step + 1, n_tools, d): ``p[s+1] = p[s] + dt v[s // substeps]``.
     """
+    _check_tool_path(start, step_velocity, substeps_per_step, dt)
+    substeps_per_step = int(substeps_per_step)
+    steps = torch.repeat_interleave(step_velocity, substeps_per_step, dim=0) * dt
+    return torch.cat([start[None], start[None] + torch.cumsum(steps, dim=0)], dim=0)
+
+
+def _check_tool_path(start, step_velocity, substeps_per_step, dt) -> None:
+    """The arguments of :func:`tool_path`, each named in its error."""
+    for name, t in (("start", start), ("step_velocity", step_velocity)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if step_velocity.ndim != 3 or start.shape != step_velocity.shape[1:]:
         raise ValueError(f"step_velocity must be (n_steps, *start.shape), got {tuple(step_velocity.shape)} "
                          f"and start {tuple(start.shape)}")
-    steps = torch.repeat_interleave(step_velocity, substeps_per_step, dim=0) * dt
-    return torch.cat([start[None], start[None] + torch.cumsum(steps, dim=0)], dim=0)
+    if not is_int(substeps_per_step) or substeps_per_step < 1:
+        raise ValueError(f"substeps_per_step must be an int >= 1, got {substeps_per_step!r}")
+    if isinstance(dt, torch.Tensor):
+        valid = dt.numel() == 1 and bool(torch.isfinite(dt).all() and (dt > 0).all())
+    else:
+        valid = is_real(dt) and math.isfinite(dt) and dt > 0
+    if not valid:
+        raise ValueError(f"dt must be a finite number > 0, got {dt!r}")
 
 
 def rotation_2d(angle: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,8 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
+from ._checks import is_int, is_real, plain_ints
+
 
 @dataclass(frozen=True)
 class SegmentPlan:
@@ -26,10 +28,11 @@ class SegmentPlan:
     segment_length: int
 
     def __post_init__(self):
-        if self.n_steps < 1:
-            raise ValueError(f"n_steps must be >= 1, got {self.n_steps}")
-        if self.segment_length < 1:
-            raise ValueError(f"segment_length must be >= 1, got {self.segment_length}")
+        for name in ("n_steps", "segment_length"):
+            value = getattr(self, name)
+            if not is_int(value) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        plain_ints(self)
 
     @property
     def segments(self) -> list:
@@ -40,9 +43,14 @@ class SegmentPlan:
 
 def suggest_segment_length(n_steps: int, checkpoint_bytes: int, step_bytes: int) -> int:
     """Segment length minimising ``2 S step_bytes + (n_steps / S) checkpoint_bytes``:
-    ``S* = sqrt(n_steps checkpoint_bytes / (2 step_bytes))``, clipped to [1, n_steps]."""
-    if n_steps < 1 or checkpoint_bytes <= 0 or step_bytes <= 0:
-        raise ValueError("n_steps, checkpoint_bytes and step_bytes must be positive")
+    ``S* = sqrt(n_steps checkpoint_bytes / (2 step_bytes))``, clipped to [1, n_steps].
+    ``n_steps`` is an int >= 1, the byte counts finite numbers > 0."""
+    if not is_int(n_steps) or n_steps < 1:
+        raise ValueError(f"n_steps must be an int >= 1, got {n_steps!r}")
+    for name, value in (("checkpoint_bytes", checkpoint_bytes), ("step_bytes", step_bytes)):
+        if not (is_real(value) and math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    n_steps = int(n_steps)
     s = math.sqrt(n_steps * checkpoint_bytes / (2.0 * step_bytes))
     return max(1, min(n_steps, int(round(s))))
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import warp as wp
 
+from .._checks import is_int, is_real, plain_ints
 from ..checkpoint import SegmentPlan, backward_sweep
 from .materials import Material, MaterialKind
 from .mpm_kernels import MAX_TOOLS, get_kernels
@@ -34,14 +35,15 @@ ROTATION_TOL = 1e-4
 
 
 def _check_int(name: str, value, low: int) -> None:
-    """``ValueError`` naming ``name`` unless ``value`` is an int (not a bool or float) ``>= low``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    """``ValueError`` naming ``name`` unless ``value`` is an int (Python or numpy; not a bool or
+    float) ``>= low``."""
+    if not is_int(value) or value < low:
         raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
 
 
 def _check_finite_positive(name: str, value) -> None:
-    """``ValueError`` naming ``name`` unless ``value`` is a finite number ``> 0``."""
-    if not (isinstance(value, (int, float, np.floating)) and math.isfinite(value) and value > 0):
+    """``ValueError`` naming ``name`` unless ``value`` is a finite number ``> 0`` (not a bool)."""
+    if not (is_real(value) and math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a finite positive number, got {value!r}")
 
 
@@ -71,7 +73,7 @@ class MPMConfig:
     max_tool_step: float = None
 
     def __post_init__(self):
-        if self.dim not in (2, 3) or not isinstance(self.dim, int):
+        if not is_int(self.dim) or self.dim not in (2, 3):
             raise ValueError(f"dim must be 2 or 3, got {self.dim!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
@@ -84,7 +86,7 @@ class MPMConfig:
         _check_finite_positive("dt", self.dt)
         if self.max_tool_step is not None:
             _check_finite_positive("max_tool_step", self.max_tool_step)
-        if self.gravity is not None and (len(self.gravity) != self.dim or not np.isfinite(self.gravity).all()):
+        if self.gravity is not None and not _finite_vector(self.gravity, self.dim):
             raise ValueError(f"gravity must have {self.dim} finite components, got {self.gravity!r}")
         if self.on_escape not in ("clamp", "raise"):
             raise ValueError(f"on_escape must be 'clamp' or 'raise', got {self.on_escape!r}")
@@ -93,6 +95,7 @@ class MPMConfig:
         except (ValueError, RuntimeError, TypeError) as error:
             raise ValueError(f"device must name a Warp device available here ('cpu', 'cuda:0', ...), "
                              f"got {self.device!r}") from error
+        plain_ints(self)
 
     @property
     def dx(self) -> float:
@@ -111,6 +114,15 @@ class MPMConfig:
         if self.gravity is not None:
             return tuple(float(g) for g in self.gravity)
         return (0.0, -9.8) if self.dim == 2 else (0.0, -9.8, 0.0)
+
+
+def _finite_vector(value, length: int) -> bool:
+    """Whether ``value`` is a sequence of ``length`` finite numbers (not bools or strings)."""
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError, RuntimeError):  # ragged, or a tensor numpy cannot read
+        return False
+    return array.shape == (length,) and array.dtype.kind in "iuf" and bool(np.isfinite(array).all())
 
 
 def check_tool_steps(step_lengths: np.ndarray, limit: float, name: str = "tool pos") -> None:
@@ -476,7 +488,7 @@ class MPMSimulator:
 
     def _plan(self, n_steps: int) -> SegmentPlan:
         c = self.config
-        if not isinstance(n_steps, (int, np.integer)) or not 1 <= n_steps <= c.max_steps:
+        if not is_int(n_steps) or not 1 <= n_steps <= c.max_steps:
             raise ValueError(f"n_steps must be an int in [1, {c.max_steps}], got {n_steps!r}")
         return SegmentPlan(int(n_steps) * c.substeps_per_step, self._segment)
 
@@ -532,8 +544,8 @@ class MPMSimulator:
         overwritten: a :meth:`backward` needs a fresh :meth:`forward` first. A particle present
         at ``start_step`` outside ``[dx, 1 - 2 dx]`` raises ``ValueError``."""
         c = self.config
-        if not isinstance(start_step, (int, np.integer)) or not isinstance(n_steps, (int, np.integer)):
-            raise TypeError("start_step and n_steps must be ints")
+        if not (is_int(start_step) and is_int(n_steps)):
+            raise TypeError(f"start_step and n_steps must be ints, got {start_step!r}, {n_steps!r}")
         if start_step < 0 or n_steps < 1 or start_step + n_steps > c.max_steps:
             raise ValueError(f"need 0 <= start_step, 1 <= n_steps and start_step + n_steps <= {c.max_steps}, "
                              f"got start_step={start_step}, n_steps={n_steps}")

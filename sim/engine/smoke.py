@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import torch
 import warp as wp
 
+from .._checks import is_int, is_real, plain_ints
+
 wp.init()
 
 __all__ = ["SmokeConfig", "SmokeGrid"]
@@ -65,21 +67,26 @@ class SmokeConfig:
 
 
 def check_grid_config(cfg, dims: int) -> None:
-    """Validate the fields shared by the 2-D and 3-D smoke configs (``dims`` jet coordinates)."""
-    if not isinstance(cfg.resolution, int) or cfg.resolution < 4:
+    """Validate the fields shared by the 2-D and 3-D smoke configs (``dims`` jet coordinates);
+    numpy-int fields become Python ints."""
+    if not is_int(cfg.resolution) or cfg.resolution < 4:
         raise ValueError(f"resolution must be an int >= 4, got {cfg.resolution!r}")
-    if not isinstance(cfg.jacobi_iters, int) or cfg.jacobi_iters < 1:
+    if not is_int(cfg.jacobi_iters) or cfg.jacobi_iters < 1:
         raise ValueError(f"jacobi_iters must be an int >= 1, got {cfg.jacobi_iters!r}")
     for name in ("dt", "jet_radius"):
         value = getattr(cfg, name)
-        if not (math.isfinite(value) and value > 0):
+        if not (is_real(value) and math.isfinite(value) and value > 0):
             raise ValueError(f"{name} must be a finite positive number, got {value!r}")
     for name in ("buoyancy", "jet_source"):
-        if not math.isfinite(getattr(cfg, name)):
-            raise ValueError(f"{name} must be finite, got {getattr(cfg, name)!r}")
-    if len(cfg.jet_position) != dims or not all(0.0 <= c <= 1.0 for c in cfg.jet_position):
+        value = getattr(cfg, name)
+        if not (is_real(value) and math.isfinite(value)):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+    position = cfg.jet_position
+    values = list(position) if hasattr(position, "__len__") else []
+    if len(values) != dims or not all(is_real(c) and 0.0 <= c <= 1.0 for c in values):
         words = {2: "two", 3: "three"}[dims]
-        raise ValueError(f"jet_position must be {words} fractions in [0, 1], got {cfg.jet_position!r}")
+        raise ValueError(f"jet_position must be {words} fractions in [0, 1], got {position!r}")
+    plain_ints(cfg)
 
 
 def _make_kernels(T):

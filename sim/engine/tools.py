@@ -1,8 +1,9 @@
 """Kinematic tools (effectors) that push the material through FluidLab's soft contact."""
 import math
-import numbers
 from dataclasses import dataclass
 from enum import IntEnum
+
+from .._checks import is_real
 
 
 class ToolShape(IntEnum):
@@ -31,7 +32,7 @@ class Tool:
         if not isinstance(self.shape, ToolShape):
             raise TypeError(f"shape must be a ToolShape, got {self.shape!r}")
         if not isinstance(self.size, (tuple, list)) or not self.size \
-                or not all(isinstance(v, numbers.Real) and math.isfinite(v) and v >= 0 for v in self.size):
+                or not all(is_real(v) and math.isfinite(v) and v >= 0 for v in self.size):
             raise ValueError(f"size must be a tuple of finite non-negative numbers, got {self.size!r}")
         for name in ("softness", "friction"):
             value = getattr(self, name)

@@ -15,11 +15,13 @@ Action convention (all tasks): an action is a vector of ``action_dim`` floats, v
 import abc
 import dataclasses
 import math
-import numbers
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from sim._checks import is_int, plain_ints
 
 __all__ = ["Env", "EnvConfig"]
 
@@ -49,6 +51,8 @@ class EnvConfig:
     """Settings every task has. Every float field (and float in a tuple field) of a task config
     must be finite.
 
+    Integer fields take Python or numpy ints (stored as Python ints), not bools.
+
     Attributes:
         horizon: number of action steps ``T`` of an episode.
         action_bound: actions are clamped to ``[-action_bound, action_bound]``.
@@ -60,14 +64,26 @@ class EnvConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if not isinstance(self.horizon, int) or self.horizon < 1:
+        if not is_int(self.horizon) or self.horizon < 1:
             raise ValueError(f"horizon must be an int >= 1, got {self.horizon!r}")
         if not self.action_bound > 0:
             raise ValueError(f"action_bound must be positive, got {self.action_bound!r}")
+        check_seed(self.seed)
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if not _all_finite(value):
                 raise ValueError(f"{field.name} must be finite, got {value!r}")
+        plain_ints(self)
+
+
+def check_seed(seed) -> int:
+    """``seed`` as a Python int: ``TypeError`` unless it is an int (Python or numpy, not a bool),
+    ``ValueError`` unless it lies in ``[0, 2**63)`` (what ``torch.Generator.manual_seed`` takes)."""
+    if not is_int(seed):
+        raise TypeError(f"seed must be an int in [0, 2**63), got {seed!r}")
+    if not 0 <= seed < 2 ** 63:
+        raise ValueError(f"seed must be an int in [0, 2**63), got {seed!r}")
+    return int(seed)
 
 
 class Env(abc.ABC):
@@ -91,12 +107,12 @@ class Env(abc.ABC):
 
     def __init__(self, config: EnvConfig, batch_size: int = 1, device="cpu", dtype=torch.float32):
         device = self._check_setup(config, device)
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if not is_int(batch_size) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         if dtype not in (torch.float32, torch.float64):
             raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
         self.config = config
-        self.batch_size = batch_size
+        self.batch_size = int(batch_size)
         self.device = torch.device(device)
         self.dtype = dtype
         self.reset()
@@ -140,10 +156,7 @@ class Env(abc.ABC):
 
     def reset(self, seed: int | None = None) -> tuple:
         """Reset all ``B`` worlds to the initial state drawn with ``seed`` (default ``config.seed``)."""
-        seed = self.config.seed if seed is None else seed
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2 ** 63:
-            raise TypeError(f"seed must be an int in [0, 2**63) or None, got {seed!r}")
-        seed = int(seed)
+        seed = check_seed(self.config.seed if seed is None else seed)
         generator = torch.Generator(device="cpu").manual_seed(seed)
         self._init = tuple(t.to(self.device) for t in self._initial_state(generator))
         self._state = self._expand(self._init, self.batch_size)
@@ -152,9 +165,14 @@ class Env(abc.ABC):
         return self._state
 
     def step(self, action: torch.Tensor) -> tuple:
-        """Advance every world one step with ``action`` ``(A,)`` or ``(B, A)`` (no gradient)."""
+        """Advance every world one step with ``action`` ``(A,)`` or ``(B, A)`` (no gradient: an
+        ``action`` that requires grad gets a warning; :meth:`rollout_loss` is differentiable)."""
         if self._t >= self.horizon:
             raise RuntimeError(f"episode is over (horizon {self.horizon}); call reset()")
+        if isinstance(action, torch.Tensor) and action.requires_grad and torch.is_grad_enabled():
+            warnings.warn("Env.step does not propagate gradients: `action` requires grad but is detached, "
+                          "so loss() has no gradient; use rollout_loss(actions) or step_losses(actions) "
+                          "for a differentiable loss", stacklevel=2)
         action = torch.as_tensor(action, dtype=self.dtype, device=self.device)
         if action.shape not in ((self.action_dim,), (self.batch_size, self.action_dim)):
             raise ValueError(f"action must have shape ({self.action_dim},) or ({self.batch_size}, "
@@ -175,7 +193,7 @@ class Env(abc.ABC):
 
     def render(self, index: int = 0) -> np.ndarray:
         """RGB image ``(H, W, 3)`` uint8 of world ``index`` in the current state."""
-        if isinstance(index, bool) or not isinstance(index, numbers.Integral) or not 0 <= index < self.batch_size:
+        if not is_int(index) or not 0 <= index < self.batch_size:
             raise ValueError(f"index must be an int in [0, {self.batch_size}), got {index!r}")
         return self._render_state(self._state, index)
 

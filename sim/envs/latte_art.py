@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from sim._checks import is_int
 from sim.engine import WATER, Material, MaterialKind, ParticleSet, Tool, ToolShape
 from sim.envs.base import check_box, check_positive
 from sim.envs.mpm_env import MPMEnv, MPMEnvConfig, block
@@ -37,7 +38,7 @@ class LatteArtConfig(MPMEnvConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if not isinstance(self.flux, int) or self.flux < 1:
+        if not is_int(self.flux) or self.flux < 1:
             raise ValueError(f"flux must be an int >= 1 (particles per step), got {self.flux!r}")
         check_positive(self, "milk_density", "wave_period")
         check_box("coffee", self.coffee[:2], self.coffee[2:])

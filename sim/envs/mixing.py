@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
+from sim._checks import is_int
 from sim.envs.base import check_positive
 from sim.envs.smoke_env import SmokeEnv, SmokeEnvConfig
 
@@ -26,7 +27,7 @@ class SmokeMixingConfig(SmokeEnvConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if not isinstance(self.bin_size, int) or not 1 <= self.bin_size < self.resolution \
+        if not is_int(self.bin_size) or not 1 <= self.bin_size < self.resolution \
                 or self.resolution % self.bin_size:
             raise ValueError(f"bin_size must be an int in [1, resolution) that divides resolution "
                              f"{self.resolution}, got {self.bin_size!r}")

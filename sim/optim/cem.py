@@ -4,7 +4,8 @@ import math
 
 import torch
 
-from sim.envs.base import Env
+from sim._checks import is_int, is_real
+from sim.envs.base import Env, check_seed
 from sim.optim.trajectory import OptimResult
 
 __all__ = ["cem"]
@@ -26,10 +27,11 @@ def cem(env: Env, step_budget: int, population: int = 16, elite_frac: float = 0.
     an int that pays for at least one iteration (``population * horizon``).
     """
     horizon = env.horizon
-    _check_arguments(horizon, step_budget, population, elite_frac, init_std, min_std, smoothing)
+    _check_arguments(horizon, step_budget, population, elite_frac, init_std, min_std, smoothing, seed)
+    population = int(population)
     n_elite = max(1, int(round(elite_frac * population)))
     bound = env.config.action_bound
-    generator = torch.Generator(device="cpu").manual_seed(seed)
+    generator = torch.Generator(device="cpu").manual_seed(int(seed))
     mean = env.initial_actions()
     std = torch.full_like(mean, 0.5 * bound if init_std is None else init_std)
     min_std = 0.05 * bound if min_std is None else min_std
@@ -56,17 +58,19 @@ def cem(env: Env, step_budget: int, population: int = 16, elite_frac: float = 0.
     return result
 
 
-def _check_arguments(horizon, step_budget, population, elite_frac, init_std, min_std, smoothing) -> None:
-    """Raise ``ValueError`` naming the first argument of :func:`cem` that is out of range."""
-    if not isinstance(population, int) or population < 2:
+def _check_arguments(horizon, step_budget, population, elite_frac, init_std, min_std, smoothing, seed) -> None:
+    """Raise ``ValueError`` naming the first argument of :func:`cem` that is out of range (ints may
+    be numpy ints, not bools); a ``seed`` that is not an int is a ``TypeError``."""
+    if not is_int(population) or population < 2:
         raise ValueError(f"population must be an int >= 2, got {population!r}")
-    if not isinstance(step_budget, int) or step_budget < population * horizon:
+    if not is_int(step_budget) or step_budget < population * horizon:
         raise ValueError(f"step_budget must be an int >= population * horizon = {population * horizon} "
                          f"(one iteration), got {step_budget!r}")
-    if not 0 < elite_frac <= 1:
+    if not (is_real(elite_frac) and 0 < elite_frac <= 1):
         raise ValueError(f"elite_frac must be in (0, 1], got {elite_frac!r}")
     for name, value in (("init_std", init_std), ("min_std", min_std)):
-        if value is not None and not (math.isfinite(value) and value >= 0):
+        if value is not None and not (is_real(value) and math.isfinite(value) and value >= 0):
             raise ValueError(f"{name} must be a finite number >= 0 or None, got {value!r}")
-    if not 0 <= smoothing < 1:
+    if not (is_real(smoothing) and 0 <= smoothing < 1):
         raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}")
+    check_seed(seed)

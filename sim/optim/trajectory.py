@@ -1,11 +1,11 @@
 """Gradient-based trajectory optimisation: ``torch.optim.Adam`` over an action sequence
 through a differentiable environment, with the expanding loss window and action freezing."""
 import math
-import numbers
 from dataclasses import dataclass, field
 
 import torch
 
+from sim._checks import is_int, is_real
 from sim.envs.base import Env
 from sim.optim.window import ExpandingWindow
 
@@ -94,14 +94,14 @@ def optimize_actions(env: Env, iterations: int = 200, lr: float = 0.05, window: 
 
 def _check_arguments(horizon: int, iterations, lr, window, init, step_budget) -> None:
     """Raise naming the first argument of :func:`optimize_actions` that is invalid."""
-    if not isinstance(iterations, int) or iterations < 1:
+    if not is_int(iterations) or iterations < 1:
         raise ValueError(f"iterations must be an int >= 1, got {iterations!r}")
-    if not isinstance(lr, (numbers.Real, torch.Tensor)) or not (math.isfinite(float(lr)) and float(lr) > 0):
+    if not (is_real(lr) or isinstance(lr, torch.Tensor)) or not (math.isfinite(float(lr)) and float(lr) > 0):
         raise ValueError(f"lr must be a finite positive number, got {lr!r}")
     if window is not None and (not isinstance(window, ExpandingWindow) or window.horizon != horizon):
         raise ValueError(f"window must be an ExpandingWindow over the env's horizon {horizon}, got {window!r}")
     if init is not None and not isinstance(init, torch.Tensor):
         raise TypeError(f"init must be a torch.Tensor or None, got {type(init).__name__}")
     first = 2 * (horizon if window is None else window.end)
-    if step_budget is not None and (not isinstance(step_budget, int) or step_budget < first):
+    if step_budget is not None and (not is_int(step_budget) or step_budget < first):
         raise ValueError(f"step_budget must be None or an int >= {first} (one iteration), got {step_budget!r}")

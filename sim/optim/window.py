@@ -4,6 +4,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from sim._checks import is_int, plain_ints
+
 __all__ = ["ExpandingWindow"]
 
 
@@ -35,22 +37,23 @@ class ExpandingWindow:
     _stall: int = field(init=False, default=0)
 
     def __post_init__(self):
-        if not isinstance(self.horizon, int) or self.horizon < 1:
+        if not is_int(self.horizon) or self.horizon < 1:
             raise ValueError(f"horizon must be an int >= 1, got {self.horizon!r}")
         default = max(1, self.horizon // 5)
         self.start = default if self.start is None else self.start
         self.increment = default if self.increment is None else self.increment
-        if not isinstance(self.start, int) or not 1 <= self.start <= self.horizon:
+        if not is_int(self.start) or not 1 <= self.start <= self.horizon:
             raise ValueError(f"start must be an int in [1, horizon={self.horizon}] or None, got {self.start!r}")
-        if not isinstance(self.increment, int) or self.increment < 1:
+        if not is_int(self.increment) or self.increment < 1:
             raise ValueError(f"increment must be an int >= 1 or None, got {self.increment!r}")
-        if not isinstance(self.patience, int) or self.patience < 1:
+        if not is_int(self.patience) or self.patience < 1:
             raise ValueError(f"patience must be an int >= 1, got {self.patience!r}")
         if not 0 <= self.threshold < 1:
             raise ValueError(f"threshold must be in [0, 1), got {self.threshold!r}")
-        if self.freeze_lag is not None and (not isinstance(self.freeze_lag, int) or self.freeze_lag < 0):
+        if self.freeze_lag is not None and (not is_int(self.freeze_lag) or self.freeze_lag < 0):
             raise ValueError(f"freeze_lag must be an int >= 0 or None, got {self.freeze_lag!r}")
         self.end = self.start
+        plain_ints(self)
 
     @property
     def full(self) -> bool:

@@ -1,5 +1,7 @@
 """torch bridge: gradients through mpm_rollout vs finite differences (float64), Adam
 reduces a task loss, float32 agrees with float64, input validation."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -269,3 +271,56 @@ def test_numpy_int_steps_and_double_backward():
     xs, _ = mpm_rollout(sim, np.int64(4), tool_pos=pos)
     with pytest.raises(RuntimeError, match="double backward"):  # was torch's "does not require grad"
         torch.autograd.grad(xs.sum(), pos, create_graph=True)
+
+
+def test_tool_path_arguments_are_checked():
+    """substeps_per_step=0 silently gave one row, dt=nan NaN positions, 2.5 a torch signature error."""
+    start, velocity = START, torch.ones(3, 1, 2, dtype=torch.float64)
+    for sps in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="substeps_per_step must be an int >= 1"):
+            tool_path(start, velocity, sps, 1e-3)
+    for dt in (float("nan"), float("inf"), 0.0, "1e-3"):
+        with pytest.raises(ValueError, match="dt must be a finite number > 0"):
+            tool_path(start, velocity, 2, dt)
+    with pytest.raises(TypeError, match="start must be a torch.Tensor"):
+        tool_path(np.zeros((1, 2)), velocity, 2, 1e-3)
+    assert torch.equal(tool_path(start, velocity, np.int64(2), 1e-3), tool_path(start, velocity, 2, 1e-3))
+
+
+def _rest_state(sim, requires_grad=False):
+    n = sim.n_particles
+    x = torch.as_tensor(sim.particles.x).clone().requires_grad_(requires_grad)
+    zeros = lambda *shape: torch.zeros(*shape, dtype=x.dtype)
+    return x, zeros(n, 2), zeros(n, 2, 2), torch.eye(2, dtype=x.dtype).expand(n, 2, 2)
+
+
+def test_continue_step_arguments_are_checked():
+    """numpy ints are accepted (as by sim.forward); bools and floats are not; a step range outside
+    the horizon is named (n_steps=0 used to be reported as a wrong tool_pos shape)."""
+    sim = water_and_paddle()
+    state, pos = _rest_state(sim), _paddle_path(sim, 1)
+    xs, _ = mpm_continue(sim, np.int64(0), np.int64(1), state, tool_pos=pos)
+    assert torch.equal(xs, mpm_continue(sim, 0, 1, state, tool_pos=pos)[0])
+    for start_step, n_steps in ((0, True), (False, 1), (0, 1.0)):
+        with pytest.raises(TypeError, match="start_step and n_steps must be ints"):
+            mpm_continue(sim, start_step, n_steps, state, tool_pos=pos)
+    for start_step, n_steps in ((0, 0), (-1, 1), (4, 1)):
+        with pytest.raises(ValueError, match=f"got start_step={start_step}, n_steps={n_steps}"):
+            mpm_continue(sim, start_step, n_steps, state, tool_pos=pos)
+
+
+def test_continue_warns_that_inputs_requiring_grad_get_no_gradient():
+    """mpm_continue dropped the gradient of a state or tool path that requires grad without a word."""
+    sim = water_and_paddle()
+    pos = _paddle_path(sim, 1)
+    message = "mpm_continue does not propagate gradients: state.x requires grad.*mpm_rollout"
+    with pytest.warns(UserWarning, match=message):
+        xs, _ = mpm_continue(sim, 0, 1, _rest_state(sim, requires_grad=True), tool_pos=pos)
+    assert not xs.requires_grad
+    with pytest.warns(UserWarning, match="tool_pos requires grad"):
+        mpm_continue(sim, 0, 1, _rest_state(sim), tool_pos=pos.clone().requires_grad_())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning without grad mode, nor for plain inputs
+        with torch.no_grad():
+            mpm_continue(sim, 0, 1, _rest_state(sim, requires_grad=True), tool_pos=pos)
+        mpm_continue(sim, 0, 1, _rest_state(sim), tool_pos=pos)

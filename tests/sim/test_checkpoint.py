@@ -34,6 +34,21 @@ def test_suggested_length_minimises_memory_model():
         suggest_segment_length(10, 0, 1)
 
 
+def test_plan_and_suggestion_arguments_are_checked():
+    """Float step counts raised "'float' object cannot be interpreted as an integer" and a NaN byte
+    count "cannot convert float NaN to integer"; numpy ints are ints, bools are not."""
+    for args, name in (((2.5, 1), "n_steps"), ((4, 2.5), "segment_length"), ((True, 1), "n_steps")):
+        with pytest.raises(ValueError, match=f"{name} must be an int >= 1"):
+            SegmentPlan(*args)
+    plan = SegmentPlan(np.int64(4), np.int64(2))
+    assert plan.segments == [(0, 2), (2, 4)] and type(plan.n_steps) is int
+    for args, name in (((float("nan"), 1, 1), "n_steps"), ((2.5, 1, 1), "n_steps"),
+                       ((10, float("nan"), 1), "checkpoint_bytes"), ((10, 1, float("inf")), "step_bytes")):
+        with pytest.raises(ValueError, match=name):
+            suggest_segment_length(*args)
+    assert suggest_segment_length(np.int64(1000), np.int64(40), 900) == suggest_segment_length(1000, 40, 900)
+
+
 def _lattice(lo, hi, h):
     axes = [np.arange(a, b, h) + 0.5 * h for a, b in zip(lo, hi)]
     return np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 2)

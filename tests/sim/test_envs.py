@@ -1,5 +1,7 @@
 """Environments: loss gradients vs central finite differences on tiny float64 instances,
 determinism with a seed, the step path against the rollout path, render, action errors."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -261,3 +263,37 @@ def test_reset_render_and_mask_arguments_are_checked():
     with pytest.raises(TypeError, match="seed must be an int"):
         env.reset(seed=True)
     env.reset(seed=np.int64(3))   # numpy ints are ints
+
+
+def test_step_warns_that_an_action_requiring_grad_gets_no_gradient():
+    """env.step(action.requires_grad_()) dropped the gradient without a word (loss() has none)."""
+    env = TASKS["transport"]()
+    action = torch.zeros(env.action_dim, requires_grad=True)
+    with pytest.warns(UserWarning, match="Env.step does not propagate gradients.*rollout_loss"):
+        env.step(action)
+    assert not env.loss().requires_grad
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with torch.no_grad():
+            env.step(action)  # grad mode off: the caller asked for no gradient
+        env.step(action.detach())
+
+
+def test_numpy_ints_are_accepted_and_bools_rejected():
+    """np.int64 horizon / batch_size / bin_size / flux were rejected, while True was a horizon of 1 and
+    batch_size=True failed inside torch; a seed of 2**70 raised a TypeError."""
+    config = SmokeMixingConfig(**{**TINY, "horizon": np.int64(5), "resolution": np.int64(12)}, bin_size=np.int64(3))
+    assert type(config.horizon) is int and type(config.bin_size) is int
+    env = SmokeMixing(config, batch_size=np.int64(2))
+    assert env.batch_size == 2 and type(env.batch_size) is int
+    assert type(LatteArtConfig(**MPM_TINY, flux=np.int64(2)).flux) is int
+    for build, field in ((lambda: SmokeTransportConfig(**{**TINY, "horizon": True}), "horizon"),
+                         (lambda: SmokeMixingConfig(**TINY, bin_size=True), "bin_size"),
+                         (lambda: LatteArtConfig(**MPM_TINY, flux=True), "flux"),
+                         (lambda: SmokeMixing(config, batch_size=True), "batch_size")):
+        with pytest.raises(ValueError, match=f"{field} must be an int"):
+            build()
+    with pytest.raises(TypeError, match="seed must be an int"):
+        SmokeTransportConfig(**TINY, seed=2.5)
+    with pytest.raises(ValueError, match=r"seed must be an int in \[0, 2\*\*63\)"):
+        env.reset(seed=2 ** 70)

@@ -447,3 +447,27 @@ def test_materials_tools_and_particles_are_validated():
     with pytest.raises(ValueError, match="birth"):  # a particle born after the horizon is never injected
         make_sim([WATER], tools=[Tool(ToolShape.SPHERE, (0.05,))], x=np.array([[0.5, 0.5]]),
                  birth=np.array([100]), spawn_tool=np.array([0]))
+
+
+def test_numpy_ints_are_ints_and_bools_are_not():
+    """np.int64 config fields were rejected ("must be an int"); a bool n_steps ran one step."""
+    cfg = MPMConfig(dim=np.int64(2), n_grid=np.int64(16), substeps_per_step=np.int64(2), max_steps=np.int64(3),
+                    bound=np.int64(2), segment_substeps=np.int64(4))
+    assert all(type(getattr(cfg, f)) is int for f in ("dim", "n_grid", "substeps_per_step", "max_steps", "bound",
+                                                       "segment_substeps"))
+    for field in ("n_grid", "substeps_per_step", "max_steps", "bound", "dim"):
+        with pytest.raises(ValueError, match=field):
+            MPMConfig(**{field: True})
+    with pytest.raises(ValueError, match="dt must be a finite positive number"):
+        MPMConfig(dt=True)
+    with pytest.raises(ValueError, match="gravity must have 2 finite components"):
+        MPMConfig(gravity=("0", "-9.8"))
+    sim = make_sim([WATER], steps=2, sps=2)
+    sim.forward(np.int64(2))
+    for call in (lambda: sim.forward(True), lambda: sim.backward(True)):
+        with pytest.raises(ValueError, match="n_steps must be an int in"):
+            call()
+    with pytest.raises(TypeError, match="start_step and n_steps must be ints"):
+        sim.advance(0, True)
+    with pytest.raises(ValueError, match="size"):
+        Tool(ToolShape.SPHERE, (True,))

@@ -103,3 +103,26 @@ def test_budgets_and_windows_are_validated():
             ExpandingWindow(10, **{field: value})
     with pytest.raises(ValueError, match="horizon"):
         ExpandingWindow(3.5)
+
+
+def test_numpy_ints_are_accepted_and_bools_rejected():
+    """np.int64 iterations / budgets / populations / window sizes and cem seeds were rejected (the seed
+    inside torch); bools counted as ints (iterations=True ran one iteration)."""
+    env = PointMass(PointConfig(horizon=4))
+    window = ExpandingWindow(np.int64(4), start=np.int64(2), increment=np.int64(1), patience=np.int64(1),
+                             freeze_lag=np.int64(0))
+    assert all(type(getattr(window, f)) is int for f in ("horizon", "start", "increment", "patience", "freeze_lag"))
+    result = optimize_actions(env, iterations=np.int64(2), window=window, step_budget=np.int64(100))
+    assert len(result.losses) == 2
+    reference = cem(env, step_budget=16, population=4, seed=1)
+    result = cem(env, step_budget=np.int64(16), population=np.int64(4), seed=np.int64(1))
+    assert result.best_loss == reference.best_loss
+    for call, name in ((lambda: optimize_actions(env, iterations=True), "iterations"),
+                       (lambda: optimize_actions(env, lr=True), "lr"),
+                       (lambda: cem(env, step_budget=16, population=True), "population"),
+                       (lambda: cem(env, step_budget=16, population=4, elite_frac="a"), "elite_frac"),
+                       (lambda: ExpandingWindow(True), "horizon")):
+        with pytest.raises(ValueError, match=name):
+            call()
+    with pytest.raises(TypeError, match="seed must be an int"):
+        cem(env, step_budget=16, population=4, seed=2.5)

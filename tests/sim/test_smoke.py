@@ -1,5 +1,6 @@
 """Smoke grid: gradients vs central finite differences (float64), closed-form behaviour,
 projection, O(1)-in-iterations pressure memory, input errors."""
+import numpy as np
 import pytest
 import torch
 
@@ -150,3 +151,19 @@ def test_second_backward_and_double_backward_raise_clear_errors():
     frames, _ = _grid().simulate(v0, q0, a)
     with pytest.raises(RuntimeError, match="double backward"):
         torch.autograd.grad(frames.sum(), a, create_graph=True)
+
+
+def test_config_types_are_checked_and_numpy_ints_accepted():
+    """np.int64 resolution was rejected, jacobi_iters=True accepted, dt='1' and jet_position=0.5 failed
+    inside math / len()."""
+    cfg = SmokeConfig(resolution=np.int64(8), jacobi_iters=np.int64(4))
+    assert type(cfg.resolution) is int and type(cfg.jacobi_iters) is int
+    for field, value, message in (("resolution", True, "resolution must be an int"),
+                                  ("jacobi_iters", True, "jacobi_iters must be an int"),
+                                  ("dt", "1", "dt must be a finite positive number"),
+                                  ("buoyancy", None, "buoyancy must be a finite number"),
+                                  ("jet_position", 0.5, "jet_position must be two fractions")):
+        with pytest.raises(ValueError, match=message):
+            SmokeConfig(**{field: value})
+    with pytest.raises(ValueError, match="jet_position must be three fractions"):
+        Smoke3DConfig(jet_position=(0.5, 0.5))
