@@ -93,22 +93,37 @@ def _interpolant_rows(seed, budget, name, samples, target, blocks, ode_mmds):
     return row, mmds
 
 
-def interpolant_case(seed: int, size: str, device: str) -> list[dict]:
-    """Learn b and eta for one seed; at each training budget, sample by the ODE and the SDEs and score."""
+# Field networks of part A: "small" (SiLU 3x128, both budgets) and "paper" (ReLU 4x256 as in the reference
+# notebooks; the paper used 4x512 ReLU), which costs about 4x per step, so only the last budget.
+NETS = {"small": {"hidden": 128, "depth": 3, "activation": "silu"},
+        "paper": {"hidden": 256, "depth": 4, "activation": "relu"}}
+PARTS = {"small": ("interpolant", "fields"), "paper": ("paper_net/samplers", "paper_net/fields")}
+
+
+def _fields_trainer(seed: int, size: str, device: str, net: str):
+    """The interpolant, the task learning b and eta (network ``NETS[net]``) and its trainer, for one seed."""
     from nde.training import Trainer
 
-    cfg = INTERPOLANT[size]
     torch.manual_seed(seed)
     interp = one_sided_linear()
-    task = InterpolantTask(interp, checkerboard, 2, fields=("b", "eta"), batch_size=1000, hidden=128, depth=3,
-                           lr=2e-3, lr_decay_every=1000, lr_decay=0.4, device=device)
-    trainer = Trainer(task, max(cfg["budgets"]), seed=seed, ema_decay=0.999)
+    task = InterpolantTask(interp, checkerboard, 2, fields=("b", "eta"), batch_size=1000, lr=2e-3,
+                           lr_decay_every=1000, lr_decay=0.4, device=device, **NETS[net])
+    budgets = INTERPOLANT[size]["budgets"] if net == "small" else INTERPOLANT[size]["budgets"][-1:]
+    return interp, task, Trainer(task, max(budgets), seed=seed, ema_decay=0.999), budgets
+
+
+def interpolant_case(seed: int, size: str, device: str, net: str = "small") -> list[dict]:
+    """Learn b and eta for one seed; at each training budget, sample by the ODE and the SDEs and score.
+    With ``net="paper"`` also the learned fields' errors (as :func:`fields_case`)."""
+    cfg = INTERPOLANT[size]
+    interp, task, trainer, budgets = _fields_trainer(seed, size, device, net)
+    part = PARTS[net][0]
     n, blocks = cfg["blocks"] * cfg["block"], cfg["blocks"]
     gen = torch.Generator().manual_seed(1000 + seed)
     target, reference = checkerboard(n, gen).to(device), checkerboard(n, gen).to(device)
     x0 = torch.randn(n, 2, generator=gen).to(device)
     rows, start = [], time.perf_counter()
-    for budget in cfg["budgets"]:
+    for budget in budgets:
         trainer.fit(stop_after=budget)
         train_s = time.perf_counter() - start
         b, eta = task.field("b", trainer.ema), task.field("eta", trainer.ema)
@@ -116,60 +131,65 @@ def interpolant_case(seed: int, size: str, device: str) -> list[dict]:
         def score(t, x, eta=eta):  # s = -eta / alpha; eps(t) s = -eps0 eta stays finite as alpha -> 0
             return interp.score_from_denoiser(t, eta(t, x))
 
+        def scored(name, samples, ode_mmds):
+            row, mmds = _interpolant_rows(seed, budget, name, samples, target, blocks, ode_mmds)
+            return {**row, "part": part}, mmds
+
         with torch.no_grad():
-            row, _ = _interpolant_rows(seed, budget, "reference (2nd target sample)", reference, target, blocks, None)
+            row, _ = scored("reference (2nd target sample)", reference, None)
             rows.append({**row, "train_s": train_s})
-            row, ode_mmds = _interpolant_rows(seed, budget, "ODE dopri5", sample_ode(b, x0, rtol=1e-4, atol=1e-4),
-                                              target, blocks, None)
+            row, ode_mmds = scored("ODE dopri5", sample_ode(b, x0, rtol=1e-4, atol=1e-4), None)
             rows.append(row)
             for eps0 in EPS_VALUES:
                 x1 = sample_sde(b, score, x0, lambda t, e=eps0: e * interp.alpha(t), steps=cfg["sde_steps"],
                                 generator=torch.Generator().manual_seed(seed))
-                rows.append(_interpolant_rows(seed, budget, f"SDE eps0={eps0}", x1, target, blocks, ode_mmds)[0])
-            if budget == max(cfg["budgets"]):  # Euler-Maruyama bias check: twice the steps for one eps0
+                rows.append(scored(f"SDE eps0={eps0}", x1, ode_mmds)[0])
+            if budget == max(budgets):  # Euler-Maruyama bias check: twice the steps for one eps0
                 x1 = sample_sde(b, score, x0, lambda t: interp.alpha(t), steps=2 * cfg["sde_steps"],
                                 generator=torch.Generator().manual_seed(seed))
-                name = f"SDE eps0=1.0, {2 * cfg['sde_steps']} steps"
-                rows.append(_interpolant_rows(seed, budget, name, x1, target, blocks, ode_mmds)[0])
+                rows.append(scored(f"SDE eps0=1.0, {2 * cfg['sde_steps']} steps", x1, ode_mmds)[0])
         start = time.perf_counter() - train_s
+    if net != "small":
+        rows += _field_rows(seed, budgets[-1], interp, task, trainer, n, device, PARTS[net][1])
     return rows
 
 
 FIELD_TIMES = (0.05, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.98)
 
 
-def fields_case(seed: int, size: str, device: str) -> list[dict]:
+def fields_case(seed: int, size: str, device: str, net: str = "small") -> list[dict]:
     """Root-mean-square errors of the learned b and eta against the exact fields (:class:`BoxUniformFields`)
     at fixed times, on x_t drawn from the interpolant; the same training as :func:`interpolant_case`."""
-    from nde.training import Trainer
-
     cfg = INTERPOLANT[size]
-    torch.manual_seed(seed)
-    interp, exact = one_sided_linear(), BoxUniformFields.checkerboard()
-    task = InterpolantTask(interp, checkerboard, 2, fields=("b", "eta"), batch_size=1000, hidden=128, depth=3,
-                           lr=2e-3, lr_decay_every=1000, lr_decay=0.4, device=device)
-    trainer = Trainer(task, max(cfg["budgets"]), seed=seed, ema_decay=0.999)
-    n, rows = cfg["blocks"] * cfg["block"], []
-    for budget in cfg["budgets"]:
+    interp, task, trainer, budgets = _fields_trainer(seed, size, device, net)
+    rows = []
+    for budget in budgets:
         trainer.fit(stop_after=budget)
-        gen = torch.Generator().manual_seed(3000 + seed)
-        for t0 in FIELD_TIMES:
-            x0, x1 = torch.randn(n, 2, generator=gen, dtype=torch.float64), checkerboard(n, gen, torch.float64)
-            t = torch.full((n,), t0, dtype=torch.float64)
-            xt = interp.x_t(t, x0, x1)
-            eta_true, b_true = exact.denoiser(t, xt), exact.velocity(t, xt)
-            with torch.no_grad():
-                learned = {k: task.field(k, trainer.ema)(t.float().to(device), xt.float().to(device)).double().cpu()
-                           for k in ("b", "eta")}
+        rows += _field_rows(seed, budget, interp, task, trainer, cfg["blocks"] * cfg["block"], device,
+                            PARTS[net][1])
+    return rows
 
-            def rms(v):
-                return float(v.square().sum(1).mean().sqrt())
 
-            err_b, err_eta = rms(learned["b"] - b_true), rms(learned["eta"] - eta_true)
-            rows.append({"part": "fields", "train_steps": budget, "seed": seed, "sampler": f"t={t0}",
-                         "rms_b_error": err_b,
-                         "rms_b": rms(b_true), "rms_eta_error": err_eta, "rms_eta": rms(eta_true),
-                         "eps_star_over_alpha": err_b / err_eta})
+def _field_rows(seed, budget, interp, task, trainer, n, device, part) -> list[dict]:
+    """One row per time of FIELD_TIMES: rms of the exact and of the error of the learned (EMA) b and eta."""
+    exact, rows = BoxUniformFields.checkerboard(), []
+    gen = torch.Generator().manual_seed(3000 + seed)
+    for t0 in FIELD_TIMES:
+        x0, x1 = torch.randn(n, 2, generator=gen, dtype=torch.float64), checkerboard(n, gen, torch.float64)
+        t = torch.full((n,), t0, dtype=torch.float64)
+        xt = interp.x_t(t, x0, x1)
+        eta_true, b_true = exact.denoiser(t, xt), exact.velocity(t, xt)
+        with torch.no_grad():
+            learned = {k: task.field(k, trainer.ema)(t.float().to(device), xt.float().to(device)).double().cpu()
+                       for k in ("b", "eta")}
+
+        def rms(v):
+            return float(v.square().sum(1).mean().sqrt())
+
+        err_b, err_eta = rms(learned["b"] - b_true), rms(learned["eta"] - eta_true)
+        rows.append({"part": part, "train_steps": budget, "seed": seed, "sampler": f"t={t0}",
+                     "rms_b_error": err_b, "rms_b": rms(b_true), "rms_eta_error": err_eta, "rms_eta": rms(eta_true),
+                     "eps_star_over_alpha": err_b / err_eta})
     return rows
 
 
@@ -257,6 +277,9 @@ def _summaries(rows: list[dict]) -> list[dict]:
 
 
 NOTES = {
+    "transport_paper_net": (
+        "A with the reference notebooks' network: b and eta are each a ReLU MLP 4x256 (instead of SiLU 3x128), "
+        "one training budget; otherwise as described below."),
     "transport_fields": (
         "A': the learned fields of part A (same training, EMA weights) against the exact b and eta of the one-sided "
         "linear interpolant N(0,I) -> checkerboard (BoxUniformFields), on x_t drawn from the interpolant at each t. "
@@ -308,8 +331,9 @@ def main(argv=None) -> None:
         p.add_argument("--workers", type=int, default=2), p.add_argument("--seeds", type=int, default=3),
         p.add_argument("--first-seed", type=int, default=0, help="run seeds first-seed .. first-seed + seeds - 1"),
         p.add_argument("--large", action="store_true", help="GPU-sized settings (more samples and steps)"),
-        p.add_argument("--parts", default="interpolant,fields,ring,hard,light,trained",
-                       help="comma list of interpolant, fields, ring, hard, light, trained"),
+        p.add_argument("--parts", default="interpolant,fields,paper,ring,hard,light,trained",
+                       help="comma list of interpolant, fields, paper (part A and A' with the paper's network), "
+                            "ring, hard, light, trained"),
         p.add_argument("--from-log", default=None, help="rebuild the result files from the 'rows:' lines that a "
                        "(possibly interrupted) run printed, instead of running")))
     size = "quick" if args.quick else "large" if args.large else "default"
@@ -317,6 +341,7 @@ def main(argv=None) -> None:
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     jobs = [(kind, (s, size, args.device)) for kind in ("interpolant", "fields") if kind in parts
             for s in seeds]
+    jobs += [("interpolant", (s, size, args.device, "paper")) for s in seeds if "paper" in parts]
     jobs += [("fdistill", (d, s, size, args.device, regime)) for s in seeds
              for regime in REGIMES if regime in parts for d in DIVERGENCES]
     results = _rows_from_log(args.from_log) if args.from_log else []
@@ -331,8 +356,12 @@ def main(argv=None) -> None:
     cfg = INTERPOLANT[size]
     blocks, block = FDISTILL_EVAL[size]
     notes = {"transport_fields": NOTES["transport_fields"],
-             "transport": NOTES["transport"].format(n=cfg["blocks"] * cfg["block"], **cfg)}
-    areas = {"transport": ("interpolant",), "transport_fields": ("fields",)}
+             "transport": NOTES["transport"].format(n=cfg["blocks"] * cfg["block"], **cfg),
+             "transport_paper_net": NOTES["transport_paper_net"] + " " + NOTES["transport"].format(
+                 n=cfg["blocks"] * cfg["block"], **cfg),
+             "transport_paper_net_fields": NOTES["transport_paper_net"] + " " + NOTES["transport_fields"]}
+    areas = {"transport": ("interpolant",), "transport_fields": ("fields",),
+             "transport_paper_net": ("paper_net/samplers",), "transport_paper_net_fields": ("paper_net/fields",)}
     for name, spec in REGIMES.items():
         areas[spec["area"]] = areas.get(spec["area"], ()) + (f"fdistill/{name}",)
         notes[spec["area"]] = NOTES[spec["area"]].format(

@@ -24,7 +24,8 @@ class InterpolantTask(Task):
         interpolant: the path.
         sample_base: ``(n, generator) -> (n, d)`` draws from rho0; ignored (Gaussian) when one-sided.
         sample_target: draws from rho1.
-        dim: state dimension; each field is a :class:`TimeConditionedMLP` (``hidden``, ``depth``).
+        dim: state dimension; each field is a :class:`TimeConditionedMLP` (``hidden``, ``depth``,
+            ``activation``).
         batch_size: global batch (split over ranks).
         t_min, t_max: training times are uniform on [t_min, t_max].
         device, dtype: where the networks and batches live (samplers draw on the CPU generator).
@@ -37,8 +38,8 @@ class InterpolantTask(Task):
 
     def __init__(self, interpolant: Interpolant, sample_target: Sampler, dim: int, *,
                  sample_base: Sampler | None = None, fields: tuple[str, ...] = ("b", "eta"), batch_size: int = 1000,
-                 hidden: int = 256, depth: int = 4, lr: float = 2e-3, lr_decay_every: int = 1500,
-                 lr_decay: float = 0.4, t_min: float = 1e-4, t_max: float = 1 - 1e-4,
+                 hidden: int = 256, depth: int = 4, activation: str = "silu", lr: float = 2e-3,
+                 lr_decay_every: int = 1500, lr_decay: float = 0.4, t_min: float = 1e-4, t_max: float = 1 - 1e-4,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
         if not isinstance(interpolant, Interpolant):
             raise TypeError(f"interpolant must be an nde.interpolants.Interpolant, got {type(interpolant).__name__}")
@@ -59,15 +60,16 @@ class InterpolantTask(Task):
         self.interpolant, self.sample_base, self.sample_target = interpolant, sample_base, sample_target
         self.fields, self.dim, self.batch_size = tuple(fields), dim, batch_size
         self.t_min, self.t_max, self.device, self.dtype = t_min, t_max, torch.device(device), dtype
-        self.networks = {f: TimeConditionedMLP(dim, hidden=hidden, depth=depth).to(self.device, dtype) for f in fields}
+        self.networks = {f: TimeConditionedMLP(dim, hidden=hidden, depth=depth, activation=activation)
+                         .to(self.device, dtype) for f in fields}
         params = [p for net in self.networks.values() for p in net.parameters()]
         self.optimizers = {"fields": torch.optim.Adam(params, lr=lr)}
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizers["fields"], lr_decay_every, lr_decay)
         self.ema_networks = tuple(fields)
         self._settings = {"interpolant": repr(interpolant), "fields": tuple(fields), "dim": dim,
-                          "batch_size": batch_size, "hidden": hidden, "depth": depth, "lr": lr,
-                          "lr_decay_every": lr_decay_every, "lr_decay": lr_decay, "t_min": t_min, "t_max": t_max,
-                          "dtype": str(dtype)}
+                          "batch_size": batch_size, "hidden": hidden, "depth": depth, "activation": activation,
+                          "lr": lr, "lr_decay_every": lr_decay_every, "lr_decay": lr_decay, "t_min": t_min,
+                          "t_max": t_max, "dtype": str(dtype)}
 
     def settings(self) -> dict:
         """The constructor's hyper-parameters; a run resumed from a checkpoint must have the same."""

@@ -135,6 +135,7 @@ def _task(**kwargs):
     ({"lr_decay": 1.5}, "lr_decay"),
     ({"lr_decay_every": 0}, "lr_decay_every"),
     ({"t_min": 0.9, "t_max": 0.1}, "t_min"),
+    ({"activation": "gelu"}, "activation"),
 ])
 def test_interpolant_task_refuses_bad_hyperparameters(kwargs, word):
     with pytest.raises(ValueError, match=word):
@@ -145,3 +146,19 @@ def test_interpolant_task_checks_the_sampler_output():
     task = _task(sample_target=lambda n, g: checkerboard(n, g)[:, :1])
     with pytest.raises(ValueError, match=r"sample_target\(n, generator\) returned shape \(16, 1\)"):
         Trainer(task, 2).fit()
+
+
+def test_relu_fields_are_piecewise_linear_in_x():
+    """activation="relu" (the paper's networks) reaches the field networks: along a line in x the field's
+    second differences vanish except at the few kinks, unlike the smooth SiLU default."""
+    torch.manual_seed(0)
+    x = torch.linspace(-2, 2, 2001, dtype=torch.float64)[:, None] * torch.tensor([[1.0, 0.3]], dtype=torch.float64)
+    t = torch.full((x.shape[0],), 0.5, dtype=torch.float64)
+    kinked = {}
+    for activation in ("relu", "silu"):
+        net = _task(activation=activation, hidden=16).networks["b"].double()
+        with torch.no_grad():
+            second = net(t, x).diff(n=2, dim=0).abs().amax(1)
+        kinked[activation] = float((second > 1e-12).float().mean())
+    assert kinked["relu"] < 0.05 < 0.9 < kinked["silu"]
+    assert _task(activation="relu").settings()["activation"] == "relu"
