@@ -75,7 +75,7 @@ def _solve_sde(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, gradie
     if gradient not in GRADIENTS:
         raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}.")
     options, max_steps = _max_steps(options, adaptive)
-    problem = _prepare(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options, names)
+    problem = _prepare(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options, names, gradient)
     sde, y0, ts_list, bm, method = problem
     if gradient == "reversible" and method.name != "reversible_heun":
         raise ValueError(f"gradient='reversible' needs method='reversible_heun', got method={method.name!r}.")
@@ -197,7 +197,7 @@ def _run(gradient, sde, method, y0, grid, noise, extra_solver_state, params, adj
     return run_fixed(method, sde, y0, grid, noise, tuple(extra0))
 
 
-def _prepare(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options, names):
+def _prepare(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options, names, gradient):
     """Validate everything once; return ``(SDE wrapper, y0, ts as floats, bm, method object)``."""
     if not isinstance(sde, SDE):
         sde = SDE(sde, names)
@@ -213,7 +213,9 @@ def _prepare(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options,
         _check_tolerances(rtol, atol, y0.dtype)
     method = select_method(method if method is not None else default_method(sde.sde_type, sde.noise_type),
                            sde.sde_type, sde.noise_type, options)
-    sde.check(ts_list[0], y0, method)
+    uses_noise_derivative = (f"method {method.name!r}" if method.uses_noise_derivative else
+                             "the Itô backsolve adjoint" if gradient == "backsolve" and sde.sde_type == "ito" else None)
+    sde.check(ts_list[0], y0, uses_noise_derivative)
     bm = _check_bm(bm, sde, y0, ts_list, method)
     return sde, y0, ts_list, bm, method
 

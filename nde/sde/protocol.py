@@ -85,11 +85,12 @@ class SDE:
         f, g = self.f_and_g(t, y)
         return f, self.prod(g, v)
 
-    def check(self, t0: float, y0: torch.Tensor, method=None) -> None:
+    def check(self, t0: float, y0: torch.Tensor, uses_noise_derivative: Optional[str] = None) -> None:
         """Evaluate ``f`` and ``g`` once at ``(t0, y0)`` and check their shapes against the noise type.
 
-        The contracts the methods rely on are probed once: additive g must not depend on y; for a
-        ``method`` with ``uses_noise_derivative`` (Milstein, SRK), diagonal g_i must depend on y_i alone.
+        The contracts the solvers rely on are probed once: additive g must not depend on y; if
+        ``uses_noise_derivative`` names what uses dg_i/dy_i (Milstein, SRK, the Itô backsolve adjoint),
+        diagonal g_i should depend on y_i alone (a warning otherwise).
         """
         batch, d = y0.shape
         t = torch.as_tensor(t0, dtype=y0.dtype, device=y0.device)
@@ -115,8 +116,8 @@ class SDE:
                 raise ValueError(f"noise_type='scalar' needs g(t, y) of shape (batch, d, 1), got {tuple(g.shape)}.")
         if self.noise_type == "additive":
             self._check_additive(t, y0, g)
-        if self.noise_type == "diagonal" and d > 1 and getattr(method, "uses_noise_derivative", False):
-            self._check_diagonal(t, y0, g, method.name)
+        if self.noise_type == "diagonal" and d > 1 and uses_noise_derivative is not None:
+            self._check_diagonal(t, y0, g, uses_noise_derivative)
         self.batch_size, self.state_size, self.noise_size = batch, d, m
 
     def _check_additive(self, t: torch.Tensor, y0: torch.Tensor, g: torch.Tensor) -> None:
@@ -124,25 +125,26 @@ class SDE:
         g at y0 and at a perturbed state once."""
         with torch.no_grad():
             shifted = self.g(t, y0 + 0.1 * (y0.abs() + 1))
-        if not torch.allclose(shifted, g.detach(), rtol=1e-5, atol=1e-6 * float(g.abs().max().clamp_min(1))):
+        if not torch.allclose(shifted, g.detach(), rtol=1e-5, atol=1e-6 * float(g.detach().abs().max().clamp_min(1))):
             raise ValueError("noise_type='additive' needs a diffusion g(t, y) independent of y, but g changed "
                              "when y did; use noise_type='general' (or 'diagonal').")
 
-    def _check_diagonal(self, t: torch.Tensor, y0: torch.Tensor, g: torch.Tensor, method: str) -> None:
-        """Diagonal noise for Milstein/SRK means g_i = g_i(t, y_i): their correction uses dg_i/dy_i only.
+    def _check_diagonal(self, t: torch.Tensor, y0: torch.Tensor, g: torch.Tensor, user: str) -> None:
+        """Diagonal noise for Milstein, SRK and the Itô adjoint (``user``) means g_i = g_i(t, y_i): their
+        corrections use dg_i/dy_i only.
         Shift y_0 alone once; if g_1..g_{d-1} change, warn (torchsde runs such SDEs silently, so refusing
         them would break the drop-in, but the solution then lacks part of the correction)."""
         y = y0.detach().clone()
         y[:, 0] += 0.1 * (y[:, 0].abs() + 1)
         with torch.no_grad():
             shifted = self.g(t, y)[:, 1:]
-        scale = 1e-6 * float(g.abs().max().clamp_min(1))
+        scale = 1e-6 * float(g.detach().abs().max().clamp_min(1))
         if not torch.allclose(shifted, g.detach()[:, 1:], rtol=1e-5, atol=scale):
-            warnings.warn(f"method {method!r} with noise_type='diagonal' assumes g_i(t, y) depends on y_i only "
-                          "(its correction term uses dg_i/dy_i), but g_1.. changed when only y_0 did: the "
-                          "cross-derivatives are ignored and the strong order is lost. Use noise_type='general' "
-                          "with g of shape (batch, d, d), or a method without derivative terms (euler, heun, "
-                          "midpoint, euler_heun).", stacklevel=4)
+            warnings.warn(f"{user} with noise_type='diagonal' assumes g_i(t, y) depends on y_i only (the "
+                          "correction uses dg_i/dy_i), but g_1.. changed when only y_0 did: the cross-derivatives "
+                          "are ignored and the strong order is lost. Use noise_type='general' with g of shape "
+                          "(batch, d, d) (a Stratonovich SDE for the adjoint), or a method without derivative "
+                          "terms (euler, heun, midpoint, euler_heun).", stacklevel=4)
 
 
 class LogqpSDE(SDE):

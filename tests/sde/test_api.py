@@ -314,3 +314,14 @@ def test_diagonal_noise_with_componentwise_g_passes_the_check():
         warnings.simplefilter("error")
         ys = sdeint(Componentwise(), torch.ones(3, 2, dtype=torch.float64), TS, dt=0.1, method="milstein")
     assert torch.isfinite(ys).all()
+
+
+def test_ito_backsolve_adjoint_probes_the_diagonal_contract():
+    """The Itô adjoint's Stratonovich correction uses dg_i/dy_i too; the Stratonovich adjoint does not."""
+    y0 = torch.ones(3, 2, dtype=torch.float64)
+    with pytest.warns(UserWarning, match="the Itô backsolve adjoint with noise_type='diagonal' assumes g_i"):
+        sdeint_adjoint(CoupledDiagonal(sde_type="ito"), y0, TS, dt=0.1, method="euler", adjoint_params=())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sdeint_adjoint(CoupledDiagonal(sde_type="stratonovich"), y0, TS, dt=0.1, method="midpoint",
+                       adjoint_params=())
