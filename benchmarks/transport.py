@@ -12,6 +12,8 @@ A. Stochastic interpolant, N(0, I) -> checkerboard (one-sided linear interpolant
    (samples on the black squares; the exact density is known) and the per-square mass TV.
 A'. (``fields``) The learned b and eta of A against the exact fields of this interpolant (closed form,
    :class:`nde.interpolants.BoxUniformFields`), time by time: where the samplers' drifts are wrong.
+A''. (``paper``) A and A' with the reference notebooks' field networks (ReLU 4x256 instead of SiLU 3x128),
+   the last training budget only (results in transport_paper_net and transport_paper_net_fields).
 B. f-distill, exact mixture teacher, reverse-KL (= VSD/DMD), forward-KL and JS, in two regimes:
    "ring": 8-Gaussian ring, weights 0.2 / 0.05 alternating, noise levels s in [0.02, 0.98], GAN term 1e-3;
    "hard": mode dropping made likely: 8 narrow modes (variance 0.01) with weights 0.22 / 0.03, small

@@ -213,8 +213,9 @@ def _prepare(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options,
         _check_tolerances(rtol, atol, y0.dtype)
     method = select_method(method if method is not None else default_method(sde.sde_type, sde.noise_type),
                            sde.sde_type, sde.noise_type, options)
+    ito_adjoint = gradient == "backsolve" and sde.sde_type == "ito"
     uses_noise_derivative = (f"method {method.name!r}" if method.uses_noise_derivative else
-                             "the Itô backsolve adjoint" if gradient == "backsolve" and sde.sde_type == "ito" else None)
+                             "the Itô backsolve adjoint" if ito_adjoint else None)
     sde.check(ts_list[0], y0, uses_noise_derivative)
     bm = _check_bm(bm, sde, y0, ts_list, method)
     return sde, y0, ts_list, bm, method
