@@ -159,16 +159,15 @@ def interpolant_case(seed: int, size: str, device: str, net: str = "small") -> l
 FIELD_TIMES = (0.05, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.98)
 
 
-def fields_case(seed: int, size: str, device: str, net: str = "small") -> list[dict]:
+def fields_case(seed: int, size: str, device: str) -> list[dict]:
     """Root-mean-square errors of the learned b and eta against the exact fields (:class:`BoxUniformFields`)
     at fixed times, on x_t drawn from the interpolant; the same training as :func:`interpolant_case`."""
     cfg = INTERPOLANT[size]
-    interp, task, trainer, budgets = _fields_trainer(seed, size, device, net)
+    interp, task, trainer, budgets = _fields_trainer(seed, size, device, "small")
     rows = []
     for budget in budgets:
         trainer.fit(stop_after=budget)
-        rows += _field_rows(seed, budget, interp, task, trainer, cfg["blocks"] * cfg["block"], device,
-                            PARTS[net][1])
+        rows += _field_rows(seed, budget, interp, task, trainer, cfg["blocks"] * cfg["block"], device, "fields")
     return rows
 
 
