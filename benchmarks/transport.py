@@ -8,8 +8,10 @@ A. Stochastic interpolant, N(0, I) -> checkerboard (one-sided linear interpolant
    eps(t) = eps0 * alpha(t) for several eps0 (drift b + eps s = b - eps0 eta, finite up to t = 1),
    all from the same base draws. Metrics on n = blocks x block samples against fresh target samples:
    energy MMD (mean and standard error over blocks), the paired difference MMD(sampler) - MMD(ODE)
-   on the same target blocks (its standard error is what decides "beats"), the support fraction
-   (samples on the black squares; the exact density is known) and the per-square mass TV.
+   on the same target blocks, the energy distance to the exact checkerboard law over all n samples
+   (closed-form target terms, :func:`nde.metrics.energy_distance_exact`: no target-sample noise) and its
+   paired difference to the ODE, the support fraction (samples on the black squares; the exact density is
+   known) and the per-square mass TV.
 A'. (``fields``) The learned b and eta of A against the exact fields of this interpolant (closed form,
    :class:`nde.interpolants.BoxUniformFields`), time by time: where the samplers' drifts are wrong.
 A''. (``paper``) A and A' with the reference notebooks' field networks (ReLU 4x256 instead of SiLU 3x128),
@@ -43,8 +45,8 @@ from benchmarks._common import parse_args, write_results
 from nde.distill import DiffusionTeacher, FDistill, train_velocity_teacher
 from nde.interpolants import (BoxUniformFields, InterpolantTask, checkerboard, checkerboard_cell_masses,
                               checkerboard_log_prob, one_sided_linear, ring_mixture, sample_ode, sample_sde)
-from nde.metrics import dropped_modes, energy_mmd, grid_mass_tv, mode_mass_tv, mode_masses, near_mode_fraction, \
-    support_fraction
+from nde.metrics import UniformBoxes, dropped_modes, energy_distance_exact, energy_mmd, grid_mass_tv, mode_mass_tv, \
+    mode_masses, near_mode_fraction, support_fraction
 
 EPS_VALUES = (0.5, 1.0, 2.0, 4.0)
 DIVERGENCES = ("reverse_kl", "forward_kl", "js")
@@ -84,15 +86,21 @@ def mean_se(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) / len(values) ** 0.5
 
 
-def _interpolant_rows(seed, budget, name, samples, target, blocks, ode_mmds):
+CHECKERBOARD = UniformBoxes.checkerboard()
+
+
+def _interpolant_rows(seed, budget, name, samples, target, blocks, ode):
+    """One sampler's row; ``ode``: the ODE's (block MMDs, exact energy distance) for the paired differences."""
     mmds = block_mmds(samples, target, blocks)
     mmd, mmd_se = mean_se(mmds)
-    diff, diff_se = mean_se([a - b for a, b in zip(mmds, ode_mmds)]) if ode_mmds else (None, None)
+    diff, diff_se = mean_se([a - b for a, b in zip(mmds, ode[0])]) if ode else (None, None)
+    exact = energy_distance_exact(samples, CHECKERBOARD)
     row = {"part": "interpolant", "train_steps": budget, "seed": seed, "sampler": name,
            "energy_mmd": mmd, "energy_mmd_se": mmd_se, "minus_ode": diff, "minus_ode_se": diff_se,
+           "energy_exact": exact, "minus_ode_exact": exact - ode[1] if ode else None,
            "support_frac": support_fraction(samples, checkerboard_log_prob),
            "square_tv": grid_mass_tv(samples, checkerboard_cell_masses(4).to(samples), -4.0, 4.0)}
-    return row, mmds
+    return row, (mmds, exact)
 
 
 # Field networks of part A: "small" (SiLU 3x128, both budgets) and "paper" (ReLU 4x256 as in the reference
@@ -133,23 +141,23 @@ def interpolant_case(seed: int, size: str, device: str, net: str = "small") -> l
         def score(t, x, eta=eta):  # s = -eta / alpha; eps(t) s = -eps0 eta stays finite as alpha -> 0
             return interp.score_from_denoiser(t, eta(t, x))
 
-        def scored(name, samples, ode_mmds):
-            row, mmds = _interpolant_rows(seed, budget, name, samples, target, blocks, ode_mmds)
-            return {**row, "part": part}, mmds
+        def scored(name, samples, ode):
+            row, scores = _interpolant_rows(seed, budget, name, samples, target, blocks, ode)
+            return {**row, "part": part}, scores
 
         with torch.no_grad():
             row, _ = scored("reference (2nd target sample)", reference, None)
             rows.append({**row, "train_s": train_s})
-            row, ode_mmds = scored("ODE dopri5", sample_ode(b, x0, rtol=1e-4, atol=1e-4), None)
+            row, ode = scored("ODE dopri5", sample_ode(b, x0, rtol=1e-4, atol=1e-4), None)
             rows.append(row)
             for eps0 in EPS_VALUES:
                 x1 = sample_sde(b, score, x0, lambda t, e=eps0: e * interp.alpha(t), steps=cfg["sde_steps"],
                                 generator=torch.Generator().manual_seed(seed))
-                rows.append(scored(f"SDE eps0={eps0}", x1, ode_mmds)[0])
+                rows.append(scored(f"SDE eps0={eps0}", x1, ode)[0])
             if budget == max(budgets):  # Euler-Maruyama bias check: twice the steps for one eps0
                 x1 = sample_sde(b, score, x0, lambda t: interp.alpha(t), steps=2 * cfg["sde_steps"],
                                 generator=torch.Generator().manual_seed(seed))
-                rows.append(scored(f"SDE eps0=1.0, {2 * cfg['sde_steps']} steps", x1, ode_mmds)[0])
+                rows.append(scored(f"SDE eps0=1.0, {2 * cfg['sde_steps']} steps", x1, ode)[0])
         start = time.perf_counter() - train_s
     if net != "small":
         rows += _field_rows(seed, budgets[-1], interp, task, trainer, n, device, PARTS[net][1])
@@ -229,7 +237,16 @@ def fdistill_case(divergence: str, seed: int, size: str, device: str, regime: st
              "energy_mmd": mmd, "energy_mmd_se": mmd_se, "teacher50_mmd": teacher_mmd, "teacher50_se": teacher_se,
              "reference_mmd": mean_se(block_mmds(reference, truth, blocks))[0],
              "teacher50_near_mode": near_mode_fraction(teacher_50, means, spec["variance"] ** 0.5),
+             **_exact_distances(mix, one_step, teacher_50, reference),
              "train_s": train_s, "teacher_train_s": teacher_s}]
+
+
+def _exact_distances(mix, one_step, teacher_50, reference) -> dict:
+    """Energy distances to the exact mixture (closed-form target terms; no target-sample noise) of the one-step
+    generator, the teacher's 50-step sampler and a true sample (the metric's floor at this sample size)."""
+    mix64 = mix.to(torch.float64)
+    return {name: energy_distance_exact(x.cpu(), mix64)
+            for name, x in (("energy_exact", one_step), ("teacher50_exact", teacher_50), ("reference_exact", reference))}
 
 
 def _teacher(mix, kind: str, seed: int, size: str, device: str) -> tuple[DiffusionTeacher, float]:
@@ -248,15 +265,18 @@ def _run(job):
     return {"interpolant": interpolant_case, "fields": fields_case, "fdistill": fdistill_case}[kind](*args)
 
 
-SUMMARY_KEYS = ("rms_b_error", "rms_eta_error", "eps_star_over_alpha", "energy_mmd", "minus_ode", "support_frac",
+SUMMARY_KEYS = ("rms_b_error", "rms_eta_error", "eps_star_over_alpha", "energy_mmd", "minus_ode", "energy_exact",
+                "minus_ode_exact", "support_frac",
                 "square_tv", "dropped_modes", "dropped_low_weight", "light_mode_mass", "mode_tv",
-                "near_mode_frac", "teacher50_mmd", "reference_mmd", "teacher50_near_mode")
+                "near_mode_frac", "teacher50_mmd", "reference_mmd", "teacher50_near_mode", "teacher50_exact",
+                "reference_exact")
 
 
 def _summaries(rows: list[dict]) -> list[dict]:
     """"mean ± std" over seeds of every metric, per (part, budget, sampler); for SDE rows also the number
     of seeds where the SDE's paired MMD difference to the ODE is below -2 (better) or above +2 (worse)
-    standard errors."""
+    standard errors, the number of seeds where its exact energy distance is below the ODE's, and the t
+    statistic over seeds of that paired difference (mean / standard error)."""
     out = []
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -269,10 +289,16 @@ def _summaries(rows: list[dict]) -> list[dict]:
             values = [float(r[key]) for r in group if r.get(key) is not None]
             if values:
                 std = statistics.stdev(values) if len(values) > 1 else 0.0
-                summary[key] = f"{statistics.mean(values):.4g} ± {std:.2g}"
+                partial = f" (of {len(values)})" if len(values) != len(group) else ""   # e.g. merged older runs
+                summary[key] = f"{statistics.mean(values):.4g} ± {std:.2g}{partial}"
         if group[0].get("minus_ode") is not None:
             summary["sde_better_2se"] = sum(r["minus_ode"] < -2 * r["minus_ode_se"] for r in group)
             summary["sde_worse_2se"] = sum(r["minus_ode"] > 2 * r["minus_ode_se"] for r in group)
+        exact_diffs = [r["minus_ode_exact"] for r in group if r.get("minus_ode_exact") is not None]
+        if len(exact_diffs) > 1:
+            summary["sde_better_exact"] = sum(d < 0 for d in exact_diffs)
+            summary["minus_ode_exact_t"] = statistics.mean(exact_diffs) / (
+                statistics.stdev(exact_diffs) / len(exact_diffs) ** 0.5)
         out.append(summary)
     return out
 
@@ -292,10 +318,13 @@ NOTES = {
         "rtol=atol=1e-4 on the nde core; SDE: eps(t) = eps0 * alpha(t), {sde_steps} Euler-Maruyama steps on the nde "
         "SDE core; all samplers from the same {n} base draws. energy_mmd: mean over {blocks} blocks of {block} "
         "samples vs fresh target blocks (_se: standard error); minus_ode: paired difference to the ODE on the same "
-        "blocks (negative = sampler better); support_frac: fraction on the black squares (true 1); square_tv: "
+        "blocks (negative = sampler better); energy_exact: energy distance of all {n} samples to the exact checkerboard "
+        "law (closed-form target terms, unbiased U-statistic; no target sample), minus_ode_exact its paired difference "
+        "to the ODE; support_frac: fraction on the black squares (true 1); square_tv: "
         "per-square mass TV (4x4 grid, outside mass included; true 0, sampling floor ~ the reference row). "
         "Summary rows: mean and _std over seeds; sde_better_2se / sde_worse_2se count seeds whose paired difference "
-        "is beyond 2 standard errors."),
+        "is beyond 2 standard errors; sde_better_exact counts seeds with minus_ode_exact < 0, minus_ode_exact_t is "
+        "its mean over its standard error across seeds."),
     "transport_fdistill": (
         "B: f-distill with the exact mixture teacher, {steps} steps (generator every 5th), batch 256, Adam 1e-3 "
         "(0, 0.99) decayed x0.5 every steps/3, batch normaliser of the update direction, EMA 0.99. ring: 8 modes "
@@ -319,6 +348,11 @@ NOTES = {
         "Adam 2e-3, StepLR(steps/3, 0.4), EMA 0.999); teacher50 = its 50-step DDIM. teacher_train_s: the teacher's "
         "training time (not included in train_s)."),
 }
+
+
+EXACT_NOTE = (" energy_exact, teacher50_exact, reference_exact: energy distance of all evaluation samples of the "
+              "one-step generator, the teacher's 50-step sampler and a 2nd true sample to the exact mixture "
+              "(closed-form target terms, nde.metrics.energy_distance_exact; no target-sample noise).")
 
 
 def _rows_from_log(path: str) -> list[list[dict]]:
@@ -367,7 +401,7 @@ def main(argv=None) -> None:
         areas[spec["area"]] = areas.get(spec["area"], ()) + (f"fdistill/{name}",)
         notes[spec["area"]] = NOTES[spec["area"]].format(
             steps=FDISTILL_STEPS[size] * spec["steps_x"], blocks=blocks, block=block * spec["block_x"],
-            teacher_steps=TEACHER_STEPS[size])
+            teacher_steps=TEACHER_STEPS[size]) + EXACT_NOTE
     for area, prefixes in areas.items():
         part_rows = [r for r in rows if r["part"].startswith(prefixes)]
         if part_rows:

@@ -4,9 +4,10 @@ import math
 import pytest
 import torch
 
-from nde.interpolants import ring_mixture
-from nde.metrics import (dropped_modes, energy_mmd, grid_mass_tv, mode_mass_tv, mode_masses, near_mode_fraction,
-                         negative_log_likelihood, sliced_wasserstein, support_fraction)
+from nde.interpolants import GaussianMixture, checkerboard, ring_mixture
+from nde.metrics import (UniformBoxes, dropped_modes, energy_distance_exact, energy_mmd, grid_mass_tv, mode_mass_tv,
+                         mode_masses, near_mode_fraction, negative_log_likelihood, sliced_wasserstein,
+                         support_fraction)
 
 
 def test_energy_mmd_gaussian_shift_closed_form():
@@ -144,3 +145,95 @@ def test_counting_metrics_refuse_nan_and_bad_weights():
         M.negative_log_likelihood(samples, lambda x: -0.5 * x ** 2)          # (n, d): a missing sum
     with pytest.raises(ValueError, match="cell_masses"):
         M.grid_mass_tv(samples, -torch.ones(4, 4) / 16, -1.0, 1.0)
+
+
+def _rectangle_self_distance(a: float, b: float) -> float:
+    """Mean distance between two uniform points of an a x b rectangle (closed form, e.g. Mathai, Moschopoulos &
+    Pederzoli 1999): (1/15) [a^3/b^2 + b^3/a^2 + d (3 - a^2/b^2 - b^2/a^2)
+    + (5/2) (b^2/a ln((a + d)/b) + a^2/b ln((b + d)/a))], d = sqrt(a^2 + b^2)."""
+    d = math.hypot(a, b)
+    return (a ** 3 / b ** 2 + b ** 3 / a ** 2 + d * (3 - a ** 2 / b ** 2 - b ** 2 / a ** 2)
+            + 2.5 * (b ** 2 / a * math.log((a + d) / b) + a ** 2 / b * math.log((b + d) / a))) / 15
+
+
+def test_uniform_boxes_distances_against_closed_forms():
+    """Unit square: E|Y - Y'| = (2 + sqrt2 + 5 asinh 1) / 15, E|c - Y| from the centre = (sqrt2 + asinh 1) / 6; two
+    adjacent unit squares with equal weights are the 2 x 1 rectangle (cross terms with corners of both signs)."""
+    square = UniformBoxes([[0.0, 0.0]], [[1.0, 1.0]])
+    assert square.self_distance() == pytest.approx((2 + math.sqrt(2) + 5 * math.asinh(1)) / 15, abs=1e-12)
+    centre = torch.tensor([[0.5, 0.5]])
+    assert float(square.mean_distance(centre)) == pytest.approx((math.sqrt(2) + math.asinh(1)) / 6, abs=1e-12)
+    pair = UniformBoxes([[0.0, 0.0], [1.0, 0.0]], [[1.0, 1.0], [2.0, 1.0]])
+    rectangle = UniformBoxes([[0.0, 0.0]], [[2.0, 1.0]])
+    assert pair.self_distance() == pytest.approx(_rectangle_self_distance(2.0, 1.0), abs=1e-12)
+    points = torch.tensor([[0.3, 0.7], [1.0, 0.5], [-2.0, 3.0], [5.0, -1.0], [2.0, 1.0]], dtype=torch.float64)
+    torch.testing.assert_close(pair.mean_distance(points), rectangle.mean_distance(points), atol=1e-12, rtol=0)
+    far = torch.tensor([[300.0, -200.0]], dtype=torch.float64)   # far away: |x - centroid| to O(1/|x|)
+    assert float(rectangle.mean_distance(far)) == pytest.approx(math.hypot(299.0, -200.5), abs=1e-3)
+
+
+def test_checkerboard_distances_against_monte_carlo():
+    """The checkerboard's E|x - Y| at fixed points and E|Y - Y'| (as the mean of E|y - Y'| over true samples)."""
+    boxes = UniformBoxes.checkerboard()
+    y = checkerboard(400_000, torch.Generator().manual_seed(0), torch.float64)
+    points = torch.tensor([[0.5, 0.5], [-4.0, -4.0], [3.0, -1.0], [10.0, 7.0]], dtype=torch.float64)
+    torch.testing.assert_close(boxes.mean_distance(points), torch.cdist(points, y).mean(1), atol=0.01, rtol=0)
+    per_point = boxes.mean_distance(y)
+    assert abs(float(per_point.mean()) - boxes.self_distance()) < 4 * float(per_point.std()) / 400_000 ** 0.5
+
+
+def test_gaussian_mixture_distances_against_closed_form_and_monte_carlo():
+    """Rice mean: E|Z| = s sqrt(pi/2) for Z ~ N(0, s^2 I_2) (Rayleigh), -> |nu| far away; mixture terms by sampling."""
+    single = GaussianMixture(torch.ones(1), torch.zeros(1, 2, dtype=torch.float64), 0.3 ** 2)
+    origin = torch.zeros(1, 2)
+    assert float(single.mean_distance(origin)) == pytest.approx(0.3 * math.sqrt(math.pi / 2), rel=1e-10)
+    assert float(single.mean_distance(torch.tensor([[400.0, 300.0]]))) == pytest.approx(500.0, rel=1e-6)
+    mix = ring_mixture(8, radius=3.0, variance=0.05, weights=torch.tensor([0.23, 0.02] * 4), dtype=torch.float64)
+    y = mix.sample(400_000, torch.Generator().manual_seed(1))
+    points = torch.tensor([[0.0, 0.0], [3.0, 0.1], [-1.0, 5.0]], dtype=torch.float64)
+    torch.testing.assert_close(mix.mean_distance(points), torch.cdist(points, y).mean(1), atol=0.01, rtol=0)
+    per_point = mix.mean_distance(y)
+    assert abs(float(per_point.mean()) - mix.self_distance()) < 4 * float(per_point.std()) / 400_000 ** 0.5
+    with pytest.raises(ValueError, match="2-D"):
+        mix.mean_distance(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="2-D"):
+        GaussianMixture(torch.ones(1), torch.zeros(1, 3), 1.0).self_distance()
+
+
+def test_energy_distance_exact_matches_two_sample_estimates():
+    """N(mu, I) samples against the exact N(0, I): closed form 2 E|W + mu| - 2 E|W|, W ~ N(0, 2 I) (Rice means);
+    true samples score ~0; and the checkerboard value agrees with the two-sample energy MMD."""
+    gen = torch.Generator().manual_seed(2)
+    target = GaussianMixture(torch.ones(1, dtype=torch.float64), torch.zeros(1, 2, dtype=torch.float64), 1.0)
+    shift = 0.5
+    x = torch.randn(8000, 2, generator=gen, dtype=torch.float64) + torch.tensor([shift, 0.0], dtype=torch.float64)
+    rice = GaussianMixture(torch.ones(1, dtype=torch.float64), torch.zeros(1, 2, dtype=torch.float64), 2.0)
+    exact = 2 * float(rice.mean_distance(torch.tensor([[shift, 0.0]]))) - 2 * float(rice.mean_distance(torch.zeros(1, 2)))
+    assert energy_distance_exact(x, target) == pytest.approx(exact, abs=0.005)
+    assert abs(energy_distance_exact(torch.randn(8000, 2, generator=gen), target)) < 0.002
+    boxes = UniformBoxes.checkerboard()
+    z = 1.5 * torch.randn(4000, 2, generator=gen, dtype=torch.float64)
+    two_sample = energy_mmd(z, checkerboard(8000, gen, torch.float64))
+    assert energy_distance_exact(z, boxes) == pytest.approx(two_sample, abs=0.01)
+
+
+def test_energy_distance_exact_pairs_once_and_checks_arguments():
+    """The self term, each unordered pair computed once in row blocks, equals the full pairwise mean."""
+    from nde.metrics import _mean_distance, _self_mean_distance
+    x = torch.randn(203, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    full = _mean_distance(x, x, True, 50)
+    for block in (1, 37, 64, 203, 500):
+        torch.testing.assert_close(_self_mean_distance(x, block), full, atol=0, rtol=1e-9)
+    boxes = UniformBoxes.checkerboard()
+    with pytest.raises(ValueError, match="samples"):
+        energy_distance_exact(torch.randn(10), boxes)
+    with pytest.raises(ValueError, match="non-finite"):
+        energy_distance_exact(torch.tensor([[0.0, 0.0], [float("nan"), 1.0]]), boxes)
+    with pytest.raises(ValueError, match="block"):
+        energy_distance_exact(x, boxes, block=0)
+    with pytest.raises(ValueError, match=r"\(n, 2\)"):
+        energy_distance_exact(torch.randn(5, 3), boxes)
+    with pytest.raises(ValueError, match="highs > lows"):
+        UniformBoxes([[0.0, 0.0]], [[0.0, 1.0]])
+    with pytest.raises(ValueError, match="weights"):
+        UniformBoxes([[0.0, 0.0]], [[1.0, 1.0]], weights=[-1.0])
