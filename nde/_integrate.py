@@ -103,6 +103,11 @@ def rms_norm(x: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(x) / math.sqrt(max(x.numel(), 1))
 
 
+def rms_norm_host(x: torch.Tensor) -> float:
+    """:func:`rms_norm` as a Python float, the division by sqrt(n) done on the host (one tensor operation fewer)."""
+    return float(torch.linalg.vector_norm(x)) / math.sqrt(max(x.numel(), 1))
+
+
 def rms_rows(x: torch.Tensor) -> torch.Tensor:
     """Root-mean-square over each row of a (batch, d) tensor (per-sample mode) -> (batch,)."""
     return torch.linalg.vector_norm(x, dim=-1) / math.sqrt(max(x.shape[-1], 1))
@@ -112,6 +117,37 @@ def error_ratio(step: Step, y0: torch.Tensor, rtol, atol, norm: Callable) -> tor
     """EEst = ‖err / (atol + rtol·max(|y0|, |y1|))‖ (Hairer, Nørsett & Wanner I, eq. II.4.11)."""
     scale = torch.maximum(y0.abs(), step.y1.abs()).mul(rtol).add(atol)
     return norm(step.error / scale)
+
+
+class HostErrorRatio:
+    """:func:`error_ratio` with the default RMS norm and scalar tolerances as a Python float, in fewer tensor
+    operations: |y| is carried from a step's end to the next step's start, atol + rtol·max(|y0|, |y1|) is one add
+    with ``atol`` a 0-d tensor, and the RMS division happens on the host. For shared steps whose ratio nothing
+    differentiates (no regulariser); on small states each tensor operation costs its dispatch (float16/bfloat16
+    states keep :func:`error_ratio`, which scales in their own precision the same way)."""
+
+    def __init__(self, rtol: float, atol: float, y0: torch.Tensor):
+        self.rtol = rtol
+        self.atol = torch.tensor(atol, dtype=y0.dtype).to(y0.device, non_blocking=True)
+        self.root_n = math.sqrt(max(y0.numel(), 1))
+        self.known: list[tuple[torch.Tensor, torch.Tensor]] = []   # (y, |y|) of the last step's start and end
+
+    @staticmethod
+    def applies(cfg: Config, y0: torch.Tensor) -> bool:
+        return (cfg.norm is None and cfg.regularizer is None and y0.dtype in (torch.float32, torch.float64)
+                and not torch.is_tensor(cfg.rtol) and not torch.is_tensor(cfg.atol))
+
+    def _abs(self, y: torch.Tensor) -> torch.Tensor:
+        for known, magnitude in self.known:
+            if known is y:
+                return magnitude
+        return y.abs()
+
+    def __call__(self, step: Step, y0: torch.Tensor) -> float:
+        abs_y0, abs_y1 = self._abs(y0), step.y1.abs()
+        self.known = [(y0, abs_y0), (step.y1, abs_y1)]
+        scale = torch.add(self.atol, torch.maximum(abs_y0, abs_y1), alpha=self.rtol)
+        return torch.linalg.vector_norm(step.error / scale).item() / self.root_n
 
 
 def output_value(step: Step, y0: torch.Tensor, dt: float, theta: float, kind: str, coeffs: Coefficients,
@@ -213,12 +249,15 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
     dev, tdt = y0.device, cfg.t_dtype
     norm = cfg.norm or rms_norm
     k_exp = tab.error_order + 1
+    host_ratio = HostErrorRatio(cfg.rtol, cfg.atol, y0) if HostErrorRatio.applies(cfg, y0) else None
     t = t_out[0]
-    f0 = func(_t(t, tdt, dev), y0)
+    t0_tensor = _t(t, tdt, dev)
+    f0 = func(t0_tensor, y0)
     nfe = 1
     if cfg.first_step is None:
         with torch.no_grad():
-            dt = initial_step_scalar(func, t, _t(t, tdt, dev), y0, f0, tab.error_order, cfg.rtol, cfg.atol, norm)
+            dt = initial_step_scalar(func, t, t0_tensor, y0, f0, tab.error_order, cfg.rtol, cfg.atol,
+                                     rms_norm_host if cfg.norm is None else lambda x: float(norm(x)))
         nfe += 1
     else:
         dt = float(cfg.first_step)
@@ -253,9 +292,12 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
                        want_stiffness=cfg.heuristics or (reg is not None and reg.needs_stiffness),
                        error_grad=reg is not None)
         nfe += tab.stages - 1
-        with torch.set_grad_enabled(reg is not None and torch.is_grad_enabled()):
-            ratio_t = error_ratio(step, y, cfg.rtol, cfg.atol, norm)
-        ratio = float(ratio_t.detach())  # the one host synchronisation of the step
+        if host_ratio is not None:   # the one host synchronisation of the step
+            ratio_t, ratio = None, host_ratio(step, y)
+        else:
+            with torch.set_grad_enabled(reg is not None and torch.is_grad_enabled()):
+                ratio_t = error_ratio(step, y, cfg.rtol, cfg.atol, norm)
+            ratio = ratio_t.item()
         finite = math.isfinite(ratio)
         accept = finite and (ratio <= 1.0 or dt <= cfg.min_step)
         if accept:

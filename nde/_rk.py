@@ -191,9 +191,11 @@ def interpolate(step: Step, y0: torch.Tensor, dt, theta, coeffs: Coefficients,
         return step.y1
     if coeffs.dense is not None:
         if isinstance(theta, float):
-            weights = [sum(b * theta ** (m + 1) for m, b in enumerate(row)) for row in coeffs.tableau.dense]
             if _by_terms(dt, y0):
-                return _sum_terms(y0, step.ks, [(i, w) for i, w in enumerate(weights) if w != 0], dt)
+                return _sum_terms(y0, step.ks, _dense_terms(coeffs.tableau.dense, theta), dt)
+            weights = [0.0] * len(coeffs.tableau.dense)
+            for i, w in _dense_terms(coeffs.tableau.dense, theta):
+                weights[i] = w
             return _combine(y0, step.ks, host_tensor([weights], y0.dtype, y0.device), dt)
         exps = torch.arange(1, coeffs.dense.shape[1] + 1, device=y0.device, dtype=y0.dtype)
         powers = theta.to(y0.dtype).unsqueeze(-1) ** exps                      # (batch, m)
@@ -213,6 +215,18 @@ def interpolate(step: Step, y0: torch.Tensor, dt, theta, coeffs: Coefficients,
     d = dt.to(y0.dtype).unsqueeze(-1)
     return ((2 * t3 - 3 * t2 + 1) * y0 + (-2 * t3 + 3 * t2) * step.y1
             + (t3 - 2 * t2 + th) * d * f0 + (t3 - t2) * d * f1)
+
+
+def _dense_terms(dense: tuple[tuple[float, ...], ...], theta: float) -> list[tuple[int, float]]:
+    """(stage i, Σ_m dense[i][m]·θ^(m+1)) for the stages whose weight is nonzero, by Horner's rule."""
+    terms = []
+    for i, row in enumerate(dense):
+        weight = 0.0
+        for b in reversed(row):
+            weight = weight * theta + b
+        if weight != 0.0:
+            terms.append((i, weight * theta))
+    return terms
 
 
 def interpolant_slope(step: Step, y0: torch.Tensor, dt: float, theta: float, kind: str, coeffs: Coefficients,

@@ -10,7 +10,7 @@ import torch
 
 from ._adams import Adams
 from ._checks import number, positive_int
-from ._integrate import Config, Result, _land_stage_times, output_value, rms_norm, step_index
+from ._integrate import Config, Result, _land_stage_times, output_value, rms_norm_host, step_index
 from ._rk import Coefficients, rk_step, stage_times
 from ._scipy import scipy_odeint
 from .controller import initial_step_scalar
@@ -52,11 +52,17 @@ def _check_state(y0) -> tuple[torch.Tensor, ...]:
             raise TypeError(f"`{name}` must have a floating-point dtype, got {y.dtype}")
         if y.numel() == 0:
             raise ValueError(f"`{name}` is empty")
-        if not bool(torch.isfinite(y).all()):
+        if not _all_finite(y):
             raise ValueError(f"`{name}` contains non-finite values (NaN or inf)")
     if len({y.dtype for y in tensors}) > 1 or len({y.device for y in tensors}) > 1:
         raise TypeError("all tensors of a tuple `y0` must share dtype and device")
     return tensors
+
+
+def _all_finite(y: torch.Tensor) -> bool:
+    """Whether every element is finite: a finite sum proves it (NaN and inf propagate) in one reduction; only a
+    non-finite sum (a non-finite element, or finite ones overflowing) needs the elementwise check."""
+    return math.isfinite(float(y.detach().sum())) or bool(torch.isfinite(y).all())
 
 
 def _check_times(t, per_sample: bool, batch: int | None) -> torch.Tensor:
@@ -286,7 +292,7 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
                  max_steps=max_steps, norm=norm, throw=throw, heuristics=heuristics,
                  dense=dense and not per_sample, clip_to_outputs=_needs_clipping(tab), regularizer=regularizer,
                  multistep=multistep, **options, **fixed_options)
-    t_internal = sign * t.detach()
+    t_internal = t.detach() if sign > 0 else -t.detach()
     t_out = t_internal.to(t_dtype) if per_sample else t_internal.tolist()
     if per_sample and t_out.dim() == 1:
         t_out = t_out.unsqueeze(0).expand(batch, -1)
@@ -720,7 +726,7 @@ def _local_value(reg: LocalErrorEstimate, problem: Problem, result: Result, rng)
         if reg.step == "heuristic":
             with torch.no_grad():
                 h = initial_step_scalar(func, t_r, t_tensor, y_r, k1.detach(), tab.error_order, cfg.rtol,
-                                        cfg.atol, rms_norm)
+                                        cfg.atol, rms_norm_host)
             extra_nfe += 1
         else:
             h = dt

@@ -112,13 +112,14 @@ def initial_step(func, t0, y0: torch.Tensor, f0: torch.Tensor, error_order: int,
 
 def initial_step_scalar(func, t0: float, t_tensor, y0: torch.Tensor, f0: torch.Tensor, error_order: int, rtol, atol,
                         norm) -> float:
-    """:func:`initial_step` for shared steps in Python floats (three host reads, once per solve)."""
+    """:func:`initial_step` for shared steps in Python floats (three host reads, once per solve); ``norm`` maps a
+    tensor shaped like ``y0`` to a Python float."""
     y0_w, f0_w = _widened(y0), _widened(f0)
     scale = atol + rtol * y0_w.abs()
-    d0, d1 = float(norm(y0_w / scale)), float(norm(f0_w / scale))
+    d0, d1 = norm(y0_w / scale), norm(f0_w / scale)
     h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
     f1 = func(t_tensor + h0, torch.add(y0, f0, alpha=h0))
-    d2 = float(norm((_widened(f1) - f0_w) / scale)) / h0
+    d2 = norm((_widened(f1) - f0_w) / scale) / h0
     dmax = max(d1, d2)
     h1 = max(1e-6, h0 * 1e-3) if dmax <= 1e-15 else (0.01 / dmax) ** (1.0 / (error_order + 1))
     return min(100 * h0, h1)
