@@ -114,19 +114,26 @@ def _check_epsilon_on(eps: Callable[[torch.Tensor], torch.Tensor], times: torch.
                          f"to {values.max().item()} at the step times")
 
 
+# sample_sde's methods and the SDE type each is declared with (the same equation: the noise is additive).
+SDE_METHODS = {"euler": "ito", "heun": "stratonovich"}
+
+
 class _InterpolantSDE(torch.nn.Module):
-    """The forward or time-reversed interpolant SDE in torchsde form (diagonal Ito noise) on flat states.
+    """The forward or time-reversed interpolant SDE in torchsde form (diagonal noise) on flat states.
 
     Time tau runs forward from 0: t = t0 + tau (forward) or t = t1 - tau (backward), so that
-    f = +(b + eps s) forward and f = -(b - eps s) backward; g = sqrt(2 eps) in both.
+    f = +(b + eps s) forward and f = -(b - eps s) backward; g = sqrt(2 eps) in both. g does not depend on the
+    state (additive noise), so the Ito and Stratonovich forms are the same equation and either ``sde_type``
+    may be declared (Stratonovich for the Heun method).
     """
 
-    noise_type, sde_type = "diagonal", "ito"
+    noise_type = "diagonal"
 
     def __init__(self, b: Field, s: Field, eps: Callable[[torch.Tensor], torch.Tensor], shape: torch.Size,
-                 start: float, forward: bool):
+                 start: float, forward: bool, sde_type: str = "ito"):
         super().__init__()
         self.b, self.s, self.eps, self.shape, self.start, self.forward = b, s, eps, shape, start, forward
+        self.sde_type = sde_type
 
     def _time(self, tau: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return expand_time(self.start + tau if self.forward else self.start - tau, y)
@@ -147,8 +154,8 @@ class _InterpolantSDE(torch.nn.Module):
 
 def sample_sde(b: Field, s: Field, x: torch.Tensor, eps: Diffusion, t0: float = 0.0, t1: float = 1.0, *,
                steps: int = 200, direction: str = "forward", return_path: bool = False,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-    """Euler-Maruyama on the nde SDE core (``nde.sdeint``) for the forward or backward interpolant SDE (Cor. 2.3).
+               generator: torch.Generator | None = None, method: str = "euler") -> torch.Tensor:
+    """Fixed steps on the nde SDE core (``nde.sdeint``) for the forward or backward interpolant SDE (Cor. 2.3).
 
     forward:  dX = (b + eps s)(t, X) dt + sqrt(2 eps(t)) dW,     t0 -> t1
     backward: dX = (b - eps s)(t, X) dt + sqrt(2 eps(t)) dW^B,   t1 -> t0 (solved in tau = t1 - t)
@@ -160,6 +167,9 @@ def sample_sde(b: Field, s: Field, x: torch.Tensor, eps: Diffusion, t0: float = 
         steps: number of uniform steps.
         return_path: return ``(steps + 1, B, *state)`` (in the order of integration) instead of the end state.
         generator: seeds the Brownian path (reproducible sampling).
+        method: "euler" (Euler-Maruyama: one drift evaluation per step, weak order 1) or "heun" (the
+            Stratonovich Heun predictor-corrector, exact in form here because the noise is additive: two drift
+            evaluations per step, strong order 1 and weak order 2 for additive noise).
     Returns the end state ``(B, *state)`` (at t1 forward, t0 backward).
     """
     from nde import BrownianPath, sdeint
@@ -170,9 +180,11 @@ def sample_sde(b: Field, s: Field, x: torch.Tensor, eps: Diffusion, t0: float = 
         raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}")
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps}")
+    if method not in SDE_METHODS:
+        raise ValueError(f"method must be one of {tuple(SDE_METHODS)}, got {method!r}")
     forward = direction == "forward"
     eps_fn = _epsilon(eps)
-    sde = _InterpolantSDE(b, s, eps_fn, x.shape, t0 if forward else t1, forward)
+    sde = _InterpolantSDE(b, s, eps_fn, x.shape, t0 if forward else t1, forward, SDE_METHODS[method])
     span = float(t1) - float(t0)
     # Times in float64 (the state may be float32): the Brownian path must cover exactly the span of taus.
     taus = torch.linspace(0.0, span, steps + 1, dtype=torch.float64, device=x.device)
@@ -181,7 +193,7 @@ def sample_sde(b: Field, s: Field, x: torch.Tensor, eps: Diffusion, t0: float = 
     entropy = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
     bm = BrownianPath(0.0, float(taus[-1]), y0.shape, dtype=x.dtype, device=x.device, entropy=entropy)
     grid = taus if return_path else taus[[0, -1]]
-    ys = sdeint(sde, y0, grid, bm=bm, method="euler", dt=span / steps)
+    ys = sdeint(sde, y0, grid, bm=bm, method=method, dt=span / steps)
     ys = ys.reshape(ys.shape[:1] + x.shape)
     return ys if return_path else ys[-1]
 
