@@ -123,8 +123,8 @@ class HostErrorRatio:
     """:func:`error_ratio` with the default RMS norm and scalar tolerances as a Python float, in fewer tensor
     operations: |y| is carried from a step's end to the next step's start, atol + rtol·max(|y0|, |y1|) is one add
     with ``atol`` a 0-d tensor, and the RMS division happens on the host. For shared steps whose ratio nothing
-    differentiates (no regulariser); on small states each tensor operation costs its dispatch (float16/bfloat16
-    states keep :func:`error_ratio`, which scales in their own precision the same way)."""
+    differentiates (no regulariser); on small states each tensor operation costs its dispatch. Float16/bfloat16
+    states keep :func:`error_ratio` (a 0-d ``atol`` in their dtype could round to zero)."""
 
     def __init__(self, rtol: float, atol: float, y0: torch.Tensor):
         self.rtol = rtol
