@@ -143,6 +143,7 @@ class HostErrorRatio:
                 return magnitude
         return y.abs()
 
+    @torch.no_grad()
     def __call__(self, step: Step, y0: torch.Tensor) -> float:
         abs_y0, abs_y1 = self._abs(y0), step.y1.abs()
         self.known = [(y0, abs_y0), (step.y1, abs_y1)]
