@@ -101,3 +101,36 @@ def test_discrete_adjoint_keeps_no_graph():
     direct = saved_tensor_bytes(lambda: nde.solve_ode(func, y0, t, rtol=1e-8, atol=1e-8).ys)
     discrete = saved_tensor_bytes(lambda: nde.solve_ode(func, y0, t, rtol=1e-8, atol=1e-8, adjoint="discrete").ys)
     assert discrete < direct / 5
+
+
+@pytest.mark.parametrize("method", ["dopri5", "tsit5", "bosh3"])
+def test_direct_solve_saves_only_what_the_field_calls_save(method):
+    """Stage sums (adds) save nothing for backward, and step-size control must stay out of the graph: the
+    tensors a direct solve saves are exactly those saved inside its field calls."""
+    field = Field(hidden=16)
+    inside = {"bytes": 0, "depth": 0}
+
+    def pack(x):
+        if inside["depth"]:
+            inside["bytes"] += x.numel() * x.element_size()
+        return x
+
+    def counted(t, y):
+        inside["depth"] += 1
+        try:
+            return field(t, y)
+        finally:
+            inside["depth"] -= 1
+
+    y0 = torch.randn(32, 2, dtype=torch.float64, requires_grad=True)
+    total = {"bytes": 0}
+
+    def pack_all(x):
+        total["bytes"] += x.numel() * x.element_size()
+        return pack(x)
+
+    with torch.autograd.graph.saved_tensors_hooks(pack_all, lambda x: x):
+        ys = nde.odeint(counted, y0, torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64), method=method,
+                        rtol=1e-5, atol=1e-6)
+    assert inside["bytes"] > 0 and total["bytes"] == inside["bytes"]
+    ys.sum().backward()
