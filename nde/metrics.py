@@ -39,13 +39,22 @@ def _check_modes(samples: torch.Tensor, means: torch.Tensor, weights: torch.Tens
             raise ValueError(f"weights must be non-negative and sum to 1, got sum {float(weights.sum()):.6g}")
 
 
-def _mean_distance(x: torch.Tensor, y: torch.Tensor, exclude_diagonal: bool, block: int) -> torch.Tensor:
-    """Mean of |x_i - y_j| over all pairs (over i != j when ``exclude_diagonal``), in row blocks of ``block``."""
+def _mean_distance(x: torch.Tensor, y: torch.Tensor, block: int) -> torch.Tensor:
+    """Mean of |x_i - y_j| over all pairs, in row blocks of ``block``, summed in float64."""
     total = x.new_zeros((), dtype=torch.float64)
     for start in range(0, x.shape[0], block):
         total = total + torch.cdist(x[start:start + block], y).double().sum()
-    pairs = x.shape[0] * (y.shape[0] - 1) if exclude_diagonal else x.shape[0] * y.shape[0]
-    return total / pairs
+    return total / (x.shape[0] * y.shape[0])
+
+
+def _self_mean_distance(x: torch.Tensor, block: int) -> torch.Tensor:
+    """Mean of |x_i - x_j| over i != j, each unordered pair computed once (row blocks against the rows after),
+    summed in float64."""
+    total = x.new_zeros((), dtype=torch.float64)
+    for start in range(0, x.shape[0], block):
+        d = torch.cdist(x[start:start + block], x[start:]).double()
+        total = total + d[:, :block].sum() + 2 * d[:, block:].sum()
+    return total / (x.shape[0] * (x.shape[0] - 1))
 
 
 def energy_mmd(x: torch.Tensor, y: torch.Tensor, block: int = 4096) -> float:
@@ -58,9 +67,9 @@ def energy_mmd(x: torch.Tensor, y: torch.Tensor, block: int = 4096) -> float:
     _check_samples("y", y)
     if not isinstance(block, int) or block < 1:
         raise ValueError(f"block must be a positive int, got {block!r}")
-    xy = _mean_distance(x, y, False, block)
-    xx = _mean_distance(x, x, True, block)
-    yy = _mean_distance(y, y, True, block)
+    xy = _mean_distance(x, y, block)
+    xx = _self_mean_distance(x, block)
+    yy = _self_mean_distance(y, block)
     return float(2 * xy - xx - yy)
 
 
@@ -82,14 +91,6 @@ def energy_distance_exact(samples: torch.Tensor, target, block: int = 4096) -> f
         raise ValueError(f"target.mean_distance must return shape ({x.shape[0]},), got {tuple(to_target.shape)}")
     return float(2 * to_target.mean() - _self_mean_distance(x, block) - target.self_distance())
 
-
-def _self_mean_distance(x: torch.Tensor, block: int) -> torch.Tensor:
-    """Mean of |x_i - x_j| over i != j, each unordered pair computed once (row blocks against the rows after)."""
-    total = x.new_zeros(())
-    for start in range(0, x.shape[0], block):
-        d = torch.cdist(x[start:start + block], x[start:])
-        total = total + d[:, :block].sum() + 2 * d[:, block:].sum()
-    return total / (x.shape[0] * (x.shape[0] - 1))
 
 
 class UniformBoxes:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from ..metrics import UniformBoxes
 from .interpolant import expand_time
 
 
@@ -38,9 +39,8 @@ class BoxUniformFields:
     @classmethod
     def checkerboard(cls) -> "BoxUniformFields":
         """The 8 black 2 x 2 squares of :func:`nde.interpolants.checkerboard` (i + j even)."""
-        corners = [(2.0 * i, 2.0 * j) for i in range(-2, 2) for j in range(-2, 2) if (i + j) % 2 == 0]
-        lows = torch.tensor(corners, dtype=torch.float64)
-        return cls(lows, lows + 2)
+        squares = UniformBoxes.checkerboard()
+        return cls(squares.lows, squares.highs)
 
     def expected_target(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """E[x1 | x_t = x], ``(B, d)``, for ``t`` of shape ``(B,)`` in (0, 1)."""
