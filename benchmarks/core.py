@@ -169,6 +169,31 @@ def function_floor(device, repeats):
     return [row]
 
 
+def nfe_by_method(device, methods=("bosh3", "dopri5", "dopri8", "fehlberg2", "adaptive_heun"),
+                  tols=(1e-4, 1e-7)):
+    """Function evaluations of nde.odeint and torchdiffeq.odeint for each adaptive method both have, at the
+    same tolerances, on the target problem's field in float64 (batch 256, t = [0, 1]), with the largest
+    difference of y(1) between the two."""
+    if not HAVE_TDQ:
+        return []
+    import torchdiffeq
+    torch.manual_seed(0)
+    field = MLPField(2).to(device).double()
+    y0 = torch.randn(256, 2, device=device, dtype=torch.float64)
+    t = torch.tensor([0.0, 1.0], device=device, dtype=torch.float64)
+    rows = []
+    with torch.no_grad():
+        for tol in tols:
+            for method in methods:
+                field.nfe = 0
+                ours = nde.odeint(field, y0, t, rtol=tol, atol=tol, method=method)[-1]
+                nfe, field.nfe = field.nfe, 0
+                theirs = torchdiffeq.odeint(field, y0, t, rtol=tol, atol=tol, method=method)[-1]
+                rows.append({"problem": f"nfe mlp d=2 B=256 float64 tol={tol:g}", "case": method, "nfe_fwd": nfe,
+                             "nfe_torchdiffeq": field.nfe, "max_abs_diff_torchdiffeq": (ours - theirs).abs().max().item()})
+    return rows
+
+
 def vdp_field(t, y):
     """Van der Pol with μ carried as a constant third component: rows are independent problems."""
     x, v, mu = y[..., :1], y[..., 1:2], y[..., 2:]
@@ -223,10 +248,11 @@ def main(argv=None):
     for dim, batch in sweep:
         rows += bench_mlp(args.device, dim, batch, 1e-6, max(3, repeats // 2), modes=modes)
     rows += bench_vdp(args.device, 16 if args.quick else 64, max(3, repeats // 3))
+    rows += nfe_by_method(args.device)
     notes = (f"dopri5, rtol=atol=1e-6, float32 (VdP float64), median of {repeats} warm round-robin repeats; "
              f"torch threads={torch.get_num_threads()}; total {time.time() - started:.0f} s. floor: the NFE field "
              "calls alone chained by one add each (3x the repeats, round-robin with torchdiffeq); max_speedup = "
-             "torchdiffeq / floor.")
+             "torchdiffeq / floor. nfe rows: each adaptive method both libraries have, NFE of one solve each.")
     path = write_results("core", args.device, rows, notes)
     print(path.read_text())
 

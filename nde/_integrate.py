@@ -74,6 +74,9 @@ class Record:
     t_next: torch.Tensor | None = None          # per-sample: each row's time after the step
     stage_t: list | None = None                 # stage times, when not t + c_i·dt (a step ending on a landing point)
     k1_t: torch.Tensor | None = None            # time of k1, when not t (just after a jump point)
+    k1: torch.Tensor | None = None              # the first stage, when it was carried from the previous step
+                                                # and is not f(t, y) (tableau.reuses_last_stage; per-sample:
+                                                # every step's, the first step's being f(t0, y0))
 
 
 @dataclass
@@ -336,8 +339,9 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
                 outs.append((j, theta, kind))
                 j += 1
             if cfg.record:
+                carried = tab.reuses_last_stage and n_acc > 0 and k1_t is None
                 records.append(Record(t, dt, y.detach(), outputs=outs, stage_t=times if landing is not None else None,
-                                      k1_t=k1_t))
+                                      k1_t=k1_t, k1=k1.detach() if carried else None))
             if cfg.dense:
                 dense_steps.append((t, dt, y, step, "dense", None))
             y, k1, t, k1_t = step.y1, step.ks[-1], t_new, None
@@ -436,6 +440,7 @@ def _fixed_shared(func, y0, t_out, cfg: Config) -> Result:
     k1, t, dt, t_event, k1_t = None, t_out[0], cfg.step_size, None, None
     for t, t_next in steps:
         dt = t_next - t
+        carried = tab.reuses_last_stage and k1 is not None
         if k1 is None:
             k1_t = _t(t, tdt, dev) if not cfg.perturb else _next_time(t, math.inf, tdt, dev)
             k1 = func(k1_t, y)
@@ -470,7 +475,7 @@ def _fixed_shared(func, y0, t_out, cfg: Config) -> Result:
             j += 1
         if cfg.record:
             records.append(Record(t, dt, y.detach(), outputs=outs, stage_t=times if cfg.perturb else None,
-                                  k1_t=k1_t if cfg.perturb else None))
+                                  k1_t=k1_t if cfg.perturb else None, k1=k1.detach() if carried else None))
         if cfg.dense:   # adaptive methods taking fixed steps keep their own interpolant
             kind = "dense" if tab.adaptive else cfg.interp
             if kind == "cubic" and k_next is None:   # the Hermite end slope; the next step reuses it
@@ -478,7 +483,7 @@ def _fixed_shared(func, y0, t_out, cfg: Config) -> Result:
                 nfe += 1
             dense_steps.append((t, dt, y, step, kind, k_next))
         y = step.y1
-        k1 = step.ks[-1] if tab.fsal else (None if cfg.perturb else k_next)   # perturb: the next f is at t1+
+        k1 = step.ks[-1] if tab.carries_last_stage else (None if cfg.perturb else k_next)   # perturb: f at t1+
         if j == len(t_out):
             break
     if j < len(t_out):  # an event solve whose event did not happen within max_steps
@@ -608,7 +613,8 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
                 rho = stiffness_estimate(step, coeffs, rms_rows)
             heur_steps.append((b.rows, accept, b.t, b.dt, ratio, rho))
         if cfg.record:
-            records.append(Record(b.t, b.dt, b.y.detach(), rows=b.rows, accept=accept, outputs=outs, t_next=t_new))
+            records.append(Record(b.t, b.dt, b.y.detach(), rows=b.rows, accept=accept, outputs=outs, t_next=t_new,
+                                  k1=b.k1.detach() if tab.reuses_last_stage else None))
         if any_fail:
             failed = b.active & (new_status != 0)
             status.index_put_((b.rows[failed],), new_status[failed])

@@ -184,8 +184,10 @@ def interpolate(step: Step, y0: torch.Tensor, dt, theta, coeffs: Coefficients,
     """Dense output at ``t + θ·dt`` within a step.
 
     ``theta``: float (shared) or (batch,) tensor (per-sample). Uses the method's own continuous
-    extension when it has one, otherwise cubic Hermite through (y0, f0, y1, f1) where
-    ``f1 = k_next`` (FSAL methods carry it as their last stage).
+    extension when it has one, otherwise cubic Hermite through (y0, f0, y1, f1) with the step's first stage
+    as f0 and as f1 the next step's first stage: the last stage of a method that carries it (FSAL:
+    f(t+dt, y1); torchdiffeq's stage reuse: the stage it reuses, as torchdiffeq's interpolant does), else
+    ``k_next``.
     """
     if isinstance(theta, float) and theta == 1.0:
         return step.y1
@@ -204,7 +206,7 @@ def interpolate(step: Step, y0: torch.Tensor, dt, theta, coeffs: Coefficients,
         comb = torch.bmm(weights.unsqueeze(1), stacked).squeeze(1)
         return torch.addcmul(y0, dt.unsqueeze(-1), comb)
     f0 = step.ks[0]
-    f1 = step.ks[-1] if coeffs.tableau.fsal else k_next
+    f1 = step.ks[-1] if coeffs.tableau.carries_last_stage else k_next
     if f1 is None:
         raise RuntimeError("cubic Hermite interpolation needs f(t1, y1)")
     if isinstance(theta, float):
@@ -239,7 +241,7 @@ def interpolant_slope(step: Step, y0: torch.Tensor, dt: float, theta: float, kin
         weights = [sum((m + 1) * b * theta ** m for m, b in enumerate(row)) for row in coeffs.tableau.dense]
         return _sum_terms(None, step.ks, [(i, w) for i, w in enumerate(weights) if w != 0], 1.0)
     f0 = step.ks[0]
-    f1 = step.ks[-1] if coeffs.tableau.fsal else k_next
+    f1 = step.ks[-1] if coeffs.tableau.carries_last_stage else k_next
     t2 = theta * theta
     return ((6 * t2 - 6 * theta) * (y0 - step.y1) / dt + (3 * t2 - 4 * theta + 1) * f0
             + (3 * t2 - 2 * theta) * f1)

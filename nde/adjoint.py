@@ -74,7 +74,7 @@ class DiscreteAdjoint(torch.autograd.Function):
             reg = problem.cfg.regularizer
             value = reg.reduce(torch.stack(result.reg_terms)) if reg is not None and result.reg_terms \
                 else y0.new_zeros(())
-        ctx.problem, ctx.records, ctx.params = problem, result.records, params
+        ctx.problem, ctx.records, ctx.params, ctx.y0 = problem, result.records, params, y0.detach()
         ctx.reg_terms = result.reg_terms
         return result.ys, value
 
@@ -87,23 +87,28 @@ class DiscreteAdjoint(torch.autograd.Function):
             with torch.enable_grad():
                 (weights,) = torch.autograd.grad(problem.cfg.regularizer.reduce(leaf), leaf, grad_reg)
         if problem.per_sample:
-            grad_y0, grad_params = _replay_per_sample(problem, ctx.records, grad_ys, params)
+            grad_y0, grad_params = _replay_per_sample(problem, ctx.records, grad_ys, params, ctx.y0)
         else:
             grad_y0, grad_params = _replay_shared(problem, ctx.records, grad_ys, params, weights)
         return (None, grad_y0, *grad_params)
 
 
 def _replay_shared(problem: Problem, records: list[Record], grad_ys: torch.Tensor, params, reg_weights=None):
+    """Pull the adjoint back through the recorded steps, last first. A step whose first stage was carried
+    from the previous step (``rec.k1``) takes it as a second input: its adjoint ``adj_k1`` is pulled into
+    the previous step's last stage."""
     cfg, func = problem.cfg, problem.func
     coeffs, tdt = cfg.coeffs, cfg.t_dtype
-    adj = torch.zeros_like(grad_ys[0])
+    adj, adj_k1 = torch.zeros_like(grad_ys[0]), None
     g_params = [torch.zeros_like(p) for p in params]
     for index in range(len(records) - 1, -1, -1):
         rec = records[index]
         y_in = rec.y.detach().requires_grad_(True)
+        k1_in = None if rec.k1 is None else rec.k1.detach().requires_grad_(True)
         dev = y_in.device
         with torch.enable_grad():
-            k1 = func(host_tensor(rec.t, tdt, dev) if rec.k1_t is None else rec.k1_t, y_in)
+            k1 = k1_in if k1_in is not None else \
+                func(host_tensor(rec.t, tdt, dev) if rec.k1_t is None else rec.k1_t, y_in)
             times = rec.stage_t or stage_times(rec.t, rec.dt, coeffs, tdt, dev)
             step = rk_step(func, rec.t, rec.dt, y_in, k1, coeffs, times,
                            want_stiffness=reg_weights is not None and problem.cfg.regularizer.needs_stiffness)
@@ -114,11 +119,14 @@ def _replay_shared(problem: Problem, records: list[Record], grad_ys: torch.Tenso
                     else output_value(step, y_in, rec.dt, theta, kind, coeffs, k_next)
                     for _, theta, kind in rec.outputs]
             targets, target_grads = [step.y1, *outs], [adj, *(grad_ys[j] for j, _, _ in rec.outputs)]
+            if adj_k1 is not None:   # the next step started from this step's last stage
+                targets.append(step.ks[-1])
+                target_grads.append(adj_k1)
             if reg_weights is not None:
                 targets.append(_reg_term(problem.cfg, step, y_in, rec.dt))
                 target_grads.append(reg_weights[index])
-        got = _grads(targets, [y_in, *params], target_grads)
-        adj = got[0]
+        got = _grads(targets, [y_in, *params] + ([k1_in] if k1_in is not None else []), target_grads)
+        adj, adj_k1 = got[0], (got.pop() if k1_in is not None else None)
         for acc, g in zip(g_params, got[1:]):
             acc.add_(g)
     return adj + grad_ys[0], g_params
@@ -132,17 +140,22 @@ def _reg_term(cfg: Config, step, y_in: torch.Tensor, dt: float) -> torch.Tensor:
     return cfg.regularizer.term(ratio, dt, rho, cfg.coeffs.tableau)
 
 
-def _replay_per_sample(problem: Problem, records: list[Record], grad_ys: torch.Tensor, params):
+def _replay_per_sample(problem: Problem, records: list[Record], grad_ys: torch.Tensor, params, y0: torch.Tensor):
+    """As :func:`_replay_shared`, row by row. With carried first stages (``rec.k1``, every step's) the
+    adjoint of the rows' first stages ends at f(t0, y0), which is pulled back into ``y0`` and the parameters."""
     cfg, func = problem.cfg, problem.func
     coeffs, tdt = cfg.coeffs, cfg.t_dtype
     adj = torch.zeros_like(grad_ys[0])                        # (batch, d)
+    carried = bool(records) and records[0].k1 is not None
+    adj_k1 = torch.zeros_like(adj) if carried else None       # (batch, d): adjoint of each row's first stage
     g_params = [torch.zeros_like(p) for p in params]
     t_out = problem.t_out
     for rec in reversed(records):
         y_in = rec.y.detach().requires_grad_(True)
+        k1_in = rec.k1.detach().requires_grad_(True) if carried else None
         dt = rec.dt.to(y_in.dtype)
         with torch.enable_grad():
-            k1 = func(rec.t, y_in)
+            k1 = k1_in if carried else func(rec.t, y_in)
             step = rk_step(func, rec.t, dt, y_in, k1, coeffs, stage_times(rec.t, rec.dt, coeffs, tdt, y_in.device))
             acc = rec.accept.unsqueeze(1)
             y_next = torch.where(acc, step.y1, y_in)
@@ -154,8 +167,21 @@ def _replay_per_sample(problem: Problem, records: list[Record], grad_ys: torch.T
                 value = torch.where((t_q == t_new).unsqueeze(1), step.y1, value)
                 outs.append(value)
                 out_grads.append(grad_ys[idx, rec.rows] * mask.unsqueeze(1).to(y_in.dtype))
-        got = _grads([y_next, *outs], [y_in, *params], [adj[rec.rows], *out_grads])
+            targets, target_grads = [y_next, *outs], [adj[rec.rows], *out_grads]
+            if carried:
+                targets.append(torch.where(acc, step.ks[-1], k1_in))
+                target_grads.append(adj_k1[rec.rows])
+        got = _grads(targets, [y_in, *params] + ([k1_in] if carried else []), target_grads)
+        if carried:
+            adj_k1 = adj_k1.index_put((rec.rows,), got.pop())
         adj = adj.index_put((rec.rows,), got[0])
+        for acc_p, g in zip(g_params, got[1:]):
+            acc_p.add_(g)
+    if carried:   # the first steps started from f(t0, y0)
+        y_leaf = y0.detach().requires_grad_(True)
+        with torch.enable_grad():
+            got = _grads([func(t_out[:, 0], y_leaf)], [y_leaf, *params], [adj_k1])
+        adj = adj + got[0]
         for acc_p, g in zip(g_params, got[1:]):
             acc_p.add_(g)
     return adj + grad_ys[0], g_params

@@ -29,8 +29,7 @@ _FIXED_OPTIONS = {"step_size", "grid_constructor", "interp", "max_num_steps", "p
 _ADAMS_OPTIONS = {"max_order", "max_iters"}
 DEFAULT_MAX_STEPS = 1_000_000
 # odeint follows torchdiffeq's names where nde's differ: torchdiffeq's "heun2" is fixed-step Heun
-# (nde's "heun"), its "rk4" Kutta's 3/8 rule (nde's "rk4_38"); nde's adaptive "heun2" is torchdiffeq's
-# "adaptive_heun".
+# (nde's "heun"), its "rk4" Kutta's 3/8 rule (nde's "rk4_38").
 TORCHDIFFEQ_NAMES = {"heun2": "heun", "rk4": "rk4_38"}
 
 
@@ -581,8 +580,10 @@ def solve_ode(func: Callable, y0, t: torch.Tensor, *, method: str = "dopri5", rt
         y0: initial state, a tensor (or tuple of tensors); in per-sample mode ``(batch, ...)``.
         t: output times ``(T,)``, strictly increasing or decreasing; per-sample mode also accepts
             ``(batch, T)``, a grid per sample.
-        method: ``euler``, ``midpoint``, ``heun``, ``heun3``, ``rk4`` (fixed grid) or ``heun2``,
-            ``fehlberg2``, ``bosh3``, ``dopri5``, ``tsit5``, ``dopri8`` (adaptive).
+        method: ``euler``, ``midpoint``, ``heun``, ``heun3``, ``rk4`` (fixed grid) or ``adaptive_heun``,
+            ``heun2``, ``fehlberg2``, ``fehlberg2_fsal``, ``bosh3``, ``dopri5``, ``tsit5``, ``dopri8``
+            (adaptive; ``adaptive_heun`` and ``fehlberg2`` reuse a last stage that is not f at the
+            solution, as torchdiffeq does, ``heun2`` and ``fehlberg2_fsal`` evaluate f there instead).
         rtol, atol: tolerances, scalars or tensors broadcastable to the state.
         adjoint: gradient mode: ``"direct"`` (autograd through the solver), ``"backsolve"`` (continuous
             adjoint, memory independent of steps), ``"discrete"`` (exact gradient of the discretisation
@@ -757,12 +758,11 @@ def odeint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method:
 
     Returns ``(len(t), *y0.shape)`` (a tuple for tuple states). ``adjoint`` selects the gradient mode
     (``"direct"``, ``"backsolve"``, ``"discrete"``); the step-size controller is torchdiffeq's
-    I controller, so accepted steps and NFE match torchdiffeq's for dopri5 and bosh3 at the same
-    tolerances (tested); ``fehlberg2`` and ``adaptive_heun`` take about 1.5× and 2× torchdiffeq's
-    evaluations (they evaluate f at the propagated solution), and ``dopri8`` lands steps on the output
+    I controller, so accepted steps and NFE match torchdiffeq's for dopri5, bosh3, fehlberg2 and
+    adaptive_heun at the same tolerances (tested), and ``dopri8`` lands steps on the output
     times instead of using a low-order interpolant (more steps with many outputs; docs/core.md).
-    Method names are torchdiffeq's: ``"heun2"`` is fixed-step Heun (``solve_ode``'s ``"heun"``) and
-    ``"adaptive_heun"`` the adaptive Heun–Euler pair (``solve_ode``'s ``"heun2"``); ``"scipy_solver"``
+    Method names are torchdiffeq's: ``"heun2"`` is fixed-step Heun (``solve_ode``'s ``"heun"``);
+    ``solve_ode``'s adaptive ``"heun2"`` is ``"adaptive_heun"`` with an FSAL stage at the solution; ``"scipy_solver"``
     calls ``scipy.integrate.solve_ivp`` without gradients (:mod:`nde._scipy`); ``"rk4"`` is Kutta's 3/8
     rule (``solve_ode``'s ``"rk4_38"``; its ``"rk4"`` is the classical method); the multistep
     ``"explicit_adams"``, ``"implicit_adams"`` and ``"fixed_adams"`` (options ``max_order``,

@@ -36,6 +36,10 @@ class ButcherTableau:
             dominant-eigenvalue estimate ``‖k_i − k_j‖/‖g_i − g_j‖`` (Shampine 1977;
             Hairer & Wanner, *Solving ODEs II*, §IV.2). ``None``: the last two stages
             are used instead (a cruder estimate).
+        reuses_last_stage: the next step starts from this step's last stage although it is not
+            ``f(t+dt, y1)`` (torchdiffeq's convention for ``adaptive_heun`` and ``fehlberg2``): one
+            evaluation per step fewer than an FSAL extension, but the step maps ``(y, k1)``, not ``y``
+            alone, so the discrete adjoint carries ``k1`` between steps.
         stability_size: extent of the stability region along the negative real axis,
             computed from the tableau.
     """
@@ -50,6 +54,7 @@ class ButcherTableau:
     fsal: bool
     dense: tuple[tuple[float, ...], ...] | None = None
     stiffness_stages: tuple[int, int] | None = None
+    reuses_last_stage: bool = False
     stability_size: float = field(init=False)
 
     def __post_init__(self):
@@ -58,6 +63,8 @@ class ButcherTableau:
             raise ValueError(f"{self.name}: `a` must have rows of length 1..{s - 1}")
         if len(self.b) != s or (self.b_error is not None and len(self.b_error) != s):
             raise ValueError(f"{self.name}: `b` and `b_error` must have {s} entries")
+        if self.fsal and self.reuses_last_stage:
+            raise ValueError(f"{self.name}: `fsal` and `reuses_last_stage` exclude each other")
         object.__setattr__(self, "stability_size", _real_stability_size(self))
 
     @property
@@ -76,9 +83,14 @@ class ButcherTableau:
         return (self.stages - 2, self.stages - 1) if self.stages > 1 else None
 
     @property
+    def carries_last_stage(self) -> bool:
+        """The last stage is the next step's first (FSAL, or torchdiffeq's reuse of a stage not at y1)."""
+        return self.fsal or self.reuses_last_stage
+
+    @property
     def new_evals_per_step(self) -> int:
-        """Function evaluations per step (FSAL methods reuse their first stage)."""
-        return self.stages - 1 if self.fsal else self.stages
+        """Function evaluations per step (a carried last stage is the next step's first)."""
+        return self.stages - 1 if self.carries_last_stage else self.stages
 
 
 def _stability_function(tab: ButcherTableau, z: float) -> float:
@@ -128,15 +140,29 @@ HEUN = ButcherTableau("heun", c=(0.0, 1.0), a=((1.0,),), b=(0.5, 0.5), b_error=N
 HEUN3 = ButcherTableau("heun3", c=(0.0, 1 / 3, 2 / 3), a=((1 / 3,), (0.0, 2 / 3)), b=(0.25, 0.0, 0.75),
                        b_error=None, order=3, error_order=None, fsal=False)
 
-# Fehlberg (1969), NASA TR R-315, RK1(2): the second-order solution is propagated (as torchdiffeq's
-# "fehlberg2" does), so its third stage, at the first-order solution, is not f(t+dt, y1); an FSAL
-# stage f(t+dt, y1) is appended (torchdiffeq reuses the third stage instead, which is not f at y1).
+# Fehlberg (1969), NASA TR R-315, RK1(2) with the second-order solution propagated, as torchdiffeq's
+# "fehlberg2": the third stage, at the first-order solution, is the next step's first stage although it is
+# not f(t+dt, y1) (torchdiffeq's convention; same evaluations and step sequence as torchdiffeq).
 FEHLBERG2 = ButcherTableau(
-    "fehlberg2", c=(0.0, 0.5, 1.0, 1.0),
+    "fehlberg2", c=(0.0, 0.5, 1.0),
+    a=((0.5,), (1 / 256, 255 / 256)),
+    b=(1 / 512, 255 / 256, 1 / 512),
+    b_error=(-1 / 512, 0.0, 1 / 512),
+    order=2, error_order=1, fsal=False, reuses_last_stage=True)
+
+# The same pair with an appended FSAL stage f(t+dt, y1): every step a map of y alone, one evaluation more.
+FEHLBERG2_FSAL = ButcherTableau(
+    "fehlberg2_fsal", c=(0.0, 0.5, 1.0, 1.0),
     a=((0.5,), (1 / 256, 255 / 256), (1 / 512, 255 / 256, 1 / 512)),
     b=(1 / 512, 255 / 256, 1 / 512, 0.0),
     b_error=(-1 / 512, 0.0, 1 / 512, 0.0),
     order=2, error_order=1, fsal=True)
+
+# Heun–Euler 2(1) as torchdiffeq's "adaptive_heun": the Euler predictor's evaluation f(t+dt, y + dt·k1) is
+# the next step's first stage (not f at the solution): one evaluation per step.
+ADAPTIVE_HEUN = ButcherTableau("adaptive_heun", c=(0.0, 1.0), a=((1.0,),), b=(0.5, 0.5),
+                               b_error=(-0.5, 0.5), order=2, error_order=1, fsal=False,
+                               reuses_last_stage=True)
 
 # Heun–Euler 2(1), extended by an FSAL stage f(t+dt, y1) so that dense output is Hermite at no extra cost.
 HEUN2 = ButcherTableau("heun2", c=(0.0, 1.0, 1.0), a=((1.0,), (0.5, 0.5)), b=(0.5, 0.5, 0.0),
@@ -254,17 +280,15 @@ DOPRI8 = ButcherTableau(
     order=8, error_order=7, fsal=True, stiffness_stages=(12, 13))
 
 TABLEAUS: dict[str, ButcherTableau] = {
-    tab.name: tab for tab in (EULER, MIDPOINT, HEUN, HEUN3, RK4, RK4_38, HEUN2, FEHLBERG2, BOSH3, DOPRI5, TSIT5,
-                              DOPRI8)
+    tab.name: tab for tab in (EULER, MIDPOINT, HEUN, HEUN3, RK4, RK4_38, ADAPTIVE_HEUN, HEUN2, FEHLBERG2,
+                              FEHLBERG2_FSAL, BOSH3, DOPRI5, TSIT5, DOPRI8)
 }
-# torchdiffeq's name for the same method.
-ALIASES = {"adaptive_heun": "heun2"}
 # torchdiffeq 0.2.5's multistep methods: nde.odeint runs them (nde/_adams.py); they are not tableaus.
 MULTISTEP = ("explicit_adams", "implicit_adams", "fixed_adams")
 
 
 def get_tableau(method: str) -> ButcherTableau:
-    """Look up a method by name (torchdiffeq aliases accepted); a clear error otherwise."""
+    """Look up a method by name; a clear error otherwise."""
     if not isinstance(method, str):
         raise TypeError(f"`method` must be a string, got {type(method).__name__}")
     if method == "scipy_solver":
@@ -273,10 +297,9 @@ def get_tableau(method: str) -> ButcherTableau:
     if method in MULTISTEP:
         raise ValueError(f"`method` {method!r} (torchdiffeq's multistep Adams method) is available through "
                          "nde.odeint only")
-    name = ALIASES.get(method, method)
-    if name not in TABLEAUS:
-        raise ValueError(f"unknown `method` {method!r}; expected one of {sorted(TABLEAUS) + sorted(ALIASES)}")
-    return TABLEAUS[name]
+    if method not in TABLEAUS:
+        raise ValueError(f"unknown `method` {method!r}; expected one of {sorted(TABLEAUS)}")
+    return TABLEAUS[method]
 
 
 def hermite_weights(theta: float) -> tuple[float, float, float, float]:

@@ -40,14 +40,35 @@ def test_stability_size_matches_literature(name, expected):
     assert TABLEAUS[name].stability_size == pytest.approx(expected, abs=2e-3)
 
 
-def test_fehlberg2_is_fehlbergs_pair_with_an_fsal_stage_at_the_propagated_solution():
-    """RK1(2) (Fehlberg 1969): the second-order b is propagated, b - b_error is the first-order
-    embedded solution, and the appended last stage is evaluated at y1 (its a-row is b)."""
-    tab = TABLEAUS["fehlberg2"]
+@pytest.mark.parametrize("name", ["fehlberg2", "fehlberg2_fsal"])
+def test_fehlberg2_is_fehlbergs_pair_propagating_the_second_order_solution(name):
+    """RK1(2) (Fehlberg 1969): the second-order b is propagated and b - b_error is the first-order embedded
+    solution. "fehlberg2" (torchdiffeq's) carries its third stage, evaluated at the first-order solution,
+    into the next step; "fehlberg2_fsal" appends a stage at y1 (its a-row is b) instead."""
+    tab = TABLEAUS[name]
     b, b_hat = np.array(tab.b), np.array(tab.b) - np.array(tab.b_error)
     assert b @ np.array(tab.c) == pytest.approx(0.5, abs=1e-15) and b_hat.sum() == pytest.approx(1.0)
     assert b_hat @ np.array(tab.c) != pytest.approx(0.5)       # only first order
-    assert tab.fsal and np.allclose(tab.a[-1], b[:-1]) and tab.c[-1] == 1.0
+    assert tab.c[-1] == 1.0 and tab.carries_last_stage and tab.new_evals_per_step == (2 if name == "fehlberg2" else 3)
+    if name == "fehlberg2":
+        assert tab.reuses_last_stage and not tab.fsal and np.allclose(tab.a[-1], b_hat[:-1])
+    else:
+        assert tab.fsal and np.allclose(tab.a[-1], b[:-1])
+
+
+def test_adaptive_heun_is_heun_euler_with_the_predictor_stage_carried():
+    """torchdiffeq's adaptive_heun: Heun's trapezoid propagated, Euler embedded, the predictor's evaluation
+    f(t + dt, y + dt·k1) reused as the next first stage (one evaluation per step; heun2: two)."""
+    tab, fsal = TABLEAUS["adaptive_heun"], TABLEAUS["heun2"]
+    assert tab.b == (0.5, 0.5) and np.allclose(np.array(tab.b) - np.array(tab.b_error), [1.0, 0.0])
+    assert tab.reuses_last_stage and tab.new_evals_per_step == 1 and fsal.new_evals_per_step == 2
+
+
+def test_fsal_and_stage_reuse_exclude_each_other():
+    from nde.tableaus import ButcherTableau
+    with pytest.raises(ValueError, match="reuses_last_stage"):
+        ButcherTableau("x", c=(0.0, 1.0), a=((1.0,),), b=(0.5, 0.5), b_error=(-0.5, 0.5), order=2,
+                       error_order=1, fsal=True, reuses_last_stage=True)
 
 
 def test_unknown_method_is_a_clear_error():

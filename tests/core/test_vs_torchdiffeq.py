@@ -47,7 +47,7 @@ def test_dopri5_matches_torchdiffeq_to_round_off():
     assert torch.allclose(ours, theirs, atol=1e-7)
 
 
-@pytest.mark.parametrize("method", ["dopri5", "bosh3"])
+@pytest.mark.parametrize("method", ["dopri5", "bosh3", "fehlberg2", "adaptive_heun"])
 @pytest.mark.parametrize("tol", [1e-4, 1e-7])
 def test_same_nfe_as_torchdiffeq(method, tol):
     f = Counted()
@@ -57,6 +57,28 @@ def test_same_nfe_as_torchdiffeq(method, tol):
     ours, f.calls = f.calls, 0
     torchdiffeq.odeint(f, y0, t, rtol=tol, atol=tol, method=method)
     assert ours <= f.calls
+
+
+@pytest.mark.parametrize("method", ["fehlberg2", "adaptive_heun"])
+def test_low_order_pairs_evaluate_where_torchdiffeq_does(method):
+    """The same method as torchdiffeq's, not only as many evaluations: every call of f (rejected steps
+    included) gets the same (t, y) to round-off, so the step sequences are the same."""
+    calls = {"nde": [], "tdq": []}
+    f = Counted()
+
+    def logged(name):
+        def func(t, y):
+            calls[name].append((float(t), y.detach().clone()))
+            return f(t, y)
+        return func
+
+    y0 = torch.randn(16, 3, dtype=torch.float64)
+    t = torch.tensor([0.0, 1.5], dtype=torch.float64)
+    nde.odeint(logged("nde"), y0, t, rtol=1e-6, atol=1e-6, method=method)
+    torchdiffeq.odeint(logged("tdq"), y0, t, rtol=1e-6, atol=1e-6, method=method)
+    assert len(calls["nde"]) == len(calls["tdq"]) > 20
+    for (t_a, y_a), (t_b, y_b) in zip(calls["nde"], calls["tdq"]):
+        assert t_a == pytest.approx(t_b, abs=1e-12) and torch.allclose(y_a, y_b, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("method,options", [("euler", {"step_size": 0.1}), ("midpoint", {"step_size": 0.1}),
