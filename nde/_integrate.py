@@ -146,8 +146,13 @@ class HostErrorRatio:
                 return magnitude
         return y.abs()
 
-    @torch.no_grad()
     def __call__(self, step: Step, y0: torch.Tensor) -> float:
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                return self._ratio(step, y0)
+        return self._ratio(step, y0)   # no context manager to enter where there is no graph
+
+    def _ratio(self, step: Step, y0: torch.Tensor) -> float:
         abs_y0, abs_y1 = self._abs(y0), step.y1.abs()
         self.known = [(y0, abs_y0), (step.y1, abs_y1)]
         scale = torch.add(self.atol, torch.maximum(abs_y0, abs_y1), alpha=self.rtol)

@@ -82,7 +82,7 @@ class Step(NamedTuple):
 def _by_terms(dt, y: torch.Tensor) -> bool:
     """Shared steps on the CPU sum stages term by term; elsewhere one matrix product per stage (on a
     GPU every add is a kernel launch, and the stacked product is fewer launches; not yet measured)."""
-    return isinstance(dt, float) and y.device.type == "cpu"
+    return isinstance(dt, float) and y.is_cpu
 
 
 def _sum_terms(start: torch.Tensor | None, ks: list[torch.Tensor], terms: list[tuple[int, float]],
@@ -125,7 +125,8 @@ def host_tensor(values, dtype: torch.dtype | None, device) -> torch.Tensor:
     Built on the host and copied with ``non_blocking=True``: ``torch.tensor(..., device=cuda)`` is a
     blocking copy that waits for every queued kernel, which in the step loop would add a second
     synchronisation per step to the error ratio's one."""
-    return torch.tensor(values, dtype=dtype).to(device, non_blocking=True)
+    host = torch.tensor(values, dtype=dtype)
+    return host if torch.device(device).type == "cpu" else host.to(device, non_blocking=True)
 
 
 def stage_times(t, dt, coeffs: Coefficients, t_dtype: torch.dtype, device) -> list:
@@ -159,11 +160,18 @@ def rk_step(func: Callable, t, dt, y: torch.Tensor, k1: torch.Tensor, coeffs: Co
         y1 = _sum_terms(y, ks, coeffs.b_terms, dt) if by_terms else _combine(y, ks, coeffs.b_row, dt)
     if coeffs.err_row is None:
         error = None
+    elif error_grad or not torch.is_grad_enabled():   # no grad mode to switch (a context manager costs)
+        error = _error(ks, coeffs, dt, y, by_terms)
     else:
-        with torch.set_grad_enabled(error_grad and torch.is_grad_enabled()):
-            error = _sum_terms(None, ks, coeffs.err_terms, dt) if by_terms else _weighted(ks, coeffs.err_row, dt, y)
+        with torch.no_grad():
+            error = _error(ks, coeffs, dt, y, by_terms)
     stiff_inputs = None if pair is None else (inputs[pair[0]], inputs[pair[1]])
     return Step(y1, ks, error, stiff_inputs)
+
+
+def _error(ks: list[torch.Tensor], coeffs: Coefficients, dt, y: torch.Tensor, by_terms: bool) -> torch.Tensor:
+    """The embedded error estimate dt·Σ b_error[i]·k_i."""
+    return _sum_terms(None, ks, coeffs.err_terms, dt) if by_terms else _weighted(ks, coeffs.err_row, dt, y)
 
 
 def stiffness_estimate(step: Step, coeffs: Coefficients, reduce: Callable) -> torch.Tensor | None:

@@ -31,6 +31,7 @@ DEFAULT_MAX_STEPS = 1_000_000
 # odeint follows torchdiffeq's names where nde's differ: torchdiffeq's "heun2" is fixed-step Heun
 # (nde's "heun"), its "rk4" Kutta's 3/8 rule (nde's "rk4_38").
 TORCHDIFFEQ_NAMES = {"heun2": "heun", "rk4": "rk4_38"}
+_TORCHDIFFEQ_CONTROLLER = IController()   # frozen: one instance serves every odeint call
 
 
 # --------------------------------------------------------------------------------------------
@@ -868,7 +869,7 @@ def _odeint_options(method: str, options: dict | None) -> dict:
     ``max_steps`` and ``norm`` arguments of :func:`_solve` (torchdiffeq's I controller by default)."""
     tab = get_tableau(method)
     options = dict(options or {})
-    controller = _controller_from_options(options, IController())
+    controller = _controller_from_options(options, _TORCHDIFFEQ_CONTROLLER)
     for key in ("safety", "ifactor", "dfactor"):
         options.pop(key, None)
     max_steps = DEFAULT_MAX_STEPS
