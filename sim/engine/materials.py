@@ -3,6 +3,8 @@ import math
 from dataclasses import dataclass
 from enum import IntEnum
 
+from .._checks import is_real
+
 
 class MaterialKind(IntEnum):
     """How a particle's deformation gradient and stress are treated (see ``mpm_kernels``)."""
@@ -34,6 +36,9 @@ class Material:
     def __post_init__(self):
         if not isinstance(self.kind, MaterialKind):
             raise TypeError(f"kind must be a MaterialKind, got {self.kind!r}")
+        for name in ("E", "nu", "viscosity", "density", "theta_c", "theta_s"):
+            if not is_real(getattr(self, name)):
+                raise TypeError(f"{name} must be a real number, got {getattr(self, name)!r}")
         for name in ("E", "density"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from nde.diffusion import (EDM, VE, DiffusersUNet, GaussianMixture, GaussianMixtureNoisePredictor, NoisePredictor,
+from nde.diffusion import (EDM, VE, DiffusersUNet, GaussianMixtureNoisePredictor, NoisePredictor,
                            VPCosine, VPDiscrete, VPLinear, from_eps, random_mixture, sampling_times, to_eps)
 
 DDPM = VPDiscrete(betas=torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64))

@@ -299,6 +299,10 @@ def test_bad_inputs_raise_clear_errors():
         make_sim([WATER], tools=[Tool(ToolShape.SPHERE, (0.05,))] * (MAX_TOOLS + 1))
     with pytest.raises(ValueError, match="nu"):
         Material(MaterialKind.ELASTIC, nu=0.5)
+    with pytest.raises(TypeError, match="E must be a real number"):
+        Material(MaterialKind.ELASTIC, E="400")
+    with pytest.raises(TypeError, match="viscosity must be a real number"):
+        Material(MaterialKind.LIQUID, viscosity=None)
 
 
 def test_3d_rigid_body_and_injector_gradients():
