@@ -14,6 +14,7 @@ Reports medians of warm, round-robin repeats; NFE; saved-tensor bytes (and CUDA 
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import time
 
 import torch
@@ -170,27 +171,27 @@ def function_floor(device, repeats):
 
 
 def nfe_by_method(device, methods=("bosh3", "dopri5", "dopri8", "fehlberg2", "adaptive_heun"),
-                  tols=(1e-4, 1e-7)):
+                  tols=(1e-4, 1e-7), outputs=(2, 20)):
     """Function evaluations of nde.odeint and torchdiffeq.odeint for each adaptive method both have, at the
-    same tolerances, on the target problem's field in float64 (batch 256, t = [0, 1]), with the largest
-    difference of y(1) between the two."""
+    same tolerances, on the target problem's field in float64 (batch 256, t = ``outputs`` times in [0, 1]),
+    with the largest difference of y(1) between the two."""
     if not HAVE_TDQ:
         return []
     import torchdiffeq
     torch.manual_seed(0)
     field = MLPField(2).to(device).double()
     y0 = torch.randn(256, 2, device=device, dtype=torch.float64)
-    t = torch.tensor([0.0, 1.0], device=device, dtype=torch.float64)
     rows = []
     with torch.no_grad():
-        for tol in tols:
-            for method in methods:
-                field.nfe = 0
-                ours = nde.odeint(field, y0, t, rtol=tol, atol=tol, method=method)[-1]
-                nfe, field.nfe = field.nfe, 0
-                theirs = torchdiffeq.odeint(field, y0, t, rtol=tol, atol=tol, method=method)[-1]
-                rows.append({"problem": f"nfe mlp d=2 B=256 float64 tol={tol:g}", "case": method, "nfe_fwd": nfe,
-                             "nfe_torchdiffeq": field.nfe, "max_abs_diff_torchdiffeq": (ours - theirs).abs().max().item()})
+        for n_out, tol, method in itertools.product(outputs, tols, methods):
+            t = torch.linspace(0.0, 1.0, n_out, device=device, dtype=torch.float64)
+            field.nfe = 0
+            ours = nde.odeint(field, y0, t, rtol=tol, atol=tol, method=method)[-1]
+            nfe, field.nfe = field.nfe, 0
+            theirs = torchdiffeq.odeint(field, y0, t, rtol=tol, atol=tol, method=method)[-1]
+            rows.append({"problem": f"nfe mlp d=2 B=256 float64 {n_out} outputs tol={tol:g}", "case": method,
+                         "nfe_fwd": nfe, "nfe_torchdiffeq": field.nfe,
+                         "max_abs_diff_torchdiffeq": (ours - theirs).abs().max().item()})
     return rows
 
 

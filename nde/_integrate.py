@@ -39,7 +39,8 @@ class Config:
     grid: tuple[float, ...] | None = None    # ... or the whole grid (torchdiffeq's grid_constructor)
     multistep: Adams | None = None           # fixed-grid Adams steps (coeffs: the start-up 3/8 rule)
     perturb: bool = False                    # fixed grid: f at t+ (first stage) and t1− (stages at c = 1)
-    interp: str = "linear"                   # fixed-grid output interpolation: "linear" or "cubic"
+    interp: str = "linear"                   # fixed-grid output interpolation: "linear", "cubic" or "dense"
+                                             # (an adaptive method's own interpolant)
     min_step: float = 0.0
     max_step: float = math.inf
     max_steps: int = 2 ** 31 - 1
@@ -49,6 +50,7 @@ class Config:
     record: bool = False                     # keep (t, dt, y) checkpoints for the discrete adjoint
     dense: bool = False                      # keep every accepted step for Solution.evaluate
     clip_to_outputs: bool = False            # end steps exactly on output times (no interpolation)
+    clip_to_end: bool = False                # ... on the final output time only (interior outputs interpolated)
     regularizer: object = None               # a GlobalRegularizer: one differentiable term per accepted step
     step_points: tuple[float, ...] = ()      # increasing times that steps must land on (torchdiffeq step_t)
     jump_points: tuple[float, ...] = ()      # ... and where func may jump (jump_t): f re-evaluated after them
@@ -288,9 +290,10 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
             _fail(cfg, Status.NO_EVENT, t, dt)
             return _finish_shared(outputs, len(t_out), y0, Status.NO_EVENT, nfe, n_acc, n_rej, heur,
                                   records, dense_steps, (t, dt), reg_terms)
-        clipped = cfg.clip_to_outputs and t + dt >= t_out[j]
+        target = t_out[j] if cfg.clip_to_outputs else t_out[-1] if cfg.clip_to_end else None
+        clipped = target is not None and t + dt >= target
         if clipped:
-            dt = t_out[j] - t
+            dt = target - t
         landing, jump = landings.within(t, dt)
         if landing is not None:
             dt = landing - t
@@ -310,7 +313,7 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
         finite = math.isfinite(ratio)
         accept = finite and (ratio <= 1.0 or dt <= cfg.min_step)
         if accept:
-            t_new = landing if landing is not None else t_out[j] if clipped else t + dt
+            t_new = landing if landing is not None else target if clipped else t + dt
             rho_t = None
             if reg is not None and reg.needs_stiffness:  # differentiable: the regulariser uses it
                 rho_t = stiffness_estimate(step, coeffs, norm)
@@ -327,7 +330,7 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
                                          else rho_t.detach())
             kind = "dense"
             if cfg.event is not None and cfg.event.crossed(t_new, step.y1):   # t_out was [t0, inf]
-                kind = "step" if cfg.clip_to_outputs else "dense"
+                kind = "step" if cfg.clip_to_outputs or cfg.clip_to_end else "dense"   # Hermite far below order
                 located, extra = _locate_event(cfg.event, func, step, y, t, dt, t_new, kind, coeffs, None, tdt, dev)
                 nfe += extra
                 if located <= t_out[-1]:   # before the end of the solve (odeint's is inf)

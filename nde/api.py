@@ -290,7 +290,8 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
     options = _internal_points(options, sign, per_sample)
     cfg = Config(coeffs=coeffs, rtol=rtol, atol=atol, controller=controller, t_dtype=t_dtype,
                  max_steps=max_steps, norm=norm, throw=throw, heuristics=heuristics,
-                 dense=dense and not per_sample, clip_to_outputs=_needs_clipping(tab), regularizer=regularizer,
+                 dense=dense and not per_sample, regularizer=regularizer,
+                 clip_to_outputs=_needs_clipping(tab) and not options.get("clip_to_end", False),
                  multistep=multistep, **options, **fixed_options)
     t_internal = t.detach() if sign > 0 else -t.detach()
     t_out = t_internal.to(t_dtype) if per_sample else t_internal.tolist()
@@ -389,9 +390,9 @@ def _event(event_fn, t: torch.Tensor, tab, cfg: Config, to_user, sign: float, at
 
 
 def _needs_clipping(tab) -> bool:
-    """Adaptive methods whose only interpolant (cubic Hermite) is far below their order land steps on
-    the output times instead of interpolating (dopri8: Hermite would cost ~4 digits)."""
-    return tab.adaptive and tab.dense is None and tab.order > 4
+    """Adaptive methods whose interpolant is far below their order land steps on the output times instead
+    of interpolating in ``solve_ode`` (dopri8: order 8, dense output of order 5)."""
+    return tab.adaptive and tab.order - tab.dense_order > 1
 
 
 def _adjoint_params(func, adjoint_params) -> tuple[torch.Tensor, ...]:
@@ -534,7 +535,7 @@ def _translate_fixed_options(options: dict, argname: str) -> dict:
     for key, value in options.items():
         if key == "step_size" and value is not None:
             out["step_size"] = number(value, f"`{argname}['step_size']`", positive=True)
-        elif key == "interp":
+        elif key == "interp" and value is not None:
             if value not in ("linear", "cubic"):
                 raise ValueError(f"`{argname}['interp']` must be 'linear' or 'cubic'")
             out["interp"] = value
@@ -570,7 +571,7 @@ def solve_ode(func: Callable, y0, t: torch.Tensor, *, method: str = "dopri5", rt
               max_step: float = math.inf, max_steps: int = DEFAULT_MAX_STEPS, throw: bool = True,
               dense: bool = True, heuristics: bool = True, adjoint_params=None, adjoint_rtol=None,
               adjoint_atol=None, adjoint_method: str | None = None, adjoint_options: dict | None = None,
-              interp: str = "linear", regularize=None, generator: random.Random | None = None,
+              interp: str | None = None, regularize=None, generator: random.Random | None = None,
               step_t=None, jump_t=None, event_fn: Callable | None = None) -> Solution:
     """Solve ``dy/dt = func(t, y)`` from ``y(t[0]) = y0`` and return a :class:`Solution`.
 
@@ -600,7 +601,9 @@ def solve_ode(func: Callable, y0, t: torch.Tensor, *, method: str = "dopri5", rt
         dense: keep every accepted step for ``Solution.evaluate`` (shared mode).
         heuristics: record per-step error ratio and stiffness estimates.
         adjoint_*: parameters, tolerances, method and options (``norm="seminorm"``) of the backsolve.
-        interp: fixed-grid output interpolation, ``"linear"`` or ``"cubic"``.
+        interp: output interpolation on a fixed grid, ``"linear"`` or ``"cubic"``; default: linear for
+            fixed-step methods (torchdiffeq's), the method's own dense output for an adaptive method
+            taking fixed steps (as ``Solution.evaluate``).
         regularize: a regulariser from :mod:`nde.regularize`; its differentiable value is
             ``Solution.regularization`` (add ``λ·sol.regularization`` to the loss).
         generator: ``random.Random`` for the local regulariser's sampled times (default: module RNG).
@@ -627,8 +630,8 @@ def solve_ode(func: Callable, y0, t: torch.Tensor, *, method: str = "dopri5", rt
         raise ValueError("`step_size` (fixed steps) needs shared steps (per_sample=False)")
     if not isinstance(throw, bool):
         raise TypeError(f"`throw` must be True or False, got {throw!r}")
-    if interp not in ("linear", "cubic"):
-        raise ValueError(f"`interp` must be 'linear' or 'cubic', got {interp!r}")
+    if interp not in (None, "linear", "cubic"):
+        raise ValueError(f"`interp` must be 'linear', 'cubic' or None, got {interp!r}")
     max_steps = positive_int(max_steps, "`max_steps`")
     if (step_t is not None or jump_t is not None) and (not tab.adaptive or step_size is not None):
         raise ValueError("`step_t`/`jump_t` need an adaptive method without `step_size`")
@@ -636,6 +639,8 @@ def solve_ode(func: Callable, y0, t: torch.Tensor, *, method: str = "dopri5", rt
     fixed = {}
     if not tab.adaptive or step_size is not None:
         fixed = _translate_fixed_options({"step_size": step_size, "interp": interp}, "solve_ode")
+        if interp is None:
+            fixed["interp"] = "dense" if tab.adaptive else "linear"
     global_reg, local_reg, rnode = _split_regularizer(regularize, tab, adjoint, per_sample, step_size)
     if rnode is not None and event_fn is not None:
         raise ValueError("`regularize=RNODE(...)` augments the state, which `event_fn` would see; "
@@ -759,9 +764,9 @@ def odeint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method:
 
     Returns ``(len(t), *y0.shape)`` (a tuple for tuple states). ``adjoint`` selects the gradient mode
     (``"direct"``, ``"backsolve"``, ``"discrete"``); the step-size controller is torchdiffeq's
-    I controller, so accepted steps and NFE match torchdiffeq's for dopri5, bosh3, fehlberg2 and
-    adaptive_heun at the same tolerances (tested), and ``dopri8`` lands steps on the output
-    times instead of using a low-order interpolant (more steps with many outputs; docs/core.md).
+    I controller, so accepted steps and NFE match torchdiffeq's for dopri5, bosh3, fehlberg2,
+    adaptive_heun and dopri8 at the same tolerances (tested; dopri8 ends its last step on the final time
+    and interpolates interior outputs with its order-5 continuous extension, docs/core.md).
     Method names are torchdiffeq's: ``"heun2"`` is fixed-step Heun (``solve_ode``'s ``"heun"``);
     ``solve_ode``'s adaptive ``"heun2"`` is ``"adaptive_heun"`` with an FSAL stage at the solution; ``"scipy_solver"``
     calls ``scipy.integrate.solve_ivp`` without gradients (:mod:`nde._scipy`); ``"rk4"`` is Kutta's 3/8
@@ -875,6 +880,9 @@ def _odeint_options(method: str, options: dict | None) -> dict:
     max_steps = DEFAULT_MAX_STEPS
     if tab.adaptive:
         fields = _translate_adaptive_options(options, "options")
+        # dopri8 interpolates interior outputs, as torchdiffeq's does (same evaluations however many outputs;
+        # ``step_t=t`` lands on them instead) but ends its last step on the final time (its accuracy there).
+        fields["clip_to_end"] = _needs_clipping(tab)
         norm = fields.pop("norm", None)
         max_steps = fields.pop("max_steps", max_steps)
         fixed = {}

@@ -12,6 +12,7 @@ that evaluates ``f(t + dt, y1)``, which is reused as the next step's first stage
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +33,7 @@ class ButcherTableau:
         fsal: the last stage is ``f(t+dt, y1)`` (first-same-as-last).
         dense: ``(s, m)`` coefficients of the method's own continuous extension,
             ``y(t+θdt) = y + dt·Σ_i k_i·Σ_m dense[i][m]·θ^(m+1)``; ``None`` means cubic Hermite.
+        dense_order: order of ``dense`` (cubic Hermite: 3).
         stiffness_stages: two stage indices evaluated at the same time, used for the
             dominant-eigenvalue estimate ``‖k_i − k_j‖/‖g_i − g_j‖`` (Shampine 1977;
             Hairer & Wanner, *Solving ODEs II*, §IV.2). ``None``: the last two stages
@@ -53,6 +55,7 @@ class ButcherTableau:
     error_order: int | None
     fsal: bool
     dense: tuple[tuple[float, ...], ...] | None = None
+    dense_order: int = 3
     stiffness_stages: tuple[int, int] | None = None
     reuses_last_stage: bool = False
     stability_size: float = field(init=False)
@@ -198,7 +201,7 @@ DOPRI5 = ButcherTableau(
            (0.0, -1754552775 / 470086768, 14199869525 / 1410260304, -10690763975 / 1880347072),
            (0.0, 127303824393 / 49829197408, -318862633887 / 49829197408, 701980252875 / 199316789632),
            (0.0, -282668133 / 205662961, 2019193451 / 616988883, -1453857185 / 822651844),
-           (0.0, 40617522 / 29380423, -110615467 / 29380423, 69997945 / 29380423)))
+           (0.0, 40617522 / 29380423, -110615467 / 29380423, 69997945 / 29380423)), dense_order=4)
 
 def _tsit5_dense() -> tuple[tuple[float, ...], ...]:
     """Tsitouras (2011) interpolant weights b_i(θ), written as in the paper (products of factors)."""
@@ -237,12 +240,90 @@ TSIT5 = ButcherTableau(
        (5.86145544294642, -12.92096931784711, 8.159367898576159, -0.071584973281401, -0.028269050394068383),
        _TS5_B[:6]),
     b=_TS5_B, b_error=_TS5_BERR, order=5, error_order=4, fsal=True, stiffness_stages=(5, 6),
-    dense=_tsit5_dense())
+    dense=_tsit5_dense(), dense_order=4)
 
+
+
+def _rooted_trees(order: int) -> list[tuple]:
+    """The rooted trees with ``order`` vertices, each a sorted tuple of its subtrees (the leaf is ``()``)."""
+    if order == 1:
+        return [()]
+    found = set()
+    for sizes in _partitions(order - 1):
+        for children in itertools.product(*(_rooted_trees(n) for n in sizes)):
+            found.add(tuple(sorted(children)))
+    return sorted(found)
+
+
+def _partitions(n: int, largest: int | None = None):
+    """The partitions of n into non-increasing positive parts."""
+    largest = n if largest is None else largest
+    if n == 0:
+        yield ()
+    for part in range(min(n, largest), 0, -1):
+        for rest in _partitions(n - part, part):
+            yield (part,) + rest
+
+
+def _tree_order(tree: tuple) -> int:
+    return 1 + sum(_tree_order(child) for child in tree)
+
+
+def _tree_density(tree: tuple) -> int:
+    """γ(τ) = ρ(τ)·Π γ(children)."""
+    density = _tree_order(tree)
+    for child in tree:
+        density *= _tree_density(child)
+    return density
+
+
+def _continuous_extension(c, a, b, order: int) -> tuple[tuple[float, ...], ...]:
+    """Dense-output coefficients ``d`` (s, ``order``) of an FSAL method: ``b_i(θ) = Σ_m d[i][m-1]·θ^m`` with
+
+    * ``Σ_i b_i(θ)·Φ_i(τ) = θ^ρ(τ)/γ(τ)`` for every rooted tree τ of order ρ(τ) ≤ ``order`` (the order
+      conditions of a continuous extension, Hairer, Nørsett & Wanner I, §II.6; Φ_i the elementary weights:
+      Φ_i(leaf) = 1, Φ_i([τ_1, ..., τ_m]) = Π_k (A·Φ(τ_k))_i);
+    * ``b_i(1) = b_i`` (it ends on y1) and ``b_i'(1) = [i = s−1]`` (its slope there is the FSAL stage
+      f(t+dt, y1): continuous first derivative across steps).
+
+    Each power of θ is a separate linear condition; the minimal-norm solution is taken, and an inconsistent
+    system (no extension of that order from these stages) raises."""
+    s = len(c)
+    A = np.zeros((s, s))
+    for i, row in enumerate(a):
+        A[i + 1, :i + 1] = row
+
+    def weights(tree):
+        phi = np.ones(s)
+        for child in tree:
+            phi = phi * (A @ weights(child))
+        return phi
+
+    rows, rhs = [], []
+    for power in range(1, order + 1):
+        for rho in range(1, order + 1):
+            for tree in _rooted_trees(rho):
+                row = np.zeros((s, order))
+                row[:, power - 1] = weights(tree)
+                rows.append(row.ravel())
+                rhs.append(1.0 / _tree_density(tree) if rho == power else 0.0)
+    for i in range(s):
+        for values, target in ((np.ones(order), b[i]), (np.arange(1.0, order + 1), float(i == s - 1))):
+            row = np.zeros((s, order))
+            row[i] = values
+            rows.append(row.ravel())
+            rhs.append(target)
+    system, rhs = np.array(rows), np.array(rhs)
+    d = np.linalg.lstsq(system, rhs, rcond=None)[0]
+    if np.abs(system @ d - rhs).max() > 1e-11:
+        raise ValueError(f"no continuous extension of order {order} from these stages")
+    return tuple(tuple(float(v) for v in row) for row in d.reshape(s, order))
 
 
 # Prince & Dormand (1981), "High order embedded Runge–Kutta formulae", J. Comput. Appl. Math. 7(1):
-# RK8(7)13M with its rational coefficient approximations, extended by an FSAL stage f(t+dt, y1).
+# RK8(7)13M with its rational coefficient approximations, extended by an FSAL stage f(t+dt, y1). Its dense
+# output is the continuous extension of order 5 derived from the order conditions (no order 6 exists with
+# these 14 stages: the conditions of the trees of order 6 are inconsistent).
 _DP8_C = (0.0, 1 / 18, 1 / 12, 1 / 8, 5 / 16, 3 / 8, 59 / 400, 93 / 200, 5490023248 / 9719169821,
           13 / 20, 1201146811 / 1299019798, 1.0, 1.0, 1.0)
 _DP8_A = (
@@ -277,7 +358,8 @@ _DP8_BHAT = (13451932 / 455176623, 0.0, 0.0, 0.0, 0.0, -808719846 / 976000145, 1
 DOPRI8 = ButcherTableau(
     "dopri8", c=_DP8_C, a=_DP8_A + (_DP8_B[:13],), b=_DP8_B,
     b_error=tuple(b - bh for b, bh in zip(_DP8_B, _DP8_BHAT)),
-    order=8, error_order=7, fsal=True, stiffness_stages=(12, 13))
+    order=8, error_order=7, fsal=True, stiffness_stages=(12, 13),
+    dense=_continuous_extension(_DP8_C, _DP8_A + (_DP8_B[:13],), _DP8_B, 5), dense_order=5)
 
 TABLEAUS: dict[str, ButcherTableau] = {
     tab.name: tab for tab in (EULER, MIDPOINT, HEUN, HEUN3, RK4, RK4_38, ADAPTIVE_HEUN, HEUN2, FEHLBERG2,
