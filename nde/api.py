@@ -900,7 +900,7 @@ def odeint_dense(func: Callable, y0: torch.Tensor, t0: torch.Tensor, t1: torch.T
     every accepted step (:meth:`nde.Solution.evaluate`: ``(*y0.shape)`` or ``(len(t), *y0.shape)``).
 
     torchdiffeq allows only ``dopri5`` and a tensor ``y0``; here every adaptive method is accepted
-    (dopri5 and tsit5 use their own interpolants, the others cubic Hermite) and ``y0`` may be a tuple.
+    (dopri5, tsit5 and dopri8 use their own interpolants, the others cubic Hermite) and ``y0`` may be a tuple.
     Gradients flow through the returned values as through :func:`odeint` (direct mode).
     """
     method = "dopri5" if method is None else TORCHDIFFEQ_NAMES.get(method, method)
