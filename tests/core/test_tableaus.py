@@ -102,3 +102,21 @@ def test_stage_sums_by_terms_equal_the_stacked_product(method, monkeypatch):
     assert by_terms[3] == stacked[3]
     for a, b in zip(by_terms[:3], stacked[:3]):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_rooted_trees_are_counted_as_in_the_literature():
+    """Rooted trees with n vertices: 1, 1, 2, 4, 9, 20, 48 (OEIS A000081; Butcher's order conditions)."""
+    from nde.tableaus import _rooted_trees, _tree_density
+    assert [len(_rooted_trees(n)) for n in range(1, 8)] == [1, 1, 2, 4, 9, 20, 48]
+    assert _tree_density(((),)) == 2 and _tree_density(((), ())) == 3 and _tree_density((((),),)) == 6
+
+
+def test_dopri5_has_a_continuous_extension_of_order_four_but_not_five():
+    """Known for DOPRI5 (Hairer, Norsett & Wanner I, §II.6): its 7 stages give a dense output of order 4;
+    order 5 needs extra stages. The derivation finds the first and refuses the second."""
+    from nde.tableaus import _continuous_extension
+    tab = TABLEAUS["dopri5"]
+    dense = np.array(_continuous_extension(tab.c, tab.a, tab.b, 4))
+    assert np.allclose(dense.sum(1), tab.b, atol=1e-12)               # ends on y1
+    with pytest.raises(ValueError, match="order 5"):
+        _continuous_extension(tab.c, tab.a, tab.b, 5)
