@@ -80,6 +80,8 @@ def energy_distance_exact(samples: torch.Tensor, target, block: int = 4096) -> f
     ``target`` provides ``mean_distance(x)`` (``(n,)``: E|x_i - Y|) and ``self_distance()`` (E|Y - Y'|), as
     :class:`UniformBoxes` and :class:`nde.interpolants.GaussianMixture` (2-D) do. ``E|X-X'|`` is the U-statistic
     over the ``n`` samples (pairs i != j, in float64), so the estimate is unbiased. Cost O(n^2 / 2).
+    For samples from the target itself the estimate is a degenerate U-statistic: its noise falls as 1/n but is
+    skewed and not negligible (checkerboard: standard deviation 2.1e-4 at n = 10^4, ~5e-5 at 4·10^4).
     """
     _check_samples("samples", samples)
     _check_finite("samples", samples)
