@@ -152,20 +152,24 @@ def interpolant_case(seed: int, size: str, device: str, net: str = "small") -> l
             rows.append(row)
             by_eps = {}
             for eps0 in EPS_VALUES:
-                x1 = sample_sde(b, score, x0, lambda t, e=eps0: e * interp.alpha(t), steps=cfg["sde_steps"],
-                                generator=torch.Generator().manual_seed(seed))
+                x1 = _sde_samples(interp, b, score, x0, eps0, cfg["sde_steps"], seed)
                 by_eps[eps0] = scored(f"SDE eps0={eps0}", x1, ode)[0]
                 rows.append(by_eps[eps0])
             chosen = _validated_eps(interp, b, score, seed, n // 4, device, cfg["sde_steps"])
             rows.append({**by_eps[chosen], "sampler": "SDE eps0 chosen on a validation draw", "eps0_chosen": chosen})
             if budget == max(budgets):  # Euler-Maruyama bias check: twice the steps for one eps0
-                x1 = sample_sde(b, score, x0, lambda t: interp.alpha(t), steps=2 * cfg["sde_steps"],
-                                generator=torch.Generator().manual_seed(seed))
+                x1 = _sde_samples(interp, b, score, x0, 1.0, 2 * cfg["sde_steps"], seed)
                 rows.append(scored(f"SDE eps0=1.0, {2 * cfg['sde_steps']} steps", x1, ode)[0])
         start = time.perf_counter() - train_s
     if net != "small":
         rows += _field_rows(seed, budgets[-1], interp, task, trainer, n, device, PARTS[net][1])
     return rows
+
+
+def _sde_samples(interp, b, score, x0: torch.Tensor, eps0: float, steps: int, noise_seed: int) -> torch.Tensor:
+    """The forward interpolant SDE with eps(t) = eps0 * alpha(t) from ``x0``, ``steps`` Euler-Maruyama steps."""
+    return sample_sde(b, score, x0, lambda t: eps0 * interp.alpha(t), steps=steps,
+                      generator=torch.Generator().manual_seed(noise_seed))
 
 
 def _validated_eps(interp, b, score, seed: int, n: int, device: str, steps: int) -> float:
@@ -176,8 +180,7 @@ def _validated_eps(interp, b, score, seed: int, n: int, device: str, steps: int)
     x0 = torch.randn(n, 2, generator=gen).to(device)
     distances = {}
     for eps0 in EPS_VALUES:
-        x1 = sample_sde(b, score, x0, lambda t, e=eps0: e * interp.alpha(t), steps=steps,
-                        generator=torch.Generator().manual_seed(6000 + seed))
+        x1 = _sde_samples(interp, b, score, x0, eps0, steps, 6000 + seed)
         distances[eps0] = energy_distance_exact(x1, CHECKERBOARD)
     return min(distances, key=distances.get)
 

@@ -174,6 +174,12 @@ def output_value(step: Step, y0: torch.Tensor, dt: float, theta: float, kind: st
     return interpolate(step, y0, dt, theta, coeffs, k_next=k_next)
 
 
+def needs_end_slope(kind: str, tab) -> bool:
+    """Whether an output of ``kind`` needs f(t1, y1) evaluated: cubic Hermite does, unless the method carries
+    that slope as its last stage."""
+    return kind == "cubic" and not tab.carries_last_stage
+
+
 def partial_step(func: Callable, t: float, dt: float, theta: float, y0: torch.Tensor, k1: torch.Tensor,
                  coeffs: Coefficients, t_dtype, device) -> torch.Tensor:
     """y(t + θ·dt) by a fresh step of the method from (t, y0) (output kind "step": an event inside a step
@@ -465,7 +471,7 @@ def _fixed_shared(func, y0, t_out, cfg: Config) -> Result:
         n += 1
         k_next = None
         if cfg.event is not None and cfg.event.crossed(t_next, step.y1):   # t_out was [t0, inf]
-            if cfg.interp == "cubic":
+            if needs_end_slope(cfg.interp, tab):
                 k_next = func(_t(t_next, tdt, dev), step.y1)
                 nfe += 1
             located, _ = _locate_event(cfg.event, func, step, y, t, dt, t_next, cfg.interp, coeffs, k_next, tdt, dev)
@@ -474,7 +480,7 @@ def _fixed_shared(func, y0, t_out, cfg: Config) -> Result:
         outs = []
         while j < len(t_out) and t_out[j] <= t_next:
             kind = ("end" if t_out[j] == t_next else "start" if t_out[j] == t else cfg.interp)
-            if kind == "cubic" and k_next is None:
+            if needs_end_slope(kind, tab) and k_next is None:
                 k_next = func(_t(t_next, tdt, dev), step.y1)
                 nfe += 1
             theta = (t_out[j] - t) / dt
@@ -486,7 +492,7 @@ def _fixed_shared(func, y0, t_out, cfg: Config) -> Result:
                                   k1_t=k1_t if cfg.perturb else None, k1=k1.detach() if carried else None))
         if cfg.dense:   # adaptive methods taking fixed steps keep their own interpolant
             kind = "dense" if tab.adaptive else cfg.interp
-            if kind == "cubic" and k_next is None:   # the Hermite end slope; the next step reuses it
+            if needs_end_slope(kind, tab) and k_next is None:   # the Hermite end slope; the next step reuses it
                 k_next = func(_t(t_next, tdt, dev), step.y1)
                 nfe += 1
             dense_steps.append((t, dt, y, step, kind, k_next))

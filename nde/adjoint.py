@@ -19,8 +19,8 @@ from typing import Callable
 
 import torch
 
-from ._integrate import (Config, Record, Result, error_ratio, integrate_per_sample, integrate_shared, output_value,
-                         partial_step, rms_norm)
+from ._integrate import (Config, Record, Result, error_ratio, integrate_per_sample, integrate_shared,
+                         needs_end_slope, output_value, partial_step, rms_norm)
 from ._rk import host_tensor, interpolate, rk_step, stage_times, stiffness_estimate
 
 
@@ -113,7 +113,7 @@ def _replay_shared(problem: Problem, records: list[Record], grad_ys: torch.Tenso
             step = rk_step(func, rec.t, rec.dt, y_in, k1, coeffs, times,
                            want_stiffness=reg_weights is not None and problem.cfg.regularizer.needs_stiffness)
             k_next = None
-            if any(kind == "cubic" for _, _, kind in rec.outputs):
+            if any(needs_end_slope(kind, coeffs.tableau) for _, _, kind in rec.outputs):
                 k_next = func(host_tensor(rec.t + rec.dt, tdt, dev), step.y1)
             outs = [partial_step(func, rec.t, rec.dt, theta, y_in, k1, coeffs, tdt, dev) if kind == "step"
                     else output_value(step, y_in, rec.dt, theta, kind, coeffs, k_next)

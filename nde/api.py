@@ -287,11 +287,10 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
     t_dtype = torch.float64 if per_sample else t.dtype
     checked.t_dtype = t.dtype
     coeffs = Coefficients.build(tab, dtype, t_dtype, device)
-    options = _internal_points(options, sign, per_sample)
+    options = {"clip_to_outputs": _needs_clipping(tab), **_internal_points(options, sign, per_sample)}
     cfg = Config(coeffs=coeffs, rtol=rtol, atol=atol, controller=controller, t_dtype=t_dtype,
                  max_steps=max_steps, norm=norm, throw=throw, heuristics=heuristics,
                  dense=dense and not per_sample, regularizer=regularizer,
-                 clip_to_outputs=_needs_clipping(tab) and not options.get("clip_to_end", False),
                  multistep=multistep, **options, **fixed_options)
     t_internal = t.detach() if sign > 0 else -t.detach()
     t_out = t_internal.to(t_dtype) if per_sample else t_internal.tolist()
@@ -882,7 +881,7 @@ def _odeint_options(method: str, options: dict | None) -> dict:
         fields = _translate_adaptive_options(options, "options")
         # dopri8 interpolates interior outputs, as torchdiffeq's does (same evaluations however many outputs;
         # ``step_t=t`` lands on them instead) but ends its last step on the final time (its accuracy there).
-        fields["clip_to_end"] = _needs_clipping(tab)
+        fields.update(clip_to_outputs=False, clip_to_end=_needs_clipping(tab))
         norm = fields.pop("norm", None)
         max_steps = fields.pop("max_steps", max_steps)
         fixed = {}

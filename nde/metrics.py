@@ -94,7 +94,6 @@ def energy_distance_exact(samples: torch.Tensor, target, block: int = 4096) -> f
     return float(2 * to_target.mean() - _self_mean_distance(x, block) - target.self_distance())
 
 
-
 class UniformBoxes:
     """Uniform law on a union of disjoint axis-aligned rectangles in the plane, with closed-form distance
     expectations for :func:`energy_distance_exact`.

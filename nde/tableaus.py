@@ -243,7 +243,6 @@ TSIT5 = ButcherTableau(
     dense=_tsit5_dense(), dense_order=4)
 
 
-
 def _rooted_trees(order: int) -> list[tuple]:
     """The rooted trees with ``order`` vertices, each a sorted tuple of its subtrees (the leaf is ``()``)."""
     if order == 1:
@@ -299,14 +298,14 @@ def _continuous_extension(c, a, b, order: int) -> tuple[tuple[float, ...], ...]:
             phi = phi * (A @ weights(child))
         return phi
 
+    trees = [(rho, weights(tree), _tree_density(tree)) for rho in range(1, order + 1) for tree in _rooted_trees(rho)]
     rows, rhs = [], []
     for power in range(1, order + 1):
-        for rho in range(1, order + 1):
-            for tree in _rooted_trees(rho):
-                row = np.zeros((s, order))
-                row[:, power - 1] = weights(tree)
-                rows.append(row.ravel())
-                rhs.append(1.0 / _tree_density(tree) if rho == power else 0.0)
+        for rho, phi, density in trees:
+            row = np.zeros((s, order))
+            row[:, power - 1] = phi
+            rows.append(row.ravel())
+            rhs.append(1.0 / density if rho == power else 0.0)
     for i in range(s):
         for values, target in ((np.ones(order), b[i]), (np.arange(1.0, order + 1), float(i == s - 1))):
             row = np.zeros((s, order))

@@ -128,3 +128,12 @@ def test_decreasing_time_integrates_backwards():
     sol = nde.solve_ode(linear, y1, t, rtol=1e-10, atol=1e-10)
     assert torch.allclose(sol.ys[-1], Y0, atol=1e-8)
     assert torch.allclose(sol.ys[1, 0], exact(0.5), atol=1e-8)
+
+
+@pytest.mark.parametrize("method", ["dopri5", "adaptive_heun"])
+def test_cubic_outputs_on_a_fixed_grid_take_no_extra_evaluation_when_the_method_carries_the_end_slope(method):
+    """interp="cubic" needs f(t1, y1) only from methods that do not carry it as their last stage."""
+    t = torch.tensor([0.0, 0.25, 0.5, 1.0], dtype=torch.float64)
+    plain = nde.solve_ode(linear, Y0, t, method=method, step_size=0.1)
+    cubic = nde.solve_ode(linear, Y0, t, method=method, step_size=0.1, interp="cubic")
+    assert int(cubic.stats["nfe"]) == int(plain.stats["nfe"]) == 1 + 10 * nde.TABLEAUS[method].new_evals_per_step
