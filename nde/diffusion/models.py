@@ -55,7 +55,9 @@ class NoisePredictor(torch.nn.Module):
         prediction: what the network predicts: "eps", "x0", "v" or "score".
         time_input: maps continuous time t (B,) to the network's time input (default: identity). For a
             1000-step discrete model trained on VPLinear use e.g. ``lambda t: 1000 * t - 1``.
-        cond: conditioning batch (B, ...) or a single item broadcast over the batch; None for unconditional.
+        cond: conditioning batch (B, ...), a batch of one (1, ...), or a single item without batch dimension
+            (its leading size neither B nor 1: an item whose leading size is B or 1 must be given with its
+            batch dimension), each broadcast over the batch; None for unconditional.
         uncond: the "null" conditioning for classifier-free guidance (same layout as cond).
         guidance_scale: w in eps_u + w (eps_c - eps_u); 1 means plain conditional sampling.
     """
@@ -132,7 +134,11 @@ class DiffusersUNet(torch.nn.Module):
 
 
 def _batch(cond: torch.Tensor, batch: int) -> torch.Tensor:
-    """Use a conditioning batch as is, or broadcast a single item (no batch dimension of size B) over the batch."""
+    """A conditioning batch ``(B, ...)`` as is; a batch of one ``(1, ...)`` expanded over the batch (as torch
+    broadcasts, and as it is used when B = 1); any other tensor is one item without a batch dimension,
+    broadcast over the batch."""
     if cond.dim() > 0 and cond.shape[0] == batch:
         return cond
+    if cond.dim() > 0 and cond.shape[0] == 1:
+        return cond.expand(batch, *cond.shape[1:])
     return cond.unsqueeze(0).expand(batch, *cond.shape)

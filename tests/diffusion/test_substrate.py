@@ -112,7 +112,7 @@ def test_classifier_free_guidance_and_diffusers_adapter():
         calls.append(x.shape[0])
         return x * cond[:, :1] + t[:, None]
 
-    cond, uncond = torch.tensor([2.0]), torch.tensor([0.5])
+    cond, uncond = torch.tensor([2.0, 0.0]), torch.tensor([0.5, 0.0])   # single items: no batch dimension
     x, t = torch.randn(4, 3), torch.full((4,), 0.5)
     guided = NoisePredictor(net, schedule, cond=cond, uncond=uncond, guidance_scale=3.0)(x, t)
     eps_u, eps_c = x * 0.5 + 0.5, x * 2.0 + 0.5
@@ -135,5 +135,23 @@ def test_classifier_free_guidance_and_diffusers_adapter():
     assert seen["cond"].shape == (4, 5)
     with pytest.raises(ValueError, match="uncond"):
         NoisePredictor(net, schedule, guidance_scale=2.0, cond=cond)
+
+
+@pytest.mark.parametrize("cond", [torch.randn(1, 3), torch.randn(1, 2, 3), torch.randn(3)])
+def test_conditioning_reaches_every_row_as_when_sampling_one_row(cond):
+    """A batch of one (1, ...) and a single item (3,) condition every row of a batch of 4 exactly as they
+    condition a batch of 1: the network sees the same per-row conditioning (previously (1, 3) became (4, 1, 3))."""
+    schedule = VPLinear()
+    seen = []
+
+    def net(x, t, c):
+        seen.append(c)
+        return x * c.flatten(1).sum(1, keepdim=True)
+
+    x, t = torch.randn(4, 2), torch.full((4,), 0.5)
+    batched = NoisePredictor(net, schedule, cond=cond)(x, t)
+    one_row = torch.cat([NoisePredictor(net, schedule, cond=cond)(x[i:i + 1], t[i:i + 1]) for i in range(4)])
+    torch.testing.assert_close(batched, one_row)
+    assert seen[0].shape == (4,) + seen[1].shape[1:]
     with pytest.raises(TypeError, match="callable"):
         NoisePredictor(3, schedule)
