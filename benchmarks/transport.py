@@ -27,6 +27,9 @@ B. f-distill, exact mixture teacher, reverse-KL (= VSD/DMD), forward-KL and JS, 
    "trained": the light regime distilled from a teacher trained here: the velocity b of the one-sided
    trigonometric interpolant, learned from data samples (DiffusionTeacher.from_velocity), instead of the exact
    mixture (results in transport_fdistill_trained).
+   "light_gan": the light regime with GAN weight 0.1 instead of 1e-3 (FastGen's 1e-3 to 3e-3 on 3072 to 12288
+   pixels, rescaled to d = 2 by sqrt(d_image / 2)) and the learning rate decayed x0.3 instead of x0.5 every
+   steps/3; both chosen on seed 0 (docs/transport.md B4; results in transport_fdistill_light_gan).
 Every case runs for ``--seeds`` (>= 3) seeds; summary rows give mean and std over seeds.
 ``--large`` (for a GPU): more evaluation samples, longer training, 1000 SDE steps.
 """
@@ -68,6 +71,8 @@ REGIMES = {
              "block_x": 1, "area": "transport_fdistill", "teacher": "exact"},
     "light": {**LIGHT, "area": "transport_fdistill_light", "teacher": "exact"},
     "trained": {**LIGHT, "area": "transport_fdistill_trained", "teacher": "trained"},
+    "light_gan": {**LIGHT, "task": {**LIGHT["task"], "gan_weight": 0.1, "lr_decay": 0.3}, "area": "transport_fdistill_light_gan",
+                  "teacher": "exact"},
 }
 # The trained teacher: b of the one-sided trigonometric interpolant (MLP 3x128, batch 1000, Adam 2e-3 with
 # StepLR(steps/3, 0.4), EMA 0.999), trained for this many steps.
@@ -365,6 +370,11 @@ NOTES = {
         "normaliser, EMA 0.99. Metrics as in B, on {blocks} blocks of {block}; teacher50 = 50-step DDIM with the "
         "exact denoiser; at this sample size its MMD is at the estimator's floor (see reference_mmd), so a ratio to it "
         "is not meaningful."),
+    "transport_fdistill_light_gan": (
+        "B4: the light regime of B2 with GAN weight 0.1 instead of 1e-3 (the generator's non-saturating GAN term "
+        "softplus(-D(x_s)), D the discriminator that also estimates r) and Adam 1e-3 decayed x0.3 (not x0.5) every "
+        "steps/3; everything else as in B2: {steps} steps (generator every 5th), batch 256, betas (0, 0.99), batch "
+        "normaliser, EMA 0.99; metrics as in B, on {blocks} blocks of {block}. Settings chosen on seed 0."),
     "transport_fdistill_trained": (
         "B3: f-distill from a trained teacher, the 'light' mixture and task settings of B2 ({steps} steps, {blocks} "
         "blocks of {block}). Teacher: nde.distill.train_velocity_teacher, the velocity b of the one-sided "
@@ -390,9 +400,9 @@ def main(argv=None) -> None:
         p.add_argument("--workers", type=int, default=2), p.add_argument("--seeds", type=int, default=3),
         p.add_argument("--first-seed", type=int, default=0, help="run seeds first-seed .. first-seed + seeds - 1"),
         p.add_argument("--large", action="store_true", help="GPU-sized settings (more samples and steps)"),
-        p.add_argument("--parts", default="interpolant,fields,paper,ring,hard,light,trained",
+        p.add_argument("--parts", default="interpolant,fields,paper,ring,hard,light,trained,light_gan",
                        help="comma list of interpolant, fields, paper (part A and A' with the paper's network), "
-                            "ring, hard, light, trained"),
+                            "ring, hard, light, trained, light_gan"),
         p.add_argument("--from-log", default=None, help="rebuild the result files from the 'rows:' lines that a "
                        "(possibly interrupted) run printed, instead of running")))
     size = "quick" if args.quick else "large" if args.large else "default"
