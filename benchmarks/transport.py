@@ -1,6 +1,7 @@
 """Generative transport benchmark: interpolant SDE vs ODE sampling, and f-distill mode coverage.
 
     python -m benchmarks.transport [--device cpu|cuda] [--quick] [--large] [--workers 2] [--seeds 3]
+        [--parts ...] [--divergences js,...] [--fdistill-steps N]
 
 A. Stochastic interpolant, N(0, I) -> checkerboard (one-sided linear interpolant). b and eta are
    learned once per seed and evaluated at two training budgets (the same fields for every sampler).
@@ -228,15 +229,22 @@ def _field_rows(seed, budget, interp, task, trainer, n, device, part) -> list[di
     return rows
 
 
-def fdistill_case(divergence: str, seed: int, size: str, device: str, regime: str) -> list[dict]:
-    """Distil the regime's teacher with one divergence and one seed; score it."""
+def fdistill_steps(size: str, regime: str, override: int | None = None) -> int:
+    """Training steps of an f-distill case: ``override``, else the size's default times the regime's multiplier."""
+    return override or FDISTILL_STEPS[size] * REGIMES[regime]["steps_x"]
+
+
+def fdistill_case(divergence: str, seed: int, size: str, device: str, regime: str,
+                  steps: int | None = None) -> list[dict]:
+    """Distil the regime's teacher with one divergence and one seed (``steps``: see :func:`fdistill_steps`); score
+    it."""
     from nde.training import Trainer
 
     spec = REGIMES[regime]
     mix = ring_mixture(8, radius=3.0, variance=spec["variance"], weights=torch.tensor(spec["weights"] * 4))
     teacher, teacher_s = _teacher(mix, spec["teacher"], seed, size, device)
     torch.manual_seed(seed)  # the same student initialisation whichever teacher
-    steps = FDISTILL_STEPS[size] * spec["steps_x"]
+    steps = fdistill_steps(size, regime, steps)
     task = FDistill(teacher, mix.sample, 2, divergence=divergence, device=device, lr_decay_every=steps // 3,
                     **FDISTILL_TASK, **spec["task"])
     start = time.perf_counter()
@@ -403,6 +411,10 @@ def main(argv=None) -> None:
         p.add_argument("--parts", default="interpolant,fields,paper,ring,hard,light,trained,light_gan",
                        help="comma list of interpolant, fields, paper (part A and A' with the paper's network), "
                             "ring, hard, light, trained, light_gan"),
+        p.add_argument("--divergences", default=",".join(DIVERGENCES), help="f-distill parts: comma list of "
+                       + ", ".join(DIVERGENCES)),
+        p.add_argument("--fdistill-steps", type=int, default=None, help="f-distill parts: training steps "
+                       "(default: the size's, times the regime's multiplier)"),
         p.add_argument("--from-log", default=None, help="rebuild the result files from the 'rows:' lines that a "
                        "(possibly interrupted) run printed, instead of running")))
     size = "quick" if args.quick else "large" if args.large else "default"
@@ -411,8 +423,12 @@ def main(argv=None) -> None:
     jobs = [(kind, (s, size, args.device)) for kind in ("interpolant", "fields") if kind in parts
             for s in seeds]
     jobs += [("interpolant", (s, size, args.device, "paper")) for s in seeds if "paper" in parts]
-    jobs += [("fdistill", (d, s, size, args.device, regime)) for s in seeds
-             for regime in REGIMES if regime in parts for d in DIVERGENCES]
+    divergences = args.divergences.split(",")
+    unknown = set(divergences) - set(DIVERGENCES)
+    if unknown:
+        raise SystemExit(f"--divergences: unknown {sorted(unknown)}; choose from {DIVERGENCES}")
+    jobs += [("fdistill", (d, s, size, args.device, regime, args.fdistill_steps)) for s in seeds
+             for regime in REGIMES if regime in parts for d in DIVERGENCES if d in divergences]
     results = _rows_from_log(args.from_log) if args.from_log else []
     if args.from_log:
         jobs = []
@@ -435,7 +451,7 @@ def main(argv=None) -> None:
     for name, spec in REGIMES.items():
         areas[spec["area"]] = areas.get(spec["area"], ()) + (f"fdistill/{name}",)
         notes[spec["area"]] = NOTES[spec["area"]].format(
-            steps=FDISTILL_STEPS[size] * spec["steps_x"], blocks=blocks, block=block * spec["block_x"],
+            steps=fdistill_steps(size, name, args.fdistill_steps), blocks=blocks, block=block * spec["block_x"],
             teacher_steps=TEACHER_STEPS[size]) + EXACT_NOTE
     for area, prefixes in areas.items():
         part_rows = [r for r in rows if r["part"].startswith(prefixes)]
