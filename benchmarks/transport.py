@@ -72,8 +72,8 @@ REGIMES = {
              "block_x": 1, "area": "transport_fdistill", "teacher": "exact"},
     "light": {**LIGHT, "area": "transport_fdistill_light", "teacher": "exact"},
     "trained": {**LIGHT, "area": "transport_fdistill_trained", "teacher": "trained"},
-    "light_gan": {**LIGHT, "task": {**LIGHT["task"], "gan_weight": 0.1, "lr_decay": 0.3}, "area": "transport_fdistill_light_gan",
-                  "teacher": "exact"},
+    "light_gan": {**LIGHT, "task": {**LIGHT["task"], "gan_weight": 0.1, "lr_decay": 0.3},
+                  "area": "transport_fdistill_light_gan", "teacher": "exact"},
 }
 # The trained teacher: b of the one-sided trigonometric interpolant (MLP 3x128, batch 1000, Adam 2e-3 with
 # StepLR(steps/3, 0.4), EMA 0.999), trained for this many steps.
@@ -403,6 +403,12 @@ def _rows_from_log(path: str) -> list[list[dict]]:
         return [json.loads(line[len("rows: "):]) for line in log if line.startswith("rows: ")]
 
 
+def _in_parts(part: str, names: tuple[str, ...]) -> bool:
+    """Whether a row's ``part`` is one of ``names`` or below one ("paper_net/samplers/..."), so that
+    "fdistill/light_gan" is not taken for "fdistill/light"."""
+    return any(part == name or part.startswith(name + "/") for name in names)
+
+
 def main(argv=None) -> None:
     args = parse_args(__doc__.splitlines()[0], argv, extra=lambda p: (
         p.add_argument("--workers", type=int, default=2), p.add_argument("--seeds", type=int, default=3),
@@ -454,7 +460,7 @@ def main(argv=None) -> None:
             steps=fdistill_steps(size, name, args.fdistill_steps), blocks=blocks, block=block * spec["block_x"],
             teacher_steps=TEACHER_STEPS[size]) + EXACT_NOTE
     for area, prefixes in areas.items():
-        part_rows = [r for r in rows if r["part"].startswith(prefixes)]
+        part_rows = [r for r in rows if _in_parts(r["part"], prefixes)]
         if part_rows:
             print(write_results(area, args.device, part_rows + _summaries(part_rows), notes[area]).read_text())
 
