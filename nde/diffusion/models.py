@@ -137,8 +137,6 @@ def _batch(cond: torch.Tensor, batch: int) -> torch.Tensor:
     """A conditioning batch ``(B, ...)`` as is; a batch of one ``(1, ...)`` expanded over the batch (as torch
     broadcasts, and as it is used when B = 1); any other tensor is one item without a batch dimension,
     broadcast over the batch."""
-    if cond.dim() > 0 and cond.shape[0] == batch:
-        return cond
-    if cond.dim() > 0 and cond.shape[0] == 1:
+    if cond.dim() > 0 and cond.shape[0] in (batch, 1):
         return cond.expand(batch, *cond.shape[1:])
     return cond.unsqueeze(0).expand(batch, *cond.shape)

@@ -135,6 +135,8 @@ def test_classifier_free_guidance_and_diffusers_adapter():
     assert seen["cond"].shape == (4, 5)
     with pytest.raises(ValueError, match="uncond"):
         NoisePredictor(net, schedule, guidance_scale=2.0, cond=cond)
+    with pytest.raises(TypeError, match="callable"):
+        NoisePredictor(3, schedule)
 
 
 @pytest.mark.parametrize("cond", [torch.randn(1, 3), torch.randn(1, 2, 3), torch.randn(3)])
@@ -153,5 +155,3 @@ def test_conditioning_reaches_every_row_as_when_sampling_one_row(cond):
     one_row = torch.cat([NoisePredictor(net, schedule, cond=cond)(x[i:i + 1], t[i:i + 1]) for i in range(4)])
     torch.testing.assert_close(batched, one_row)
     assert seen[0].shape == (4,) + seen[1].shape[1:]
-    with pytest.raises(TypeError, match="callable"):
-        NoisePredictor(3, schedule)
