@@ -231,7 +231,7 @@ def _field_rows(seed, budget, interp, task, trainer, n, device, part) -> list[di
 
 def fdistill_steps(size: str, regime: str, override: int | None = None) -> int:
     """Training steps of an f-distill case: ``override``, else the size's default times the regime's multiplier."""
-    return override or FDISTILL_STEPS[size] * REGIMES[regime]["steps_x"]
+    return override if override is not None else FDISTILL_STEPS[size] * REGIMES[regime]["steps_x"]
 
 
 def fdistill_case(divergence: str, seed: int, size: str, device: str, regime: str,
@@ -429,6 +429,8 @@ def main(argv=None) -> None:
     jobs = [(kind, (s, size, args.device)) for kind in ("interpolant", "fields") if kind in parts
             for s in seeds]
     jobs += [("interpolant", (s, size, args.device, "paper")) for s in seeds if "paper" in parts]
+    if args.fdistill_steps is not None and args.fdistill_steps < 1:
+        raise SystemExit(f"--fdistill-steps must be a positive number of steps, got {args.fdistill_steps}")
     divergences = args.divergences.split(",")
     unknown = set(divergences) - set(DIVERGENCES)
     if unknown:
