@@ -17,9 +17,11 @@ Brownian paths:
   ``bm``. Measured at 100 steps, and for reversible Heun also at 1000, with half the repeats
   (torchsde's BrownianInterval makes these calls slow).
 
-Floor (Euler rows): ``floor_*_ms`` times a hand-written Euler–Maruyama loop, y ← y + f(y)·dt +
-g(y)⊙ΔW in two fused tensor operations per step, on increments drawn once before timing. It is the cost of the user's f and g alone under the same
-autograd, so ``max_speedup_fwd_bwd`` = torchsde / floor bounds what any solver could show.
+Floor (Euler and Milstein rows, same path): ``floor_*_ms`` times the method written out by hand on
+increments drawn once before timing: Euler–Maruyama y ← y + f(y)·dt + g(y)⊙ΔW in two fused tensor
+operations per step, and Milstein the same plus the one vjp of g that its correction term needs. It is
+the cost of the user's f and g (and that vjp) under the same autograd, so ``max_speedup_fwd_bwd`` =
+torchsde / floor bounds what any solver could show.
 
 Memory: ``saved_MB``, the autograd saved tensors of one forward; ``peak_MB``, the peak tensor
 memory of one forward+backward above what was allocated before (CUDA allocator statistics, or the
@@ -90,16 +92,34 @@ def _calls(sde, y0, method, adjoint, steps, library, kind, device):
     return forward, inference, forward_backward
 
 
-def _floor_calls(sde, y0, steps):
-    """Euler–Maruyama written out by hand on pre-drawn increments: (forward, inference, forward_backward)."""
+def _floor_calls(sde, y0, method, steps):
+    """The method written out by hand on pre-drawn increments: (forward, inference, forward_backward).
+
+    euler: y <- y + f dt + g dW. milstein (Ito, diagonal noise): the same plus the vjp
+    J_g^T (g * (dW^2 - dt) / 2), which is g_i dg_i/dy_i (dW_i^2 - dt) / 2 for element-wise g.
+    """
     dt = 1.0 / steps
     bm = _make_bm("same path", y0)
     increments = [bm(k * dt, (k + 1) * dt) for k in range(steps)]
+    halves = [0.5 * (dw * dw - dt) for dw in increments]
+
+    def euler_step(y, dw, _):
+        return torch.addcmul(torch.add(y, sde.f(None, y), alpha=dt), sde.g(None, y), dw)
+
+    def milstein_step(y, dw, half):
+        create = torch.is_grad_enabled()
+        with torch.enable_grad():
+            y_ = y if y.requires_grad else y.detach().requires_grad_(True)
+            g = sde.g(None, y_)
+            gdg, = torch.autograd.grad(g, y_, g * half, create_graph=create)
+        return torch.addcmul(torch.add(y, sde.f(None, y), alpha=dt), g, dw).add_(gdg)
+
+    step = {"euler": euler_step, "milstein": milstein_step}[method]
 
     def forward():
         y = y0
-        for dw in increments:
-            y = torch.addcmul(torch.add(y, sde.f(None, y), alpha=dt), sde.g(None, y), dw)
+        for dw, half in zip(increments, halves):
+            y = step(y, dw, half)
         return y
 
     def inference():
@@ -127,8 +147,8 @@ def run_case(method, sde_type, adjoint, steps, kind, device, repeats, size=(STAT
     sde = NeuralSDE(sde_type, state, hidden).to(device)
     y0 = torch.randn(batch, state, device=device)
     calls = {lib: _calls(sde, y0, method, adjoint, steps, lib, kind, device) for lib in ("nde", "torchsde")}
-    if method == "euler" and kind == "same path":
-        calls["floor"] = _floor_calls(sde, y0, steps)
+    if method in ("euler", "milstein") and kind == "same path":
+        calls["floor"] = _floor_calls(sde, y0, method, steps)
     diff = _agreement(sde, y0, method, adjoint, steps, device) if kind == "same path" else None
     reps = repeats if kind == "same path" else max(1, repeats // 2)
     fwd = time_calls({lib: c[1] for lib, c in calls.items()}, device, repeats=reps, warmup=1)
@@ -176,8 +196,9 @@ def main(argv=None):
              "mean(y_T^2). speedup = torchsde / nde. saved_MB = autograd saved tensors of one forward; peak_MB = peak "
              "tensor memory of one forward+backward (CUDA allocator or CPU profiler memory events), noise included. "
              "'same path': both libraries on the same BrownianPath (max_abs_diff_f64 = max|ys_nde - ys_torchsde| "
-             "of the same case in float64); 'default': each library's default Brownian motion (bm=None). floor (Euler, "
-             "same path): a hand-written Euler-Maruyama loop on pre-drawn increments, the user functions' own cost; "
+             "of the same case in float64); 'default': each library's default Brownian motion (bm=None). floor (Euler and "
+             "Milstein, same path): the method written out by hand on pre-drawn increments (Milstein: plus the one vjp "
+             "of g its correction needs), the user functions' own cost; "
              "max_speedup_fwd_bwd = torchsde / floor, the most any solver could gain.")
     print(write_results("sde", args.device, rows, notes))
 
