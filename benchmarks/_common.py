@@ -137,6 +137,17 @@ def peak_bytes(fn: Callable[[], object], device: str) -> int:
     return cpu_peak_bytes(fn)
 
 
+def _command() -> str:
+    """The command line as a reader would type it: ``python -m benchmarks.<name> ...`` for a harness of this
+    package (run with ``-m``, ``sys.argv[0]`` is the file's absolute path, which names only this machine)."""
+    script = Path(sys.argv[0])
+    if script.suffix == ".py" and script.parent.name == "benchmarks":
+        program = ["python", "-m", f"benchmarks.{script.stem}"]
+    else:
+        program = [Path(sys.executable).name, sys.argv[0]]
+    return " ".join([*program, *sys.argv[1:]])
+
+
 def environment() -> dict[str, str]:
     env = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -145,7 +156,7 @@ def environment() -> dict[str, str]:
         "machine": platform.machine(),
         "processor": platform.processor() or platform.machine(),
         "threads": str(torch.get_num_threads()),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": _command(),
     }
     if torch.cuda.is_available():
         env["cuda_device"] = torch.cuda.get_device_name()
