@@ -470,10 +470,11 @@ def main(argv=None) -> None:
         notes[spec["area"]] = NOTES[spec["area"]].format(
             steps=fdistill_steps(size, name, args.fdistill_steps), blocks=blocks, block=block * spec["block_x"],
             teacher_steps=TEACHER_STEPS[size]) + EXACT_NOTE
+    suffix = "_large" if size == "large" else ""  # --large results sit beside the default-size ones
     for area, prefixes in areas.items():
         part_rows = [r for r in rows if _in_parts(r["part"], prefixes)]
         if part_rows:
-            print(write_results(area, args.device, part_rows + _summaries(part_rows), notes[area]).read_text())
+            print(write_results(area + suffix, args.device, part_rows + _summaries(part_rows), notes[area]).read_text())
 
 
 if __name__ == "__main__":
