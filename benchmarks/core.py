@@ -6,7 +6,9 @@ Problems:
   * ``sweep``: the same for dims 2–64 and batch 1–4096 (forward and direct forward+backward).
   * ``vdp``: a batch of Van der Pol oscillators with mixed stiffness μ, per-sample vs shared steps.
   * ``overhead``: wall time ÷ (NFE × one field call); ``floor``: the NFE field calls alone, chained by
-    one add each, so torchdiffeq / floor (``max_speedup_*``) bounds what any solver could gain.
+    one add each, so torchdiffeq / floor (``max_speedup_*``) bounds what any solver could gain; and dopri5
+    written out by hand (the method's arithmetic and nothing else), which bounds what nde could gain
+    without dropping what the method itself needs.
 
 Run: ``python -m benchmarks.core [--device cpu|cuda] [--quick]``.
 Reports medians of warm, round-robin repeats; NFE; saved-tensor bytes (and CUDA peak memory).
@@ -120,16 +122,88 @@ def _target_problem(device):
     return field, y0, t, torch.tensor(0.0, device=device), field.nfe
 
 
+class HandDopri5:
+    """dopri5 written out by hand for one problem: torchdiffeq's algorithm (Hairer's initial step, the I
+    controller min(10, max(0.2, 0.9·r^(−1/5))) that never shrinks after an accepted step, FSAL, the RMS error
+    ratio ‖err / (atol + rtol·max(|y0|, |y1|))‖, the dense output at the last time) with nothing else: no
+    input checks, no options, no step limit or failure handling, one host read per step. It bounds what nde
+    could gain by removing everything that is not the method's own arithmetic (benchmark row "dopri5 by hand").
+
+    ``__call__(t0, t1)`` returns y(t1) for the ``field`` and ``y0`` given at construction (floats t0 < t1)."""
+
+    def __init__(self, field, y0: torch.Tensor, rtol: float, atol: float):
+        from nde.tableaus import DOPRI5
+        self.field, self.y0, self.rtol, self.atol, self.tab = field, y0, rtol, atol, DOPRI5
+        self.rows = [[(j, c) for j, c in enumerate(row) if c != 0.0] for row in DOPRI5.a]
+        self.err = [(j, c) for j, c in enumerate(DOPRI5.b_error) if c != 0.0]
+        self.atol_t = torch.tensor(atol, dtype=y0.dtype, device=y0.device)
+        self.root_n = y0.numel() ** 0.5
+
+    @staticmethod
+    def _sum(start, ks, terms, dt):
+        """start + dt·Σ c_j k_j, one add per nonzero term (start None: no start)."""
+        (j, c), rest = terms[0], terms[1:]
+        acc = torch.mul(ks[j], c * dt) if start is None else torch.add(start, ks[j], alpha=c * dt)
+        for j, c in rest:
+            acc.add_(ks[j], alpha=c * dt)
+        return acc
+
+    def _rms(self, x) -> float:
+        return float(torch.linalg.vector_norm(x)) / self.root_n
+
+    def _initial_step(self, t0: float, t0_t, y0, f0) -> float:
+        """Hairer, Nørsett & Wanner I, §II.4 (torchdiffeq's ``_select_initial_step``)."""
+        with torch.no_grad():
+            scale = self.atol + self.rtol * y0.abs()
+            d0, d1 = self._rms(y0 / scale), self._rms(f0 / scale)
+            h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+            f1 = self.field(t0_t + h0, torch.add(y0, f0, alpha=h0))
+            d2 = self._rms((f1 - f0) / scale) / h0
+            dmax = max(d1, d2)
+            h1 = max(1e-6, h0 * 1e-3) if dmax <= 1e-15 else (0.01 / dmax) ** (1.0 / 5)
+        return min(100 * h0, h1)
+
+    def __call__(self, t0: float, t1: float) -> torch.Tensor:
+        y, tab, dtype = self.y0, self.tab, self.y0.dtype
+        t0_t = torch.tensor(t0, dtype=dtype)
+        k1 = self.field(t0_t, y)
+        dt, t, abs_y = self._initial_step(t0, t0_t, y, k1), t0, y.abs()
+        while True:
+            times = torch.tensor([t + c * dt for c in tab.c], dtype=dtype).unbind(0)
+            ks = [k1]
+            for i, row in enumerate(self.rows):
+                g = self._sum(y, ks, row, dt)
+                ks.append(self.field(times[i + 1], g))
+            with torch.no_grad():
+                abs_g = g.abs()
+                scale = torch.add(self.atol_t, torch.maximum(abs_y, abs_g), alpha=self.rtol)
+                ratio = self._rms(self._sum(None, ks, self.err, dt) / scale)
+            if ratio <= 1.0:
+                if t + dt >= t1:
+                    return self._dense(y, ks, dt, (t1 - t) / dt)
+                y, k1, abs_y, t = g, ks[-1], abs_g, t + dt
+            factor = 10.0 if ratio == 0.0 else 0.9 * ratio ** (-1.0 / 5)
+            dt *= min(10.0, max(1.0 if ratio <= 1.0 else 0.2, factor))
+
+    def _dense(self, y, ks, dt, theta):
+        """y(t + θ·dt) by the method's continuous extension: weight θ·Σ_m dense[i][m]·θ^m per stage."""
+        terms = [(i, theta * sum(d * theta ** m for m, d in enumerate(row))) for i, row in enumerate(self.tab.dense)]
+        return self._sum(y, ks, [(i, w) for i, w in terms if w != 0.0], dt)
+
+
 def solver_overhead(device, repeats):
-    """Wall time ÷ (NFE × time of one func call) for the target problem (nde odeint, forward).
+    """Wall time ÷ (NFE × time of one func call) for the target problem (nde odeint, forward), and for
+    torchdiffeq and :class:`HandDopri5` (the part of the overhead that is the method's own arithmetic).
 
     One func call is timed as NFE consecutive calls ÷ NFE: warm, as the calls inside a solve are. (A
     single call timed between solves runs on caches the solve has just filled with its own data, and
     came out 1.6x slower, which made the overhead look smaller than it is.)"""
     field, y0, t, t0, nfe = _target_problem(device)
+    by_hand = HandDopri5(field, y0, rtol=1e-6, atol=1e-6)
     with torch.no_grad():
         calls = {"func": lambda: [field(t0, y0) for _ in range(nfe)],
-                 "nde": lambda: nde.odeint(field, y0, t, rtol=1e-6, atol=1e-6)}
+                 "nde": lambda: nde.odeint(field, y0, t, rtol=1e-6, atol=1e-6),
+                 "dopri5 by hand": lambda: by_hand(0.0, 1.0)}
         if HAVE_TDQ:
             import torchdiffeq
             calls["torchdiffeq"] = lambda: torchdiffeq.odeint(field, y0, t, rtol=1e-6, atol=1e-6)
@@ -145,7 +219,8 @@ def solver_overhead(device, repeats):
 def function_floor(device, repeats):
     """What any solver must spend on the target problem: its NFE evaluations of the field, chained by
     one fused add each (y <- y0 + 0.05 f(y)), forward and forward+backward, timed round-robin with
-    torchdiffeq's solve; torchdiffeq / floor bounds the speed-up any solver could show."""
+    torchdiffeq's solve; torchdiffeq / floor bounds the speed-up any solver could show. Also dopri5 by hand
+    (:class:`HandDopri5`), the bound for a solver that does nothing but the method's own arithmetic."""
     field, y0, t, t0, nfe = _target_problem(device)
 
     def floor():
@@ -154,7 +229,8 @@ def function_floor(device, repeats):
             y = torch.add(y0, field(t0, y), alpha=0.05)
         return y
 
-    cases = {"floor": floor}
+    by_hand = HandDopri5(field, y0, rtol=1e-6, atol=1e-6)
+    cases = {"floor": floor, "by hand": lambda: by_hand(0.0, 1.0)}
     if HAVE_TDQ:
         import torchdiffeq
         cases["torchdiffeq"] = lambda: torchdiffeq.odeint(field, y0, t, rtol=1e-6, atol=1e-6)[-1]
@@ -162,12 +238,16 @@ def function_floor(device, repeats):
     with torch.no_grad():
         fwd = time_calls(cases, device, repeats=repeats * 3)
     both = time_calls({k: _fwd_bwd(v, params) for k, v in cases.items()}, device, repeats=repeats * 3)
-    row = {"problem": "floor mlp d=2 B=256", "case": f"{nfe} chained field calls", "fwd_ms": fwd["floor"]["median_ms"],
-           "fwd_bwd_ms": both["floor"]["median_ms"], "nfe_fwd": nfe, "nfe_fwd_bwd": nfe}
-    if HAVE_TDQ:
-        row["max_speedup_fwd"] = fwd["torchdiffeq"]["median_ms"] / fwd["floor"]["median_ms"]
-        row["max_speedup_fwd_bwd"] = both["torchdiffeq"]["median_ms"] / both["floor"]["median_ms"]
-    return [row]
+    labels = {"floor": f"{nfe} chained field calls", "by hand": "dopri5 by hand (the method's arithmetic only)"}
+    rows = []
+    for name, label in labels.items():
+        row = {"problem": "floor mlp d=2 B=256", "case": label, "fwd_ms": fwd[name]["median_ms"],
+               "fwd_bwd_ms": both[name]["median_ms"], "nfe_fwd": nfe, "nfe_fwd_bwd": nfe}
+        if HAVE_TDQ:
+            row["max_speedup_fwd"] = fwd["torchdiffeq"]["median_ms"] / fwd[name]["median_ms"]
+            row["max_speedup_fwd_bwd"] = both["torchdiffeq"]["median_ms"] / both[name]["median_ms"]
+        rows.append(row)
+    return rows
 
 
 def nfe_by_method(device, methods=("bosh3", "dopri5", "dopri8", "fehlberg2", "adaptive_heun"),
@@ -254,8 +334,8 @@ def main(argv=None):
     rows += nfe_by_method(args.device)
     notes = (f"dopri5, rtol=atol=1e-6, float32 (VdP float64), median of {repeats} warm round-robin repeats; "
              f"torch threads={torch.get_num_threads()}; total {time.time() - started:.0f} s. floor: the NFE field "
-             "calls alone chained by one add each (3x the repeats, round-robin with torchdiffeq); max_speedup = "
-             "torchdiffeq / floor. nfe rows: each adaptive method both libraries have, NFE of one solve each.")
+             "calls alone chained by one add each, and dopri5 by hand (benchmarks.core.HandDopri5: the method's "
+             "arithmetic only); 3x the repeats, round-robin with torchdiffeq; max_speedup = torchdiffeq / that row. nfe rows: each adaptive method both libraries have, NFE of one solve each.")
     path = write_results("core", args.device, rows, notes)
     print(path.read_text())
 

@@ -65,7 +65,9 @@ def _all_finite(y: torch.Tensor) -> bool:
     return math.isfinite(float(y.detach().sum())) or bool(torch.isfinite(y).all())
 
 
-def _check_times(t, per_sample: bool, batch: int | None) -> torch.Tensor:
+def _check_times(t, per_sample: bool, batch: int | None) -> tuple[torch.Tensor, list[float] | None]:
+    """Validate the output times; returns ``t`` and, for a (T,) grid, its values on the host (read once: the
+    callers take the direction and the shared-step output times from them), else None."""
     if not torch.is_tensor(t):
         raise TypeError(f"`t` must be a torch.Tensor, got {type(t).__name__}")
     if not torch.is_floating_point(t):
@@ -78,6 +80,7 @@ def _check_times(t, per_sample: bool, batch: int | None) -> torch.Tensor:
                          + (" ((batch, T) is allowed with per_sample=True)" if not per_sample else ""))
     if t.shape[-1] < 1:
         raise ValueError("`t` must contain at least one time")
+    values = None
     if t.dim() == 1:   # one transfer to the host, then Python checks (a (T,) grid is small)
         values = t.detach().tolist()
         finite = all(math.isfinite(v) for v in values)
@@ -91,7 +94,7 @@ def _check_times(t, per_sample: bool, batch: int | None) -> torch.Tensor:
         raise ValueError("`t` contains non-finite values")
     if not (increasing or decreasing):
         raise ValueError("`t` must be strictly increasing or strictly decreasing")
-    return t
+    return t, values
 
 
 def _direction(t: torch.Tensor) -> float:
@@ -99,12 +102,16 @@ def _direction(t: torch.Tensor) -> float:
     if t.shape[-1] < 2:
         return 1.0
     if t.dim() == 1:
-        first, second = t[:2].tolist()
-        return -1.0 if second < first else 1.0
+        return _sign(t[:2].tolist())
     dec = t[..., 1] < t[..., 0]
     if bool(dec.any()) and not bool(dec.all()):
         raise ValueError("`t`: all samples must integrate in the same direction")
     return -1.0 if bool(dec.all()) else 1.0
+
+
+def _sign(values: list[float]) -> float:
+    """:func:`_direction` of a checked (T,) grid from its host values."""
+    return -1.0 if len(values) > 1 and values[1] < values[0] else 1.0
 
 
 def _check_tolerance_shape(name: str, tol, shape: torch.Size, per_sample: bool) -> None:
@@ -253,7 +260,7 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
     if per_sample:
         if any(x.dim() < 1 or x.shape[0] != batch for x in tensors):
             raise ValueError("per_sample=True needs every tensor of `y0` to have the batch as dimension 0")
-    t = _check_times(t, per_sample, batch)
+    t, t_values = _check_times(t, per_sample, batch)
     rtol, atol = _check_tolerance("rtol", rtol), _check_tolerance("atol", atol)
     if tab.adaptive and fixed_options.get("step_size") is None and _all_zero(rtol) and _all_zero(atol):
         raise ValueError("`rtol` and `atol` are both 0: adaptive steps could never meet them")
@@ -264,7 +271,7 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
             raise ValueError("per-component `rtol`/`atol` tensors need a single-tensor state")
         for name, tol in (("rtol", rtol), ("atol", atol)):
             _check_tolerance_shape(name, tol, tensors[0].shape, per_sample)
-    sign = _direction(t)
+    sign = _direction(t) if t_values is None else _sign(t_values)
     if multistep is not None and adjoint == "discrete":
         raise ValueError(f"`adjoint`: the discrete adjoint does not replay the multistep {multistep.name!r}; "
                          "use 'direct' or 'backsolve'")
@@ -292,8 +299,10 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
                  max_steps=max_steps, norm=norm, throw=throw, heuristics=heuristics,
                  dense=dense and not per_sample, regularizer=regularizer,
                  multistep=multistep, **options, **fixed_options)
-    t_internal = t.detach() if sign > 0 else -t.detach()
-    t_out = t_internal.to(t_dtype) if per_sample else t_internal.tolist()
+    if per_sample:
+        t_out = (t.detach() if sign > 0 else -t.detach()).to(t_dtype)
+    else:
+        t_out = t_values if sign > 0 else [-v for v in t_values]
     if per_sample and t_out.dim() == 1:
         t_out = t_out.unsqueeze(0).expand(batch, -1)
     if event_fn is not None:
@@ -928,7 +937,7 @@ def _odeint_scipy(func, y0, t, rtol, atol, options: dict, adjoint: str):
     if not callable(func):
         raise TypeError("`func` must be callable as func(t, y)")
     tensors = _check_state(y0)
-    t = _check_times(t, False, None)
+    t, _ = _check_times(t, False, None)
     rtol, atol = _check_tolerance("rtol", rtol), _check_tolerance("atol", atol)
     if (torch.is_tensor(rtol) or torch.is_tensor(atol)) and len(tensors) > 1:
         raise ValueError("per-component `rtol`/`atol` tensors need a single-tensor state")
