@@ -139,6 +139,11 @@ class HandDopri5:
         self.atol_t = torch.tensor(atol, dtype=y0.dtype, device=y0.device)
         self.root_n = y0.numel() ** 0.5
 
+    def _times(self, values: float | list[float]) -> torch.Tensor:
+        """Times as a tensor on the state's device, built on the host (as nde does: no blocking copy)."""
+        host = torch.tensor(values, dtype=self.y0.dtype)
+        return host if self.y0.is_cpu else host.to(self.y0.device, non_blocking=True)
+
     @staticmethod
     def _sum(start, ks, terms, dt):
         """start + dt·Σ c_j k_j, one add per nonzero term (start None: no start)."""
@@ -151,7 +156,7 @@ class HandDopri5:
     def _rms(self, x) -> float:
         return float(torch.linalg.vector_norm(x)) / self.root_n
 
-    def _initial_step(self, t0: float, t0_t, y0, f0) -> float:
+    def _initial_step(self, t0_t, y0, f0) -> float:
         """Hairer, Nørsett & Wanner I, §II.4 (torchdiffeq's ``_select_initial_step``)."""
         with torch.no_grad():
             scale = self.atol + self.rtol * y0.abs()
@@ -164,12 +169,12 @@ class HandDopri5:
         return min(100 * h0, h1)
 
     def __call__(self, t0: float, t1: float) -> torch.Tensor:
-        y, tab, dtype = self.y0, self.tab, self.y0.dtype
-        t0_t = torch.tensor(t0, dtype=dtype)
+        y, tab = self.y0, self.tab
+        t0_t = self._times(t0)
         k1 = self.field(t0_t, y)
-        dt, t, abs_y = self._initial_step(t0, t0_t, y, k1), t0, y.abs()
+        dt, t, abs_y = self._initial_step(t0_t, y, k1), t0, y.abs()
         while True:
-            times = torch.tensor([t + c * dt for c in tab.c], dtype=dtype).unbind(0)
+            times = self._times([t + c * dt for c in tab.c]).unbind(0)
             ks = [k1]
             for i, row in enumerate(self.rows):
                 g = self._sum(y, ks, row, dt)
