@@ -33,6 +33,9 @@ B. f-distill, exact mixture teacher, reverse-KL (= VSD/DMD), forward-KL and JS, 
    steps/3; both chosen on seed 0 (docs/transport.md B4; results in transport_fdistill_light_gan).
    "light_gan_b1024": light_gan with batch 1024 instead of 256 and twice its training steps (the two levers that
    helped on seed 0 and on seeds 1-2; docs/transport.md B4; results in transport_fdistill_light_gan_b1024).
+   "lighter_gan": light_gan on a mixture with light modes half as heavy (weights 0.24 / 0.01, light-mode mass
+   0.04): whether reverse-KL's dropping persists with training where the modes are lighter (docs/transport.md
+   B5; results in transport_fdistill_lighter_gan).
 Every case runs for ``--seeds`` (>= 3) seeds; summary rows give mean and std over seeds.
 ``--large`` (for a GPU): more evaluation samples, longer training, 1000 SDE steps.
 """
@@ -78,6 +81,8 @@ REGIMES = {
     "light_gan": {**LIGHT, "task": LIGHT_GAN_TASK, "area": "transport_fdistill_light_gan", "teacher": "exact"},
     "light_gan_b1024": {**LIGHT, "task": {**LIGHT_GAN_TASK, "batch_size": 1024}, "steps_x": 10,
                         "area": "transport_fdistill_light_gan_b1024", "teacher": "exact"},
+    "lighter_gan": {**LIGHT, "weights": (0.24, 0.01), "task": LIGHT_GAN_TASK,
+                    "area": "transport_fdistill_lighter_gan", "teacher": "exact"},
 }
 # The trained teacher: b of the one-sided trigonometric interpolant (MLP 3x128, batch 1000, Adam 2e-3 with
 # StepLR(steps/3, 0.4), EMA 0.999), trained for this many steps.
@@ -391,6 +396,11 @@ NOTES = {
         "B4, larger batch: the light_gan regime with batch 1024 instead of 256 and {steps} steps (generator every "
         "5th; Adam 1e-3 decayed x0.3 every steps/3), everything else as there; metrics as in B, on {blocks} blocks "
         "of {block}. Batch 1024 chosen on seed 0 (100000 steps, JS: 3.1e-4 against 4.0e-4 at batch 256)."),
+    "transport_fdistill_lighter_gan": (
+        "B5: the light_gan regime of B4 on a mixture with lighter light modes: weights 0.24 / 0.01 alternating "
+        "(true light-mode mass 0.04), variance 0.05, s in [0.02, 0.5], GAN weight 0.1, {steps} steps (generator every "
+        "5th), batch 256, Adam 1e-3 (0, 0.99) decayed x0.3 every steps/3, batch normaliser, EMA 0.99; metrics as in "
+        "B, on {blocks} blocks of {block}."),
     "transport_fdistill_trained": (
         "B3: f-distill from a trained teacher, the 'light' mixture and task settings of B2 ({steps} steps, {blocks} "
         "blocks of {block}). Teacher: nde.distill.train_velocity_teacher, the velocity b of the one-sided "
@@ -425,7 +435,8 @@ def main(argv=None) -> None:
         p.add_argument("--parts", default="interpolant,fields,paper,ring,hard,light,trained,light_gan",
                        help="comma list of interpolant, fields, paper (part A and A' with the paper's network), "
                             "ring, hard, light, trained, light_gan, light_gan_b1024 (not in the default: twice "
-                            "light_gan's steps at four times its batch)"),
+                            "light_gan's steps at four times its batch), lighter_gan (not in the default: "
+                            "light_gan with light modes of weight 0.01)"),
         p.add_argument("--divergences", default=",".join(DIVERGENCES), help="f-distill parts: comma list of "
                        + ", ".join(DIVERGENCES)),
         p.add_argument("--fdistill-steps", type=int, default=None, help="f-distill parts: training steps "
