@@ -22,6 +22,9 @@ import time
 import torch
 
 import nde
+from nde._integrate import rms_norm_host
+from nde._rk import _dense_terms, _sum_terms, _terms
+from nde.tableaus import DOPRI5
 from benchmarks._common import cuda_peak_bytes, parse_args, saved_tensor_bytes, time_calls, write_results
 
 HAVE_TDQ = importlib.util.find_spec("torchdiffeq") is not None
@@ -129,41 +132,28 @@ class HandDopri5:
     input checks, no options, no step limit or failure handling, one host read per step. It bounds what nde
     could gain by removing everything that is not the method's own arithmetic (benchmark row "dopri5 by hand").
 
-    ``__call__(t0, t1)`` returns y(t1) for the ``field`` and ``y0`` given at construction (floats t0 < t1)."""
+    ``__call__(t0, t1)`` returns y(t1) for the ``field`` and ``y0`` given at construction (floats t0 < t1).
+    The nonzero tableau terms, stage sums, RMS norm and dense weights are nde's own helpers (the same tensor operations nde issues);
+    the tests compare the result with torchdiffeq as well as with nde."""
 
     def __init__(self, field, y0: torch.Tensor, rtol: float, atol: float):
-        from nde.tableaus import DOPRI5
         self.field, self.y0, self.rtol, self.atol, self.tab = field, y0, rtol, atol, DOPRI5
-        self.rows = [[(j, c) for j, c in enumerate(row) if c != 0.0] for row in DOPRI5.a]
-        self.err = [(j, c) for j, c in enumerate(DOPRI5.b_error) if c != 0.0]
+        self.rows, self.err = [_terms(row) for row in DOPRI5.a], _terms(DOPRI5.b_error)
         self.atol_t = torch.tensor(atol, dtype=y0.dtype, device=y0.device)
-        self.root_n = y0.numel() ** 0.5
 
     def _times(self, values: float | list[float]) -> torch.Tensor:
         """Times as a tensor on the state's device, built on the host (as nde does: no blocking copy)."""
         host = torch.tensor(values, dtype=self.y0.dtype)
         return host if self.y0.is_cpu else host.to(self.y0.device, non_blocking=True)
 
-    @staticmethod
-    def _sum(start, ks, terms, dt):
-        """start + dt·Σ c_j k_j, one add per nonzero term (start None: no start)."""
-        (j, c), rest = terms[0], terms[1:]
-        acc = torch.mul(ks[j], c * dt) if start is None else torch.add(start, ks[j], alpha=c * dt)
-        for j, c in rest:
-            acc.add_(ks[j], alpha=c * dt)
-        return acc
-
-    def _rms(self, x) -> float:
-        return float(torch.linalg.vector_norm(x)) / self.root_n
-
     def _initial_step(self, t0_t, y0, f0) -> float:
         """Hairer, Nørsett & Wanner I, §II.4 (torchdiffeq's ``_select_initial_step``)."""
         with torch.no_grad():
             scale = self.atol + self.rtol * y0.abs()
-            d0, d1 = self._rms(y0 / scale), self._rms(f0 / scale)
+            d0, d1 = rms_norm_host(y0 / scale), rms_norm_host(f0 / scale)
             h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
             f1 = self.field(t0_t + h0, torch.add(y0, f0, alpha=h0))
-            d2 = self._rms((f1 - f0) / scale) / h0
+            d2 = rms_norm_host((f1 - f0) / scale) / h0
             dmax = max(d1, d2)
             h1 = max(1e-6, h0 * 1e-3) if dmax <= 1e-15 else (0.01 / dmax) ** (1.0 / 5)
         return min(100 * h0, h1)
@@ -177,23 +167,18 @@ class HandDopri5:
             times = self._times([t + c * dt for c in tab.c]).unbind(0)
             ks = [k1]
             for i, row in enumerate(self.rows):
-                g = self._sum(y, ks, row, dt)
+                g = _sum_terms(y, ks, row, dt)
                 ks.append(self.field(times[i + 1], g))
             with torch.no_grad():
                 abs_g = g.abs()
                 scale = torch.add(self.atol_t, torch.maximum(abs_y, abs_g), alpha=self.rtol)
-                ratio = self._rms(self._sum(None, ks, self.err, dt) / scale)
+                ratio = rms_norm_host(_sum_terms(None, ks, self.err, dt) / scale)
             if ratio <= 1.0:
                 if t + dt >= t1:
-                    return self._dense(y, ks, dt, (t1 - t) / dt)
+                    return _sum_terms(y, ks, _dense_terms(tab.dense, (t1 - t) / dt), dt)
                 y, k1, abs_y, t = g, ks[-1], abs_g, t + dt
             factor = 10.0 if ratio == 0.0 else 0.9 * ratio ** (-1.0 / 5)
             dt *= min(10.0, max(1.0 if ratio <= 1.0 else 0.2, factor))
-
-    def _dense(self, y, ks, dt, theta):
-        """y(t + θ·dt) by the method's continuous extension: weight θ·Σ_m dense[i][m]·θ^m per stage."""
-        terms = [(i, theta * sum(d * theta ** m for m, d in enumerate(row))) for i, row in enumerate(self.tab.dense)]
-        return self._sum(y, ks, [(i, w) for i, w in terms if w != 0.0], dt)
 
 
 def solver_overhead(device, repeats):
@@ -340,7 +325,8 @@ def main(argv=None):
     notes = (f"dopri5, rtol=atol=1e-6, float32 (VdP float64), median of {repeats} warm round-robin repeats; "
              f"torch threads={torch.get_num_threads()}; total {time.time() - started:.0f} s. floor: the NFE field "
              "calls alone chained by one add each, and dopri5 by hand (benchmarks.core.HandDopri5: the method's "
-             "arithmetic only); 3x the repeats, round-robin with torchdiffeq; max_speedup = torchdiffeq / that row. nfe rows: each adaptive method both libraries have, NFE of one solve each.")
+             "arithmetic only); 3x the repeats, round-robin with torchdiffeq; max_speedup = torchdiffeq / that "
+             "row. nfe rows: each adaptive method both libraries have, NFE of one solve each.")
     path = write_results("core", args.device, rows, notes)
     print(path.read_text())
 
