@@ -220,6 +220,13 @@ def _t(t: float, dtype, device) -> torch.Tensor:
     return host_tensor(t, dtype, device)
 
 
+def _unwrapped(func: Callable, t_dtype: torch.dtype) -> Callable:
+    """After the first evaluation: the user's function without the API's output check where calling it needs
+    nothing else (:meth:`nde.api._CheckedFunc.unwrapped`); any other callable as it is."""
+    unwrapped = getattr(func, "unwrapped", None)
+    return func if unwrapped is None else unwrapped(t_dtype)
+
+
 def _fail(cfg: Config, status: Status, t: float, dt: float, detail: str = ""):
     if cfg.throw:
         raise SolverError(status, t, dt, detail)
@@ -270,7 +277,7 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
     t = t_out[0]
     t0_tensor = _t(t, tdt, dev)
     f0 = func(t0_tensor, y0)
-    nfe = 1
+    func, nfe = _unwrapped(func, tdt), 1
     if cfg.first_step is None:
         with torch.no_grad():
             dt = initial_step_scalar(func, t, t0_tensor, y0, f0, tab.error_order, cfg.rtol, cfg.atol,
