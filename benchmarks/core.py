@@ -310,7 +310,7 @@ def bench_vdp(device, batch, repeats):
 
 def main(argv=None):
     args = parse_args(__doc__.splitlines()[0], argv)
-    repeats = args.repeats or (3 if args.quick else 10)
+    repeats = args.repeats or (3 if args.quick else 30)
     torch.set_num_threads(1 if args.device == "cpu" else torch.get_num_threads())
     started = time.time()
     rows = bench_mlp(args.device, 2, 256, 1e-6, repeats)
@@ -322,7 +322,8 @@ def main(argv=None):
         rows += bench_mlp(args.device, dim, batch, 1e-6, max(3, repeats // 2), modes=modes)
     rows += bench_vdp(args.device, 16 if args.quick else 64, max(3, repeats // 3))
     rows += nfe_by_method(args.device)
-    notes = (f"dopri5, rtol=atol=1e-6, float32 (VdP float64), median of {repeats} warm round-robin repeats; "
+    notes = (f"dopri5, rtol=atol=1e-6, float32 (VdP float64), median of {repeats} warm round-robin repeats "
+             "(each a fresh random order of the cases); overhead rows 5x the repeats; "
              f"torch threads={torch.get_num_threads()}; total {time.time() - started:.0f} s. floor: the NFE field "
              "calls alone chained by one add each, and dopri5 by hand (benchmarks.core.HandDopri5: the method's "
              "arithmetic only); 3x the repeats, round-robin with torchdiffeq; max_speedup = torchdiffeq / that "
