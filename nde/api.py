@@ -172,7 +172,7 @@ class _CheckedFunc:
     def unwrapped(self, t_dtype: torch.dtype) -> Callable:
         """``func`` itself once its first output has passed the check, where calling it needs nothing else: the
         state is the user's, time increases and the solver's times (``t_dtype``) are in the dtype of the user's
-        ``t``. Else this wrapper. (On small states the wrapper's call is ~1.5% of a solve.)"""
+        ``t``. Else this wrapper. (On small states the wrapper's calls are ~1% of a solve.)"""
         return self.func if self.checked and self.fast and t_dtype == self.t_dtype else self
 
     def rows_changed(self) -> None:
