@@ -2,9 +2,8 @@
 
 Shapes: in shared-step mode ``y`` has any shape and ``dt`` is a Python float; in per-sample mode
 ``y`` is ``(batch, d)`` and ``dt`` a tensor ``(batch,)``. Stage combinations are one add per nonzero
-coefficient for shared steps on the CPU (Python-float weights: fewer operations than stacking), and
-one matrix product over the stacked stages otherwise (per-sample step sizes; on a GPU, fewer kernel
-launches).
+coefficient on the CPU (Python-float weights, per-sample steps scaled by each row's step at the end: fewer
+operations than stacking), and one matrix product over the stacked stages on a GPU (fewer kernel launches).
 """
 from __future__ import annotations
 
@@ -79,22 +78,29 @@ class Step(NamedTuple):
     stiff_inputs: tuple[torch.Tensor, torch.Tensor] | None
 
 
-def _by_terms(dt, y: torch.Tensor) -> bool:
-    """Shared steps on the CPU sum stages term by term; elsewhere one matrix product per stage (on a
-    GPU every add is a kernel launch, and the stacked product is fewer launches; not yet measured)."""
-    return isinstance(dt, float) and y.is_cpu
+def _by_terms(y: torch.Tensor) -> bool:
+    """Steps on the CPU sum stages term by term (shared or per-sample); elsewhere one matrix product per stage
+    (on a GPU every add is a kernel launch, and the stacked product is fewer launches; not yet measured)."""
+    return y.is_cpu
 
 
 def _sum_terms(start: torch.Tensor | None, ks: list[torch.Tensor], terms: list[tuple[int, float]],
-               dt: float) -> torch.Tensor:
+               dt) -> torch.Tensor:
     """start + dt·Σ c_j k_j over the nonzero ``terms`` (``start`` None: 0), one add per term.
 
-    Shared steps (float ``dt``). On the small states of neural ODEs each tensor operation costs its
-    dispatch, and one add per nonzero coefficient is fewer operations than stacking the stages for a
-    matrix product (dopri5: 20 adds per step, against 24 operations in 6 stack-reshape-addmm-view groups)."""
+    ``dt``: a float (shared steps), or a (batch,) tensor (per-sample steps on rows of shape (batch, d): the sum is
+    scaled by each row's step once, at the end). On the small states of neural ODEs each tensor operation costs
+    its dispatch, and one add per nonzero coefficient is fewer operations than stacking the stages for a matrix
+    product (dopri5: 20 adds per step, against 24 operations in 6 stack-reshape-addmm-view groups)."""
     if not terms:
         return torch.zeros_like(ks[0]) if start is None else start
     (j, c), rest = terms[0], terms[1:]
+    if not isinstance(dt, float):
+        acc = torch.mul(ks[j], c)
+        for j, c in rest:
+            acc = acc.add_(ks[j], alpha=c)
+        dt_col = dt.unsqueeze(-1)
+        return acc * dt_col if start is None else torch.addcmul(start, dt_col, acc)
     acc = torch.mul(ks[j], c * dt) if start is None else torch.add(start, ks[j], alpha=c * dt)
     for j, c in rest:
         acc = acc.add_(ks[j], alpha=c * dt)
@@ -102,9 +108,8 @@ def _sum_terms(start: torch.Tensor | None, ks: list[torch.Tensor], terms: list[t
 
 
 def _combine(y: torch.Tensor, ks: list[torch.Tensor], row: torch.Tensor, dt) -> torch.Tensor:
-    """y + dt·Σ_j row[j]·k_j as one matrix product over the stacked stages, with ``dt`` a float
-    (shared steps on an accelerator, where each operation is a kernel launch) or a (batch,) tensor
-    (per-sample steps)."""
+    """y + dt·Σ_j row[j]·k_j as one matrix product over the stacked stages (on an accelerator, where each
+    operation is a kernel launch), with ``dt`` a float (shared steps) or a (batch,) tensor (per-sample steps)."""
     n = row.shape[1]
     stacked = torch.stack(ks[:n]).reshape(n, -1)
     if isinstance(dt, float):
@@ -148,7 +153,7 @@ def rk_step(func: Callable, t, dt, y: torch.Tensor, k1: torch.Tensor, coeffs: Co
     pair = tab.stiffness_pair if want_stiffness else None
     inputs = {0: y}  # stage inputs g_i kept for the stiffness estimate
     g = y
-    by_terms = _by_terms(dt, y)
+    by_terms = _by_terms(y)
     for i in range(1, tab.stages):
         g = _sum_terms(y, ks, coeffs.a_terms[i - 1], dt) if by_terms else _combine(y, ks, coeffs.a_rows[i - 1], dt)
         if pair is not None and i in pair:
@@ -201,7 +206,7 @@ def interpolate(step: Step, y0: torch.Tensor, dt, theta, coeffs: Coefficients,
         return step.y1
     if coeffs.dense is not None:
         if isinstance(theta, float):
-            if _by_terms(dt, y0):
+            if _by_terms(y0):
                 return _sum_terms(y0, step.ks, _dense_terms(coeffs.tableau.dense, theta), dt)
             weights = [0.0] * len(coeffs.tableau.dense)
             for i, w in _dense_terms(coeffs.tableau.dense, theta):
