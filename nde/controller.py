@@ -65,14 +65,14 @@ class PIController:
                       k: int) -> torch.Tensor:
         """The same rule elementwise on tensors of shape (batch,), for per-sample control."""
         finite = torch.isfinite(ratio)
-        safe = torch.where(finite, ratio, torch.ones_like(ratio)).clamp_min(1e-10)
+        safe = torch.where(finite, ratio, 1.0).clamp_min(1e-10)
         integral = self.safety * safe.pow(-1.0 / k)
         pi = self.safety * safe.pow(-self.beta1 / k) * prev_ratio.clamp_min(1e-4).pow(self.beta2 / k)
         acc = pi.clamp(self.accept_factor_min, self.factor_max)
         rej = integral.clamp(self.factor_min, 1.0)
         fac = torch.where(accepted, acc, rej)
-        fac = torch.where(ratio == 0, torch.full_like(fac, self.factor_max), fac)
-        return torch.where(finite, fac, torch.full_like(fac, self.factor_min))
+        fac = torch.where(ratio == 0, self.factor_max, fac)
+        return torch.where(finite, fac, self.factor_min)
 
 
 def IController(safety: float = 0.9, factor_min: float = 0.2, factor_max: float = 10.0) -> PIController:
