@@ -542,10 +542,17 @@ class _Batch:
     prev: torch.Tensor        # (n,) previous accepted error ratio
     out_idx: torch.Tensor     # (n,) next output index
     active: torch.Tensor      # (n,) bool
+    n_acc: torch.Tensor       # (n,) accepted steps so far
+    n_rej: torch.Tensor       # (n,) rejected steps so far
 
     def select(self, keep: torch.Tensor) -> "_Batch":
         return _Batch(*(getattr(self, name)[keep] for name in
-                        ("rows", "t", "dt", "y", "k1", "prev", "out_idx", "active")))
+                        ("rows", "t", "dt", "y", "k1", "prev", "out_idx", "active", "n_acc", "n_rej")))
+
+    def save_counts(self, n_acc: torch.Tensor, n_rej: torch.Tensor) -> None:
+        """Write the working rows' step counts into the full-batch ``n_acc`` and ``n_rej`` (batch,)."""
+        n_acc[self.rows] = self.n_acc
+        n_rej[self.rows] = self.n_rej
 
 
 def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, cfg: Config) -> Result:
@@ -571,7 +578,6 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
     dt0 = dt0.clamp(cfg.min_step, cfg.max_step)
     ys = y0.new_zeros((T,) + tuple(y0.shape))
     ys[0] = y0
-    nfe = torch.full((B,), evals, dtype=torch.long, device=dev)
     n_acc = torch.zeros(B, dtype=torch.long, device=dev)
     n_rej = torch.zeros(B, dtype=torch.long, device=dev)
     status = torch.zeros(B, dtype=torch.long, device=dev)
@@ -582,7 +588,8 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
     batch = _Batch(torch.arange(B, device=dev), t0.clone(), dt0, y0, f0,
                    torch.full((B,), 1e-4, dtype=y0.dtype, device=dev),
                    torch.ones(B, dtype=torch.long, device=dev),
-                   torch.ones(B, dtype=torch.bool, device=dev) if T > 1 else torch.zeros(B, dtype=torch.bool, device=dev))
+                   torch.ones(B, dtype=torch.bool, device=dev) if T > 1 else torch.zeros(B, dtype=torch.bool, device=dev),
+                   n_acc.clone(), n_rej.clone())
     n_active = B if T > 1 else 0
     while n_active > 0:
         b = batch
@@ -604,7 +611,7 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
                 _row_events(cfg.event, step, b, accept, t_new, rows_t_out, t_out, coeffs)
             passed = (rows_t_out <= t_new.unsqueeze(1)).sum(1)
             n_pass = torch.where(accept, passed - b.out_idx, torch.zeros_like(passed)).clamp_min(0)
-            steps_taken = n_acc[b.rows] + n_rej[b.rows] + 1
+            steps_taken = b.n_acc + b.n_rej + 1
             fac = ctrl.factor_tensor(ratio, b.prev, accept, k_exp)
             dt_new = (b.dt * fac.to(tdt)).clamp(cfg.min_step, cfg.max_step)
             done = (b.out_idx + n_pass) >= T
@@ -616,9 +623,6 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
             flags = torch.stack([still.sum(), n_pass.max() if n_pass.numel() else n_pass.sum(),
                                  (new_status * b.active).max()]).tolist()  # the one host sync per step
         n_active, max_pass, any_fail = flags
-        nfe.index_add_(0, b.rows, b.active.long() * (tab.stages - 1))
-        n_acc.index_add_(0, b.rows, accept.long())
-        n_rej.index_add_(0, b.rows, (b.active & ~accept).long())
         outs = []
         for jj in range(max_pass):
             idx = (b.out_idx + jj).clamp_max(T - 1)
@@ -647,11 +651,15 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
                                   f"batch element {int(b.rows[first])}")
         acc2 = accept.unsqueeze(1)
         batch = _Batch(b.rows, t_new, dt_new, torch.where(acc2, step.y1, b.y), torch.where(acc2, step.ks[-1], b.k1),
-                       torch.where(accept, ratio, b.prev), b.out_idx + n_pass, still)
+                       torch.where(accept, ratio, b.prev), b.out_idx + n_pass, still, b.n_acc + accept,
+                       b.n_rej + (b.active & ~accept))
         if 0 < n_active <= batch.rows.numel() // 2:
+            batch.save_counts(n_acc, n_rej)
             batch = batch.select(still.nonzero().squeeze(1))
             if hasattr(func, "rows_changed"):   # the API's checked field: check the smaller batch's output once
                 func.rows_changed()
+    batch.save_counts(n_acc, n_rej)
+    nfe = evals + (tab.stages - 1) * (n_acc + n_rej)   # each attempted step evaluates every stage but the first
     # Outputs that a failed sample did not reach are NaN.
     unreached = ((status != 0).unsqueeze(1) & (t_out > fail_t.unsqueeze(1))).T          # (T, batch)
     ys = torch.where(unreached.unsqueeze(-1), torch.full_like(ys, float("nan")), ys)

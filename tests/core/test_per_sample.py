@@ -13,8 +13,9 @@ def vdp_with_mu(t, y):
 
 @pytest.mark.parametrize("method", ["dopri5", "tsit5", "bosh3", "dopri8", "heun2", "adaptive_heun", "fehlberg2"])
 def test_per_sample_matches_separate_solves(method):
-    """Every row takes the steps that a shared solve of that row alone takes (the carried stage of
-    adaptive_heun and fehlberg2 included; dopri8 lands each row on its output times)."""
+    """Every row takes the steps that a shared solve of that row alone takes, and counts the same accepted and
+    rejected steps and evaluations (the carried stage of adaptive_heun and fehlberg2 included; dopri8 lands each
+    row on its output times)."""
     y0 = torch.tensor([[2.0, 0.0, 0.5], [1.0, 0.5, 2.0], [0.5, -1.0, 5.0]], dtype=torch.float64)
     t = torch.linspace(0, 3, 4, dtype=torch.float64)
     tol = 1e-5 if method in ("heun2", "adaptive_heun", "fehlberg2") else 1e-7
@@ -22,7 +23,8 @@ def test_per_sample_matches_separate_solves(method):
     for i in range(3):
         single = nde.solve_ode(vdp_with_mu, y0[i:i + 1], t, rtol=tol, atol=tol, method=method)
         assert torch.allclose(sol.ys[:, i], single.ys[:, 0], atol=1e-10)
-        assert sol.stats["n_accepted"][i] == single.stats["n_accepted"]
+        for stat in ("n_accepted", "n_rejected", "nfe"):
+            assert sol.stats[stat][i] == single.stats[stat], stat
 
 
 def test_per_sample_spends_fewer_row_evaluations_on_mixed_stiffness():
