@@ -543,16 +543,16 @@ class _Batch:
     out_idx: torch.Tensor     # (n,) next output index
     active: torch.Tensor      # (n,) bool
     n_acc: torch.Tensor       # (n,) accepted steps so far
-    n_rej: torch.Tensor       # (n,) rejected steps so far
+    n_tried: torch.Tensor     # (n,) steps tried so far (accepted or rejected)
 
     def select(self, keep: torch.Tensor) -> "_Batch":
         return _Batch(*(getattr(self, name)[keep] for name in
-                        ("rows", "t", "dt", "y", "k1", "prev", "out_idx", "active", "n_acc", "n_rej")))
+                        ("rows", "t", "dt", "y", "k1", "prev", "out_idx", "active", "n_acc", "n_tried")))
 
-    def save_counts(self, n_acc: torch.Tensor, n_rej: torch.Tensor) -> None:
-        """Write the working rows' step counts into the full-batch ``n_acc`` and ``n_rej`` (batch,)."""
+    def save_counts(self, n_acc: torch.Tensor, n_tried: torch.Tensor) -> None:
+        """Write the working rows' step counts into the full-batch ``n_acc`` and ``n_tried`` (batch,)."""
         n_acc[self.rows] = self.n_acc
-        n_rej[self.rows] = self.n_rej
+        n_tried[self.rows] = self.n_tried
 
 
 def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, cfg: Config) -> Result:
@@ -579,7 +579,7 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
     ys = y0.new_zeros((T,) + tuple(y0.shape))
     ys[0] = y0
     n_acc = torch.zeros(B, dtype=torch.long, device=dev)
-    n_rej = torch.zeros(B, dtype=torch.long, device=dev)
+    n_tried = torch.zeros(B, dtype=torch.long, device=dev)
     status = torch.zeros(B, dtype=torch.long, device=dev)
     fail_t = torch.zeros(B, dtype=tdt, device=dev)
     fail_dt = torch.zeros(B, dtype=tdt, device=dev)
@@ -589,7 +589,7 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
                    torch.full((B,), 1e-4, dtype=y0.dtype, device=dev),
                    torch.ones(B, dtype=torch.long, device=dev),
                    torch.ones(B, dtype=torch.bool, device=dev) if T > 1 else torch.zeros(B, dtype=torch.bool, device=dev),
-                   n_acc.clone(), n_rej.clone())
+                   n_acc.clone(), n_tried.clone())
     n_active = B if T > 1 else 0
     while n_active > 0:
         b = batch
@@ -610,16 +610,15 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
             if cfg.event is not None:
                 _row_events(cfg.event, step, b, accept, t_new, rows_t_out, t_out, coeffs)
             passed = (rows_t_out <= t_new.unsqueeze(1)).sum(1)
-            n_pass = torch.where(accept, passed - b.out_idx, torch.zeros_like(passed)).clamp_min(0)
-            steps_taken = b.n_acc + b.n_rej + 1
+            n_pass = torch.where(accept, passed - b.out_idx, 0).clamp_min(0)
             fac = ctrl.factor_tensor(ratio, b.prev, accept, k_exp)
             dt_new = (b.dt * fac.to(tdt)).clamp(cfg.min_step, cfg.max_step)
-            done = (b.out_idx + n_pass) >= T
-            underflow = ~done & ((t_new + dt_new == t_new) | ~(dt_new > 0) | torch.isinf(dt_new))   # also NaN, inf
-            too_many = ~done & (steps_taken >= cfg.max_steps)
+            not_done = (b.out_idx + n_pass) < T
+            underflow = not_done & ((t_new + dt_new == t_new) | ~(dt_new > 0) | torch.isinf(dt_new))   # also NaN, inf
+            too_many = not_done & (b.n_tried >= cfg.max_steps - 1)   # this step was the max_steps-th
             new_status = torch.where(underflow, torch.where(finite, int(Status.DT_UNDERFLOW), int(Status.NONFINITE)),
                                      torch.where(too_many, int(Status.MAX_STEPS), 0))
-            still = b.active & ~done & (new_status == 0)
+            still = b.active & not_done & (new_status == 0)
             flags = torch.stack([still.sum(), n_pass.max() if n_pass.numel() else n_pass.sum(),
                                  (new_status * b.active).max()]).tolist()  # the one host sync per step
         n_active, max_pass, any_fail = flags
@@ -652,14 +651,15 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
         acc2 = accept.unsqueeze(1)
         batch = _Batch(b.rows, t_new, dt_new, torch.where(acc2, step.y1, b.y), torch.where(acc2, step.ks[-1], b.k1),
                        torch.where(accept, ratio, b.prev), b.out_idx + n_pass, still, b.n_acc + accept,
-                       b.n_rej + (b.active & ~accept))
+                       b.n_tried + b.active)
         if 0 < n_active <= batch.rows.numel() // 2:
-            batch.save_counts(n_acc, n_rej)
+            batch.save_counts(n_acc, n_tried)
             batch = batch.select(still.nonzero().squeeze(1))
             if hasattr(func, "rows_changed"):   # the API's checked field: check the smaller batch's output once
                 func.rows_changed()
-    batch.save_counts(n_acc, n_rej)
-    nfe = evals + (tab.stages - 1) * (n_acc + n_rej)   # each attempted step evaluates every stage but the first
+    batch.save_counts(n_acc, n_tried)
+    n_rej = n_tried - n_acc
+    nfe = evals + (tab.stages - 1) * n_tried   # each step tried evaluates every stage but the first
     # Outputs that a failed sample did not reach are NaN.
     unreached = ((status != 0).unsqueeze(1) & (t_out > fail_t.unsqueeze(1))).T          # (T, batch)
     ys = torch.where(unreached.unsqueeze(-1), torch.full_like(ys, float("nan")), ys)

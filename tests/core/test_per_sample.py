@@ -60,3 +60,19 @@ def test_field_mixing_rows_is_named_when_the_batch_shrinks():
         nde.solve_ode(lambda t, y: -rates * y, torch.ones(4, 1), torch.tensor([[0.0, 0.01], [0.0, 0.01],
                                                                                 [0.0, 0.01], [0.0, 5.0]]),
                       per_sample=True)
+
+
+def test_max_steps_stops_only_the_rows_that_reach_it():
+    """With throw=False, a row that needs more than ``max_steps`` steps ends with MAX_STEPS after exactly that many
+    attempts, as a shared solve of that row alone does; the other rows finish and match their own solves."""
+    y0 = torch.tensor([[2.0, 0.0, 0.5], [2.0, 0.0, 30.0]], dtype=torch.float64)
+    t = torch.tensor([0.0, 5.0], dtype=torch.float64)
+    sol = nde.solve_ode(vdp_with_mu, y0, t, per_sample=True, rtol=1e-7, atol=1e-7, max_steps=60, throw=False)
+    assert sol.status.tolist() == [int(nde.Status.SUCCESS), int(nde.Status.MAX_STEPS)]
+    for i in range(2):
+        single = nde.solve_ode(vdp_with_mu, y0[i:i + 1], t, rtol=1e-7, atol=1e-7, max_steps=60, throw=False)
+        assert int(single.status) == int(sol.status[i])
+        for stat in ("n_accepted", "n_rejected", "nfe"):
+            assert sol.stats[stat][i] == single.stats[stat], stat
+    assert int(sol.stats["n_accepted"][1] + sol.stats["n_rejected"][1]) == 60
+    assert torch.isnan(sol.ys[-1, 1]).all() and torch.isfinite(sol.ys[-1, 0]).all()
