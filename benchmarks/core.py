@@ -23,7 +23,8 @@ import torch
 
 import nde
 from nde._integrate import rms_norm_host
-from nde._rk import _dense_terms, _sum_terms, _terms
+from nde._rk import Coefficients, _dense_terms, _sum_terms
+from nde.controller import IController, initial_step_scalar
 from nde.tableaus import DOPRI5
 from benchmarks._common import cuda_peak_bytes, parse_args, saved_tensor_bytes, time_calls, write_results
 
@@ -133,36 +134,29 @@ class HandDopri5:
     could gain by removing everything that is not the method's own arithmetic (benchmark row "dopri5 by hand").
 
     ``__call__(t0, t1)`` returns y(t1) for the ``field`` and ``y0`` given at construction (floats t0 < t1).
-    The nonzero tableau terms, stage sums, RMS norm and dense weights are nde's own helpers (the same tensor operations nde issues);
-    the tests compare the result with torchdiffeq as well as with nde."""
+    The nonzero tableau terms, stage sums, RMS norm, dense weights, initial step and I controller are nde's own
+    helpers (the same tensor operations nde issues); the tests compare the result with torchdiffeq as well as
+    with nde."""
 
     def __init__(self, field, y0: torch.Tensor, rtol: float, atol: float):
         self.field, self.y0, self.rtol, self.atol, self.tab = field, y0, rtol, atol, DOPRI5
-        self.rows, self.err = [_terms(row) for row in DOPRI5.a], _terms(DOPRI5.b_error)
+        coeffs = Coefficients.build(DOPRI5, y0.dtype, y0.dtype, y0.device)
+        self.rows, self.err = coeffs.a_terms, coeffs.err_terms
         self.atol_t = torch.tensor(atol, dtype=y0.dtype, device=y0.device)
+        self.controller = IController()
 
     def _times(self, values: float | list[float]) -> torch.Tensor:
         """Times as a tensor on the state's device, built on the host (as nde does: no blocking copy)."""
         host = torch.tensor(values, dtype=self.y0.dtype)
         return host if self.y0.is_cpu else host.to(self.y0.device, non_blocking=True)
 
-    def _initial_step(self, t0_t, y0, f0) -> float:
-        """Hairer, Nørsett & Wanner I, §II.4 (torchdiffeq's ``_select_initial_step``)."""
-        with torch.no_grad():
-            scale = self.atol + self.rtol * y0.abs()
-            d0, d1 = rms_norm_host(y0 / scale), rms_norm_host(f0 / scale)
-            h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
-            f1 = self.field(t0_t + h0, torch.add(y0, f0, alpha=h0))
-            d2 = rms_norm_host((f1 - f0) / scale) / h0
-            dmax = max(d1, d2)
-            h1 = max(1e-6, h0 * 1e-3) if dmax <= 1e-15 else (0.01 / dmax) ** (1.0 / 5)
-        return min(100 * h0, h1)
-
     def __call__(self, t0: float, t1: float) -> torch.Tensor:
         y, tab = self.y0, self.tab
         t0_t = self._times(t0)
         k1 = self.field(t0_t, y)
-        dt, t, abs_y = self._initial_step(t0_t, y, k1), t0, y.abs()
+        with torch.no_grad():
+            dt = initial_step_scalar(self.field, t0, t0_t, y, k1, tab.error_order, self.rtol, self.atol, rms_norm_host)
+        t, abs_y = t0, y.abs()
         while True:
             times = self._times([t + c * dt for c in tab.c]).unbind(0)
             ks = [k1]
@@ -177,8 +171,7 @@ class HandDopri5:
                 if t + dt >= t1:
                     return _sum_terms(y, ks, _dense_terms(tab.dense, (t1 - t) / dt), dt)
                 y, k1, abs_y, t = g, ks[-1], abs_g, t + dt
-            factor = 10.0 if ratio == 0.0 else 0.9 * ratio ** (-1.0 / 5)
-            dt *= min(10.0, max(1.0 if ratio <= 1.0 else 0.2, factor))
+            dt *= self.controller.factor(ratio, 1.0, ratio <= 1.0, tab.error_order + 1)
 
 
 def solver_overhead(device, repeats):
