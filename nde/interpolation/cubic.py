@@ -55,14 +55,18 @@ def _spline_second_derivatives(tau: torch.Tensor, y: torch.Tensor, valid: torch.
 def _pack_observed(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Move each row's observed entries to the front. ``x``: ``(N, L)`` with NaNs.
 
-    Returns knots ``tau`` (padding continues past ``t[-1]`` in unit steps so rows stay
-    sorted), values ``y`` (padding 0) and the validity mask, all ``(N, L)``."""
+    Returns knots ``tau`` (padding continues past ``t[-1]`` in steps of ``t``'s span, so rows stay
+    sorted and every padded interval has a width that ``t``'s dtype resolves, also where ``t[-1]`` is
+    large: a unit step vanished in float32 beyond 2^24 and its zero width made the gradients NaN),
+    values ``y`` (padding 0) and the validity mask, all ``(N, L)``."""
     observed = ~torch.isnan(x)
     order = torch.argsort((~observed).to(torch.int8), dim=-1, stable=True)
     valid = observed.gather(-1, order)
     count = valid.sum(-1, keepdim=True)
     position = torch.arange(x.shape[-1], device=x.device, dtype=t.dtype).expand_as(x)
-    padding = t[-1] + 1 + position - count
+    resolvable = 8 * torch.finfo(t.dtype).eps * t[-1].detach().abs()
+    gap = torch.maximum(t[-1] - t[0], resolvable).detach()
+    padding = t[-1] + gap * (1 + position - count)
     tau = torch.where(valid, t.expand_as(x).gather(-1, order), padding)
     y = torch.where(valid, x.gather(-1, order), torch.zeros_like(x))
     return tau, y, valid

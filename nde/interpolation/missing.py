@@ -59,7 +59,8 @@ def prepare(x: torch.Tensor, t: torch.Tensor | None, lengths: torch.Tensor | Non
     """Validate ``x``, ``t``, ``lengths``; return ``(x, t)`` with ``t`` defaulting to ``0..L-1``
     and entries at or beyond ``lengths[b]`` set to NaN. ``±inf`` in ``x`` (where it is used) raises."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor of shape (*batch, length, channels), got {type(x)}")
+        got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+        raise TypeError(f"x must be a floating-point tensor of shape (*batch, length, channels), got {got}")
     if x.ndim < 2 or x.shape[-2] < 2:
         raise ValueError(f"x must have shape (*batch, length >= 2, channels), got {tuple(x.shape)}")
     length = x.shape[-2]
