@@ -19,7 +19,9 @@ from nde.models.neural_ode import as_time_tensor, check_solver_options
 class CDEVectorField(nn.Module):
     """The ODE vector field ``g(t, z) = f(t, z) @ dX/dt(t)``.
 
-    ``f(t, z)``: ``(batch, hidden)`` -> ``(batch, hidden, channels)``; ``dX/dt``: ``(batch, channels)``.
+    ``f(t, z)``: ``(*batch, hidden)`` -> ``(*batch, hidden, channels)``; ``dX/dt``: ``(*batch, channels)``.
+    If ``f`` has a method ``prod``, ``f.prod(t, z, dX/dt)`` gives the product itself, ``(*batch, hidden)``
+    (as in torchcde: a field can form it without the matrix).
 
     With ``row_channel=True`` (for the core's per-sample mode, which calls the field with only the
     rows still running and a time per row) the state carries one extra, constant last channel
@@ -35,11 +37,20 @@ class CDEVectorField(nn.Module):
 
     def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         if not self.row_channel:
-            return torch.einsum("...hc,...c->...h", self._matrix(t, z), self.path.derivative(t))
+            return self._product(t, z, self.path.derivative(t))
         hidden, rows = z[..., :-1], z[..., -1].detach().round().long()
-        dxdt = self.path.derivative_rows(t, rows)
-        dz = torch.einsum("bhc,bc->bh", self._matrix(t, hidden), dxdt)
+        dz = self._product(t, hidden, self.path.derivative_rows(t, rows))
         return torch.cat([dz, torch.zeros_like(z[..., -1:])], dim=-1)
+
+    def _product(self, t: torch.Tensor, z: torch.Tensor, dxdt: torch.Tensor) -> torch.Tensor:
+        """``f(t, z) @ dX/dt`` ``(*batch, hidden)``, by ``f.prod`` where ``f`` has one (shape checked)."""
+        if not hasattr(self.func, "prod"):
+            return torch.einsum("...hc,...c->...h", self._matrix(t, z), dxdt)
+        out = self.func.prod(t, z, dxdt)
+        if not isinstance(out, torch.Tensor) or out.shape != z.shape:
+            raise ValueError(f"func.prod must return the state's shape (*batch, hidden) = {tuple(z.shape)}, "
+                             f"got {tuple(getattr(out, 'shape', ())) or type(out)}")
+        return out
 
     def _matrix(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """``f(t, z)``, checked to be ``(*batch, hidden, channels)`` (a shape check, no host sync)."""
@@ -67,29 +78,58 @@ def _check_within_path(t: torch.Tensor, X: ControlPath) -> None:
                          f"got times in [{float(times.min()):g}, {float(times.max()):g}]")
 
 
+_TORCHCDE_ONLY = {
+    "options": "pass nde.solve_ode's keywords directly (step_size=..., first_step=..., max_steps=...)",
+    "backend": "nde solves the CDE as an ODE on its own core; leave the argument out",
+}
+
+
+def _check_cdeint_keywords(solver_kwargs: dict) -> None:
+    """torchcde's own keywords get a pointer to nde's; any other unknown one a ``TypeError`` naming it."""
+    for key, hint in _TORCHCDE_ONLY.items():
+        if key in solver_kwargs:
+            raise TypeError(f"`{key}` is torchcde's keyword; nde's cdeint takes nde.solve_ode's: {hint}")
+    check_solver_options(solver_kwargs)
+
+
+def _adjoint_inputs(func: nn.Module, X: ControlPath) -> tuple[torch.Tensor, ...]:
+    """What the backsolve and discrete modes differentiate by default: ``func``'s parameters and the path's
+    coefficients and knots where they require gradients (the data the path was built from), so that, as
+    with ``direct``, gradients reach the data."""
+    return (*func.parameters(), *(x for x in (X.coeffs, X.knots) if x.requires_grad))
+
+
 def cdeint(X: ControlPath, func: nn.Module, z0: torch.Tensor, t, *, adjoint=None, **solver_kwargs) -> torch.Tensor:
-    """Solve the CDE ``dz = f(t, z) dX(t)``; torchcde-compatible call.
+    """Solve the CDE ``dz = f(t, z) dX(t)``; torchcde's call ``cdeint(X, func, z0, t, adjoint=...)``.
 
     Args:
-        X: the control path, batch shape ``(batch,)`` and ``channels`` channels.
-        func: ``nn.Module``, ``func(t, z)`` with ``z`` ``(batch, hidden)`` returning
-            ``(batch, hidden, channels)``.
-        z0: ``(batch, hidden)`` initial state.
+        X: the control path, batch shape ``(*batch,)`` (any number of batch dimensions, none included) and
+            ``channels`` channels.
+        func: ``nn.Module``, ``func(t, z)`` with ``z`` ``(*batch, hidden)`` returning
+            ``(*batch, hidden, channels)``; or, if it has a method ``prod``, ``func.prod(t, z, dX/dt)``
+            returning the product ``(*batch, hidden)`` (torchcde's protocol).
+        z0: ``(*batch, hidden)`` initial state.
         t: ``(T,)`` increasing output times within ``X.interval`` (e.g. ``X.interval`` or
             ``X.grid_points``); the solve starts at ``t[0]`` with ``z(t[0]) = z0``.
         adjoint: a gradient mode of :func:`nde.solve_ode` (``"direct"``, ``"backsolve"``,
             ``"discrete"``), or torchcde's ``True`` / ``False`` (backsolve / direct). Default:
-            the core's default. With ``"backsolve"`` gradients reach ``func``'s parameters and
-            ``z0`` but not the path's coefficients (as torchdiffeq's ``odeint_adjoint``).
-        **solver_kwargs: passed to :func:`nde.solve_ode` (``method``, ``rtol``, ``atol``,
-            ``per_sample``, ...). With ``per_sample=True`` every sample takes its own steps, and
-            ``t`` may be ``(batch, T)``, a grid per sample (e.g. ending at each sample's last time).
-            ``controller`` defaults to :func:`nde.IController`, torchcde's (torchdiffeq's) step-size
-            rule: the knots of the control path make the field's derivative jump, and there the core's
-            PI controller, which may shrink a step after accepting one, took 434 and 476 evaluations
-            against 344 and 296 (dopri5 at 1e-4, batch 32 and 128, 32 knots; ``benchmarks/models.py``).
+            the core's default. In every mode gradients reach ``func``'s parameters, ``z0`` and the data
+            behind ``X``: without ``adjoint_params``, the adjoint modes differentiate the path's
+            coefficients and knots too wherever they require gradients (torchcde's adjoint needs them
+            passed by hand, and warns).
+        **solver_kwargs: :func:`nde.solve_ode`'s keywords (``method``, ``rtol``, ``atol``, ``step_size``,
+            ``per_sample``, ...), not torchdiffeq's: method names are nde's (torchcde's ``"rk4"`` is nde's
+            ``"rk4_38"``, its fixed-step ``"heun2"`` nde's ``"heun"``), the default tolerances are
+            ``solve_ode``'s (rtol = atol = 1e-6; torchcde's are 1e-4 and 1e-6), and torchcde's
+            ``options`` and ``backend`` are errors that say what to pass instead. With ``per_sample=True``
+            every sample takes its own steps, and ``t`` may be ``(batch, T)``, a grid per sample (e.g.
+            ending at each sample's last time). ``controller`` defaults to :func:`nde.IController`,
+            torchcde's (torchdiffeq's) step-size rule: the knots of the control path make the field's
+            derivative jump, and there the core's PI controller, which may shrink a step after accepting
+            one, took 434 and 476 evaluations against 344 and 296 (dopri5 at 1e-4, batch 32 and 128,
+            32 knots; ``benchmarks/models.py``).
 
-    Returns ``(batch, T, hidden)`` (batch-first, as torchcde).
+    Returns ``(*batch, T, hidden)`` (time second to last, as torchcde).
     """
     if not isinstance(X, ControlPath):
         raise TypeError(f"X must be an nde.interpolation.ControlPath, got {type(X)}")
@@ -100,15 +140,18 @@ def cdeint(X: ControlPath, func: nn.Module, z0: torch.Tensor, t, *, adjoint=None
     if z0.ndim == 0 or z0.shape[:-1] != X.batch_shape:
         raise ValueError(f"z0 must have shape ({', '.join(map(str, X.batch_shape))}, hidden) to match X, "
                          f"got {tuple(z0.shape)}")
+    _check_cdeint_keywords(solver_kwargs)
     t = as_time_tensor(t, z0, per_sample=solver_kwargs.get("per_sample", False))
     _check_within_path(t, X)
     mode = _gradient_mode(adjoint)
     if mode is not None:
         solver_kwargs["adjoint"] = mode
+    if mode in ("backsolve", "discrete") and solver_kwargs.get("adjoint_params") is None:
+        solver_kwargs["adjoint_params"] = _adjoint_inputs(func, X)
     if solver_kwargs.get("controller") is None:
         solver_kwargs["controller"] = nde.IController()
     if not solver_kwargs.get("per_sample", False):
-        return nde.solve_ode(CDEVectorField(func, X), z0, t, **solver_kwargs).ys.movedim(0, 1)
+        return nde.solve_ode(CDEVectorField(func, X), z0, t, **solver_kwargs).ys.movedim(0, -2)
     rows = torch.arange(z0.shape[0], device=z0.device, dtype=z0.dtype).unsqueeze(-1)
     ys = nde.solve_ode(CDEVectorField(func, X, row_channel=True), torch.cat([z0, rows], -1), t, **solver_kwargs).ys
     return ys[..., :-1].movedim(0, 1)

@@ -135,6 +135,61 @@ def test_gradient_modes_agree_with_direct(adjoint):
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-6 if exact else 5e-5, atol=1e-7 if exact else 1e-6)
 
 
+@pytest.mark.parametrize("adjoint", ["backsolve", "discrete"])
+def test_adjoint_modes_give_the_gradient_with_respect_to_the_data(adjoint):
+    """The path's coefficients are built from the data; the adjoint modes differentiate them as ``direct``
+    does (they used to return only the parameters' gradients: None for cdeint's data, and for NeuralCDE
+    only the part through ``initial(X(t0))``)."""
+    t = torch.linspace(0, 1, 5, dtype=torch.float64)
+    x = torch.randn(3, 5, 2, dtype=torch.float64, requires_grad=True)
+    grads = []
+    for mode in ("direct", adjoint):
+        torch.manual_seed(1)
+        model = NeuralCDE(MLPCDEField(2, 3, width=8), nn.Linear(2, 3), readout=nn.Linear(3, 1), **TIGHT).double()
+        grads.append(torch.autograd.grad(model(hermite_cubic_backward(x, t), adjoint=mode).sum(), x)[0])
+    exact = adjoint == "discrete"
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-6 if exact else 5e-5, atol=1e-7 if exact else 1e-6)
+    assert grads[0][:, 1:-1].abs().max() > 1e-3   # the interior observations matter
+
+
+def test_output_keeps_any_batch_shape_with_time_second_to_last_as_torchcde():
+    field = MLPCDEField(channels=2, hidden=3, width=8).double()
+    t = torch.linspace(0, 1, 4, dtype=torch.float64)
+    for batch in [(), (2, 3)]:
+        x = torch.randn(*batch, 4, 2, dtype=torch.float64)
+        z0 = torch.randn(*batch, 3, dtype=torch.float64)
+        ours = cdeint(natural_cubic_spline(x, t), field, z0, t, method="rk4_38", step_size=0.25)
+        X = torchcde.CubicSpline(torchcde.natural_cubic_coeffs(x, t), t)
+        ref = torchcde.cdeint(X, TorchcdeField(field), z0, t, adjoint=False, method="rk4",
+                              options=dict(step_size=0.25))
+        assert ours.shape == (*batch, 4, 3)
+        torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+
+
+class ProdField(nn.Module):
+    """A field that forms f(t, z)·dX/dt itself (torchcde's ``prod``), here tanh(W z)·(1ᵀ dX/dt)."""
+
+    def __init__(self, hidden):
+        super().__init__()
+        self.W = nn.Parameter(0.5 * torch.randn(hidden, hidden, dtype=torch.float64))
+
+    def forward(self, t, z):
+        raise AssertionError("cdeint must call prod, not the matrix field")
+
+    def prod(self, t, z, dxdt):
+        return torch.tanh(z @ self.W.T) * dxdt.sum(-1, keepdim=True)
+
+
+def test_a_field_with_prod_is_called_through_it_as_in_torchcde():
+    t = torch.linspace(0, 1, 5, dtype=torch.float64)
+    x, z0 = torch.randn(2, 5, 3, dtype=torch.float64), torch.randn(2, 4, dtype=torch.float64)
+    field = ProdField(4)
+    ours = cdeint(natural_cubic_spline(x, t), field, z0, t, method="rk4_38", step_size=0.125)
+    X = torchcde.CubicSpline(torchcde.natural_cubic_coeffs(x, t), t)
+    ref = torchcde.cdeint(X, field, z0, t, adjoint=False, method="rk4", options=dict(step_size=0.125))
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+
+
 def test_trajectory_output_shape_and_readout():
     model = NeuralCDE(MLPCDEField(2, 3, width=8), nn.Linear(2, 3), readout=nn.Linear(3, 5))
     X = linear_interpolation(torch.randn(4, 6, 2))
@@ -149,6 +204,11 @@ def test_bad_arguments():
         cdeint(torch.randn(4, 6, 2), field, torch.zeros(4, 3), torch.tensor([0.0, 1.0]))
     with pytest.raises(ValueError, match="z0 must"):
         cdeint(X, field, torch.zeros(5, 3), torch.tensor([0.0, 1.0]))
+    for key, value in [("options", dict(step_size=0.1)), ("backend", "torchdiffeq")]:
+        with pytest.raises(TypeError, match=f"`{key}` is torchcde's keyword"):
+            cdeint(X, field, torch.zeros(4, 3), torch.tensor([0.0, 1.0]), **{key: value})
+    with pytest.raises(TypeError, match="methd"):
+        cdeint(X, field, torch.zeros(4, 3), torch.tensor([0.0, 1.0]), methd="rk4")
     with pytest.raises(ValueError, match="either t or lengths"):
         NeuralCDE(field, nn.Linear(2, 3))(X, t=[0.0, 1.0], lengths=torch.tensor([1, 2, 3, 4]))
 
