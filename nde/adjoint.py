@@ -48,6 +48,15 @@ class Problem:
         return self.t_out
 
 
+def first_order_only(what: str) -> None:
+    """Raise in an adjoint's backward that runs with ``create_graph=True``: it computes the gradient by its own
+    solve, which records nothing of how that gradient depends on the inputs, so a second derivative through
+    it would come out silently wrong (it was 0). ``what`` names the gradient mode for the message."""
+    if torch.is_grad_enabled():
+        raise RuntimeError(f"second derivatives (create_graph=True) through {what} are not supported; use the "
+                           "'direct' gradient mode (autograd through the solver) for them")
+
+
 def _grads(outputs, inputs, grad_outputs):
     """autograd.grad that tolerates unused inputs (zeros) and outputs without a graph."""
     pairs = [(o, g) for o, g in zip(outputs, grad_outputs) if o.requires_grad and g is not None]
@@ -80,6 +89,7 @@ class DiscreteAdjoint(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_ys: torch.Tensor, grad_reg: torch.Tensor):
+        first_order_only("adjoint='discrete'")
         problem, params = ctx.problem, ctx.params
         weights = None
         if problem.cfg.regularizer is not None and ctx.reg_terms:
@@ -212,6 +222,7 @@ class BacksolveAdjoint(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_ys: torch.Tensor):
+        first_order_only("adjoint='backsolve' (odeint_adjoint)")
         (ys,) = ctx.saved_tensors
         problem, adjoint, params = ctx.problem, ctx.adjoint, ctx.params
         grad_y0, grad_params = _backsolve(problem, adjoint, ys, grad_ys, params)

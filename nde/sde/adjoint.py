@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from ..adjoint import first_order_only
 from .integrate import Grid, NoiseSource, node_tensors, read_outputs, step_grid
 from .methods import ReversibleHeun, g_and_gdg_prod
 
@@ -43,6 +44,7 @@ class _ReversibleHeun(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_ys, grad_f, grad_g, grad_z):
+        first_order_only("the reversible-Heun adjoint (sdeint_adjoint)")
         sde, grid, noise = ctx.sde, ctx.grid, ctx.noise
         y1, f1, g1, z1, *params = ctx.saved_tensors
         times, node_t = grid.times, node_tensors(grid, y1)
@@ -116,6 +118,7 @@ class _Backsolve(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_ys, *unused_grad_extra):
+        first_order_only("the stochastic adjoint (sdeint_adjoint)")
         sde, grid, noise = ctx.sde, ctx.grid, ctx.noise
         saved = ctx.saved_tensors
         nodes = dict(zip(ctx.nodes, saved[:len(ctx.nodes)]))
