@@ -347,8 +347,7 @@ def _check_bm(bm, sde, y0, ts_list, method):
                          f"(batch, m) = {shape} for noise_type={sde.noise_type!r}"
                          + (" (with logqp=True the state has one extra channel)." if isinstance(sde, LogqpSDE)
                             else "."))
-    start = getattr(bm, "t0", getattr(bm, "_start", None))
-    end = getattr(bm, "t1", getattr(bm, "_end", None))
+    start, end = _bm_interval(bm)
     if start is not None and end is not None and (ts_list[0] < float(start) or ts_list[-1] > float(end)):
         raise ValueError(f"bm covers [{float(start)}, {float(end)}] but ts spans [{ts_list[0]}, {ts_list[-1]}].")
     if method.needs_area and getattr(bm, "levy_area_approximation", "none") == "none":
@@ -357,6 +356,18 @@ def _check_bm(bm, sde, y0, ts_list, method):
     if bm_dtype is not None and bm_dtype != y0.dtype:
         raise TypeError(f"bm has dtype {bm_dtype} but y0 has dtype {y0.dtype}; build bm with dtype={y0.dtype}.")
     return bm
+
+
+def _bm_interval(bm) -> tuple:
+    """(start, end) of the interval a Brownian motion answers on, or (None, None) where it does not say: nde's
+    paths (``t0``, ``t1``), torchsde's ``BrownianInterval`` (``_start``, ``_end``) and its ``BrownianPath`` and
+    ``BrownianTree``, which wrap such an interval (``_interval``; torchsde's ``BrownianPath`` covers [t0, t0 + 1])."""
+    for owner in (bm, getattr(bm, "_interval", None)):
+        start = getattr(owner, "t0", getattr(owner, "_start", None))
+        end = getattr(owner, "t1", getattr(owner, "_end", None))
+        if start is not None and end is not None:
+            return start, end
+    return None, None
 
 
 def _adjoint_params(sde: SDE, adjoint_params) -> tuple:

@@ -67,6 +67,9 @@ def test_missing_noise_type_attribute():
     (dict(options={"max_steps": 1.5}), ValueError, r"options\['max_steps'\]"),
     (dict(bm=BrownianPath(0.0, 1.0, (3, 2))), ValueError, "bm has shape"),
     (dict(bm=BrownianPath(0.0, 0.5, (3, 1))), ValueError, "bm covers"),
+    (dict(bm=torchsde.BrownianPath(0.0, torch.zeros(3, 1, dtype=torch.float64)), ts=[0.0, 1.0, 2.0]), ValueError,
+     r"bm covers \[0.0, 1.0\]"),   # torchsde's BrownianPath answers on [t0, t0 + 1] only
+    (dict(bm=torchsde.BrownianTree(0.0, torch.zeros(3, 1, dtype=torch.float64), t1=0.5)), ValueError, "bm covers"),
     (dict(bm=torchsde.BrownianInterval(0.0, 1.0, size=(3, 1)), method="srk"), ValueError, "Lévy area"),
     (dict(bm=3), TypeError, "bm must be callable"),
     (dict(adaptive="yes"), TypeError, "adaptive"),

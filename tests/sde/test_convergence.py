@@ -127,3 +127,33 @@ def test_milstein_with_state_free_noise_equals_euler(method):
     bm = BrownianPath(t0=0.0, t1=1.0, size=(4, 2), dtype=torch.float64, entropy=3)
     ref = sdeint(_StateFreeNoise(), y0, ts, bm=bm, method="euler", dt=0.05)
     torch.testing.assert_close(ys, ref, rtol=0, atol=1e-14)
+
+
+class LinearScalarNoise(torch.nn.Module):
+    """dY = a Y dt + B Y dW (Itô, one Brownian motion) with a non-symmetric B: Y(t) = exp((a - B²/2) t + B W(t)) Y0
+    exactly (a·I commutes with B). The Milstein correction is ½ (∂g/∂y) g (ΔW² - Δt) = ½ B² Y (ΔW² - Δt); with the
+    transposed Jacobian, Bᵀ B Y (torchsde 0.2.6's vector-Jacobian product), the order drops to 1/2."""
+
+    noise_type, sde_type = "scalar", "ito"
+    a = 0.1
+    B = torch.tensor([[0.0, 1.0], [-0.5, 0.0]], dtype=torch.float64)
+
+    def f(self, t, y):
+        return self.a * y
+
+    def g(self, t, y):
+        return (y @ self.B.T).unsqueeze(-1)
+
+    def exact(self, y0, w):
+        drift = (self.a * torch.eye(2, dtype=torch.float64) - 0.5 * self.B @ self.B)
+        flow = torch.linalg.matrix_exp(drift + w.reshape(-1, 1, 1) * self.B)
+        return (flow @ y0.unsqueeze(-1)).squeeze(-1)
+
+
+@pytest.mark.parametrize("method,order", [("euler", 0.5), ("milstein", 1.0)])
+def test_strong_order_with_scalar_noise_and_a_non_symmetric_noise_jacobian(method, order):
+    sde = LinearScalarNoise()
+    y0 = torch.tensor([[1.0, 0.5]], dtype=torch.float64).expand(N_PATHS, 2)
+    errors = _strong_errors(sde, method, lambda y0, bm: sde.exact(y0, bm(0.0, 1.0)), y0=y0)
+    slope = _slope(DTS, errors)
+    assert abs(slope - order) < 0.15, (slope, errors)
