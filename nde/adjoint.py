@@ -268,12 +268,21 @@ def _backsolve(problem: Problem, adjoint: AdjointConfig, ys, grad_ys, params):
     for i in range(len(t_list) - 1, 0, -1):
         z0 = torch.cat([ys[i].reshape(-1), a.reshape(-1)] + [x.reshape(-1) for x in g])
         s_span = [-t_list[i], -t_list[i - 1]]
+        span_cfg = cfg if cfg.grid is None else replace(cfg, grid=_backward_grid(cfg.grid, t_list[i - 1], t_list[i]))
         with torch.no_grad():
-            z1 = integrate_shared(augmented, z0, s_span, cfg).ys[-1]
+            z1 = integrate_shared(augmented, z0, s_span, span_cfg).ys[-1]
         pieces = torch.split(z1, sizes)
         a = pieces[1].view(shape) + grad_ys[i - 1]
         g = [piece.view_as(p) for piece, p in zip(pieces[2:], params)]
     return a, g
+
+
+def _backward_grid(grid: tuple[float, ...], t_prev: float, t_next: float) -> tuple[float, ...]:
+    """The forward fixed grid's points inside (t_prev, t_next), with both ends, in reversed time s = −t: the
+    backward solve over one output interval retraces the forward steps there (a grid from
+    ``options['grid_constructor']`` spans all output times; used whole, each interval stepped over nothing)."""
+    inside = [-g for g in reversed(grid) if t_prev < g < t_next]
+    return (-t_next, *inside, -t_prev)
 
 
 def default_adjoint_cfg(cfg: Config, rtol, atol, coeffs=None, options=None) -> Config:

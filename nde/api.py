@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -10,7 +11,7 @@ import torch
 
 from ._adams import Adams
 from ._checks import number, positive_int
-from ._integrate import Config, Result, _land_stage_times, output_value, rms_norm_host, step_index
+from ._integrate import Config, Result, _land_stage_times, output_value, rms_norm, rms_norm_host, step_index
 from ._rk import Coefficients, rk_step, stage_times
 from ._scipy import scipy_odeint
 from .controller import initial_step_scalar
@@ -161,7 +162,7 @@ class _CheckedFunc:
         if self.fast:
             out = self.func(t, y)
             if not self.checked:
-                self._check(out, y.shape[0])
+                self._check(out, y.shape[0] if y.dim() else 0)
             return out
         out = self.func(-t if self.sign < 0 else t, self.to_user(y))
         if not self.checked:
@@ -222,6 +223,14 @@ class _Layout:
             return torch.cat([x.reshape(x.shape[0], -1) for x in tensors], dim=1)
         return torch.cat([x.reshape(-1) for x in tensors])
 
+    def tuple_norm(self, norm: Callable | None) -> Callable:
+        """torchdiffeq's error norms for a tuple state (shared steps), on the flat state: ``norm`` called with the
+        tuple, or by default the mixed norm, the largest RMS over the tensors (torchdiffeq's ``_mixed_norm``), so
+        a small tensor keeps its tolerance next to a large one (the RMS of the concatenation loosened it)."""
+        if norm is not None:
+            return lambda y: norm(self.unflatten(y))
+        return lambda y: torch.stack([rms_norm(part) for part in self.unflatten(y)]).max()
+
     def unflatten(self, y: torch.Tensor, lead: tuple[int, ...] = ()) -> tuple[torch.Tensor, ...]:
         """Inverse of flatten; ``lead`` are extra leading dims (e.g. time)."""
         if self.is_plain:
@@ -272,6 +281,8 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
         raise ValueError("`rtol` and `atol` are both 0: adaptive steps could never meet them")
     dtype, device = tensors[0].dtype, tensors[0].device
     layout = _Layout([tuple(x.shape) for x in tensors], per_sample)
+    if len(tensors) > 1 and not per_sample:
+        norm = layout.tuple_norm(norm)
     if torch.is_tensor(rtol) or torch.is_tensor(atol):
         if len(tensors) > 1:
             raise ValueError("per-component `rtol`/`atol` tensors need a single-tensor state")
@@ -286,19 +297,20 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
 
     def to_user(y):
         parts = layout.unflatten(y)
-        return parts if len(parts) > 1 else parts[0]
+        return parts if isinstance(y0, tuple) else parts[0]
 
     def from_user(out):
         outs = out if isinstance(out, tuple) else (out,)
         return layout.flatten(outs)
 
-    checked = _CheckedFunc(func, to_user, from_user, sign, layout.shapes, dtype, layout.is_plain)
+    plain = layout.is_plain and not isinstance(y0, tuple)   # a 1-tuple state still reaches func as a tuple
+    checked = _CheckedFunc(func, to_user, from_user, sign, layout.shapes, dtype, plain)
     checked.tuple_state, checked.per_sample = isinstance(y0, tuple), per_sample
     y0_flat = layout.flatten(tensors)
-    # Shared steps keep time in Python floats and hand ``func`` tensors in the dtype of ``t`` (as
-    # torchdiffeq does); per-sample steps do time arithmetic in float64 and cast at the call.
+    # Shared steps keep time in Python floats, per-sample steps in float64 tensors; ``func`` gets it in the
+    # state's dtype (torchdiffeq casts every call's time to y's dtype).
     t_dtype = torch.float64 if per_sample else t.dtype
-    checked.t_dtype = t.dtype
+    checked.t_dtype = dtype
     coeffs = Coefficients.build(tab, dtype, t_dtype, device)
     options = {"clip_to_outputs": _needs_clipping(tab), **_internal_points(options, sign, per_sample)}
     cfg = Config(coeffs=coeffs, rtol=rtol, atol=atol, controller=controller, t_dtype=t_dtype,
@@ -442,6 +454,8 @@ def _adjoint_config(cfg, rtol, atol, adjoint_rtol, adjoint_atol, adjoint_method,
         coeffs = Coefficients.build(tableau, dtype, t_dtype, device)
     fields = _internal_points(_translate_adaptive_options(options, "adjoint_options"), sign, False) \
         if coeffs.tableau.adaptive else _translate_fixed_options(options, "adjoint_options")
+    if "step_size" in fields:   # the adjoint's own spacing replaces the forward grid
+        fields["grid"] = None
     fields["multistep"] = multistep
     a_rtol = rtol if adjoint_rtol is None else _check_tolerance("adjoint_rtol", adjoint_rtol)
     a_atol = atol if adjoint_atol is None else _check_tolerance("adjoint_atol", adjoint_atol)
@@ -568,6 +582,11 @@ def _controller_from_options(options: dict, default: PIController) -> PIControll
     safety, ifactor, dfactor = options.get("safety"), options.get("ifactor"), options.get("dfactor")
     if safety is None and ifactor is None and dfactor is None:
         return default
+    if ifactor is not None and number(ifactor, "`options['ifactor']`") < 1:
+        raise ValueError(f"`options['ifactor']` (the largest growth of a step) must be >= 1, got {ifactor!r}")
+    if dfactor is not None and not 0 < number(dfactor, "`options['dfactor']`") <= 1:
+        raise ValueError("`options['dfactor']` (the largest shrink of a rejected step; above 1 a rejected step "
+                         f"would grow) must be in (0, 1], got {dfactor!r}")
     return PIController(beta1=default.beta1, beta2=default.beta2,
                         safety=default.safety if safety is None else float(safety),
                         factor_min=default.factor_min if dfactor is None else float(dfactor),
@@ -802,6 +821,7 @@ def odeint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method:
     """
     method = "dopri5" if method is None else TORCHDIFFEQ_NAMES.get(method, method)
     adjoint_method = TORCHDIFFEQ_NAMES.get(adjoint_method, adjoint_method)
+    _warn_about_callbacks(func)
     if options is not None and not isinstance(options, dict):
         raise TypeError("`options` must be a dict")
     if method == "scipy_solver":
@@ -881,6 +901,19 @@ def _internal_grid(grid: tuple[float, ...], t: torch.Tensor, sign: float) -> tup
     if any(b <= a for a, b in zip(internal[:-1], internal[1:])):
         raise ValueError("`options['grid_constructor']` must return a grid strictly monotonic in the direction of `t`")
     return internal
+
+
+_CALLBACKS = tuple(f"callback_{kind}{phase}" for kind in ("step", "accept_step", "reject_step")
+                   for phase in ("", "_adjoint"))
+
+
+def _warn_about_callbacks(func) -> None:
+    """torchdiffeq calls ``func.callback_step`` (and the accept/reject/adjoint variants) around each step; nde does
+    not, so a ``func`` whose class defines them is told rather than silently ignored."""
+    defined = [name for name in _CALLBACKS if callable(getattr(type(func), name, None))]
+    if defined:
+        warnings.warn(f"nde does not call torchdiffeq's step callbacks: {', '.join(defined)} of `func` will not run",
+                      stacklevel=3)
 
 
 def _odeint_options(method: str, options: dict | None) -> dict:

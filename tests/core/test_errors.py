@@ -184,7 +184,7 @@ def test_step_settings_are_checked():
              (dict(options={"first_step": 0.0}), "first_step"),
              (dict(options={"max_step": -0.1}), "max_step"),
              (dict(options={"min_step": 0.5, "max_step": 0.1}), "min_step=0.5 exceeds max_step"),
-             (dict(options={"ifactor": float("inf")}), "factor_max"),
+             (dict(options={"ifactor": float("inf")}), r"options\[.ifactor.\]. must be finite"),
              (dict(options={"max_num_steps": 10.7}), "max_num_steps"),
              (dict(options={"first_step": "0.1"}), "first_step"),
              (dict(method="rk4", options={"step_size": float("inf")}), "step_size")]

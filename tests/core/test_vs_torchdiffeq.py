@@ -381,3 +381,99 @@ def test_perturb_option_matches_torchdiffeq(method):
                                                 adjoint_params=())[-1].sum(), y0g)[0]
                  for mode in ("direct", "discrete")]
         torch.testing.assert_close(grads[0], grads[1], atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["rk4", "fixed_adams"])
+@pytest.mark.parametrize("t", [[0.0, 0.35, 1.0], [1.0, 0.4, 0.0]])
+def test_odeint_adjoint_with_a_grid_constructor_retraces_the_grid(method, t):
+    """The backsolve over each output interval steps over the forward grid's points inside it (with the whole
+    grid from t[0] to t[-1] it stepped over nothing: gradient 0 instead of e^-1 on y' = a y)."""
+    f = Counted()
+    y0 = torch.randn(4, 3, dtype=torch.float64)
+    t = torch.tensor(t, dtype=torch.float64)
+    options = dict(grid_constructor=lambda func, y, tt: torch.linspace(float(tt[0]), float(tt[-1]), 21, dtype=tt.dtype))
+    grads = []
+    for solve in (nde.odeint, nde.odeint_adjoint, torchdiffeq.odeint_adjoint):
+        f.zero_grad()
+        solve(f, y0, t, method=method, options=options).pow(2).sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in f.parameters()]))
+    direct, ours, theirs = grads
+    scale = direct.abs().max()
+    assert scale > 1e-2
+    assert (ours - direct).abs().max() < 1e-5 * scale   # the method run backwards: close, not exact
+    assert (ours - theirs).abs().max() < 1e-5 * scale
+
+
+def test_a_0d_state_with_increasing_times():
+    t = torch.linspace(0, 1, 3, dtype=torch.float64)
+    y0 = torch.tensor(1.0, dtype=torch.float64)
+    theirs = torchdiffeq.odeint(lambda s, y: -y, y0, t)
+    for solve in (nde.odeint, lambda *a: nde.odeint_adjoint(*a, adjoint_params=())):
+        torch.testing.assert_close(solve(lambda s, y: -y, y0, t), theirs, rtol=1e-9, atol=1e-9)
+
+
+def test_a_one_tensor_tuple_state_reaches_func_as_a_tuple():
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    y0 = (torch.ones(2, dtype=torch.float64),)
+    seen = []
+
+    def f(s, y):
+        seen.append(type(y))
+        return (-y[0],)
+    ours = nde.odeint(f, y0, t)
+    assert isinstance(ours, tuple) and set(seen) == {tuple}
+    torch.testing.assert_close(ours[0], torchdiffeq.odeint(f, y0, t)[0], rtol=1e-10, atol=1e-10)
+
+
+def test_tuple_states_use_torchdiffeqs_mixed_norm_and_pass_the_tuple_to_a_custom_norm():
+    """A one-element tensor beside 99 quiet ones keeps its own tolerance: the largest per-tensor RMS (torchdiffeq's
+    default), not the RMS of the concatenation (which took 26 evaluations against 32 and a 9x larger error)."""
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    y0 = (torch.ones(1, dtype=torch.float64), torch.zeros(99, dtype=torch.float64))
+
+    def f(s, y):
+        return -y[0], torch.ones_like(y[1])
+    counts = {}
+    for name, solve in (("nde", nde.odeint), ("torchdiffeq", torchdiffeq.odeint)):
+        calls = []
+        ys = solve(lambda s, y: calls.append(s) or f(s, y), y0, t, rtol=1e-6, atol=1e-6)
+        counts[name] = (len(calls), ys)
+    assert counts["nde"][0] == counts["torchdiffeq"][0]
+    torch.testing.assert_close(counts["nde"][1][0], counts["torchdiffeq"][1][0], rtol=1e-12, atol=1e-12)
+    first_only = dict(norm=lambda y: y[0].abs().max())   # a custom norm gets the tuple, as in torchdiffeq
+    ours = nde.odeint(f, y0, t, rtol=1e-6, atol=1e-6, options=first_only)
+    theirs = torchdiffeq.odeint(f, y0, t, rtol=1e-6, atol=1e-6, options=first_only)
+    torch.testing.assert_close(ours[0], theirs[0], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("y_dtype,t_dtype", [(torch.float64, torch.float32), (torch.float32, torch.float64)])
+def test_func_gets_time_in_the_states_dtype_as_in_torchdiffeq(y_dtype, t_dtype):
+    seen = set()
+
+    def f(s, y):
+        seen.add(s.dtype)
+        return -y * (1 + s)
+    y0, t = torch.ones(3, dtype=y_dtype), torch.tensor([0.0, 0.5, 1.0], dtype=t_dtype)
+    ours = nde.odeint(f, y0, t)
+    assert seen == {y_dtype}
+    torch.testing.assert_close(ours, torchdiffeq.odeint(f, y0, t), rtol=1e-6, atol=1e-6)
+
+
+def test_step_callbacks_that_nde_does_not_call_are_announced():
+    class WithCallback(torch.nn.Module):
+        def forward(self, s, y):
+            return -y
+
+        def callback_accept_step(self, s, y, dt):
+            raise AssertionError("not called by nde")
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    with pytest.warns(UserWarning, match="callback_accept_step of `func` will not run"):
+        nde.odeint(WithCallback(), torch.ones(2, dtype=torch.float64), t)
+
+
+@pytest.mark.parametrize("options,match", [(dict(ifactor=0.5), r"options\['ifactor'\]"),
+                                           (dict(dfactor=1.5), r"options\['dfactor'\]"),
+                                           (dict(dfactor=0.0), r"options\['dfactor'\]")])
+def test_controller_factors_out_of_range_name_the_option(options, match):
+    with pytest.raises(ValueError, match=match):
+        nde.odeint(lambda s, y: -y, torch.ones(2), torch.tensor([0.0, 1.0]), options=options)
