@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -227,6 +228,14 @@ def _unwrapped(func: Callable, t_dtype: torch.dtype) -> Callable:
     return func if unwrapped is None else unwrapped(t_dtype)
 
 
+def _warn_forced_steps(forced: int, min_step: float) -> None:
+    """Steps at ``min_step`` are accepted whatever their error (as torchdiffeq's); say so where it happened, so
+    that a solution that does not meet the tolerances is not silently returned as a success."""
+    if forced:
+        warnings.warn(f"{int(forced)} step(s) at min_step={min_step:g} were accepted with an error estimate above "
+                      "the tolerances: the solution may not meet rtol/atol (lower min_step)", stacklevel=4)
+
+
 def _fail(cfg: Config, status: Status, t: float, dt: float, detail: str = ""):
     if cfg.throw:
         raise SolverError(status, t, dt, detail)
@@ -288,7 +297,7 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
     dt = min(max(dt, cfg.min_step), cfg.max_step)
     outputs, j = [y0], 1
     y, k1 = y0, f0
-    prev_ratio, n_acc, n_rej = 1e-4, 0, 0
+    prev_ratio, n_acc, n_rej, forced = 1e-4, 0, 0, 0
     heur = {"t": [], "dt": [], "error_ratio": [], "stiffness": []}
     records, dense_steps, reg_terms = [], [], []
     reg = cfg.regularizer
@@ -326,6 +335,7 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
         finite = math.isfinite(ratio)
         accept = finite and (ratio <= 1.0 or dt <= cfg.min_step)
         if accept:
+            forced += ratio > 1.0
             t_new = landing if landing is not None else target if clipped else t + dt
             rho_t = None
             if reg is not None and reg.needs_stiffness:  # differentiable: the regulariser uses it
@@ -382,6 +392,7 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
             _fail(cfg, status, t, dt, _resolution_hint(cfg, y0.dtype) if status == Status.DT_UNDERFLOW else "")
             return _finish_shared(outputs, len(t_out), y0, status, nfe, n_acc, n_rej, heur, records,
                                   dense_steps, (t, dt), reg_terms)
+    _warn_forced_steps(forced, cfg.min_step)
     return _finish_shared(outputs, len(t_out), y0, Status.SUCCESS, nfe, n_acc, n_rej, heur, records,
                           dense_steps, None, reg_terms, t_event=t_event)
 
@@ -584,7 +595,7 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
     fail_t = torch.zeros(B, dtype=tdt, device=dev)
     fail_dt = torch.zeros(B, dtype=tdt, device=dev)
     heur_steps = []                     # per step: (rows, accept, t, dt, error ratio, stiffness or None)
-    records = []
+    records, forced = [], 0             # forced: rows accepted at min_step with an error ratio above 1
     batch = _Batch(torch.arange(B, device=dev), t0.clone(), dt0, y0, f0,
                    torch.full((B,), 1e-4, dtype=y0.dtype, device=dev),
                    torch.ones(B, dtype=torch.long, device=dev),
@@ -619,9 +630,11 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
             new_status = torch.where(underflow, torch.where(finite, int(Status.DT_UNDERFLOW), int(Status.NONFINITE)),
                                      torch.where(too_many, int(Status.MAX_STEPS), 0))
             still = b.active & not_done & (new_status == 0)
+            forced_now = [(accept & (ratio > 1.0)).sum()] if cfg.min_step > 0 else []
             flags = torch.stack([still.sum(), n_pass.max() if n_pass.numel() else n_pass.sum(),
-                                 (new_status * b.active).max()]).tolist()  # the one host sync per step
-        n_active, max_pass, any_fail = flags
+                                 (new_status * b.active).max(), *forced_now]).tolist()  # the one host sync per step
+        n_active, max_pass, any_fail = flags[:3]
+        forced += sum(flags[3:])
         outs = []
         for jj in range(max_pass):
             idx = (b.out_idx + jj).clamp_max(T - 1)
@@ -658,6 +671,7 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
             if hasattr(func, "rows_changed"):   # the API's checked field: check the smaller batch's output once
                 func.rows_changed()
     batch.save_counts(n_acc, n_tried)
+    _warn_forced_steps(forced, cfg.min_step)
     n_rej = n_tried - n_acc
     nfe = evals + (tab.stages - 1) * n_tried   # each step tried evaluates every stage but the first
     # Outputs that a failed sample did not reach are NaN.

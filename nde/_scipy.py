@@ -41,9 +41,12 @@ def scipy_odeint(func: Callable, tensors: tuple[torch.Tensor, ...], t: torch.Ten
 
     def rhs(time: float, y: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            out = func(torch.tensor(time, dtype=t.dtype, device=t.device), to_user(y))
+            out = func(torch.tensor(time, dtype=dtype, device=device), to_user(y))
         outs = (out,) if single else out
-        return torch.cat([o.reshape(-1) for o in outs]).detach().cpu().double().numpy()
+        slope = torch.cat([o.reshape(-1) for o in outs]).detach().cpu().double().numpy()
+        if not np.isfinite(slope).all():   # solve_ivp would shrink its step on NaN forever
+            raise RuntimeError(f"`func` returned non-finite values (NaN or inf) at t={time:.6g} (method 'scipy_solver')")
+        return slope
 
     y0 = torch.cat([x.detach().reshape(-1) for x in tensors]).cpu().double().numpy()
     times = t.detach().cpu().double().numpy()

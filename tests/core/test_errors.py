@@ -1,5 +1,6 @@
 """Bad input gets a clear error naming the argument; failures raise SolverError or return status."""
 import math
+import warnings
 
 import pytest
 import torch
@@ -256,3 +257,33 @@ def test_adjoint_method_and_options_are_checked_in_every_mode():
         nde.odeint(decay, torch.ones(2), T, adjoint_method="foo")
     with pytest.raises(TypeError, match="`adjoint_options` must be a dict"):
         nde.odeint(decay, torch.ones(2), T, adjoint_options=[1])
+
+
+def test_half_precision_tolerances_below_its_resolution_are_refused_up_front():
+    """bfloat16 at rtol = atol = 1e-9 took 905k steps (9 minutes) before; float32 below its eps still converges."""
+    t = torch.tensor([0.0, 1.0])
+    for dtype in (torch.bfloat16, torch.float16):
+        with pytest.raises(ValueError, match="below the resolution of a torch.(b)?float16 state"):
+            nde.solve_ode(lambda s, y: -y, torch.ones(2, dtype=dtype), t, rtol=1e-9, atol=1e-9)
+    sol = nde.solve_ode(lambda s, y: -y, torch.ones(2), t, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(sol.ys[-1], torch.full((2,), math.exp(-1.0)), rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_a_max_step_that_cannot_cover_t_in_max_steps_fails_at_once(per_sample):
+    with pytest.raises(ValueError, match=r"`max_step`=1e-12 needs 1e\+12 steps to cover `t`, more than max_steps"):
+        nde.solve_ode(lambda s, y: -y, torch.ones(2, 1), torch.tensor([0.0, 1.0]), max_step=1e-12,
+                      per_sample=per_sample)
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_steps_accepted_at_min_step_above_the_tolerance_warn(per_sample):
+    """y' = −50y with steps forced to 0.6: every step fails the error test and is accepted anyway (as in
+    torchdiffeq), which ends near 1e12 instead of e^-50: a warning says so."""
+    with pytest.warns(UserWarning, match=r"step\(s\) at min_step=0.6 were accepted with an error estimate above"):
+        sol = nde.solve_ode(lambda s, y: -50 * y, torch.ones(3, 1), torch.tensor([0.0, 1.0]), min_step=0.6,
+                            per_sample=per_sample)
+    assert sol.ys[-1].abs().min() > 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # a min_step the solve never needs: no warning
+        nde.solve_ode(lambda s, y: -y, torch.ones(3, 1), torch.tensor([0.0, 1.0]), min_step=1e-3, per_sample=per_sample)

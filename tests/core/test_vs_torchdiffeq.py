@@ -280,6 +280,9 @@ def test_scipy_solver_tuple_state_tolerances_and_errors():
     with pytest.raises(RuntimeError, match=r"solve_ivp \(RK45\) failed"):   # y' = y^2 blows up at t = 1
         nde.odeint(lambda t, y: y * y, torch.ones(1, dtype=torch.float64), torch.tensor([0.0, 2.0]),
                    method="scipy_solver", options={"solver": "RK45"})
+    with pytest.raises(RuntimeError, match=r"`func` returned non-finite values .* at t=0"):   # solve_ivp: no end
+        nde.odeint(lambda t, y: y * float("nan"), torch.ones(2), torch.tensor([0.0, 1.0]), method="scipy_solver",
+                   options={"solver": "RK45"})
 
 
 def test_dtype_option_is_accepted_and_checked():
