@@ -237,3 +237,16 @@ def test_energy_distance_exact_pairs_once_and_checks_arguments():
         UniformBoxes([[0.0, 0.0]], [[0.0, 1.0]])
     with pytest.raises(ValueError, match="weights"):
         UniformBoxes([[0.0, 0.0]], [[1.0, 1.0]], weights=[-1.0])
+
+
+def test_distances_and_likelihoods_refuse_non_finite_samples_instead_of_returning_nan():
+    good = torch.randn(20, 2, dtype=torch.float64)
+    bad = good.clone()
+    bad[3, 1] = float("nan")
+    bad[7, 0] = float("inf")
+    with pytest.raises(ValueError, match="x contains 2 non-finite row"):
+        energy_mmd(bad, good)
+    with pytest.raises(ValueError, match="y contains 2 non-finite row"):
+        sliced_wasserstein(good, bad)
+    with pytest.raises(ValueError, match="samples contains 2 non-finite row"):
+        negative_log_likelihood(bad, lambda x: -0.5 * (x ** 2).sum(-1))

@@ -3,6 +3,7 @@ metrics log file and data-parallel training over torch.distributed."""
 from __future__ import annotations
 
 import json
+import math
 import numbers
 import time
 from pathlib import Path
@@ -164,18 +165,31 @@ class Trainer:
                 for n, e in self.ema.items():
                     e.update(self.task.networks[n])
                 self.step += 1
-                if self.step % self.log_every == 0 or self.step == self.steps:
+                logs = self.step % self.log_every == 0 or self.step == self.steps
+                saves = self.step % self.checkpoint_every == 0 or self.step == self.steps
+                if logs or saves:
+                    _check_finite_metrics(metrics, self.step - 1)
+                if logs:
                     record = self._log(metrics, started)
                     if bar is not None:
                         bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k not in ("step", "time_s")})
                 if bar is not None:
                     bar.update(1)
-                if self.step % self.checkpoint_every == 0 or self.step == self.steps:
+                if saves:
                     self.save()
         finally:
             if bar is not None:
                 bar.close()
         return self.step
+
+
+def _check_finite_metrics(metrics: dict, step: int) -> None:
+    """Stop a run whose metrics went NaN or inf before they are logged or checkpointed (read where the loop reads
+    them anyway): it would otherwise train on to NaN weights and save them."""
+    bad = sorted(name for name, value in metrics.items() if not math.isfinite(float(value)))
+    if bad:
+        raise FloatingPointError(f"training diverged: metric(s) {bad} are not finite at step {step}; nothing was "
+                                 "logged or checkpointed for this step")
 
 
 def _entry(state: dict, section: str, name: str, source: str):

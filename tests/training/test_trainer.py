@@ -164,3 +164,25 @@ def test_ema_refuses_a_module_of_another_shape():
     ema = EMA(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="parameters"):
         ema.update(torch.nn.Linear(3, 2))
+
+
+def test_a_run_whose_metrics_go_nan_stops_before_logging_or_checkpointing_them(tmp_path):
+    """Data that turn NaN (here from step 3 on) used to train on to NaN weights and save them."""
+    calls = []
+
+    def poisoned(n, g):
+        calls.append(n)
+        x = torch.randn(n, 2, generator=g, dtype=torch.float64)
+        return x * float("nan") if len(calls) > 3 else x
+    from tests.training._training_tasks import interpolant_task
+    task = interpolant_task()
+    task.sample_target = poisoned
+    trainer = Trainer(task, 10, seed=1, checkpoint_dir=tmp_path, checkpoint_every=1, log_path=tmp_path / "log.jsonl",
+                      log_every=1)
+    with pytest.raises(FloatingPointError, match=r"not finite at step 3"):
+        trainer.fit()
+    logged = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert logged == [0, 1, 2]
+    saved = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert saved["step"] == 3
+    assert all(torch.isfinite(p).all() for net in saved["networks"].values() for p in net.values())
