@@ -267,8 +267,8 @@ def _check_extra_state(extra, method, sde, t0: float, y0: torch.Tensor) -> None:
 def _check_y0(y0):
     if not isinstance(y0, torch.Tensor):
         raise TypeError(f"y0 must be a torch.Tensor, got {type(y0).__name__}.")
-    if y0.dim() != 2:
-        raise ValueError(f"y0 must have shape (batch, d), got {tuple(y0.shape)}.")
+    if y0.dim() != 2 or y0.numel() == 0:
+        raise ValueError(f"y0 must have shape (batch, d) with batch, d >= 1, got {tuple(y0.shape)}.")
     if not y0.is_floating_point():
         raise TypeError(f"y0 must be a floating-point tensor, got dtype {y0.dtype}.")
     if not bool(torch.isfinite(y0).all()):

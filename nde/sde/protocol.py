@@ -100,6 +100,8 @@ class SDE:
         for value, name in ((f, "drift f(t, y)"), (g, "diffusion g(t, y)")):
             if value.dtype != y0.dtype:
                 raise TypeError(f"{name} returned dtype {value.dtype}, but y0 has dtype {y0.dtype}.")
+            if not bool(torch.isfinite(value).all()):
+                raise ValueError(f"{name} returned non-finite values (NaN or inf) at t0={float(t0):g}, y0.")
         if f.shape != y0.shape:
             raise ValueError(f"drift f(t, y) must have the shape of y0 {tuple(y0.shape)}, got {tuple(f.shape)}.")
         if self.noise_type == "diagonal":

@@ -16,14 +16,15 @@ TS = [0.0, 0.5, 1.0]
 
 class Bare:
     """A non-Module sde with configurable attributes."""
-    def __init__(self, noise_type="diagonal", sde_type="ito", g_shape=None, f=True):
+    def __init__(self, noise_type="diagonal", sde_type="ito", g_shape=None, f=True, nan_g=False):
         self.noise_type, self.sde_type, self._g_shape = noise_type, sde_type, g_shape
+        self._g_value = float("nan") if nan_g else 1.0
         if f:
             self.f = lambda t, y: -y
 
     def g(self, t, y):
         shape = self._g_shape or y.shape
-        return torch.ones(shape, dtype=y.dtype)
+        return torch.full(shape, self._g_value, dtype=y.dtype)
 
 
 @pytest.mark.parametrize("sde,match", [
@@ -53,6 +54,8 @@ def test_missing_noise_type_attribute():
     (dict(y0=[[1.0]]), TypeError, "y0 must be a torch.Tensor"),
     (dict(y0=torch.ones(3, 1, dtype=torch.long)), TypeError, "floating-point"),
     (dict(y0=torch.tensor([[float("nan")]], dtype=torch.float64)), ValueError, "non-finite"),
+    (dict(y0=torch.ones(0, 1, dtype=torch.float64)), ValueError, r"batch, d >= 1, got \(0, 1\)"),
+    (dict(sde=Bare(g_shape=None, nan_g=True)), ValueError, r"diffusion g\(t, y\) returned non-finite values"),
     (dict(ts=[0.0, 1.0, 0.5]), ValueError, "strictly increasing"),
     (dict(ts=torch.tensor([0.0, 1.0], requires_grad=True)), ValueError, "ts must not require"),
     (dict(ts="0 1"), TypeError, "ts must be"),
