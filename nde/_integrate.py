@@ -384,10 +384,11 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
             n_acc += 1
         else:
             n_rej += 1
+        stuck = not finite and dt <= cfg.min_step   # a non-finite step at min_step: shrinking cannot help
         dt = min(max(dt * ctrl.factor(ratio, prev_ratio, accept, k_exp), cfg.min_step), cfg.max_step)
         if accept:
             prev_ratio = ratio
-        if j < len(t_out) and (t + dt == t or not 0.0 < dt < math.inf):   # also a NaN or infinite step
+        if j < len(t_out) and (t + dt == t or not 0.0 < dt < math.inf or stuck):   # also a NaN or infinite step
             status = Status.DT_UNDERFLOW if finite and 0.0 < dt < math.inf else Status.NONFINITE
             _fail(cfg, status, t, dt, _resolution_hint(cfg, y0.dtype) if status == Status.DT_UNDERFLOW else "")
             return _finish_shared(outputs, len(t_out), y0, status, nfe, n_acc, n_rej, heur, records,
@@ -596,6 +597,7 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
     fail_dt = torch.zeros(B, dtype=tdt, device=dev)
     heur_steps = []                     # per step: (rows, accept, t, dt, error ratio, stiffness or None)
     records, forced = [], 0             # forced: rows accepted at min_step with an error ratio above 1
+    extra_evals = torch.zeros(B, dtype=torch.long, device=dev)   # steps re-taken by _retake_without_rejected
     batch = _Batch(torch.arange(B, device=dev), t0.clone(), dt0, y0, f0,
                    torch.full((B,), 1e-4, dtype=y0.dtype, device=dev),
                    torch.ones(B, dtype=torch.long, device=dev),
@@ -625,22 +627,27 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
             fac = ctrl.factor_tensor(ratio, b.prev, accept, k_exp)
             dt_new = (b.dt * fac.to(tdt)).clamp(cfg.min_step, cfg.max_step)
             not_done = (b.out_idx + n_pass) < T
-            underflow = not_done & ((t_new + dt_new == t_new) | ~(dt_new > 0) | torch.isinf(dt_new))   # also NaN, inf
+            underflow = not_done & ((t_new + dt_new == t_new) | ~(dt_new > 0) | torch.isinf(dt_new)   # also NaN, inf
+                                    | (~finite & (b.dt <= cfg.min_step)))   # non-finite at min_step: cannot shrink
             too_many = not_done & (b.n_tried >= cfg.max_steps - 1)   # this step was the max_steps-th
             new_status = torch.where(underflow, torch.where(finite, int(Status.DT_UNDERFLOW), int(Status.NONFINITE)),
                                      torch.where(too_many, int(Status.MAX_STEPS), 0))
             still = b.active & not_done & (new_status == 0)
             forced_now = [(accept & (ratio > 1.0)).sum()] if cfg.min_step > 0 else []
             flags = torch.stack([still.sum(), n_pass.max() if n_pass.numel() else n_pass.sum(),
-                                 (new_status * b.active).max(), *forced_now]).tolist()  # the one host sync per step
-        n_active, max_pass, any_fail = flags[:3]
-        forced += sum(flags[3:])
+                                 (new_status * b.active).max(), (b.active & ~finite).any(),
+                                 *forced_now]).tolist()  # the one host sync per step
+        n_active, max_pass, any_fail, any_nonfinite = flags[:4]
+        forced += sum(flags[4:])
+        if any_nonfinite and step.y1.requires_grad:
+            step = _retake_without_rejected(func, b, accept, coeffs, tdt, dev, y0.dtype, cfg.heuristics)
+            extra_evals[b.rows] += tab.stages - 1
         outs = []
         for jj in range(max_pass):
             idx = (b.out_idx + jj).clamp_max(T - 1)
             mask = jj < n_pass
             t_q = rows_t_out.gather(1, idx.unsqueeze(1)).squeeze(1)
-            theta = ((t_q - b.t) / b.dt).clamp(0.0, 1.0)
+            theta = ((t_q - b.t) / torch.where(b.dt > 0, b.dt, 1.0)).clamp(0.0, 1.0)   # dt 0: a finished row
             value = interpolate(step, b.y, b.dt.to(y0.dtype), theta, coeffs)
             value = torch.where((t_q == t_new).unsqueeze(1), step.y1, value)
             ys.index_put_((idx, b.rows), torch.where(mask.unsqueeze(1), value, ys[idx, b.rows]))
@@ -655,7 +662,7 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
         if any_fail:
             failed = b.active & (new_status != 0)
             status.index_put_((b.rows[failed],), new_status[failed])
-            fail_t.index_put_((b.rows[failed],), b.t[failed])
+            fail_t.index_put_((b.rows[failed],), t_new[failed])   # outputs up to here were reached
             fail_dt.index_put_((b.rows[failed],), dt_new[failed])
             if cfg.throw:
                 first = int(failed.nonzero()[0])
@@ -673,12 +680,23 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
     batch.save_counts(n_acc, n_tried)
     _warn_forced_steps(forced, cfg.min_step)
     n_rej = n_tried - n_acc
-    nfe = evals + (tab.stages - 1) * n_tried   # each step tried evaluates every stage but the first
+    nfe = evals + (tab.stages - 1) * n_tried + extra_evals   # each step tried evaluates every stage but the first
     # Outputs that a failed sample did not reach are NaN.
     unreached = ((status != 0).unsqueeze(1) & (t_out > fail_t.unsqueeze(1))).T          # (T, batch)
     ys = torch.where(unreached.unsqueeze(-1), torch.full_like(ys, float("nan")), ys)
     return Result(ys, status, nfe, n_acc, n_rej, _scatter_heuristics(heur_steps, B, y0), records, [],
                   t_event=None if cfg.event is None else cfg.event.times)
+
+
+def _retake_without_rejected(func: Callable, b: "_Batch", accept: torch.Tensor, coeffs: Coefficients, t_dtype,
+                             device, dtype: torch.dtype, want_stiffness: bool) -> Step:
+    """The step of the working batch taken again with the rejected rows' step set to 0 (their results are not
+    used): a rejected row whose trial step overflowed leaves inf in the graph, and the zero gradient that
+    ``torch.where`` sends it becomes NaN (0·inf) in every parameter's gradient. Accepted rows compute exactly
+    what they did (rows are independent). Only under autograd, and only after a non-finite rejection."""
+    dt = torch.where(accept, b.dt, 0.0)
+    times = stage_times(b.t, dt, coeffs, t_dtype, device)
+    return rk_step(func, b.t, dt.to(dtype), b.y, b.k1, coeffs, times, want_stiffness=want_stiffness, error_grad=False)
 
 
 def _row_events(event: RowEvent, step: Step, b: "_Batch", accept: torch.Tensor, t_new: torch.Tensor,

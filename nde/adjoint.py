@@ -163,10 +163,13 @@ def _replay_per_sample(problem: Problem, records: list[Record], grad_ys: torch.T
     for rec in reversed(records):
         y_in = rec.y.detach().requires_grad_(True)
         k1_in = rec.k1.detach().requires_grad_(True) if carried else None
-        dt = rec.dt.to(y_in.dtype)
+        # Rejected rows replay a step of 0: their results are not used, and a trial step that overflowed would
+        # turn their zero adjoint into NaN (0·inf) in every parameter's gradient.
+        dt_rows = torch.where(rec.accept, rec.dt, 0.0)
+        dt = dt_rows.to(y_in.dtype)
         with torch.enable_grad():
             k1 = k1_in if carried else func(rec.t, y_in)
-            step = rk_step(func, rec.t, dt, y_in, k1, coeffs, stage_times(rec.t, rec.dt, coeffs, tdt, y_in.device))
+            step = rk_step(func, rec.t, dt, y_in, k1, coeffs, stage_times(rec.t, dt_rows, coeffs, tdt, y_in.device))
             acc = rec.accept.unsqueeze(1)
             y_next = torch.where(acc, step.y1, y_in)
             t_new = rec.t_next

@@ -728,7 +728,7 @@ def solve_ode(func: Callable, y0, t: torch.Tensor, *, method: str = "dopri5", rt
         reg_value, extra_nfe = _local_value(local_reg, problem, result, random if generator is None else generator)
         stats["nfe_regularization"] = torch.tensor(extra_nfe, device=dev)
     if rnode is not None:
-        reg_value = rnode.value(ys[-1][..., -2:])
+        reg_value = rnode.value(_direction(t) * ys[-1][..., -2:])   # ∫ over |dt|: also for decreasing t
         ys = ys[..., :-2]
     parts = layout.unflatten(ys, lead=(ys.shape[0],)) if rnode is None else (ys,)
     return Solution(ts=t, ys=parts if len(parts) > 1 else parts[0], stats=stats,
@@ -757,6 +757,8 @@ def _split_regularizer(regularize, tab, adjoint, per_sample, step_size):
             raise ValueError("`regularize`: LocalErrorEstimate needs an adaptive method and shared steps")
         return None, regularize, None
     if isinstance(regularize, RNODE):
+        if per_sample:   # its Hutchinson noise is one row per batch element; the working batch shrinks
+            raise ValueError("`regularize`: RNODE needs shared steps (per_sample=False)")
         return None, None, regularize
     raise TypeError("`regularize` must be a regulariser from nde.regularize, got " + type(regularize).__name__)
 

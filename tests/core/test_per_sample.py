@@ -76,3 +76,50 @@ def test_max_steps_stops_only_the_rows_that_reach_it():
             assert sol.stats[stat][i] == single.stats[stat], stat
     assert int(sol.stats["n_accepted"][1] + sol.stats["n_rejected"][1]) == 60
     assert torch.isnan(sol.ys[-1, 1]).all() and torch.isfinite(sol.ys[-1, 0]).all()
+
+
+@pytest.mark.parametrize("adjoint", ["direct", "discrete"])
+def test_a_rejected_step_that_overflowed_leaves_the_gradient_finite(adjoint):
+    """Row 0's first trial step (dt = 1 on y' = −a y³ from 10) overflows and is rejected: its inf stayed in the
+    graph and the zero gradient torch.where sends it came back as NaN for the parameter."""
+    a = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
+    f = lambda t, y: -a * y ** 3   # noqa: E731
+    y0 = torch.tensor([[10.0], [0.1]], dtype=torch.float64)
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    sol = nde.solve_ode(f, y0, t, per_sample=True, first_step=1.0, adjoint=adjoint, adjoint_params=(a,))
+    assert int(sol.stats["n_rejected"][0]) > 0
+    (grad,) = torch.autograd.grad(sol.ys[-1].sum(), a)
+    alone = sum(torch.autograd.grad(nde.solve_ode(f, y0[i:i + 1], t, first_step=1.0).ys[-1].sum(), a)[0]
+                for i in range(2))
+    torch.testing.assert_close(grad, alone, rtol=1e-9, atol=1e-12)
+
+
+def test_rows_that_finish_before_the_others_keep_finite_gradients_with_dopri8():
+    """dopri8 lands each row on its output times; a finished row stays in the working batch with a step of 0,
+    and its output weight θ = 0/0 made its gradient NaN."""
+    f = lambda t, y: torch.cat([-y[:, 1:] * torch.sin(y[:, :1]), 0 * y[:, 1:]], 1)   # noqa: E731
+    y0 = torch.tensor([[1.0, 5.0], [1.0, 5.0], [1.0, 0.01]], dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    (grad,) = torch.autograd.grad(nde.solve_ode(f, y0, t, method="dopri8", per_sample=True).ys[-1].sum(), y0)
+    (alone,) = torch.autograd.grad(nde.solve_ode(f, y0[2:], t, method="dopri8").ys[-1].sum(), y0)
+    torch.testing.assert_close(grad[2], alone[2], rtol=1e-8, atol=1e-10)
+
+
+def test_a_row_stopped_by_max_steps_keeps_the_outputs_it_reached():
+    t = torch.tensor([0.0, 0.1, 0.2, 0.3, 0.5, 1.0], dtype=torch.float64)
+    kw = dict(rtol=1e-8, atol=1e-8, max_steps=7, throw=False)
+    shared = nde.solve_ode(lambda s, y: -y, torch.ones(1, 1, dtype=torch.float64), t, **kw)
+    rows = nde.solve_ode(lambda s, y: -y, torch.ones(1, 1, dtype=torch.float64), t, per_sample=True, **kw)
+    assert int(rows.status[0]) == int(shared.status) == nde.Status.MAX_STEPS
+    torch.testing.assert_close(rows.ys, shared.ys, rtol=1e-12, atol=1e-12, equal_nan=True)
+    assert int(torch.isnan(rows.ys).sum()) == 1   # only t = 1 was not reached
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_a_field_that_turns_nan_fails_as_non_finite_also_with_a_min_step(per_sample):
+    """With min_step the rejected step could not shrink, so the solve spun to max_steps (20k rejections here)."""
+    f = lambda t, y: torch.where(t.reshape(-1, 1) > 0.5, torch.full_like(y, float("nan")), -y)   # noqa: E731
+    sol = nde.solve_ode(f, torch.ones(2, 1), torch.tensor([0.0, 1.0]), min_step=1e-3, throw=False,
+                        per_sample=per_sample)
+    assert (torch.as_tensor(sol.status) == nde.Status.NONFINITE).all()
+    assert int(torch.as_tensor(sol.stats["n_rejected"]).max()) < 50

@@ -222,3 +222,16 @@ def test_local_step_stops_at_jump_points():
                             regularize=R.LocalErrorEstimate(step="solver"), generator=_random.Random(i))
               .regularization.item() for i in range(20)]
     assert max(values) < 1.0, values
+
+
+def test_rnode_integrates_over_the_length_of_a_decreasing_time_interval():
+    """y' = −y backwards from y0 over [1, 0]: ∫‖f‖² |dt| = ‖y0‖²(e² − 1)/2 and the Jacobian term d·1 (both were
+    negative, a reward instead of a penalty)."""
+    y0 = torch.tensor([[1.0, 2.0]], dtype=torch.float64)
+    back = T1.flip(0)
+    sol = nde.solve_ode(lambda t, y: -y, y0, back, rtol=1e-9, atol=1e-9, regularize=R.RNODE(1.0, 0.0))
+    assert sol.regularization.item() == pytest.approx(5.0 * (np.exp(2) - 1) / 2, rel=1e-6)
+    sol = nde.solve_ode(lambda t, y: -y, y0, back, rtol=1e-9, atol=1e-9, regularize=R.RNODE(0.0, 1.0))
+    assert sol.regularization.item() == pytest.approx(2.0, rel=1e-6)
+    with pytest.raises(ValueError, match="RNODE needs shared steps"):
+        nde.solve_ode(lambda t, y: -y, y0, T1, regularize=R.RNODE(), per_sample=True)
