@@ -22,7 +22,7 @@ import math
 import torch
 
 from .schedules import NoiseSchedule
-from .timesteps import time_range
+from .timesteps import check_rho, edm_lambda, time_range
 
 
 class SamplingClock:
@@ -32,7 +32,7 @@ class SamplingClock:
         schedule: the noise schedule.
         skip_type: one of :data:`~nde.diffusion.SKIP_TYPES`.
         t_start, t_end: the time interval (default: the schedule's), ``t_end < t_start``.
-        rho: the exponent r of the ``"edm"`` spacing.
+        rho: the exponent r of the ``"edm"`` spacing (finite, > 0).
 
     Calling ``clock(u)`` with a 0-d tensor u returns ``(t, lambda, dlambda/du)``, three float64 0-d tensors
     on u's device (scalar work, so float64 costs nothing and keeps the final steps accurate).
@@ -43,9 +43,7 @@ class SamplingClock:
         if not isinstance(schedule, NoiseSchedule):
             raise TypeError(f"schedule must be an nde.diffusion.NoiseSchedule, got {type(schedule).__name__}")
         t_start, t_end = time_range(schedule, skip_type, t_start, t_end)
-        if not rho > 0:
-            raise ValueError(f"rho must be > 0, got {rho}")
-        self.schedule, self.skip_type, self.rho = schedule, skip_type, float(rho)
+        self.schedule, self.skip_type, self.rho = schedule, skip_type, check_rho(rho)
         self.t_start, self.t_end = t_start, t_end
         ends = torch.tensor([t_start, t_end], dtype=torch.float64)
         self.lambda_start, self.lambda_end = schedule.lambda_(ends).tolist()
@@ -56,11 +54,8 @@ class SamplingClock:
             lam = self.lambda_start + u * (self.lambda_end - self.lambda_start)
             return self.schedule.t_of_lambda(lam), lam, torch.full_like(u, self.lambda_end - self.lambda_start)
         if self.skip_type == "edm":
-            root_0 = math.exp(-self.lambda_start / self.rho)  # rho_0^{1/r}, rho = e^{-lambda}
-            root_1 = math.exp(-self.lambda_end / self.rho)
-            root = root_0 + u * (root_1 - root_0)
-            lam = -self.rho * torch.log(root)
-            return self.schedule.t_of_lambda(lam), lam, -self.rho * (root_1 - root_0) / root
+            lam, dlam_du = edm_lambda(self.lambda_start, self.lambda_end, self.rho, u)
+            return self.schedule.t_of_lambda(lam), lam, dlam_du
         if self.skip_type == "time_uniform":
             t, dt_du = self.t_start + u * (self.t_end - self.t_start), self.t_end - self.t_start
         else:  # time_quadratic

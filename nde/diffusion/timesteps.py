@@ -9,6 +9,7 @@ import math
 
 import torch
 
+from .._checks import number
 from .schedules import NoiseSchedule
 
 SKIP_TYPES = ("logSNR", "time_uniform", "time_quadratic", "edm")
@@ -37,10 +38,30 @@ def check_steps(steps: int) -> int:
     return steps
 
 
+def check_rho(rho: float) -> float:
+    """``rho``, the exponent of EDM's spacing, as a float if it is a finite number > 0, else a ValueError."""
+    return number(rho, "rho", positive=True)
+
+
+def edm_lambda(lam_start: float, lam_end: float, rho: float, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """lambda(u) and dlambda/du of EDM's spacing: (e^{-lambda})^{1/rho} is linear in u in [0, 1].
+
+    Written as lambda(u) = lambda_start - rho log(1 + u expm1((lambda_start - lambda_end)/rho)), which is the
+    same map without the powers e^{-lambda/rho}: they overflow for small rho and round to 1 for large rho
+    (whose limit is the logSNR spacing).
+    """
+    ratio = math.expm1((lam_start - lam_end) / rho)
+    return lam_start - rho * torch.log1p(u * ratio), -rho * ratio / (1.0 + u * ratio)
+
+
 def sampling_times(schedule: NoiseSchedule, steps: int, skip_type: str = "logSNR",
                    t_start: float | None = None, t_end: float | None = None, rho: float = 7.0) -> torch.Tensor:
-    """(steps + 1,) float64 times, decreasing from ``t_start`` (default ``schedule.t_start``) to ``t_end``."""
+    """(steps + 1,) float64 times, decreasing from ``t_start`` (default ``schedule.t_start``) to ``t_end``.
+
+    ``rho`` (finite, > 0) is the exponent of the ``"edm"`` spacing.
+    """
     check_steps(steps)
+    rho = check_rho(rho)
     t_start, t_end = time_range(schedule, skip_type, t_start, t_end)
     ends = torch.tensor([t_start, t_end], dtype=torch.float64)
     if skip_type == "time_uniform":
@@ -51,10 +72,7 @@ def sampling_times(schedule: NoiseSchedule, steps: int, skip_type: str = "logSNR
     if skip_type == "logSNR":
         lam = torch.linspace(lam_start, lam_end, steps + 1, dtype=torch.float64)
     else:
-        ramp = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
-        inv_max, inv_min = math.exp(-lam_start / rho), math.exp(-lam_end / rho)  # sigma^{1/rho} at the ends
-        noise = (inv_max + ramp * (inv_min - inv_max)) ** rho
-        lam = -torch.log(noise)
+        lam = edm_lambda(lam_start, lam_end, rho, torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64))[0]
     times = schedule.t_of_lambda(lam)
     times[0], times[-1] = t_start, t_end  # remove round-off of the inverse map at the ends
     return times

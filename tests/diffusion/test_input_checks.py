@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from nde.diffusion import (EDM, VE, DiffusersUNet, DPMSolverV3, GaussianMixtureNoisePredictor, ModelStatistics,
+from nde.diffusion import (EDM, VE, DiffusersUNet, SamplingClock, DPMSolverV3, GaussianMixtureNoisePredictor, ModelStatistics,
                            VPCosine, VPDiscrete, VPLinear, adjoint_sample, ddim, dpm_solver_pp, edm_sampler, edm_sde,
                            estimate_statistics, probability_flow_reference, reverse_sde, ring_mixture, sampling_times,
                            unipc)
@@ -89,6 +89,32 @@ def test_integer_x_T_no_longer_evaluates_the_model_at_a_truncated_time():
 def test_times_outside_the_schedule_domain_are_refused(call, word):
     with pytest.raises(ValueError, match=word):
         call()
+
+
+@pytest.mark.parametrize("rho", [float("nan"), float("inf"), -1.0, 0, True, "7"])
+def test_rho_must_be_a_finite_positive_number(rho):
+    with pytest.raises(ValueError, match="rho"):
+        sampling_times(SCHEDULE, 4, "edm", rho=rho)
+    with pytest.raises(ValueError, match="rho"):
+        SamplingClock(SCHEDULE, "edm", rho=rho)
+
+
+def test_edm_spacing_is_karras_eq_5_for_any_positive_rho():
+    """sigma_i^{1/rho} linear in i (sigma = e^{-lambda}); large rho tends to the logSNR spacing, small rho does not
+    overflow (it crowds the interior steps at t_start)."""
+    lam_ends = SCHEDULE.lambda_(torch.tensor([SCHEDULE.t_start, SCHEDULE.t_end], dtype=torch.float64))
+    sigma_max, sigma_min = torch.exp(-lam_ends).tolist()
+    ramp = torch.linspace(0, 1, 5, dtype=torch.float64)
+    for rho in (0.5, 3.0, 7.0):
+        noise = (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+        times = sampling_times(SCHEDULE, 4, "edm", rho=rho)
+        torch.testing.assert_close(SCHEDULE.lambda_(times), -torch.log(noise), rtol=1e-7, atol=1e-7)  # cancellation in noise
+        clock = SamplingClock(SCHEDULE, "edm", rho=rho)
+        torch.testing.assert_close(torch.stack([clock(u)[0] for u in ramp]), times, rtol=1e-7, atol=1e-12)
+    torch.testing.assert_close(sampling_times(SCHEDULE, 4, "edm", rho=1e15), sampling_times(SCHEDULE, 4, "logSNR"),
+                               rtol=1e-9, atol=0)
+    crowded = sampling_times(SCHEDULE, 4, "edm", rho=1e-3)
+    assert bool((crowded[1:] < crowded[:-1]).all()) and crowded[3] > 0.99
 
 
 def test_valid_domain_edges_are_accepted():
