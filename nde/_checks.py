@@ -35,3 +35,27 @@ def flag(value, name: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool, got {value!r}")
     return value
+
+
+def floating_dtype(primary, *others) -> torch.dtype:
+    """The floating-point dtype for tensors built from ``primary`` and ``others`` (tensors, numbers or nested
+    lists): ``primary``'s dtype if it is floating-point, else the promoted dtype of the floating-point ones among
+    ``others``, else torch's default dtype. Integer input never truncates the other arguments."""
+    primary = torch.as_tensor(primary)
+    if primary.is_floating_point():
+        return primary.dtype
+    floating = [v.dtype for v in map(torch.as_tensor, others) if v.is_floating_point()]
+    if not floating:
+        return torch.get_default_dtype()
+    dtype = floating[0]
+    for other in floating[1:]:
+        dtype = torch.promote_types(dtype, other)
+    return dtype
+
+
+def finite_tensor(value: torch.Tensor, name: str) -> torch.Tensor:
+    """``value`` if every entry is finite, else a ``ValueError`` naming ``name`` and counting the bad entries."""
+    bad = int((~torch.isfinite(value)).sum())
+    if bad:
+        raise ValueError(f"{name} must be finite, got {bad} NaN or infinite entries")
+    return value

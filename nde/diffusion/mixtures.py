@@ -12,6 +12,7 @@ import math
 
 import torch
 
+from .._checks import finite_tensor, floating_dtype
 from .schedules import NoiseSchedule
 
 
@@ -23,14 +24,18 @@ class GaussianMixture:
         means: (K, D) component means.
         covariances: (K, D, D) symmetric positive definite matrices, or (K, D) diagonals, or a float
             (isotropic variance shared by all components).
+
+    All three must be finite. The mixture's dtype is that of ``means`` if it is floating-point, else the
+    promoted floating dtype of the other two (else the default dtype): integer means never truncate them.
     """
 
     def __init__(self, weights: torch.Tensor, means: torch.Tensor, covariances: torch.Tensor | float):
-        means = torch.as_tensor(means)
+        dtype = floating_dtype(means, weights, covariances)
+        means = finite_tensor(torch.as_tensor(means).to(dtype), "means")
         if means.dim() != 2:
             raise ValueError(f"means must have shape (K, D), got {tuple(means.shape)}")
         n_comp, dim = means.shape
-        weights = torch.as_tensor(weights, dtype=means.dtype, device=means.device)
+        weights = finite_tensor(torch.as_tensor(weights, dtype=dtype, device=means.device), "weights")
         if weights.shape != (n_comp,) or bool((weights <= 0).any()):
             raise ValueError(f"weights must be positive with shape ({n_comp},), got {tuple(weights.shape)}")
         self.means = means
@@ -131,7 +136,7 @@ def _column(v: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
 def _eigen(covariances, n_comp: int, dim: int, means: torch.Tensor):
     if isinstance(covariances, (int, float)):
         covariances = torch.full((n_comp, dim), float(covariances), dtype=means.dtype, device=means.device)
-    cov = torch.as_tensor(covariances, dtype=means.dtype, device=means.device)
+    cov = finite_tensor(torch.as_tensor(covariances, dtype=means.dtype, device=means.device), "covariances")
     if cov.shape == (n_comp, dim):
         eye = torch.eye(dim, dtype=means.dtype, device=means.device).expand(n_comp, dim, dim)
         return cov.clone(), eye.clone()

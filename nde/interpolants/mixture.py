@@ -10,6 +10,8 @@ import math
 
 import torch
 
+from .._checks import finite_tensor, floating_dtype
+
 
 class GaussianMixture:
     """``sum_k weights[k] * N(means[k], variances[k] * I)``.
@@ -18,16 +20,20 @@ class GaussianMixture:
         weights: ``(K,)`` non-negative, normalised to sum 1.
         means: ``(K, d)``.
         variances: ``(K,)`` positive per-component isotropic variances, or a float for all.
+
+    All three must be finite. The mixture's dtype is that of ``means`` if it is floating-point, else the
+    promoted floating dtype of the other two (else the default dtype): integer means never truncate them.
     """
 
     def __init__(self, weights: torch.Tensor, means: torch.Tensor, variances: torch.Tensor | float):
-        means = torch.as_tensor(means)
+        dtype = floating_dtype(means, weights, variances)
+        means = finite_tensor(torch.as_tensor(means).to(dtype), "means")
         if means.dim() != 2:
             raise ValueError(f"means must have shape (K, d), got {tuple(means.shape)}")
-        weights = torch.as_tensor(weights, dtype=means.dtype, device=means.device)
+        weights = finite_tensor(torch.as_tensor(weights, dtype=dtype, device=means.device), "weights")
         if weights.shape != means.shape[:1] or bool((weights < 0).any()) or float(weights.sum()) <= 0:
             raise ValueError("weights must be a non-negative (K,) tensor with positive sum")
-        variances = torch.as_tensor(variances, dtype=means.dtype, device=means.device)
+        variances = finite_tensor(torch.as_tensor(variances, dtype=dtype, device=means.device), "variances")
         variances = variances.expand(means.shape[0]).clone()
         if bool((variances <= 0).any()):
             raise ValueError("variances must be positive")

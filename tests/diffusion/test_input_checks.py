@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from nde.diffusion import (EDM, VE, DiffusersUNet, SamplingClock, DPMSolverV3, GaussianMixtureNoisePredictor, ModelStatistics,
+from nde.diffusion import (EDM, VE, DiffusersUNet, GaussianMixture, SamplingClock, DPMSolverV3, GaussianMixtureNoisePredictor, ModelStatistics,
                            VPCosine, VPDiscrete, VPLinear, adjoint_sample, ddim, dpm_solver_pp, edm_sampler, edm_sde,
                            estimate_statistics, probability_flow_reference, reverse_sde, ring_mixture, sampling_times,
                            unipc)
@@ -167,3 +167,23 @@ def test_float32_statistics_are_stored_as_float64_and_sample_like_float64_ones()
     assert stats32.l.dtype == torch.float64
     x32 = DPMSolverV3(stats32, SCHEDULE, 5).sample(MODEL, X_T)
     torch.testing.assert_close(x32, DPMSolverV3(STATS, SCHEDULE, 5).sample(MODEL, X_T), rtol=0, atol=0)
+
+
+def test_mixture_with_integer_means_keeps_fractional_weights_and_covariances():
+    """Python-int means no longer truncate weights [1.5, 2.5] to [1, 2] (or covariances to integers)."""
+    mixture = GaussianMixture([1.5, 2.5], [[0, 0], [3, 3]], [[0.5, 1.5], [2.5, 0.25]])
+    assert mixture.means.dtype == torch.get_default_dtype()
+    torch.testing.assert_close(mixture.log_weights.exp(), torch.tensor([0.375, 0.625]))
+    torch.testing.assert_close(mixture.eigvals, torch.tensor([[0.5, 1.5], [2.5, 0.25]]))
+    wide = GaussianMixture(torch.tensor([1.5, 2.5], dtype=torch.float64), [[0, 0], [3, 3]], 0.5)
+    assert wide.means.dtype == torch.float64
+
+
+@pytest.mark.parametrize("name", ["weights", "means", "covariances"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_mixture_refuses_non_finite_arguments(name, bad):
+    args = {"weights": torch.tensor([1.0, 3.0]), "means": torch.tensor([[0.0, 0.0], [3.0, 3.0]]),
+            "covariances": torch.eye(2).expand(2, 2, 2)}
+    args[name] = args[name].clone().view(-1).index_fill(0, torch.tensor([1]), bad).view(args[name].shape)
+    with pytest.raises(ValueError, match=f"{name} must be finite, got 1 NaN or infinite"):
+        GaussianMixture(**args)

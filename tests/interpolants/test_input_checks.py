@@ -188,3 +188,26 @@ def test_relu_fields_are_piecewise_linear_in_x():
         kinked[activation] = float((second > 1e-12).float().mean())
     assert kinked["relu"] < 0.05 < 0.9 < kinked["silu"]
     assert _task(activation="relu").settings()["activation"] == "relu"
+
+
+def test_mixture_with_integer_means_keeps_fractional_weights_and_variances():
+    """Python-int means no longer truncate the other arguments to integers (variances 2.5 became 2)."""
+    from nde.interpolants import GaussianMixture
+    mixture = GaussianMixture([1.0, 3.0], [[0, 0], [3, 3]], 2.5)
+    assert mixture.means.dtype == torch.get_default_dtype()
+    torch.testing.assert_close(mixture.variances, torch.tensor([2.5, 2.5]))
+    torch.testing.assert_close(mixture.weights, torch.tensor([0.25, 0.75]))
+    wide = GaussianMixture(torch.tensor([1.5, 2.5], dtype=torch.float64), [[0, 0], [3, 3]], 2.5)
+    assert wide.means.dtype == torch.float64
+    torch.testing.assert_close(wide.weights, torch.tensor([0.375, 0.625], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name", ["weights", "means", "variances"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_mixture_refuses_non_finite_arguments(name, bad):
+    from nde.interpolants import GaussianMixture
+    args = {"weights": torch.tensor([1.0, 3.0]), "means": torch.tensor([[0.0, 0.0], [3.0, 3.0]]),
+            "variances": torch.tensor([0.5, 2.5])}
+    args[name] = args[name].clone().view(-1).index_fill(0, torch.tensor([1]), bad).view(args[name].shape)
+    with pytest.raises(ValueError, match=f"{name} must be finite, got 1 NaN or infinite"):
+        GaussianMixture(**args)
