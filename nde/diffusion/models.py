@@ -25,12 +25,12 @@ def call_model(model: Callable, x: torch.Tensor, t: float | torch.Tensor) -> tor
     return check_output(model(x, t_batch), x)
 
 
-def check_output(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``out``, the output of ``model(x, t)``, if it is a tensor of the shape of ``x``; else an error."""
+def check_output(out: torch.Tensor, x: torch.Tensor, call: str = "model(x, t)") -> torch.Tensor:
+    """``out``, the output of ``call`` (e.g. ``model(x, t)``), if it is a tensor of the shape of ``x``; else an error."""
     if not isinstance(out, torch.Tensor):
-        raise TypeError(f"model(x, t) must return a tensor, got {type(out).__name__}")
+        raise TypeError(f"{call} must return a tensor, got {type(out).__name__}")
     if out.shape != x.shape:
-        raise ValueError(f"model(x, t) returned shape {tuple(out.shape)}, expected x's shape {tuple(x.shape)}")
+        raise ValueError(f"{call} returned shape {tuple(out.shape)}, expected x's shape {tuple(x.shape)}")
     return out
 
 
@@ -60,6 +60,9 @@ class NoisePredictor(torch.nn.Module):
             batch dimension), each broadcast over the batch; None for unconditional.
         uncond: the "null" conditioning for classifier-free guidance (same layout as cond).
         guidance_scale: w in eps_u + w (eps_c - eps_u); 1 means plain conditional sampling.
+
+    The network's raw output must have the shape of its input x whatever ``prediction`` is (checked at every
+    call: the conversion to eps would otherwise broadcast a wrong shape into plausible samples).
     """
 
     def __init__(self, net: Callable, schedule: NoiseSchedule, prediction: str = "eps",
@@ -85,9 +88,9 @@ class NoisePredictor(torch.nn.Module):
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0])
         t_in = self.time_input(t) if self.time_input is not None else t
         if self.cond is None:
-            out = self.net(x, t_in)
+            out = check_output(self.net(x, t_in), x, "net(x, t)")
         elif self.uncond is None or self.guidance_scale == 1.0:
-            out = self.net(x, t_in, _batch(self.cond, x.shape[0]))
+            out = check_output(self.net(x, t_in, _batch(self.cond, x.shape[0])), x, "net(x, t, cond)")
         else:
             out = self._guided(x, t_in)
         shape = (-1,) + (1,) * (x.dim() - 1)
@@ -98,7 +101,9 @@ class NoisePredictor(torch.nn.Module):
         """Classifier-free guidance with one batched network call on [x; x]."""
         batch = x.shape[0]
         cond = torch.cat([_batch(self.uncond, batch), _batch(self.cond, batch)])
-        out_u, out_c = self.net(torch.cat([x, x]), torch.cat([t_in, t_in]), cond).chunk(2)
+        doubled = torch.cat([x, x])
+        out = check_output(self.net(doubled, torch.cat([t_in, t_in]), cond), doubled, "net(x, t, cond)")
+        out_u, out_c = out.chunk(2)
         # Guidance is linear, so combining the raw outputs equals combining their eps conversions.
         return out_u + self.guidance_scale * (out_c - out_u)
 
@@ -127,7 +132,7 @@ class DiffusersUNet(torch.nn.Module):
 
     def _net(self, x: torch.Tensor, t_in: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         out = self.unet(x, t_in, encoder_hidden_states=cond)
-        return out.sample if hasattr(out, "sample") else out
+        return check_output(out.sample if hasattr(out, "sample") else out, x, "unet(x, t, encoder_hidden_states)")
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.inner(x, t)

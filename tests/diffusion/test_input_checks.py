@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from nde.diffusion import (EDM, VE, DiffusersUNet, GaussianMixture, SamplingClock, DPMSolverV3, GaussianMixtureNoisePredictor, ModelStatistics,
+from nde.diffusion import (EDM, VE, DiffusersUNet, GaussianMixture, NoisePredictor, SamplingClock, DPMSolverV3, GaussianMixtureNoisePredictor, ModelStatistics,
                            VPCosine, VPDiscrete, VPLinear, adjoint_sample, ddim, dpm_solver_pp, edm_sampler, edm_sde,
                            estimate_statistics, probability_flow_reference, reverse_sde, ring_mixture, sampling_times,
                            unipc)
@@ -38,6 +38,21 @@ def _narrow_model(x, t):
 def test_model_output_of_the_wrong_shape_is_refused(name):
     with pytest.raises(ValueError, match=r"returned shape \(8, 1\)"):
         SAMPLERS[name](_narrow_model, X_T)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v", "score"])
+@pytest.mark.parametrize("out_shape", [(8, 1), (1, 2)])
+def test_wrapped_net_output_of_the_wrong_shape_is_refused_for_every_prediction(prediction, out_shape):
+    """to_eps broadcasts x against an x0 / v output of shape (8, 1) or (1, 2): the raw output is checked."""
+    net = lambda x, t, *cond: x[:out_shape[0], :out_shape[1]]
+    wrapped = {"plain": NoisePredictor(net, SCHEDULE, prediction),
+               "cond": NoisePredictor(net, SCHEDULE, prediction, cond=torch.ones(8, 3)),
+               "guided": NoisePredictor(net, SCHEDULE, prediction, cond=torch.ones(3), uncond=torch.zeros(3),
+                                        guidance_scale=2.0),
+               "diffusers": DiffusersUNet(lambda x, t, encoder_hidden_states=None: net(x, t), SCHEDULE, prediction)}
+    for name, model in wrapped.items():
+        with pytest.raises(ValueError, match=r"net\(x, t.*\) returned shape \(\d+, \d\), expected x's shape"):
+            dpm_solver_pp(model, X_T, SCHEDULE, 5)
 
 
 def test_statistics_refuse_a_model_output_of_the_wrong_shape():
