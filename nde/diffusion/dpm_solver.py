@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from .models import call_model, check_x_T
+from .models import call_model, check_model_schedule, check_x_T
 from .parameterization import eps_to_x0
 from .schedules import NoiseSchedule
 from .timesteps import sampling_times
@@ -45,6 +45,7 @@ def dpm_solver_pp(model: Callable, x_T: torch.Tensor, schedule: NoiseSchedule, s
     _check_order(order, (1, 2, 3))
     x = check_x_T(x_T)
     times = sampling_times(schedule, steps, skip_type, t_start, t_end)
+    check_model_schedule(model, schedule)
     lam, alpha, sigma = _coefficients(schedule, times)
     history: list[torch.Tensor] = []
     for i in range(steps):

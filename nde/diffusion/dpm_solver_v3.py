@@ -29,7 +29,7 @@ from typing import Callable
 import torch
 
 from .dpm_solver import _check_order
-from .models import call_model, check_x_T
+from .models import call_model, check_model_schedule, check_x_T
 from .schedules import NoiseSchedule
 from .statistics import ModelStatistics
 from .timesteps import SKIP_TYPES, sampling_times
@@ -154,6 +154,7 @@ class DPMSolverV3:
         """
         _check_order(order, (1, 2, 3))
         check_x_T(x_T)
+        check_model_schedule(model, self.schedule)
         if tuple(x_T.shape[1:]) != self.stats.state_shape:
             raise ValueError(f"x_T has state shape {tuple(x_T.shape[1:])}, statistics have {self.stats.state_shape}")
         ems = self._on(x_T)

@@ -34,6 +34,18 @@ def check_output(out: torch.Tensor, x: torch.Tensor, call: str = "model(x, t)") 
     return out
 
 
+def check_model_schedule(model: Callable, schedule: NoiseSchedule) -> None:
+    """Raise a ValueError naming ``schedule`` if ``model`` carries a noise schedule (``model.schedule``, as the
+    wrappers of this package do) with another law: its noise predictions belong to that schedule's marginals.
+
+    Schedules compare by :meth:`NoiseSchedule.config` (class and parameters; not the sampling interval).
+    """
+    own = getattr(model, "schedule", None)
+    if isinstance(own, NoiseSchedule) and own != schedule:
+        raise ValueError(f"schedule {schedule!r} is not the schedule the model was built with, model.schedule = "
+                         f"{own!r}; sample with the model's schedule")
+
+
 def check_x_T(x_T: torch.Tensor) -> torch.Tensor:
     """``x_T`` if it is a floating-point tensor of shape (batch, *state) with at least one state dimension."""
     if not isinstance(x_T, torch.Tensor):
@@ -129,6 +141,11 @@ class DiffusersUNet(torch.nn.Module):
         steps = float(num_train_timesteps)
         self.inner = NoisePredictor(self._net, schedule, prediction, time_input=lambda t: steps * t - 1.0,
                                     cond=cond, uncond=uncond, guidance_scale=guidance_scale)
+
+    @property
+    def schedule(self) -> NoiseSchedule:
+        """The noise schedule the UNet was trained with."""
+        return self.inner.schedule
 
     def _net(self, x: torch.Tensor, t_in: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         out = self.unet(x, t_in, encoder_hidden_states=cond)

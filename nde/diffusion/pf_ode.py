@@ -13,6 +13,7 @@ from typing import Callable
 
 import torch
 
+from .models import check_model_schedule
 from .schedules import NoiseSchedule
 
 
@@ -21,6 +22,7 @@ class RhoODE(torch.nn.Module):
 
     def __init__(self, model: Callable, schedule: NoiseSchedule):
         super().__init__()
+        check_model_schedule(model, schedule)
         self.model, self.schedule = model, schedule
 
     def forward(self, rho: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -33,6 +35,7 @@ class LambdaODE(torch.nn.Module):
 
     def __init__(self, model: Callable, schedule: NoiseSchedule):
         super().__init__()
+        check_model_schedule(model, schedule)
         self.model, self.schedule = model, schedule
 
     def forward(self, lam: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

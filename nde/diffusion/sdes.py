@@ -32,7 +32,7 @@ from typing import Callable
 import torch
 
 from .clock import SamplingClock
-from .models import call_model
+from .models import call_model, check_model_schedule
 from .schedules import NoiseSchedule
 
 SDE_TYPES = ("ito", "stratonovich")
@@ -50,6 +50,7 @@ class _ClockedSDE(torch.nn.Module):
             raise TypeError(f"model must be callable as model(x, t), got {type(model).__name__}")
         if not isinstance(schedule, NoiseSchedule):
             raise TypeError(f"schedule must be an nde.diffusion.NoiseSchedule, got {type(schedule).__name__}")
+        check_model_schedule(model, schedule)
         if sde_type not in SDE_TYPES:
             raise ValueError(f"sde_type must be one of {SDE_TYPES}, got {sde_type!r}")
         clock = SamplingClock(schedule) if clock is None else clock

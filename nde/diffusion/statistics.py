@@ -27,7 +27,7 @@ from typing import Callable
 
 import torch
 
-from .models import check_output
+from .models import check_model_schedule, check_output
 from .schedules import NoiseSchedule
 from .timesteps import time_interval
 
@@ -168,6 +168,7 @@ def estimate_statistics(model: Callable, data: torch.Tensor, schedule: NoiseSche
 def _estimate(model, data, schedule, n_grid, t_start, t_end, batch_size, n_probes, generator, progress,
               variance_floor) -> ModelStatistics:
     lambdas = lambda_grid(schedule, n_grid, t_start, t_end)
+    check_model_schedule(model, schedule)
     lam = lambdas.to(device=data.device, dtype=data.dtype)
     bar = _progress(2 * (n_grid + 1), progress)
     l = torch.stack([_estimate_l(model, data, schedule, lam[j], batch_size, n_probes, generator, bar)

@@ -32,7 +32,7 @@ import torch
 from ..sde import METHOD_NAMES, solve_sde
 from .clock import SamplingClock
 from .dpm_solver import _coefficients
-from .models import call_model, check_x_T
+from .models import call_model, check_model_schedule, check_x_T
 from .parameterization import eps_to_x0
 from .schedules import NoiseSchedule
 from .sdes import EDMSDE, ReverseSDE
@@ -125,6 +125,7 @@ def edm_sampler(model: Callable, x_T: torch.Tensor, schedule: NoiseSchedule, ste
             raise ValueError(f"{name} must be >= 0, got {value}")
     _check_churn_window(s_tmin, s_tmax)
     times = sampling_times(schedule, steps, skip_type, t_start, t_end)
+    check_model_schedule(model, schedule)
     rhos = torch.exp(-schedule.lambda_(times)).tolist()
     gamma_max = min(s_churn / steps, math.sqrt(2.0) - 1.0)
     y = x_T / float(schedule.alpha(times[0]))
@@ -143,6 +144,7 @@ def edm_sampler(model: Callable, x_T: torch.Tensor, schedule: NoiseSchedule, ste
 def _dpm_solver_pp1(model, x_T, schedule, steps, skip_type, t_start, t_end, generator):
     """SDE-DPM-Solver++(1); NFE = steps. Deterministic given x_T and ``generator``."""
     times = sampling_times(schedule, steps, skip_type, t_start, t_end)
+    check_model_schedule(model, schedule)
     lam, alpha, sigma = _coefficients(schedule, times)
     x = x_T
     for i in range(steps):

@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 
 from .dpm_solver import _check_order, _coefficients, _step_order
-from .models import call_model, check_x_T
+from .models import call_model, check_model_schedule, check_x_T
 from .parameterization import eps_to_x0
 from .schedules import NoiseSchedule
 from .timesteps import sampling_times
@@ -33,6 +33,7 @@ def unipc(model: Callable, x_T: torch.Tensor, schedule: NoiseSchedule, steps: in
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     x = check_x_T(x_T)
     times = sampling_times(schedule, steps, skip_type, t_start, t_end)
+    check_model_schedule(model, schedule)
     lam, alpha, sigma = _coefficients(schedule, times)
     x0s = [eps_to_x0(call_model(model, x, times[0]), x, alpha[0], sigma[0])]
     lams = [lam[0]]

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from nde.diffusion import (EDM, VE, DiffusersUNet, GaussianMixture, NoisePredictor, SamplingClock, DPMSolverV3, GaussianMixtureNoisePredictor, ModelStatistics,
+from nde.diffusion import (EDM, VE, DiffusersUNet, EDMSDE, GaussianMixture, LambdaODE, NoisePredictor, ReverseSDE,
+                           RhoODE, SamplingClock, DPMSolverV3, GaussianMixtureNoisePredictor, ModelStatistics,
                            VPCosine, VPDiscrete, VPLinear, adjoint_sample, ddim, dpm_solver_pp, edm_sampler, edm_sde,
                            estimate_statistics, probability_flow_reference, reverse_sde, ring_mixture, sampling_times,
                            unipc)
@@ -53,6 +54,33 @@ def test_wrapped_net_output_of_the_wrong_shape_is_refused_for_every_prediction(p
     for name, model in wrapped.items():
         with pytest.raises(ValueError, match=r"net\(x, t.*\) returned shape \(\d+, \d\), expected x's shape"):
             dpm_solver_pp(model, X_T, SCHEDULE, 5)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+@pytest.mark.parametrize("other", [VPCosine(), VPLinear(beta_1=10.0)], ids=["VPCosine", "VPLinear-beta_1=10"])
+def test_a_model_built_for_another_schedule_is_refused(name, other):
+    """The samplers run on SCHEDULE (VPLinear()); the model's eps belongs to another noise law."""
+    with pytest.raises(ValueError, match=r"schedule VPLinear\(.*model.schedule = " + other.config()["name"]):
+        SAMPLERS[name](GaussianMixtureNoisePredictor(MIXTURE, other), X_T)
+
+
+@pytest.mark.parametrize("build", [
+    lambda m: estimate_statistics(m, MIXTURE.sample(16), SCHEDULE, n_grid=3, progress=False),
+    lambda m: ReverseSDE(m, SCHEDULE, (2,)),
+    lambda m: EDMSDE(m, SCHEDULE, (2,)),
+    lambda m: RhoODE(m, SCHEDULE),
+    lambda m: LambdaODE(m, SCHEDULE),
+    lambda m: ddim(DiffusersUNet(lambda x, t, encoder_hidden_states=None: x, m.schedule), X_T, SCHEDULE, 5),
+    lambda m: ddim(NoisePredictor(lambda x, t: x, m.schedule), X_T, SCHEDULE, 5),
+], ids=["estimate_statistics", "ReverseSDE", "EDMSDE", "RhoODE", "LambdaODE", "DiffusersUNet", "NoisePredictor"])
+def test_every_model_and_schedule_pair_is_compared(build):
+    with pytest.raises(ValueError, match="model.schedule = VPCosine"):
+        build(GaussianMixtureNoisePredictor(MIXTURE, VPCosine()))
+
+
+def test_a_model_schedule_with_another_sampling_interval_is_the_same_law():
+    model = GaussianMixtureNoisePredictor(MIXTURE, VPLinear(t_start=0.5, t_end=1e-2))
+    torch.testing.assert_close(ddim(model, X_T, SCHEDULE, 5), ddim(MODEL, X_T, SCHEDULE, 5), rtol=0, atol=0)
 
 
 def test_statistics_refuse_a_model_output_of_the_wrong_shape():
