@@ -26,7 +26,8 @@ def call_model(model: Callable, x: torch.Tensor, t: float | torch.Tensor) -> tor
 
 
 def check_output(out: torch.Tensor, x: torch.Tensor, call: str = "model(x, t)") -> torch.Tensor:
-    """``out``, the output of ``call`` (e.g. ``model(x, t)``), if it is a tensor of the shape of ``x``; else an error."""
+    """``out``, the output of ``call`` (``model(x, t)``, ``net(x, t)``, ...), if it is a tensor of x's shape; else
+    an error."""
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"{call} must return a tensor, got {type(out).__name__}")
     if out.shape != x.shape:
