@@ -97,16 +97,18 @@ class DPMSolverV3:
         schedule: must match the schedule the statistics were computed for (checked).
         steps: number of steps (= NFE); the times are snapped to the EMS grid, so steps <= N.
         skip_type: "logSNR" (low resolution), "time_uniform" (high resolution), "time_quadratic" or "edm".
+        t_start, t_end: the sampling interval (default: the schedule's); it must be the statistics' interval
+            (checked: a solver cannot sample outside its statistics, and snapping would move the ends).
     """
 
     def __init__(self, statistics: ModelStatistics, schedule: NoiseSchedule, steps: int,
-                 skip_type: str = "logSNR"):
+                 skip_type: str = "logSNR", t_start: float | None = None, t_end: float | None = None):
         if not isinstance(statistics, ModelStatistics):
             raise TypeError(f"statistics must be a ModelStatistics (from estimate_statistics or "
                             f"ModelStatistics.degenerate), got {type(statistics).__name__}")
         if not isinstance(schedule, NoiseSchedule):
             raise TypeError(f"schedule must be an nde.diffusion.NoiseSchedule, got {type(schedule).__name__}")
-        statistics.check_compatible(schedule)
+        statistics.check_compatible(schedule, t_start=t_start, t_end=t_end)
         if skip_type not in SKIP_TYPES:
             raise ValueError(f"skip_type must be one of {SKIP_TYPES}, got {skip_type!r}")
         self.stats, self.schedule, self.steps = statistics, schedule, steps
@@ -236,6 +238,8 @@ class DPMSolverV3:
 
 
 def dpm_solver_v3(model: Callable, x_T: torch.Tensor, schedule: NoiseSchedule, statistics: ModelStatistics,
-                  steps: int, skip_type: str = "logSNR", **options) -> torch.Tensor:
-    """Functional form: ``DPMSolverV3(statistics, schedule, steps, skip_type).sample(model, x_T, **options)``."""
-    return DPMSolverV3(statistics, schedule, steps, skip_type).sample(model, x_T, **options)
+                  steps: int, skip_type: str = "logSNR", t_start: float | None = None, t_end: float | None = None,
+                  **options) -> torch.Tensor:
+    """Functional form: ``DPMSolverV3(statistics, schedule, steps, skip_type, t_start, t_end).sample(model, x_T,
+    **options)``."""
+    return DPMSolverV3(statistics, schedule, steps, skip_type, t_start, t_end).sample(model, x_T, **options)

@@ -88,11 +88,22 @@ class ModelStatistics:
         return cls(lambdas, ones, torch.zeros(shape, dtype=torch.float64), torch.zeros(shape, dtype=torch.float64),
                    schedule.config(), _default(t_start, schedule.t_start), _default(t_end, schedule.t_end))
 
-    def check_compatible(self, schedule: NoiseSchedule, state_shape: tuple[int, ...] | None = None) -> None:
-        """Raise ValueError if these statistics were computed for another schedule or state shape."""
+    def check_compatible(self, schedule: NoiseSchedule, state_shape: tuple[int, ...] | None = None, *,
+                         t_start: float | None = None, t_end: float | None = None) -> None:
+        """Raise ValueError if these statistics were computed for another schedule, time interval or state shape.
+
+        The interval is ``t_start``/``t_end`` where given, else the schedule's (as in every sampler).
+        """
         if schedule.config() != self.schedule:
             raise ValueError(f"model statistics were computed for schedule {self.schedule}, "
                              f"but the sampler uses {schedule.config()}; recompute them")
+        interval = dict(zip(("t_start", "t_end"), time_interval(schedule, t_start, t_end)))
+        for name, given in (("t_start", t_start), ("t_end", t_end)):
+            stored, wanted = getattr(self, name), interval[name]
+            if not math.isclose(stored, wanted, rel_tol=1e-9):
+                source = "was passed" if given is not None else "is the schedule's"
+                raise ValueError(f"model statistics were computed for {name}={stored}, but {name}={wanted} {source}; "
+                                 f"sample with {name}={stored} (argument or schedule) or recompute the statistics")
         expected = schedule.lambda_(torch.tensor([self.t_start, self.t_end], dtype=torch.float64))
         ends = torch.stack([self.lambdas[0], self.lambdas[-1]])
         if not torch.allclose(expected, ends, rtol=1e-9, atol=1e-9):
@@ -109,7 +120,10 @@ class ModelStatistics:
     @classmethod
     def load(cls, path: str | Path, schedule: NoiseSchedule | None = None, n_grid: int | None = None,
              t_start: float | None = None, t_end: float | None = None) -> "ModelStatistics":
-        """Load statistics; with ``schedule``/``n_grid``/``t_start``/``t_end`` given, a mismatch is a ValueError."""
+        """Load statistics; with ``schedule``/``n_grid``/``t_start``/``t_end`` given, a mismatch is a ValueError.
+
+        With ``schedule``, the time interval is compared too: ``t_start``/``t_end`` where given, else the schedule's.
+        """
         data = torch.load(Path(path), map_location="cpu", weights_only=True)
         if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{path} is not a model-statistics file of format version {FORMAT_VERSION}")
@@ -121,7 +135,7 @@ class ModelStatistics:
             if want is not None and not math.isclose(getattr(stats, name), want, rel_tol=1e-9):
                 raise ValueError(f"{path} was computed for {name}={getattr(stats, name)}, expected {want}")
         if schedule is not None:
-            stats.check_compatible(schedule)
+            stats.check_compatible(schedule, t_start=t_start, t_end=t_end)
         return stats
 
 

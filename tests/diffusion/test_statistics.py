@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from nde.diffusion.dpm_solver import ddim
 from nde.diffusion.dpm_solver_v3 import DPMSolverV3, cumulative_exp_integral, taylor_derivatives
 from nde.diffusion.mixtures import GaussianMixture, GaussianMixtureNoisePredictor
 from nde.diffusion.schedules import VPLinear
@@ -165,3 +166,30 @@ def test_statistics_on_cuda_match_cpu():
         out.append((stats.l, stats.s, stats.b))
     for cpu, cuda in zip(*out):
         torch.testing.assert_close(cuda, cpu, rtol=1e-9, atol=1e-11)
+
+
+def test_v3_samples_on_the_statistics_interval_and_refuses_another(tmp_path):
+    """The schedule's (or the call's) t_start/t_end must be the statistics' interval: VPLinear(t_end=1e-2) with
+    statistics for t_end=1e-3 sampled down to 1e-3; with matching statistics degenerate v3 order 1 is DDIM there."""
+    means = torch.tensor([[1.0, 0.0], [-1.0, 0.5]], dtype=torch.float64)
+    model = GaussianMixtureNoisePredictor(GaussianMixture(torch.tensor([0.3, 0.7]), means, 0.2), VPLinear())
+    x_T = torch.randn(6, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    short = VPLinear(t_end=1e-2)
+    with pytest.raises(ValueError, match=r"computed for t_end=0.001, but t_end=0.01 is the schedule's"):
+        DPMSolverV3(ModelStatistics.degenerate(VPLinear(), (2,), 50), short, 5)
+    stats = ModelStatistics.degenerate(short, (2,), 50)
+    solver = DPMSolverV3(stats, short, 5)
+    assert float(solver.times[-1]) == pytest.approx(1e-2, rel=1e-9)
+    torch.testing.assert_close(solver.sample(model, x_T, order=1), ddim(model, x_T, short, 5), rtol=1e-10, atol=1e-10)
+    late = ModelStatistics.degenerate(VPLinear(), (2,), 50, t_start=0.5)
+    with pytest.raises(ValueError, match="t_start=1.0 is the schedule's"):
+        DPMSolverV3(late, VPLinear(), 5)
+    with pytest.raises(ValueError, match="t_start=0.6 was passed"):
+        DPMSolverV3(late, VPLinear(), 5, t_start=0.6)
+    torch.testing.assert_close(DPMSolverV3(late, VPLinear(), 5, t_start=0.5).sample(model, x_T, order=1),
+                               ddim(model, x_T, VPLinear(), 5, t_start=0.5), rtol=1e-10, atol=1e-10)
+    path = tmp_path / "ems.pt"
+    stats.save(path)
+    with pytest.raises(ValueError, match="t_end"):
+        ModelStatistics.load(path, schedule=VPLinear())
+    assert ModelStatistics.load(path, schedule=VPLinear(), t_end=1e-2).t_end == 1e-2
