@@ -119,6 +119,7 @@ class DPMSolverV3:
         self.I = cumulative_exp_integral(self.L + self.S, grid, ones)
         self.B = cumulative_exp_integral(-self.S, grid, statistics.b)
         self.C = cumulative_exp_integral(self.L + self.S, grid, self.B)
+        self._check_tables()
         self.indexes = self._snap(sampling_times(schedule, steps, skip_type, statistics.t_start, statistics.t_end))
         self.lambdas = grid[self.indexes].tolist()
         lam = grid[self.indexes]
@@ -126,6 +127,18 @@ class DPMSolverV3:
         self.alphas, self.sigmas = schedule.alpha(self.times).tolist(), schedule.sigma(self.times).tolist()
         self._coeff_cache: dict[tuple[int, int, int], torch.Tensor] = {}
         self._device_cache: dict[torch.device, dict[str, torch.Tensor]] = {}
+
+    def _check_tables(self) -> None:
+        """Raise ValueError if an integral table overflowed (e^{L+S} or e^{-S} beyond float64): the statistics
+        are unusable, typically s estimated from too few data samples (its ratio estimator then reaches |s| ~ 1e3)."""
+        bad = [name for name in "LSIBC" if not bool(torch.isfinite(getattr(self, name)).all())]
+        if not bad:
+            return
+        source = f"estimated from K={self.stats.n_data} data samples" if self.stats.n_data else "given directly"
+        raise ValueError(f"statistics are unusable: the DPM-Solver-v3 tables {', '.join(bad)} are not finite "
+                         f"(max |s| = {float(self.stats.s.abs().max()):.3g}, max |b| = "
+                         f"{float(self.stats.b.abs().max()):.3g}; the statistics were {source}); estimate them "
+                         f"from more data samples")
 
     def _snap(self, times: torch.Tensor) -> list[int]:
         """Round each time to the nearest EMS grid index (in lambda); indexes must stay distinct."""

@@ -5,7 +5,7 @@ import torch
 
 from nde.diffusion.dpm_solver import ddim
 from nde.diffusion.dpm_solver_v3 import DPMSolverV3, cumulative_exp_integral, taylor_derivatives
-from nde.diffusion.mixtures import GaussianMixture, GaussianMixtureNoisePredictor
+from nde.diffusion.mixtures import GaussianMixture, GaussianMixtureNoisePredictor, ring_mixture
 from nde.diffusion.schedules import VPLinear
 from nde.diffusion.statistics import ModelStatistics, estimate_statistics, lambda_grid
 
@@ -193,3 +193,19 @@ def test_v3_samples_on_the_statistics_interval_and_refuses_another(tmp_path):
     with pytest.raises(ValueError, match="t_end"):
         ModelStatistics.load(path, schedule=VPLinear())
     assert ModelStatistics.load(path, schedule=VPLinear(), t_end=1e-2).t_end == 1e-2
+
+
+def test_statistics_from_too_few_samples_are_refused_by_the_solver():
+    """K = 16 samples of a 2-D ring mixture give |s| ~ 3e3: e^{-S} overflows the tables, and sampling returned NaN."""
+    mixture = ring_mixture()
+    model = GaussianMixtureNoisePredictor(mixture, VPLinear())
+    data = mixture.sample(16, torch.Generator().manual_seed(0))
+    stats = estimate_statistics(model, data, VPLinear(), n_grid=20, generator=torch.Generator().manual_seed(0),
+                                progress=False)
+    with pytest.raises(ValueError, match=r"statistics are unusable: the DPM-Solver-v3 tables B, C are not finite "
+                                         r"\(max \|s\| = 3\.22e\+03.*estimated from K=16 data samples"):
+        DPMSolverV3(stats, VPLinear(), 5)
+    steep = ModelStatistics.degenerate(VPLinear(), (2,), 20)
+    steep.s[:] = 1e3
+    with pytest.raises(ValueError, match=r"tables I, C are not finite .* given directly"):
+        DPMSolverV3(steep, VPLinear(), 5)
