@@ -13,7 +13,7 @@ import torch
 
 from .. import solve_ode
 from .models import check_x_T
-from .pf_ode import LambdaODE
+from .pf_ode import LambdaODE, state_dtype
 from .schedules import NoiseSchedule
 from .timesteps import time_interval
 
@@ -23,13 +23,16 @@ def probability_flow_reference(model: Callable, x_T: torch.Tensor, schedule: Noi
                                rtol: float = 1e-9, atol: float = 1e-9, method: str = "dopri8") -> torch.Tensor:
     """x at ``t_end`` from x_T at ``t_start`` by an adaptive solve of the PF-ODE (use float64 for references).
 
+    The times stay float64 and a float16/bfloat16 x_T is integrated in float32 (the model is evaluated in x_T's
+    dtype; see :mod:`.pf_ode`).
+
     Returns:
         (B, *state) endpoint. Raises ``nde.SolverError`` if the solver fails.
     """
     check_x_T(x_T)
-    ends = torch.tensor(time_interval(schedule, t_start, t_end), dtype=x_T.dtype, device=x_T.device)
-    lam = schedule.lambda_(ends)
-    alpha = schedule.alpha(ends)
-    sol = solve_ode(LambdaODE(model, schedule), x_T / alpha[0], lam, method=method, rtol=rtol, atol=atol,
-                    dense=False, heuristics=False)
-    return alpha[1] * sol.ys[-1]
+    ends = torch.tensor(time_interval(schedule, t_start, t_end), dtype=torch.float64, device=x_T.device)
+    dtype = state_dtype(x_T)
+    alpha = schedule.alpha(ends).to(dtype)
+    sol = solve_ode(LambdaODE(model, schedule, model_dtype=x_T.dtype), x_T.to(dtype) / alpha[0],
+                    schedule.lambda_(ends), method=method, rtol=rtol, atol=atol, dense=False, heuristics=False)
+    return (alpha[1] * sol.ys[-1]).to(x_T.dtype)

@@ -5,8 +5,9 @@ from benchmarks._common import saved_tensor_bytes
 from nde.diffusion.adjoint import adjoint_sample
 from nde.diffusion.dpm_solver import ddim
 from nde.diffusion.mixtures import GaussianMixtureNoisePredictor, ring_mixture
+from nde.diffusion.reference import probability_flow_reference
 from nde.diffusion.networks import TimeMLP
-from nde.diffusion.schedules import VPLinear
+from nde.diffusion.schedules import VPCosine, VPLinear
 
 
 class PerturbedMixture(torch.nn.Module):
@@ -137,3 +138,34 @@ def test_bad_arguments(setup):
         adjoint_sample(model, x_T, schedule, steps=None, method="rk4")
     with pytest.raises(ValueError, match="steps=None"):
         adjoint_sample(model, x_T, schedule, steps=10, method="dopri5")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("variable", ["rho", "lambda"])
+def test_half_precision_x_T_agrees_with_float32(dtype, variable):
+    """The rho/lambda grid and t(rho), alpha stay in float64/float32 whatever x_T's dtype (the grid cast to x_T's
+    dtype gave NaN on VPCosine); only the model sees x_T's dtype, so the run agrees with the float32 one to a unit
+    roundoff of the half format."""
+    schedule = VPCosine()
+    exact = GaussianMixtureNoisePredictor(ring_mixture(), schedule)
+    model = lambda x, t: exact(x.double(), t.double()).to(x.dtype)
+    x_T = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    reference = adjoint_sample(model, x_T, schedule, 20, gradient="direct", variable=variable)
+    x_half = x_T.to(dtype).requires_grad_(True)
+    x_0 = adjoint_sample(model, x_half, schedule, 20, variable=variable)
+    assert x_0.dtype == dtype
+    assert rel(x_0.float(), reference) < torch.finfo(dtype).eps
+    x_0.float().pow(2).sum().backward()
+    assert x_half.grad.dtype == dtype and bool(torch.isfinite(x_half.grad).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_reference_agrees_with_float32(dtype):
+    """probability_flow_reference computed lambda and alpha in x_T's dtype (NaN on VPCosine in half precision)."""
+    schedule = VPCosine()
+    exact = GaussianMixtureNoisePredictor(ring_mixture(), schedule)
+    model = lambda x, t: exact(x.double(), t.double()).to(x.dtype)
+    x_T = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    reference = probability_flow_reference(model, x_T, schedule, rtol=1e-5, atol=1e-5)
+    x_0 = probability_flow_reference(model, x_T.to(dtype), schedule, rtol=1e-5, atol=1e-5)
+    assert x_0.dtype == dtype and rel(x_0.float(), reference) < torch.finfo(dtype).eps
