@@ -278,7 +278,7 @@ class _Layout:
 def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, options, fixed_options,
            max_steps, norm, throw, dense, heuristics, adjoint_params, adjoint_rtol, adjoint_atol,
            adjoint_method, adjoint_options, regularizer=None, event_fn=None, multistep=None,
-           until_event=True):
+           until_event=True, time_in_state_dtype=False):
     """Validate, lay out the state, run the chosen gradient mode.
 
     With ``event_fn``, ``t`` is [t0, t1] (per-sample: also (batch, 2)) and ys holds y(t0) and y at the
@@ -337,10 +337,11 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
     checked = _CheckedFunc(func, to_user, from_user, sign, layout.shapes, dtype, plain)
     checked.tuple_state, checked.per_sample = isinstance(y0, tuple), per_sample
     y0_flat = layout.flatten(tensors)
-    # Shared steps keep time in Python floats, per-sample steps in float64 tensors; ``func`` gets it in the
-    # state's dtype (torchdiffeq casts every call's time to y's dtype).
+    # Shared steps keep time in Python floats, per-sample steps in float64 tensors; ``func`` gets it in the dtype
+    # of ``t`` (solve_ode: a float64 ``t`` keeps long horizons resolved for a float32 state), or with
+    # ``time_in_state_dtype`` in the state's (the torchdiffeq drop-ins: torchdiffeq casts every call's time to y's).
     t_dtype = torch.float64 if per_sample else t.dtype
-    checked.t_dtype = dtype
+    checked.t_dtype = dtype if time_in_state_dtype else t.dtype
     coeffs = Coefficients.build(tab, dtype, t_dtype, device)
     options = {"clip_to_outputs": _needs_clipping(tab), **_internal_points(options, sign, per_sample)}
     cfg = Config(coeffs=coeffs, rtol=rtol, atol=atol, controller=controller, t_dtype=t_dtype,
@@ -872,7 +873,7 @@ def odeint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method:
         func, y0, t, method=method, rtol=rtol, atol=atol, adjoint=adjoint, per_sample=False, **settings,
         throw=True, dense=False, heuristics=False, adjoint_params=adjoint_params, adjoint_rtol=adjoint_rtol,
         adjoint_atol=adjoint_atol, adjoint_method=adjoint_method, adjoint_options=adjoint_options,
-        event_fn=event_fn, multistep=multistep)
+        event_fn=event_fn, multistep=multistep, time_in_state_dtype=True)
     parts = layout.unflatten(ys, lead=(ys.shape[0],))
     solution = parts if isinstance(y0, tuple) else parts[0]
     if event_fn is None:
@@ -994,7 +995,7 @@ def odeint_dense(func: Callable, y0: torch.Tensor, t0: torch.Tensor, t1: torch.T
     result, ys, layout, problem, _ = _solve(
         func, y0, t, method=method, rtol=rtol, atol=atol, adjoint="direct", per_sample=False,
         **_odeint_options(method, options), throw=True, dense=True, heuristics=False, adjoint_params=None,
-        adjoint_rtol=None, adjoint_atol=None, adjoint_method=None, adjoint_options=None)
+        adjoint_rtol=None, adjoint_atol=None, adjoint_method=None, adjoint_options=None, time_in_state_dtype=True)
     solution = Solution(ts=t, ys=ys, stats={}, status=torch.as_tensor(result.status), _dense=result.dense_steps,
                         _coeffs=problem.cfg.coeffs, _time_sign=_direction(t),
                         _unflatten=None if layout.is_plain else (lambda y: layout.unflatten(y, lead=(y.shape[0],))))

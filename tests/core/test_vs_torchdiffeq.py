@@ -480,3 +480,13 @@ def test_step_callbacks_that_nde_does_not_call_are_announced():
 def test_controller_factors_out_of_range_name_the_option(options, match):
     with pytest.raises(ValueError, match=match):
         nde.odeint(lambda s, y: -y, torch.ones(2), torch.tensor([0.0, 1.0]), options=options)
+
+
+def test_solve_ode_keeps_the_time_in_the_dtype_of_t():
+    """Unlike odeint (torchdiffeq's cast), solve_ode hands func a float64 t for a float32 state: at t ~ 1e6 float32
+    would round the stage times to multiples of 0.0625."""
+    seen = []
+    t = torch.tensor([1e6, 1e6 + 1.0], dtype=torch.float64)
+    nde.solve_ode(lambda s, y: seen.append(s) or -y, torch.ones(2), t)
+    assert {s.dtype for s in seen} == {torch.float64}
+    assert any(float(s) % 0.0625 != 0 for s in seen)
