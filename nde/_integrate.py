@@ -627,19 +627,22 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
             fac = ctrl.factor_tensor(ratio, b.prev, accept, k_exp)
             dt_new = (b.dt * fac.to(tdt)).clamp(cfg.min_step, cfg.max_step)
             not_done = (b.out_idx + n_pass) < T
-            underflow = not_done & ((t_new + dt_new == t_new) | ~(dt_new > 0) | torch.isinf(dt_new)   # also NaN, inf
-                                    | (~finite & (b.dt <= cfg.min_step)))   # non-finite at min_step: cannot shrink
+            underflow = not_done & ((t_new + dt_new == t_new) | ~(dt_new > 0) | torch.isinf(dt_new))   # also NaN, inf
+            if cfg.min_step > 0:   # non-finite at min_step: shrinking cannot help
+                underflow |= not_done & ~finite & (b.dt <= cfg.min_step)
             too_many = not_done & (b.n_tried >= cfg.max_steps - 1)   # this step was the max_steps-th
             new_status = torch.where(underflow, torch.where(finite, int(Status.DT_UNDERFLOW), int(Status.NONFINITE)),
                                      torch.where(too_many, int(Status.MAX_STEPS), 0))
             still = b.active & not_done & (new_status == 0)
-            forced_now = [(accept & (ratio > 1.0)).sum()] if cfg.min_step > 0 else []
+            graph = step.y1.requires_grad   # then a non-finite rejected row must leave the graph (below)
+            optional = ([(b.active & ~finite).any()] if graph else []) + \
+                ([(accept & (ratio > 1.0)).sum()] if cfg.min_step > 0 else [])
             flags = torch.stack([still.sum(), n_pass.max() if n_pass.numel() else n_pass.sum(),
-                                 (new_status * b.active).max(), (b.active & ~finite).any(),
-                                 *forced_now]).tolist()  # the one host sync per step
-        n_active, max_pass, any_fail, any_nonfinite = flags[:4]
-        forced += sum(flags[4:])
-        if any_nonfinite and step.y1.requires_grad:
+                                 (new_status * b.active).max(), *optional]).tolist()  # the one host sync per step
+        n_active, max_pass, any_fail = flags[:3]
+        any_nonfinite = graph and flags[3]
+        forced += sum(flags[3 + graph:])
+        if any_nonfinite:
             step = _retake_without_rejected(func, b, accept, coeffs, tdt, dev, y0.dtype, cfg.heuristics)
             extra_evals[b.rows] += tab.stages - 1
         outs = []
@@ -647,7 +650,8 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
             idx = (b.out_idx + jj).clamp_max(T - 1)
             mask = jj < n_pass
             t_q = rows_t_out.gather(1, idx.unsqueeze(1)).squeeze(1)
-            theta = ((t_q - b.t) / torch.where(b.dt > 0, b.dt, 1.0)).clamp(0.0, 1.0)   # dt 0: a finished row
+            span = torch.where(b.dt > 0, b.dt, 1.0) if cfg.clip_to_outputs else b.dt   # clipped: finished rows' dt is 0
+            theta = ((t_q - b.t) / span).clamp(0.0, 1.0)
             value = interpolate(step, b.y, b.dt.to(y0.dtype), theta, coeffs)
             value = torch.where((t_q == t_new).unsqueeze(1), step.y1, value)
             ys.index_put_((idx, b.rows), torch.where(mask.unsqueeze(1), value, ys[idx, b.rows]))
