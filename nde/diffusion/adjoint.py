@@ -15,9 +15,9 @@ ODE in lambda = -log rho with uniform steps (the logSNR schedule) and only two o
 saved memory of the backsolve is independent of the number of steps.
 
 Precision: the time grid (rho or lambda) stays float64, and the ODE is integrated in a state of at least
-float32: the nde core hands ``func`` its time in the state's dtype, and a float16 or bfloat16 state would
-quantise t(rho), alpha and the steps (relative errors of 1e-2 to NaN against the float32 run). The model is
-still evaluated in x_T's dtype, and x_0 is returned in it.
+float32: the time-dependent factors (alpha, e^{-lambda}) and the steps act on the state in its dtype, and a
+float16 or bfloat16 state would quantise them (relative errors of 1e-2 to NaN against the float32 run). The
+model is still evaluated in x_T's dtype, and x_0 is returned in it.
 """
 from __future__ import annotations
 

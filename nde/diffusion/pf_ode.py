@@ -7,9 +7,9 @@ With y = x/alpha the PF-ODE dx/dlambda = (dlog alpha/dlambda) x - sigma eps lose
                                      the logSNR time-step schedule.
 Both take y of shape (B, *state) and a 0-d time tensor, and call ``model(x, t)`` with t of shape (B,).
 
-Precision: the nde core passes the time to ``func`` in the state's dtype, and every time-dependent factor
-(t(rho), alpha, e^{-lambda}) is computed in it. A float16 or bfloat16 state would quantise the grid (NaN
-times for VPCosine near t = 1); so integrate such a state in float32 and give ``model_dtype`` (the dtype the
+Precision: every time-dependent factor (alpha, e^{-lambda}) acts on the state in the state's dtype (and
+``odeint`` passes the time itself in it). A float16 or bfloat16 state would quantise them (NaN for VPCosine
+near t = 1); so integrate such a state in float32 and give ``model_dtype`` (the dtype the
 model is evaluated in, as :func:`~nde.diffusion.adjoint_sample` and
 :func:`~nde.diffusion.probability_flow_reference` do): x and t are cast to it at each call,
 the output back to the state's dtype.
