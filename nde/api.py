@@ -692,8 +692,9 @@ def solve_ode(func: Callable, y0, t: torch.Tensor, *, method: str = "dopri5", rt
         raise ValueError(f"`min_step`={min_step} exceeds `max_step`={max_step}")
     if per_sample and step_size is not None:
         raise ValueError("`step_size` (fixed steps) needs shared steps (per_sample=False)")
-    if not isinstance(throw, bool):
-        raise TypeError(f"`throw` must be True or False, got {throw!r}")
+    for name, value in (("throw", throw), ("per_sample", per_sample), ("dense", dense), ("heuristics", heuristics)):
+        if not isinstance(value, bool):   # "no" would be truthy
+            raise TypeError(f"`{name}` must be True or False, got {value!r}")
     if interp not in (None, "linear", "cubic"):
         raise ValueError(f"`interp` must be 'linear', 'cubic' or None, got {interp!r}")
     max_steps = positive_int(max_steps, "`max_steps`")

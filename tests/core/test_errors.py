@@ -195,6 +195,8 @@ def test_step_settings_are_checked():
     with pytest.raises(ValueError, match="beta1"):
         nde.PIController(beta1=-1.0)
     for kwargs, match in [(dict(max_steps="10"), "max_steps"), (dict(throw="no"), "throw"),
+                          (dict(per_sample="no"), "per_sample"), (dict(dense="no"), "dense"),
+                          (dict(heuristics="no"), "heuristics"),
                           (dict(interp="quadratic"), "interp"),
                           (dict(step_size=0.01, per_sample=True), "needs shared steps"),
                           (dict(rtol=torch.ones(3, 2), per_sample=True), "one row"),
