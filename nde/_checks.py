@@ -59,3 +59,10 @@ def finite_tensor(value: torch.Tensor, name: str) -> torch.Tensor:
     if bad:
         raise ValueError(f"{name} must be finite, got {bad} NaN or infinite entries")
     return value
+
+
+def check_generator(value, name: str = "generator"):
+    """``value`` if it is a ``torch.Generator`` or None; anything else (a seed, say) a ``TypeError`` naming ``name``."""
+    if value is not None and not isinstance(value, torch.Generator):
+        raise TypeError(f"`{name}` must be a torch.Generator or None, got {type(value).__name__}")
+    return value

@@ -250,3 +250,10 @@ def test_distances_and_likelihoods_refuse_non_finite_samples_instead_of_returnin
         sliced_wasserstein(good, bad)
     with pytest.raises(ValueError, match="samples contains 2 non-finite row"):
         negative_log_likelihood(bad, lambda x: -0.5 * (x ** 2).sum(-1))
+
+
+def test_ring_mixture_needs_a_positive_number_of_modes():
+    from nde.diffusion import ring_mixture as diffusion_ring
+    for build in (ring_mixture, diffusion_ring):
+        with pytest.raises(ValueError, match="n_modes must be a positive int, got 0"):
+            build(0)

@@ -149,6 +149,8 @@ def _eigen(covariances, n_comp: int, dim: int, means: torch.Tensor):
 def ring_mixture(n_modes: int = 8, radius: float = 3.0, variance: float = 0.05,
                  dtype: torch.dtype = torch.float64) -> GaussianMixture:
     """2-D mixture of ``n_modes`` equal-weight isotropic Gaussians on a circle (the "8 Gaussians" toy)."""
+    if isinstance(n_modes, bool) or not isinstance(n_modes, int) or n_modes < 1:
+        raise ValueError(f"n_modes must be a positive int, got {n_modes!r}")
     angle = torch.arange(n_modes, dtype=dtype) * (2 * math.pi / n_modes)
     means = radius * torch.stack([angle.cos(), angle.sin()], dim=1)
     return GaussianMixture(torch.ones(n_modes, dtype=dtype), means, variance)

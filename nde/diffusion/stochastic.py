@@ -29,6 +29,7 @@ from typing import Callable
 
 import torch
 
+from .._checks import check_generator
 from ..sde import METHOD_NAMES, solve_sde
 from .clock import SamplingClock
 from .dpm_solver import _coefficients
@@ -165,7 +166,7 @@ def _solve_on_core(sde, x_T, steps, method, generator, bm, adaptive, rtol, atol)
     if bm is not None and not callable(bm):
         raise TypeError(f"bm must be a Brownian path callable as bm(ua, ub), got {type(bm).__name__}")
     entropy = None
-    if bm is None and generator is not None:
+    if bm is None and check_generator(generator) is not None:
         entropy = int(torch.randint(0, 2**62, (), generator=generator, device=generator.device))
     state = sde.to_state(x_T)
     options = {"grad_free": True} if method == "milstein" else None  # its correction is 0: g does not depend on x
@@ -212,5 +213,5 @@ def _eps_at_rho(model: Callable, schedule: NoiseSchedule, y: torch.Tensor, rho: 
 
 def _randn(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Standard normal noise shaped like ``like``, drawn on the generator's device (for reproducibility)."""
-    device = generator.device if generator is not None else like.device
+    device = generator.device if check_generator(generator) is not None else like.device
     return torch.randn(like.shape, generator=generator, dtype=like.dtype, device=device).to(like.device)

@@ -113,6 +113,8 @@ def _rice_mean(nu: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
 def ring_mixture(n_modes: int = 8, radius: float = 3.0, variance: float = 0.05,
                  weights: torch.Tensor | None = None, dtype: torch.dtype = torch.float32) -> GaussianMixture:
     """``n_modes`` Gaussians evenly spaced on a circle (the '8 Gaussians' toy when n_modes=8)."""
+    if isinstance(n_modes, bool) or not isinstance(n_modes, int) or n_modes < 1:
+        raise ValueError(f"n_modes must be a positive int, got {n_modes!r}")
     angles = torch.arange(n_modes, dtype=dtype) * (2 * math.pi / n_modes)
     means = radius * torch.stack([angles.cos(), angles.sin()], dim=1)
     if weights is None:

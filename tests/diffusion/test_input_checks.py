@@ -231,3 +231,12 @@ def test_mixture_refuses_non_finite_arguments(name, bad):
     args[name] = args[name].clone().view(-1).index_fill(0, torch.tensor([1]), bad).view(args[name].shape)
     with pytest.raises(ValueError, match=f"{name} must be finite, got 1 NaN or infinite"):
         GaussianMixture(**args)
+
+
+@pytest.mark.parametrize("sample", [lambda g: reverse_sde(MODEL, X_T, SCHEDULE, 5, generator=g),
+                                    lambda g: reverse_sde(MODEL, X_T, SCHEDULE, 5, method="euler", generator=g),
+                                    lambda g: edm_sampler(MODEL, X_T, SCHEDULE, 5, s_churn=1.0, generator=g)])
+def test_a_seed_given_as_generator_is_refused_naming_it(sample):
+    """An int passed as generator failed with "'int' object has no attribute 'device'"."""
+    with pytest.raises(TypeError, match="`generator` must be a torch.Generator or None, got int"):
+        sample(3)

@@ -186,3 +186,9 @@ def test_a_run_whose_metrics_go_nan_stops_before_logging_or_checkpointing_them(t
     saved = torch.load(tmp_path / "last.pt", weights_only=False)
     assert saved["step"] == 3
     assert all(torch.isfinite(p).all() for net in saved["networks"].values() for p in net.values())
+
+
+def test_a_seed_whose_step_seeds_overflow_is_refused_at_construction():
+    """seed=2**62 passed the constructor and failed inside fit with torch's 'Overflow when unpacking long long'."""
+    with pytest.raises(ValueError, match=r"seed \* 1000003 \+ step must be a torch seed"):
+        Trainer(TASKS["interpolant"](), 2, seed=2 ** 62)
