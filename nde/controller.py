@@ -65,7 +65,7 @@ class PIController:
                       k: int) -> torch.Tensor:
         """The same rule elementwise on tensors of shape (batch,), for per-sample control."""
         finite = torch.isfinite(ratio)
-        safe = torch.where(finite, ratio, 1.0).clamp_min(1e-10)
+        safe = torch.where(finite, ratio, 1.0).clamp_min(torch.finfo(ratio.dtype).tiny)   # 0: factor_max below
         integral = self.safety * safe.pow(-1.0 / k)
         pi = self.safety * safe.pow(-self.beta1 / k) * prev_ratio.clamp_min(1e-4).pow(self.beta2 / k)
         acc = pi.clamp(self.accept_factor_min, self.factor_max)

@@ -123,3 +123,14 @@ def test_a_field_that_turns_nan_fails_as_non_finite_also_with_a_min_step(per_sam
                         per_sample=per_sample)
     assert (torch.as_tensor(sol.status) == nde.Status.NONFINITE).all()
     assert int(torch.as_tensor(sol.stats["n_rejected"]).max()) < 50
+
+
+def test_tiny_error_ratios_get_the_same_step_growth_as_shared_steps():
+    """A slow field's first error ratios lie far below 1e-10, where the per-sample rule clamped them (second step
+    0.031 against the shared 0.1 with factor_max = 100)."""
+    f = lambda t, y: 1e-3 * torch.sin(y)   # noqa: E731
+    y0, t = torch.tensor([[0.5]], dtype=torch.float64), torch.tensor([0.0, 20.0], dtype=torch.float64)
+    kw = dict(controller=nde.PIController(factor_max=100.0), first_step=1e-3, rtol=1e-3, atol=1e-3)
+    shared, rows = nde.solve_ode(f, y0, t, **kw), nde.solve_ode(f, y0, t, per_sample=True, **kw)
+    assert int(rows.stats["n_accepted"][0]) == int(shared.stats["n_accepted"])
+    torch.testing.assert_close(rows.heuristics["dt"][:, 0], shared.heuristics["dt"], rtol=1e-5, atol=0)
