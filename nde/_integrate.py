@@ -19,7 +19,8 @@ from typing import Callable
 
 import torch
 
-from ._rk import Coefficients, Step, host_tensor, interpolate, linear_interpolate, rk_step, stage_times, stiffness_estimate
+from ._rk import (Coefficients, Step, hermite_interpolate, host_tensor, interpolate, linear_interpolate, rk_step,
+                  stage_times, stiffness_estimate)
 from .controller import PIController, initial_step, initial_step_scalar
 from .errors import SolverError, Status
 from ._adams import Adams
@@ -172,6 +173,8 @@ def output_value(step: Step, y0: torch.Tensor, dt: float, theta: float, kind: st
         return y0
     if kind == "linear":
         return linear_interpolate(y0, step.y1, theta)
+    if kind == "cubic":   # asked for by name (a fixed grid's interp), also where the method has its own interpolant
+        return hermite_interpolate(step, y0, dt, theta, coeffs, k_next=k_next)
     return interpolate(step, y0, dt, theta, coeffs, k_next=k_next)
 
 

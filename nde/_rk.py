@@ -218,6 +218,13 @@ def interpolate(step: Step, y0: torch.Tensor, dt, theta, coeffs: Coefficients,
         stacked = torch.stack(step.ks, dim=1)                                 # (batch, s, d)
         comb = torch.bmm(weights.unsqueeze(1), stacked).squeeze(1)
         return torch.addcmul(y0, dt.unsqueeze(-1), comb)
+    return hermite_interpolate(step, y0, dt, theta, coeffs, k_next)
+
+
+def hermite_interpolate(step: Step, y0: torch.Tensor, dt, theta, coeffs: Coefficients,
+                        k_next: torch.Tensor | None = None) -> torch.Tensor:
+    """Cubic Hermite through (y0, f0, y1, f1) at ``t + θ·dt`` (``theta`` and ``dt`` as in :func:`interpolate`), f1 as
+    there: the method's carried last stage, else ``k_next``."""
     f0 = step.ks[0]
     f1 = step.ks[-1] if coeffs.tableau.carries_last_stage else k_next
     if f1 is None:

@@ -42,3 +42,21 @@ def test_stats_count_every_function_evaluation():
     sol = nde.solve_ode(f, torch.ones(2), torch.tensor([0.0, 5.0]), method="dopri5")
     assert int(sol.stats["nfe"]) == len(calls)
     assert int(sol.stats["nfe"]) == 2 + 6 * (int(sol.stats["n_accepted"]) + int(sol.stats["n_rejected"]))
+
+
+def test_interp_cubic_is_hermite_also_for_a_method_with_its_own_interpolant():
+    """dopri5 taking fixed steps with interp="cubic" gave its own dense output, identical to the default."""
+    f = lambda t, y: torch.sin(3 * y) - y   # noqa: E731
+    y0 = torch.tensor([0.7, -0.2], dtype=torch.float64)
+    nodes = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+    at_nodes = nde.solve_ode(f, y0, nodes, method="dopri5", step_size=0.5).ys
+    theta, h = 0.3, 0.5
+    y_a, y_b = at_nodes[1], at_nodes[2]
+    t2, t3 = theta ** 2, theta ** 3
+    hermite = ((2 * t3 - 3 * t2 + 1) * y_a + (-2 * t3 + 3 * t2) * y_b
+               + (t3 - 2 * t2 + theta) * h * f(None, y_a) + (t3 - t2) * h * f(None, y_b))
+    t = torch.tensor([0.0, 0.5 + theta * h, 1.0], dtype=torch.float64)
+    cubic = nde.solve_ode(f, y0, t, method="dopri5", step_size=0.5, interp="cubic").ys[1]
+    dense = nde.solve_ode(f, y0, t, method="dopri5", step_size=0.5).ys[1]
+    torch.testing.assert_close(cubic, hermite, rtol=1e-12, atol=1e-12)
+    assert (cubic - dense).abs().max() > 1e-8
