@@ -108,7 +108,8 @@ class GaussianMixture:
 class GaussianMixtureNoisePredictor(torch.nn.Module):
     """Exact noise prediction eps*(x, t) = -sigma_t grad log q_t(x) of a Gaussian mixture under a schedule.
 
-    Call as ``model(x, t)`` with x (B, D) and t a scalar or (B,) tensor.
+    Call as ``model(x, t)`` with x (B, D) and t a scalar or (B,) tensor. It is computed in the mixture's dtype
+    and returned in x's (an x of another dtype used to fail inside the matrix product).
     """
 
     def __init__(self, mixture: GaussianMixture, schedule: NoiseSchedule):
@@ -122,9 +123,10 @@ class GaussianMixtureNoisePredictor(torch.nn.Module):
         self.schedule = schedule
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+        z = x.to(self.mixture.means.dtype)
+        t = torch.as_tensor(t, dtype=z.dtype, device=z.device)
         alpha, sigma = self.schedule.alpha(t), self.schedule.sigma(t)
-        return -_column(sigma, x) * self.mixture.score(x, alpha, sigma)
+        return (-_column(sigma, z) * self.mixture.score(z, alpha, sigma)).to(x.dtype)
 
 
 def _column(v: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:

@@ -240,3 +240,12 @@ def test_a_seed_given_as_generator_is_refused_naming_it(sample):
     """An int passed as generator failed with "'int' object has no attribute 'device'"."""
     with pytest.raises(TypeError, match="`generator` must be a torch.Generator or None, got int"):
         sample(3)
+
+
+def test_the_mixture_model_accepts_states_of_another_dtype():
+    """A float32 x_T with the float64 mixture failed inside the model ("expected m1 and m2 to have the same dtype");
+    the model now computes in the mixture's dtype and answers in x's."""
+    x32 = X_T.float()
+    out = ddim(MODEL, x32, SCHEDULE, 10)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ddim(MODEL, X_T, SCHEDULE, 10).float(), rtol=1e-4, atol=1e-4)
