@@ -48,13 +48,16 @@ def check_model_schedule(model: Callable, schedule: NoiseSchedule) -> None:
 
 
 def check_x_T(x_T: torch.Tensor) -> torch.Tensor:
-    """``x_T`` if it is a floating-point tensor of shape (batch, *state) with at least one state dimension."""
+    """``x_T`` if it is a finite, non-empty floating-point tensor of shape (batch, *state) with at least one state
+    dimension (NaN noise gave NaN samples from the closed-form samplers, an empty batch torch errors)."""
     if not isinstance(x_T, torch.Tensor):
         raise TypeError(f"x_T must be a torch.Tensor of shape (batch, *state), got {type(x_T).__name__}")
     if not x_T.is_floating_point():
         raise TypeError(f"x_T must be a floating-point tensor, got {x_T.dtype}")
-    if x_T.dim() < 2:
-        raise ValueError(f"x_T must have shape (batch, *state), got {tuple(x_T.shape)}")
+    if x_T.dim() < 2 or x_T.numel() == 0:
+        raise ValueError(f"x_T must have shape (batch, *state) with no empty dimension, got {tuple(x_T.shape)}")
+    if not bool(torch.isfinite(x_T).all()):
+        raise ValueError("x_T contains non-finite values (NaN or inf)")
     return x_T
 
 

@@ -249,3 +249,13 @@ def test_the_mixture_model_accepts_states_of_another_dtype():
     out = ddim(MODEL, x32, SCHEDULE, 10)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, ddim(MODEL, X_T, SCHEDULE, 10).float(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["ddim", "dpm_solver_pp", "unipc", "edm_sampler", "reverse_sde_euler", "dpm_solver_v3"])
+def test_non_finite_or_empty_noise_is_refused_naming_x_T(name):
+    bad = X_T.clone()
+    bad[2, 1] = float("nan")
+    with pytest.raises(ValueError, match="x_T contains non-finite"):
+        SAMPLERS[name](MODEL, bad)
+    with pytest.raises(ValueError, match="x_T must have shape"):
+        SAMPLERS[name](MODEL, X_T[:0])
