@@ -66,3 +66,15 @@ def check_generator(value, name: str = "generator"):
     if value is not None and not isinstance(value, torch.Generator):
         raise TypeError(f"`{name}` must be a torch.Generator or None, got {type(value).__name__}")
     return value
+
+
+def check_resolvable_tolerances(rtol, atol, dtype: torch.dtype) -> None:
+    """Adaptive steps need a tolerance the state's dtype can resolve: with ``rtol`` and ``atol`` (floats, or tensors
+    by their smallest entry) both below the dtype's eps, the error estimate is round-off noise and the tolerance is
+    met only by chance, after up to ``max_steps`` steps. A ``ValueError`` naming both, else nothing."""
+    eps = torch.finfo(dtype).eps
+    rtol, atol = (float(tol.min()) if torch.is_tensor(tol) else tol for tol in (rtol, atol))
+    if rtol < eps and atol < eps:
+        raise ValueError(f"`rtol`={rtol:g} and `atol`={atol:g} are both below the resolution of {dtype} "
+                         f"(eps {eps:.2g}): adaptive steps could never meet them; pass tolerances of at least "
+                         f"{eps:.2g}, or a wider dtype")

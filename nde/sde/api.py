@@ -11,6 +11,7 @@ from typing import Optional
 
 import torch
 
+from .._checks import check_resolvable_tolerances
 from ..controller import PIController
 from ..errors import SolverError, Status
 from ..regularize import LocalErrorEstimate
@@ -210,7 +211,7 @@ def _prepare(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options,
     if not isinstance(adaptive, bool):
         raise TypeError(f"adaptive must be a bool, got {type(adaptive).__name__}.")
     if adaptive:
-        _check_tolerances(rtol, atol, y0.dtype)
+        check_resolvable_tolerances(rtol, atol, y0.dtype)
     method = select_method(method if method is not None else default_method(sde.sde_type, sde.noise_type),
                            sde.sde_type, sde.noise_type, options)
     ito_adjoint = gradient == "backsolve" and sde.sde_type == "ito"
@@ -228,15 +229,6 @@ def _generator(generator):
     if not isinstance(generator, random.Random):
         raise TypeError(f"generator must be a random.Random, got {type(generator).__name__}.")
     return generator
-
-
-def _check_tolerances(rtol: float, atol: float, dtype: torch.dtype) -> None:
-    """Adaptive steps need a tolerance the state's dtype can resolve: otherwise every step is rejected
-    down to ``dt_min`` and the solve only fails at ``max_steps``."""
-    eps = torch.finfo(dtype).eps
-    if rtol < eps and atol < eps:
-        raise ValueError(f"rtol={rtol:g} and atol={atol:g} are both below the resolution of {dtype} "
-                         f"(eps {eps:.2g}); adaptive steps could never meet them.")
 
 
 def _max_steps(options: Optional[dict], adaptive: bool) -> tuple[dict, int]:
