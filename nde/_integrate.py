@@ -637,23 +637,26 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
             new_status = torch.where(underflow, torch.where(finite, int(Status.DT_UNDERFLOW), int(Status.NONFINITE)),
                                      torch.where(too_many, int(Status.MAX_STEPS), 0))
             still = b.active & not_done & (new_status == 0)
-            graph = step.y1.requires_grad   # then a non-finite rejected row must leave the graph (below)
-            optional = ([(b.active & ~finite).any()] if graph else []) + \
-                ([(accept & (ratio > 1.0)).sum()] if cfg.min_step > 0 else [])
+            optional = {}   # read only where they can matter
+            if step.y1.requires_grad:   # a non-finite rejected row must then leave the graph (below)
+                optional["nonfinite"] = (b.active & ~finite).any()
+            if cfg.min_step > 0:
+                optional["forced"] = (accept & (ratio > 1.0)).sum()
             flags = torch.stack([still.sum(), n_pass.max() if n_pass.numel() else n_pass.sum(),
-                                 (new_status * b.active).max(), *optional]).tolist()  # the one host sync per step
+                                 (new_status * b.active).max(), *optional.values()]).tolist()  # the one host sync
         n_active, max_pass, any_fail = flags[:3]
-        any_nonfinite = graph and flags[3]
-        forced += sum(flags[3 + graph:])
-        if any_nonfinite:
+        read = dict(zip(optional, flags[3:]))
+        forced += read.get("forced", 0)
+        if read.get("nonfinite"):
             step = _retake_without_rejected(func, b, accept, coeffs, tdt, dev, y0.dtype, cfg.heuristics)
             extra_evals[b.rows] += tab.stages - 1
         outs = []
+        if max_pass:
+            span = torch.where(b.dt > 0, b.dt, 1.0) if cfg.clip_to_outputs else b.dt   # clipped: finished rows' dt is 0
         for jj in range(max_pass):
             idx = (b.out_idx + jj).clamp_max(T - 1)
             mask = jj < n_pass
             t_q = rows_t_out.gather(1, idx.unsqueeze(1)).squeeze(1)
-            span = torch.where(b.dt > 0, b.dt, 1.0) if cfg.clip_to_outputs else b.dt   # clipped: finished rows' dt is 0
             theta = ((t_q - b.t) / span).clamp(0.0, 1.0)
             value = interpolate(step, b.y, b.dt.to(y0.dtype), theta, coeffs)
             value = torch.where((t_q == t_new).unsqueeze(1), step.y1, value)
