@@ -304,14 +304,15 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
     heur = {"t": [], "dt": [], "error_ratio": [], "stiffness": []}
     records, dense_steps, reg_terms = [], [], []
     reg = cfg.regularizer
-    landings, k1_t = _Landings(cfg.step_points, cfg.jump_points, t), None
-    t_limit, t_event = _time_limit(tdt, y0.dtype), None
+    landings = _Landings(cfg.step_points, cfg.jump_points, t) if cfg.step_points or cfg.jump_points else None
+    k1_t, t_limit, t_event, event = None, _time_limit(tdt, y0.dtype), None, cfg.event
+    want_stiffness = cfg.heuristics or (reg is not None and reg.needs_stiffness)
     while j < len(t_out):
         if n_acc + n_rej >= cfg.max_steps:
             _fail(cfg, Status.MAX_STEPS, t, dt, f"max_steps={cfg.max_steps}")
             return _finish_shared(outputs, len(t_out), y0, Status.MAX_STEPS, nfe, n_acc, n_rej, heur,
                                   records, dense_steps, (t, dt), reg_terms)
-        if cfg.event is not None and not abs(t + dt) < t_limit:   # an event solve has no finite end
+        if event is not None and not abs(t + dt) < t_limit:   # an event solve has no finite end
             _fail(cfg, Status.NO_EVENT, t, dt)
             return _finish_shared(outputs, len(t_out), y0, Status.NO_EVENT, nfe, n_acc, n_rej, heur,
                                   records, dense_steps, (t, dt), reg_terms)
@@ -319,15 +320,13 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
         clipped = target is not None and t + dt >= target
         if clipped:
             dt = target - t
-        landing, jump = landings.within(t, dt)
+        landing, jump = landings.within(t, dt) if landings is not None else (None, False)
         if landing is not None:
             dt = landing - t
         times = stage_times(t, dt, coeffs, tdt, dev)
         if landing is not None:
             times = _land_stage_times(times, tab.c, landing, tdt, dev)
-        step = rk_step(func, t, dt, y, k1, coeffs, times,
-                       want_stiffness=cfg.heuristics or (reg is not None and reg.needs_stiffness),
-                       error_grad=reg is not None)
+        step = rk_step(func, t, dt, y, k1, coeffs, times, want_stiffness=want_stiffness, error_grad=reg is not None)
         nfe += tab.stages - 1
         if host_ratio is not None:   # the one host synchronisation of the step
             ratio_t, ratio = None, host_ratio(step, y)
@@ -355,9 +354,9 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
                 heur["stiffness"].append(host_tensor(float("nan"), None, dev) if rho_t is None
                                          else rho_t.detach())
             kind = "dense"
-            if cfg.event is not None and cfg.event.crossed(t_new, step.y1):   # t_out was [t0, inf]
+            if event is not None and event.crossed(t_new, step.y1):   # t_out was [t0, inf]
                 kind = "step" if cfg.clip_to_outputs or cfg.clip_to_end else "dense"   # Hermite far below order
-                located, extra = _locate_event(cfg.event, func, step, y, t, dt, t_new, kind, coeffs, None, tdt, dev)
+                located, extra = _locate_event(event, func, step, y, t, dt, t_new, kind, coeffs, None, tdt, dev)
                 nfe += extra
                 if located <= t_out[-1]:   # before the end of the solve (odeint's is inf)
                     t_out, t_event = [t_out[0], located], located
@@ -383,7 +382,8 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
                 k1_t = torch.nextafter(_t(t, tdt, dev), _t(math.inf, tdt, dev))
                 k1 = func(k1_t, y)
                 nfe += 1
-            landings.passed(t)
+            if landings is not None:
+                landings.passed(t)
             n_acc += 1
         else:
             n_rej += 1

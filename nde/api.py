@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import random
 import warnings
+import weakref
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -928,10 +929,17 @@ _CALLBACKS = tuple(f"callback_{kind}{phase}" for kind in ("step", "accept_step",
                    for phase in ("", "_adjoint"))
 
 
+# The callbacks each class of ``func`` defines, looked up once per class rather than six lookups per call.
+_CALLBACKS_BY_CLASS: "weakref.WeakKeyDictionary[type, list[str]]" = weakref.WeakKeyDictionary()
+
+
 def _warn_about_callbacks(func) -> None:
     """torchdiffeq calls ``func.callback_step`` (and the accept/reject/adjoint variants) around each step; nde does
     not, so a ``func`` whose class defines them is told rather than silently ignored."""
-    defined = [name for name in _CALLBACKS if callable(getattr(type(func), name, None))]
+    cls = type(func)
+    defined = _CALLBACKS_BY_CLASS.get(cls)
+    if defined is None:
+        defined = _CALLBACKS_BY_CLASS[cls] = [name for name in _CALLBACKS if callable(getattr(cls, name, None))]
     if defined:
         warnings.warn(f"nde does not call torchdiffeq's step callbacks: {', '.join(defined)} of `func` will not run",
                       stacklevel=3)
