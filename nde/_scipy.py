@@ -49,13 +49,14 @@ def scipy_odeint(func: Callable, tensors: tuple[torch.Tensor, ...], t: torch.Ten
         return slope
 
     y0 = torch.cat([x.detach().reshape(-1) for x in tensors]).cpu().double().numpy()
+    tol_shape = shapes[0] if single else y0.shape   # a tuple state's tolerance tensor is laid out flat
     times = t.detach().cpu().double().numpy()
     if len(times) == 1:
         ys = y0[None]
     else:
         limits = {key: float(options[key]) for key in ("min_step", "max_step") if key in options}  # min_step: LSODA's
         sol = solve_ivp(rhs, (times[0], times[-1]), y0, method=options.get("solver", "LSODA"), t_eval=times,
-                        rtol=_host(rtol, shapes[0]), atol=_host(atol, shapes[0]), **limits)
+                        rtol=_host(rtol, tol_shape), atol=_host(atol, tol_shape), **limits)
         if not sol.success:
             raise RuntimeError(f"scipy.integrate.solve_ivp ({options.get('solver', 'LSODA')}) failed: {sol.message}")
         ys = sol.y.T
@@ -64,8 +65,9 @@ def scipy_odeint(func: Callable, tensors: tuple[torch.Tensor, ...], t: torch.Ten
 
 
 def _host(tol, shape: tuple[int, ...]):
-    """A tolerance as solve_ivp takes it: a float, or for a per-component tensor (single-tensor states
-    only, checked by the caller) a flat float64 array broadcast to the state."""
+    """A tolerance as solve_ivp takes it: a float, or for a per-component tensor (broadcast to a single-tensor
+    state's ``shape``, or for a tuple state laid out flat by ``nde.api._per_tensor_tolerance``) a flat float64
+    array."""
     if not torch.is_tensor(tol):
         return float(tol)
     return torch.broadcast_to(tol.detach(), shape).cpu().double().reshape(-1).numpy()

@@ -116,6 +116,40 @@ def _sign(values: list[float]) -> float:
     return -1.0 if len(values) > 1 and values[1] < values[0] else 1.0
 
 
+def _tolerances(rtol, atol, y0, tensors: tuple[torch.Tensor, ...], per_sample: bool):
+    """Checked ``rtol``, ``atol``: numbers or tensors, or for a tuple ``y0`` torchdiffeq's per-tensor tolerances (a
+    tuple or list with one entry per tensor), which become one per-component tensor laid out like the flat state."""
+    def one(name, tol):
+        if isinstance(y0, tuple) and isinstance(tol, (tuple, list)):
+            return _per_tensor_tolerance(name, tol, tensors, per_sample)
+        tol = _check_tolerance(name, tol)
+        if torch.is_tensor(tol):
+            if len(tensors) > 1:
+                raise ValueError(f"a per-component `{name}` tensor needs a single-tensor state; for a tuple `y0` "
+                                 "give one tolerance per tensor (a tuple)")
+            _check_tolerance_shape(name, tol, tensors[0].shape, per_sample)
+        return tol
+    return one("rtol", rtol), one("atol", atol)
+
+
+def _per_tensor_tolerance(name: str, tol, tensors: tuple[torch.Tensor, ...], per_sample: bool) -> torch.Tensor:
+    """A tuple state's tolerance given per tensor: each entry a number, or a tensor broadcastable to its tensor
+    (per sample: to one row of it) or, as in torchdiffeq, one value per element, flat; laid out as :meth:`_Layout.flatten` lays out the state: (numel,), per sample
+    (row size,); a 1-tuple's, which the solver integrates in its own shape, shaped like that tensor."""
+    if len(tol) != len(tensors):
+        raise ValueError(f"`{name}` has {len(tol)} entries but the tuple `y0` has {len(tensors)} tensors")
+    parts = []
+    for i, (entry, x) in enumerate(zip(tol, tensors)):
+        entry = torch.as_tensor(_check_tolerance(f"{name}[{i}]", entry), dtype=x.dtype, device=x.device)
+        if not per_sample and x.dim() > 1 and entry.shape == (x.numel(),):   # torchdiffeq's flat form
+            entry = entry.reshape(x.shape)
+        _check_tolerance_shape(f"{name}[{i}]", entry, x.shape, per_sample)
+        parts.append(entry.expand(x.shape[1:] if per_sample else x.shape))
+    if len(parts) == 1 and not per_sample:
+        return parts[0]
+    return torch.cat([part.reshape(-1) for part in parts])
+
+
 def _check_tolerance_shape(name: str, tol, shape: torch.Size, per_sample: bool) -> None:
     """A tolerance tensor must broadcast to the state's shape without enlarging it; in per-sample mode to
     one row (rows leave the working batch as they finish, so per-row tolerances cannot follow them)."""
@@ -288,7 +322,7 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
         if any(x.dim() < 1 or x.shape[0] != batch for x in tensors):
             raise ValueError("per_sample=True needs every tensor of `y0` to have the batch as dimension 0")
     t, t_values = _check_times(t, per_sample, batch)
-    rtol, atol = _check_tolerance("rtol", rtol), _check_tolerance("atol", atol)
+    rtol, atol = _tolerances(rtol, atol, y0, tensors, per_sample)
     if tab.adaptive and fixed_options.get("step_size") is None and _all_zero(rtol) and _all_zero(atol):
         raise ValueError("`rtol` and `atol` are both 0: adaptive steps could never meet them")
     dtype, device = tensors[0].dtype, tensors[0].device
@@ -299,11 +333,6 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
     layout = _Layout([tuple(x.shape) for x in tensors], per_sample)
     if len(tensors) > 1 and not per_sample:
         norm = layout.tuple_norm(norm)
-    if torch.is_tensor(rtol) or torch.is_tensor(atol):
-        if len(tensors) > 1:
-            raise ValueError("per-component `rtol`/`atol` tensors need a single-tensor state")
-        for name, tol in (("rtol", rtol), ("atol", atol)):
-            _check_tolerance_shape(name, tol, tensors[0].shape, per_sample)
     sign = _direction(t) if t_values is None else _sign(t_values)
     if tab.adaptive and event_fn is None:
         _check_step_budget(options.get("max_step", math.inf), max_steps, t, t_values)
@@ -479,7 +508,8 @@ def _adjoint_config(cfg, rtol, atol, adjoint_rtol, adjoint_atol, adjoint_method,
     a_rtol = rtol if adjoint_rtol is None else _check_tolerance("adjoint_rtol", adjoint_rtol)
     a_atol = atol if adjoint_atol is None else _check_tolerance("adjoint_atol", adjoint_atol)
     if torch.is_tensor(a_rtol) or torch.is_tensor(a_atol):
-        raise ValueError("the adjoint solve needs scalar `adjoint_rtol`/`adjoint_atol`")
+        raise ValueError("the adjoint solve needs scalar `adjoint_rtol`/`adjoint_atol`: give them when `rtol`/`atol` "
+                         "are per component or per tensor")
     return AdjointConfig(default_adjoint_cfg(cfg, a_rtol, a_atol, coeffs, fields), seminorm=seminorm)
 
 
@@ -638,7 +668,8 @@ def solve_ode(func: Callable, y0, t: torch.Tensor, *, method: str = "dopri5", rt
             ``heun2``, ``fehlberg2``, ``fehlberg2_fsal``, ``bosh3``, ``dopri5``, ``tsit5``, ``dopri8``
             (adaptive; ``adaptive_heun`` and ``fehlberg2`` reuse a last stage that is not f at the
             solution, as torchdiffeq does, ``heun2`` and ``fehlberg2_fsal`` evaluate f there instead).
-        rtol, atol: tolerances, scalars or tensors broadcastable to the state.
+        rtol, atol: tolerances, scalars or tensors broadcastable to the state (per sample: to one row); for a
+            tuple state also one per tensor (a tuple of such scalars or tensors, as torchdiffeq takes them).
         adjoint: gradient mode: ``"direct"`` (autograd through the solver), ``"backsolve"`` (continuous
             adjoint, memory independent of steps), ``"discrete"`` (exact gradient of the discretisation
             from O(steps) checkpoints).
@@ -1006,9 +1037,7 @@ def _odeint_scipy(func, y0, t, rtol, atol, options: dict, adjoint: str):
         raise TypeError("`func` must be callable as func(t, y)")
     tensors = _check_state(y0)
     t, _ = _check_times(t, False, None)
-    rtol, atol = _check_tolerance("rtol", rtol), _check_tolerance("atol", atol)
-    if (torch.is_tensor(rtol) or torch.is_tensor(atol)) and len(tensors) > 1:
-        raise ValueError("per-component `rtol`/`atol` tensors need a single-tensor state")
+    rtol, atol = _tolerances(rtol, atol, y0, tensors, False)
     ys = scipy_odeint(func, tensors, t, rtol, atol, options)
     return ys if isinstance(y0, tuple) else ys[0]
 

@@ -449,6 +449,86 @@ def test_tuple_states_use_torchdiffeqs_mixed_norm_and_pass_the_tuple_to_a_custom
     torch.testing.assert_close(ours[0], theirs[0], rtol=1e-12, atol=1e-12)
 
 
+def _two_tensor_field(s, y):
+    a, b = y
+    return torch.tanh(a.flip(-1)) * torch.cos(s).reshape(-1, 1), -b * a.sum(-1, keepdim=True)   # s: () or (batch,)
+
+
+@pytest.mark.parametrize("rtol,atol", [
+    ((1e-6, 1e-3), (1e-8, 1e-4)),                                              # one scalar per tensor
+    ([1e-5, 1e-8], 1e-9),                                                      # a list, and a scalar atol
+    (1e-6, (torch.linspace(1e-9, 1e-5, 12, dtype=torch.float64), 1e-9))])     # torchdiffeq's flat per-element form
+def test_per_tensor_tolerances_of_a_tuple_state_give_torchdiffeqs_steps(rtol, atol):
+    """torchdiffeq takes one tolerance per tensor of a tuple state; nde refused them. Same NFE and values."""
+    torch.manual_seed(0)
+    y0 = (torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 1, dtype=torch.float64))
+    t = torch.linspace(0, 2, 5, dtype=torch.float64)
+    results = {}
+    for name, solve in (("nde", nde.odeint), ("torchdiffeq", torchdiffeq.odeint)):
+        calls = []
+        ys = solve(lambda s, y: calls.append(s) or _two_tensor_field(s, y), y0, t, rtol=rtol, atol=atol)
+        results[name] = (len(calls), ys)
+    assert results["nde"][0] == results["torchdiffeq"][0]
+    for ours, theirs in zip(results["nde"][1], results["torchdiffeq"][1]):
+        torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-12)
+    one = nde.odeint(lambda s, y: (-y[0],), y0[:1], t, rtol=(1e-5,), atol=(1e-7,))   # a 1-tuple keeps its shape
+    torch.testing.assert_close(one[0], torchdiffeq.odeint(lambda s, y: (-y[0],), y0[:1], t, rtol=(1e-5,),
+                                                          atol=(1e-7,))[0], rtol=1e-10, atol=1e-12)
+
+
+def test_per_tensor_tolerances_equal_per_component_ones_of_the_concatenated_state():
+    """Per-sample rows and the discrete adjoint: a tuple ((B, 3), (B, 1)) with (rtol_a, rtol_b) takes the steps of
+    the (B, 4) state with the per-component rtol (rtol_a, rtol_a, rtol_a, rtol_b) (the tuple's mixed norm is not
+    used per sample, so the two are the same problem)."""
+    torch.manual_seed(0)
+    a, b = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 1, dtype=torch.float64)
+    t = torch.linspace(0, 2, 4, dtype=torch.float64)
+    weight = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+
+    def as_tuple(s, y):
+        da, db = _two_tensor_field(s, y)
+        return weight * da, db
+
+    def as_one(s, y):
+        da, db = as_tuple(s, (y[:, :3], y[:, 3:]))
+        return torch.cat([da, db], dim=1)
+    rtol_row = torch.tensor([1e-6, 1e-6, 1e-6, 1e-3], dtype=torch.float64)
+    for adjoint in ("direct", "discrete"):
+        tup = nde.solve_ode(as_tuple, (a, b), t, rtol=(1e-6, 1e-3), atol=(1e-9, 1e-5), per_sample=True,
+                            adjoint=adjoint, adjoint_params=(weight,))
+        one = nde.solve_ode(as_one, torch.cat([a, b], dim=1), t, rtol=rtol_row,
+                            atol=torch.tensor([1e-9, 1e-9, 1e-9, 1e-5], dtype=torch.float64), per_sample=True,
+                            adjoint=adjoint, adjoint_params=(weight,))
+        assert torch.equal(tup.stats["nfe"], one.stats["nfe"])
+        torch.testing.assert_close(torch.cat(tup.ys, dim=-1), one.ys, rtol=0, atol=1e-14)
+        g_tup, = torch.autograd.grad(tup.ys[0].sum() + tup.ys[1].sum(), weight)
+        g_one, = torch.autograd.grad(one.ys.sum(), weight)
+        torch.testing.assert_close(g_tup, g_one, rtol=1e-12, atol=0)
+
+
+def test_per_tensor_tolerances_reach_scipy_and_bad_ones_are_named():
+    pytest.importorskip("scipy")
+    from scipy.integrate import solve_ivp
+    y0 = (torch.tensor([1.0, 2.0], dtype=torch.float64), torch.tensor([0.5], dtype=torch.float64))
+    t = torch.tensor([0.0, 3.0], dtype=torch.float64)
+    ys = nde.odeint(lambda s, y: (-y[0] * y[0], -y[1]), y0, t, method="scipy_solver",
+                    options={"solver": "RK45"}, rtol=1e-12, atol=(1e-9, 1e-3))
+    direct = solve_ivp(lambda s, y: np.concatenate([-y[:2] * y[:2], -y[2:]]), (0.0, 3.0), np.array([1.0, 2.0, 0.5]),
+                       method="RK45", rtol=1e-12, atol=np.array([1e-9, 1e-9, 1e-3]), t_eval=[0.0, 3.0])
+    torch.testing.assert_close(torch.cat([ys[0][-1], ys[1][-1]]), torch.from_numpy(direct.y[:, -1]), rtol=0, atol=0)
+    f = lambda s, y: (-y[0], -y[1])  # noqa: E731
+    with pytest.raises(ValueError, match="`rtol` has 3 entries but the tuple `y0` has 2 tensors"):
+        nde.odeint(f, y0, t, rtol=(1e-6, 1e-6, 1e-6))
+    with pytest.raises(ValueError, match=r"`atol\[1\]` must be a finite non-negative"):
+        nde.odeint(f, y0, t, atol=(1e-6, -1.0))
+    with pytest.raises(ValueError, match=r"`rtol\[0\]` of shape \(3,\) does not broadcast"):
+        nde.odeint(f, y0, t, rtol=(torch.ones(3), 1e-6))
+    with pytest.raises(ValueError, match="give one tolerance per tensor"):
+        nde.odeint(f, y0, t, rtol=torch.full((3,), 1e-6, dtype=torch.float64))
+    with pytest.raises(ValueError, match="give them when `rtol`/`atol` are per component or per tensor"):
+        nde.odeint(f, y0, t, rtol=(1e-6, 1e-3), adjoint="backsolve", adjoint_params=())
+
+
 @pytest.mark.parametrize("y_dtype,t_dtype", [(torch.float64, torch.float32), (torch.float32, torch.float64)])
 def test_func_gets_time_in_the_states_dtype_as_in_torchdiffeq(y_dtype, t_dtype):
     seen = set()
