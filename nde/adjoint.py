@@ -206,10 +206,19 @@ def _replay_per_sample(problem: Problem, records: list[Record], grad_ys: torch.T
 
 @dataclass
 class AdjointConfig:
-    """Tolerances, method and norm of the backward (adjoint) solve."""
+    """Tolerances, method and norm of the backward (adjoint) solve.
+
+    The error norm of the augmented state (y, a, g) is torchdiffeq's: the largest of the forward solve's norm of y
+    and of a (a tuple state's mixed norm, a custom ``options["norm"]``) and the RMS of each parameter's g;
+    ``seminorm`` leaves g out. ``norm``: the user's ``adjoint_options["norm"]`` instead, called as torchdiffeq calls
+    it, with ``(t, *y, *a, *g)``: t the adjoint of time, a zero 0-d tensor here (nde adds time gradients outside
+    the backward solve), y and a as the user's tensors (``unflatten``: flat state -> tuple), g shaped like the
+    parameters."""
 
     cfg: Config
     seminorm: bool = False
+    norm: Callable | None = None
+    unflatten: Callable | None = None
 
 
 class BacksolveAdjoint(torch.autograd.Function):
@@ -258,10 +267,19 @@ def _backsolve(problem: Problem, adjoint: AdjointConfig, ys, grad_ys, params):
         parts = [-dy.reshape(-1), vjps[0].reshape(-1)] + [v.reshape(-1) for v in vjps[1:]]
         return torch.cat([p.to(z.dtype) for p in parts])
 
+    state_norm = (None if problem.per_sample else problem.cfg.norm) or rms_norm
+    no_time = ys.new_zeros(())
+
     def norm(z: torch.Tensor) -> torch.Tensor:
-        pieces = torch.split(z, sizes)
-        use = pieces[:2] if adjoint.seminorm else pieces
-        return torch.stack([rms_norm(p) for p in use if p.numel() > 0]).max()
+        y, a, *g = torch.split(z, sizes)
+        y, a = y.view(shape), a.view(shape)
+        if adjoint.norm is not None:
+            g = [piece.view_as(p) for piece, p in zip(g, params)]
+            return adjoint.norm((no_time, *adjoint.unflatten(y), *adjoint.unflatten(a), *g))
+        norms = [state_norm(y), state_norm(a)]
+        if not adjoint.seminorm:
+            norms += [rms_norm(piece) for piece in g if piece.numel() > 0]
+        return torch.stack(norms).max()
 
     cfg = replace(adjoint.cfg, norm=norm, record=False, dense=False, heuristics=False,
                   step_points=tuple(sorted(-p for p in adjoint.cfg.step_points)),   # in s = −t

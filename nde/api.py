@@ -399,7 +399,7 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
             reg_value = reg_value if regularizer is not None else None
         else:
             adj_cfg = _adjoint_config(cfg, rtol, atol, adjoint_rtol, adjoint_atol, adjoint_method,
-                                      adjoint_options, dtype, t_dtype, device, sign)
+                                      adjoint_options, dtype, t_dtype, device, sign, layout)
             ys = BacksolveAdjoint.apply(problem, adj_cfg, y0_flat, *params)
         result = problem.last
     if time_grad:
@@ -488,12 +488,12 @@ def _adjoint_params(func, adjoint_params) -> tuple[torch.Tensor, ...]:
 
 
 def _adjoint_config(cfg, rtol, atol, adjoint_rtol, adjoint_atol, adjoint_method, adjoint_options,
-                    dtype, t_dtype, device, sign) -> AdjointConfig:
+                    dtype, t_dtype, device, sign, layout: _Layout) -> AdjointConfig:
     options = dict(adjoint_options or {})
     norm = options.pop("norm", None)
-    seminorm = norm == "seminorm"
-    if norm is not None and not seminorm:
-        raise ValueError("`adjoint_options['norm']` must be 'seminorm' (or absent)")
+    seminorm = isinstance(norm, str) and norm == "seminorm"
+    if norm is not None and not seminorm and not callable(norm):
+        raise ValueError("`adjoint_options['norm']` must be 'seminorm' or a callable (or absent)")
     coeffs, multistep = cfg.coeffs, cfg.multistep
     if adjoint_method is not None:
         multistep = Adams.from_options(adjoint_method, options, "adjoint_options") if adjoint_method in MULTISTEP \
@@ -510,7 +510,8 @@ def _adjoint_config(cfg, rtol, atol, adjoint_rtol, adjoint_atol, adjoint_method,
     if torch.is_tensor(a_rtol) or torch.is_tensor(a_atol):
         raise ValueError("the adjoint solve needs scalar `adjoint_rtol`/`adjoint_atol`: give them when `rtol`/`atol` "
                          "are per component or per tensor")
-    return AdjointConfig(default_adjoint_cfg(cfg, a_rtol, a_atol, coeffs, fields), seminorm=seminorm)
+    return AdjointConfig(default_adjoint_cfg(cfg, a_rtol, a_atol, coeffs, fields), seminorm=seminorm,
+                         norm=None if seminorm else norm, unflatten=layout.unflatten)
 
 
 def _time_term(func, ti: torch.Tensor, yi: torch.Tensor, sign: float, per_sample: bool) -> torch.Tensor:
