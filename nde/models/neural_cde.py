@@ -174,7 +174,8 @@ class NeuralCDE(nn.Module):
     ``forward(X, t)[:, k:]`` equals ``forward(X, t[k:])``. With per-sample ``lengths`` (integers
     in ``[1, L]``, ``(batch,)``) the output is ``readout(z)`` at each sample's last observation
     ``X.grid_points[lengths - 1]``: the state there, not at the shared final time (a cubic
-    path keeps moving for a little after a sample's data end).
+    path keeps moving for a little after a sample's data end). As with :func:`cdeint`, ``X`` may have
+    any batch shape (none included) in place of ``(batch,)``, ``lengths`` then of that shape.
     """
 
     def __init__(self, vector_field: nn.Module, initial: nn.Module, readout: nn.Module | None = None,
@@ -197,10 +198,10 @@ class NeuralCDE(nn.Module):
         if lengths is not None:
             lengths = check_lengths(lengths, X.batch_shape, X.grid_points.shape[0], z0.device)
             zs = cdeint(X, self.vector_field, z0, X.grid_points, **options)
-            index = (lengths - 1).view(-1, 1, 1).expand(-1, 1, zs.shape[-1])
-            return self.readout(zs.gather(1, index).squeeze(1))
+            index = (lengths - 1)[..., None, None].expand(*lengths.shape, 1, zs.shape[-1])
+            return self.readout(zs.gather(-2, index).squeeze(-2))
         if t is None:
-            return self.readout(cdeint(X, self.vector_field, z0, X.interval, **options)[:, -1])
+            return self.readout(cdeint(X, self.vector_field, z0, X.interval, **options)[..., -1, :])
         return self.readout(self._from_path_start(X, z0, t, options))
 
     def _initial_state(self, X: ControlPath) -> torch.Tensor:
@@ -221,7 +222,7 @@ class NeuralCDE(nn.Module):
         if bool(at_start.any()):
             raise ValueError("t: per-sample grids must all start at X.interval[0] or all after it")
         start = X.interval[:1].to(t).expand(*t.shape[:-1], 1)
-        return cdeint(X, self.vector_field, z0, torch.cat([start, t], dim=-1), **options)[:, 1:]
+        return cdeint(X, self.vector_field, z0, torch.cat([start, t], dim=-1), **options)[..., 1:, :]
 
 
 class MLPCDEField(nn.Module):

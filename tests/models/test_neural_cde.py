@@ -1,4 +1,6 @@
 """NeuralCDE: against a hand-written exact CDE solve, against torchcde, lengths, gradient modes."""
+import math
+
 import pytest
 import torch
 import torchcde
@@ -292,3 +294,30 @@ def test_wrong_func_or_initial_shapes_raise_naming_them():
         cdeint(X, MLPCDEField(2, 3), [[0.0] * 3] * 4, t)
     with pytest.raises(TypeError, match="methd"):
         NeuralCDE(MLPCDEField(2, 3), nn.Linear(2, 3), methd="rk4")
+
+
+class AnyBatchLinearField(LinearField):
+    def forward(self, t, z):
+        return torch.einsum("hkc,...k->...hc", self.A, z)
+
+
+@pytest.mark.parametrize("batch", [(), (2, 3)])
+def test_neural_cde_outputs_keep_any_batch_shape(batch):
+    """As cdeint, NeuralCDE takes any batch shape: the final state, the trajectory read off after the start
+    and the state at per-sample lengths are the exact linear CDE solve for every sample (they were read off
+    along dimension 1, the batch's second dimension or, with no batch, the hidden one)."""
+    hidden, channels = 3, 2
+    A = 0.4 * torch.randn(hidden, hidden, channels, dtype=torch.float64)
+    t = torch.tensor([0.0, 0.3, 0.7, 1.2, 2.0], dtype=torch.float64)
+    x = torch.randn(*batch, 5, channels, dtype=torch.float64)
+    model = NeuralCDE(AnyBatchLinearField(A), nn.Linear(channels, hidden).double(), **TIGHT)
+    flat = x.reshape(-1, 5, channels)
+    with torch.no_grad():
+        exact = _exact_linear_cde(A, model.initial(flat[:, 0]), flat, t).reshape(*batch, 5, hidden)
+        X = linear_interpolation(x, t)
+        torch.testing.assert_close(model(X), exact[..., -1, :], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(model(X, t=t[2:]), exact[..., 2:, :], rtol=1e-5, atol=1e-6)
+        lengths = torch.arange(math.prod(batch)).reshape(batch) % 4 + 2
+        at_lengths = exact.reshape(-1, 5, hidden)[torch.arange(lengths.numel()), lengths.flatten() - 1]
+        torch.testing.assert_close(model(X, lengths=lengths), at_lengths.reshape(*batch, hidden),
+                                   rtol=1e-5, atol=1e-6)
