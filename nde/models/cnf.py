@@ -22,16 +22,31 @@ from nde.models.neural_ode import check_count, check_solver_options
 
 
 class _TraceAugmented(nn.Module):
-    """``(t, [z, l]) -> [f(t, z), tr(df/dz)]`` on states ``(batch, dim + 1)``."""
+    """``(t, [z, l]) -> [f(t, z), tr(df/dz)]`` on states ``(batch, dim + 1)``.
 
-    def __init__(self, vector_field: nn.Module, trace: str, noise: torch.Tensor | None, create_graph: bool):
+    With ``row_channel=True`` (for the core's per-sample mode, which calls the field with only the rows
+    still running) the state carries one more, constant channel holding each row's batch index, so each
+    row keeps its own Hutchinson probe: states are ``(n, dim + 2)``.
+    """
+
+    def __init__(self, vector_field: nn.Module, trace: str, noise: torch.Tensor | None, create_graph: bool,
+                 row_channel: bool = False):
         super().__init__()
         self.vector_field = vector_field
         self.trace = trace
         self.noise = noise
         self.create_graph = create_graph
+        self.row_channel = row_channel
 
     def forward(self, t: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        if not self.row_channel:
+            return self._augmented(t, state, self.noise)
+        rows = state[..., -1].detach().round().long()
+        out = self._augmented(t, state[..., :-1], None if self.noise is None else self.noise[rows])
+        return torch.cat([out, torch.zeros_like(state[..., -1:])], dim=-1)
+
+    def _augmented(self, t: torch.Tensor, state: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        """``[f(t, z), tr(df/dz)]`` for ``state = [z, l]``, with the Hutchinson probes ``noise`` of its rows."""
         with torch.enable_grad():
             z = state[..., :-1]
             if not z.requires_grad:
@@ -43,7 +58,7 @@ class _TraceAugmented(nn.Module):
                 dim = z.shape[-1]
                 trace = sum(self._vjp(dz[..., i].sum(), z, None, retain=i < dim - 1)[..., i] for i in range(dim))
             else:
-                trace = (self._vjp(dz, z, self.noise, retain=False) * self.noise).sum(-1)
+                trace = (self._vjp(dz, z, noise, retain=False) * noise).sum(-1)
         return torch.cat([dz, trace.unsqueeze(-1)], dim=-1)
 
     def _vjp(self, out: torch.Tensor, z: torch.Tensor, cotangent: torch.Tensor | None, retain: bool) -> torch.Tensor:
@@ -105,11 +120,15 @@ class CNF(nn.Module):
         self._check(x, "x")
         trace = self.trace if trace is None else _check_trace(trace)
         noise = self._probe(x) if trace == "hutchinson" else None
-        func = _TraceAugmented(self.vector_field, trace, noise, create_graph=torch.is_grad_enabled())
+        options = {**self.solver_options, **solver_kwargs}
+        rows = noise is not None and options.get("per_sample", False)
+        func = _TraceAugmented(self.vector_field, trace, noise, create_graph=torch.is_grad_enabled(), row_channel=rows)
         state = torch.cat([x, x.new_zeros(x.shape[0], 1)], dim=-1)
+        if rows:
+            state = torch.cat([state, torch.arange(x.shape[0], dtype=x.dtype, device=x.device).unsqueeze(-1)], -1)
         t = torch.tensor([self.t1, self.t0], dtype=x.dtype, device=x.device)
-        end = nde.solve_ode(func, state, t, **{**self.solver_options, **solver_kwargs}).ys[-1]
-        return self.base_log_prob(end[:, :-1]) + end[:, -1]
+        end = nde.solve_ode(func, state, t, **options).ys[-1]
+        return self.base_log_prob(end[:, :self.dim]) + end[:, self.dim]
 
     def transform(self, z: torch.Tensor, **solver_kwargs) -> torch.Tensor:
         """Push base points ``z`` ``(batch, dim)`` from ``t0`` to ``t1``."""

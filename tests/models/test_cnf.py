@@ -105,3 +105,21 @@ def test_bad_flags_trace_and_sample_counts():
     for n, error in ((0, ValueError), (-1, ValueError), (2.5, TypeError), (True, TypeError)):
         with pytest.raises(error, match="n must be a positive int"):
             CNF(field, 2).sample(n)
+
+
+def test_hutchinson_with_per_sample_steps_keeps_each_rows_probe():
+    """per_sample=True: the core calls the field with only the rows still running, so each row must keep its
+    own probe (a (batch, dim) probe failed inside autograd). For a linear field a Rademacher probe estimates
+    tr(A) +- (A01 + A10), so each log-density is the closed form -+ that, and equals the shared solve's."""
+    A = torch.tensor([[0.3, 0.5], [-0.2, -0.4]], dtype=torch.float64)
+    x = torch.randn(6, 2, dtype=torch.float64) * torch.tensor([0.01, 0.1, 1.0, 3.0, 10.0, 30.0],
+                                                               dtype=torch.float64).unsqueeze(-1)
+    flow = CNF(LinearField(A), 2, **TIGHT)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        per_sample = flow.log_prob(x, per_sample=True)
+        torch.manual_seed(1)
+        shared = flow.log_prob(x)
+    offset = (per_sample - _closed_form_log_prob(A, x)).abs()
+    torch.testing.assert_close(offset, (A[0, 1] + A[1, 0]).abs().expand(6), rtol=1e-7, atol=1e-7)
+    torch.testing.assert_close(per_sample, shared, rtol=1e-7, atol=1e-7)
