@@ -122,8 +122,8 @@ def cdeint(X: ControlPath, func: nn.Module, z0: torch.Tensor, t, *, adjoint=None
             ``"rk4_38"``, its fixed-step ``"heun2"`` nde's ``"heun"``), the default tolerances are
             ``solve_ode``'s (rtol = atol = 1e-6; torchcde's are 1e-4 and 1e-6), and torchcde's
             ``options`` and ``backend`` are errors that say what to pass instead. With ``per_sample=True``
-            every sample takes its own steps, and ``t`` may be ``(batch, T)``, a grid per sample (e.g.
-            ending at each sample's last time). ``controller`` defaults to :func:`nde.IController`,
+            (one batch dimension) every sample takes its own steps, and ``t`` may be ``(batch, T)``, a grid
+            per sample (e.g. ending at each sample's last time). ``controller`` defaults to :func:`nde.IController`,
             torchcde's (torchdiffeq's) step-size rule: the knots of the control path make the field's
             derivative jump, and there the core's PI controller, which may shrink a step after accepting
             one, took 434 and 476 evaluations against 344 and 296 (dopri5 at 1e-4, batch 32 and 128,
@@ -141,6 +141,9 @@ def cdeint(X: ControlPath, func: nn.Module, z0: torch.Tensor, t, *, adjoint=None
         raise ValueError(f"z0 must have shape ({', '.join(map(str, X.batch_shape))}, hidden) to match X, "
                          f"got {tuple(z0.shape)}")
     _check_cdeint_keywords(solver_kwargs)
+    if solver_kwargs.get("per_sample", False) and z0.ndim != 2:
+        raise ValueError(f"per_sample=True needs one batch dimension, z0 of shape (batch, hidden) and X of batch "
+                         f"shape (batch,); got z0 of shape {tuple(z0.shape)} (flatten the batch dimensions)")
     t = as_time_tensor(t, z0, per_sample=solver_kwargs.get("per_sample", False))
     _check_within_path(t, X)
     mode = _gradient_mode(adjoint)

@@ -235,6 +235,17 @@ def test_per_sample_stepping_matches_shared_and_accepts_per_sample_grids():
     torch.testing.assert_close(last, exact[torch.arange(3), torch.tensor([5, 3, 2])], rtol=0, atol=1e-6)
 
 
+def test_per_sample_needs_one_batch_dimension_and_says_so():
+    """The core's per-sample mode integrates rows of a (batch, hidden) state; other batch shapes failed
+    inside torch.cat ("Tensors must have same number of dimensions")."""
+    field = MLPCDEField(channels=2, hidden=3, width=8)
+    t = torch.linspace(0, 1, 4)
+    for batch in [(), (2, 3)]:
+        X = linear_interpolation(torch.randn(*batch, 4, 2), t)
+        with pytest.raises(ValueError, match="per_sample=True needs one batch dimension"):
+            cdeint(X, field, torch.zeros(*batch, 3), t, per_sample=True)
+
+
 def test_neural_cde_starts_at_the_path_start_whatever_t_asks_for():
     """z0 = initial(X(t0)) lives at X.interval[0]: outputs at t[2:] are the exact solve from there, read off
     at t[2:], so m(X, t)[:, 2:] == m(X, t[2:]) (up to the solver's error at the knots, where dX/dt jumps)."""
