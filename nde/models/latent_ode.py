@@ -17,7 +17,7 @@ from torch import nn
 import nde
 from nde.interpolation.missing import check_finite_or_nan
 from nde._checks import number
-from nde.models.neural_ode import NeuralODE, as_time_tensor, check_count, check_solver_options
+from nde.models.neural_ode import NeuralODE, as_time_tensor, check_count, check_sizes, check_solver_options
 
 
 def _mlp(inp: int, width: int, out: int) -> nn.Sequential:
@@ -48,6 +48,7 @@ class ODERNNEncoder(nn.Module):
 
     def __init__(self, input_channels: int, hidden: int, out: int, width: int = 64, **solver_options):
         super().__init__()
+        check_sizes(input_channels=input_channels, hidden=hidden, out=out, width=width)
         check_solver_options(solver_options)
         self.field = _Field(_mlp(hidden, width, hidden))
         self.cell = nn.GRUCell(2 * input_channels, hidden)
@@ -85,6 +86,7 @@ class LatentODE(nn.Module):
                  obs_std: float = 0.1, **solver_options):
         super().__init__()
         number(obs_std, "obs_std", positive=True)
+        check_sizes(data_dim=data_dim, latent_dim=latent_dim, hidden=hidden, width=width)
         check_solver_options(solver_options)
         self.encoder = ODERNNEncoder(data_dim, hidden, 2 * latent_dim, width, **solver_options)
         self.decoder = NeuralODE(_mlp(latent_dim, width, latent_dim), autonomous=True, **solver_options)

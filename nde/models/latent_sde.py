@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from nde._checks import flag, number
-from nde.models.neural_ode import as_time_tensor, check_count
+from nde.models.neural_ode import as_time_tensor, check_count, check_sizes
 
 
 class DiagonalDiffusion(nn.Module):
@@ -31,6 +31,9 @@ class DiagonalDiffusion(nn.Module):
 
     def __init__(self, dim: int, width: int = 16, max_scale: float | None = None):
         super().__init__()
+        check_sizes(dim=dim, width=width)
+        if max_scale is not None:
+            number(max_scale, "max_scale", positive=True)
         self.w1 = nn.Parameter(torch.randn(dim, width) * 0.5)
         self.b1 = nn.Parameter(torch.zeros(dim, width))
         self.w2 = nn.Parameter(torch.randn(dim, width) / math.sqrt(width))
@@ -96,6 +99,7 @@ class LatentSDE(nn.Module):
         super().__init__()
         number(obs_std, "obs_std", positive=True)
         flag(adjoint, "adjoint")
+        check_sizes(data_dim=data_dim, latent_dim=latent_dim, context_dim=context_dim, width=width)
         self.encoder = nn.GRU(data_dim, width, batch_first=True)
         self.context = nn.Linear(width, context_dim)
         self.qz0 = nn.Linear(context_dim, 2 * latent_dim)

@@ -13,7 +13,7 @@ from torch import nn
 import nde
 from nde.interpolation import ControlPath
 from nde.interpolation.missing import check_lengths
-from nde.models.neural_ode import as_time_tensor, check_solver_options
+from nde.models.neural_ode import as_time_tensor, check_sizes, check_solver_options
 
 
 class CDEVectorField(nn.Module):
@@ -236,6 +236,9 @@ class MLPCDEField(nn.Module):
 
     def __init__(self, channels: int, hidden: int, width: int = 64, depth: int = 2):
         super().__init__()
+        check_sizes(channels=channels, hidden=hidden, width=width)
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 0:
+            raise ValueError(f"depth must be a non-negative int, got {depth!r}")
         layers: list[nn.Module] = []
         size = hidden
         for _ in range(depth):

@@ -45,6 +45,13 @@ def check_count(n, name: str) -> None:
     positive_int(n, name)
 
 
+def check_sizes(**sizes) -> None:
+    """A ``ValueError`` naming the first keyword that is not a positive integer: a model's layer sizes, named
+    as in its constructor."""
+    for name, n in sizes.items():
+        positive_int(n, name)
+
+
 def check_solver_options(options: dict) -> None:
     """Raise a ``TypeError`` at construction for a keyword :func:`nde.solve_ode` does not take
     (e.g. ``methd=``), rather than at the first call."""

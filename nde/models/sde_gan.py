@@ -15,7 +15,7 @@ from torch import nn
 from nde.interpolation import linear_interpolation
 from nde.models.neural_cde import cdeint
 from nde._checks import flag
-from nde.models.neural_ode import as_time_tensor, check_count, check_solver_options
+from nde.models.neural_ode import as_time_tensor, check_count, check_sizes, check_solver_options
 
 
 class LipSwish(nn.Module):
@@ -67,6 +67,8 @@ class SDEGenerator(nn.Module):
                  adjoint: bool = True):
         super().__init__()
         flag(adjoint, "adjoint")
+        check_sizes(data_dim=data_dim, initial_noise_dim=initial_noise_dim, noise_dim=noise_dim, hidden=hidden,
+                    width=width, depth=depth)
         self.initial = lipswish_mlp(initial_noise_dim, width, hidden, depth)
         self.drift = lipswish_mlp(1 + hidden, width, hidden, depth, final_tanh=True)
         self.diffusion = lipswish_mlp(1 + hidden, width, hidden * noise_dim, depth, final_tanh=True)
@@ -122,6 +124,7 @@ class CDEDiscriminator(nn.Module):
     def __init__(self, data_dim: int, hidden: int = 16, width: int = 32, depth: int = 1, *,
                  method: str = "midpoint", **solver_options):
         super().__init__()
+        check_sizes(data_dim=data_dim, hidden=hidden, width=width, depth=depth)
         check_solver_options(solver_options)
         self.initial = lipswish_mlp(1 + data_dim, width, hidden, depth)
         self.field = _DiscriminatorField(data_dim, hidden, width, depth)
