@@ -17,7 +17,8 @@ from torch import nn
 import nde
 from nde.interpolation.missing import check_finite_or_nan
 from nde._checks import number
-from nde.models.neural_ode import NeuralODE, as_time_tensor, check_count, check_sizes, check_solver_options
+from nde.models.neural_ode import (NeuralODE, as_time_tensor, check_count, check_series, check_sizes,
+                                   check_solver_options)
 
 
 def _mlp(inp: int, width: int, out: int) -> nn.Sequential:
@@ -53,11 +54,16 @@ class ODERNNEncoder(nn.Module):
         self.field = _Field(_mlp(hidden, width, hidden))
         self.cell = nn.GRUCell(2 * input_channels, hidden)
         self.out = nn.Linear(hidden, out)
-        self.hidden = hidden
+        self.hidden, self.input_channels = hidden, input_channels
         self.solver_options = solver_options
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t) -> torch.Tensor:
         """``x``: ``(batch, length, channels)`` (NaN = missing), ``t``: ``(length,)`` -> ``(batch, out)``."""
+        check_series(x, "x", self.input_channels)
+        check_finite_or_nan(x)
+        t = as_time_tensor(t, x, increasing=True)
+        if t.shape[0] != x.shape[1]:
+            raise ValueError(f"t must have length {x.shape[1]} to match x, got {t.shape[0]}")
         observed = ~torch.isnan(x)
         inputs = torch.cat([torch.where(observed, x, torch.zeros_like(x)), observed.to(x.dtype)], dim=-1)
         any_observed = observed.any(-1, keepdim=True)
@@ -95,12 +101,6 @@ class LatentODE(nn.Module):
 
     def posterior(self, x: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and standard deviation of ``q(z0 | x)``, each ``(batch, latent_dim)``."""
-        if not isinstance(x, torch.Tensor) or x.ndim != 3:
-            raise ValueError(f"x must have shape (batch, length, channels), got {getattr(x, 'shape', type(x))}")
-        check_finite_or_nan(x)
-        t = as_time_tensor(t, x, increasing=True)
-        if t.shape[0] != x.shape[1]:
-            raise ValueError(f"t must have length {x.shape[1]} to match x, got {t.shape[0]}")
         mean, raw = self.encoder(x, t).chunk(2, dim=-1)
         return mean, nn.functional.softplus(raw) + 1e-4
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from nde._checks import flag, number
-from nde.models.neural_ode import as_time_tensor, check_count, check_sizes
+from nde.models.neural_ode import as_time_tensor, check_count, check_series, check_sizes
 
 
 class DiagonalDiffusion(nn.Module):
@@ -142,8 +142,7 @@ class LatentSDE(nn.Module):
         return sdeint_adjoint(self, z0, ts, dt=self.dt, method=self.method, adjoint_params=tuple(params), **kwargs)
 
     def _check(self, xs: torch.Tensor, ts) -> torch.Tensor:
-        if not isinstance(xs, torch.Tensor) or xs.ndim != 3:
-            raise ValueError(f"xs must have shape (batch, T, data_dim), got {getattr(xs, 'shape', type(xs))}")
+        check_series(xs, "xs", self.encoder.input_size)
         if not bool(xs.isfinite().all()):
             raise ValueError("xs must be finite: LatentSDE has no missing-value support (NaN) and inf is not data")
         ts = as_time_tensor(ts, xs, "ts", increasing=True)

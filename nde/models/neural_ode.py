@@ -52,6 +52,17 @@ def check_sizes(**sizes) -> None:
         positive_int(n, name)
 
 
+def check_series(x, name: str, channels: int) -> None:
+    """A time series ``(batch, T, channels)``: a floating-point tensor with at least one sample and the model's
+    ``channels``; else a ``TypeError`` (not a floating-point tensor) or ``ValueError`` naming ``name``."""
+    expected = f"(batch, T, channels={channels})"
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+        raise TypeError(f"{name} must be a floating-point tensor of shape {expected}, got {got}")
+    if x.ndim != 3 or x.shape[0] == 0 or x.shape[-1] != channels:
+        raise ValueError(f"{name} must have shape {expected} with batch >= 1, got {tuple(x.shape)}")
+
+
 def check_solver_options(options: dict) -> None:
     """Raise a ``TypeError`` at construction for a keyword :func:`nde.solve_ode` does not take
     (e.g. ``methd=``), rather than at the first call."""

@@ -13,9 +13,10 @@ import torch
 from torch import nn
 
 from nde.interpolation import linear_interpolation
+from nde.interpolation.missing import check_finite_or_nan
 from nde.models.neural_cde import cdeint
 from nde._checks import flag
-from nde.models.neural_ode import as_time_tensor, check_count, check_sizes, check_solver_options
+from nde.models.neural_ode import as_time_tensor, check_count, check_series, check_sizes, check_solver_options
 
 
 class LipSwish(nn.Module):
@@ -129,11 +130,12 @@ class CDEDiscriminator(nn.Module):
         self.initial = lipswish_mlp(1 + data_dim, width, hidden, depth)
         self.field = _DiscriminatorField(data_dim, hidden, width, depth)
         self.readout = nn.Linear(hidden, 1)
+        self.data_dim = data_dim
         self.solver_options = {"method": method, **solver_options}
 
     def forward(self, ys: torch.Tensor, ts) -> torch.Tensor:
-        if not isinstance(ys, torch.Tensor) or ys.ndim != 3:
-            raise ValueError(f"ys must have shape (batch, T, data_dim), got {getattr(ys, 'shape', type(ys))}")
+        check_series(ys, "ys", self.data_dim)
+        check_finite_or_nan(ys, "ys")
         ts = as_time_tensor(ts, ys, "ts", increasing=True)
         if ts.shape[0] != ys.shape[1]:
             raise ValueError(f"ts must have length {ys.shape[1]} to match ys, got {ts.shape[0]}")
