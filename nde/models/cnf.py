@@ -13,6 +13,7 @@ unbiased estimate ``E[eps^T (df/dz) eps]`` (FFJORD eq. 7) with one ``eps`` per s
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import nn
@@ -74,6 +75,21 @@ def _check_trace(trace: str) -> str:
     return trace
 
 
+def _check_times(t0, t1) -> tuple[float, float]:
+    """``(t0, t1)`` (numbers or one-element tensors) as floats, checked to be finite and distinct (else a
+    ``ValueError`` naming them)."""
+    times = []
+    for value, name in ((t0, "t0"), (t1, "t1")):
+        if torch.is_tensor(value) and value.numel() == 1:
+            value = value.item()
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+        times.append(float(value))
+    if times[0] == times[1]:
+        raise ValueError(f"t0 and t1 must differ (the flow runs from t0 to t1), got t0 = t1 = {times[0]:g}")
+    return times[0], times[1]
+
+
 class CNF(nn.Module):
     """FFJORD-style continuous normalising flow on ``R^dim``.
 
@@ -98,7 +114,7 @@ class CNF(nn.Module):
         check_solver_options(solver_options)
         self.vector_field = vector_field
         self.dim, self.trace, self.noise = dim, trace, noise
-        self.t0, self.t1 = float(t0), float(t1)
+        self.t0, self.t1 = _check_times(t0, t1)
         self.solver_options = solver_options
 
     def _probe(self, like: torch.Tensor) -> torch.Tensor:

@@ -123,3 +123,15 @@ def test_hutchinson_with_per_sample_steps_keeps_each_rows_probe():
     offset = (per_sample - _closed_form_log_prob(A, x)).abs()
     torch.testing.assert_close(offset, (A[0, 1] + A[1, 0]).abs().expand(6), rtol=1e-7, atol=1e-7)
     torch.testing.assert_close(per_sample, shared, rtol=1e-7, atol=1e-7)
+
+
+def test_base_and_data_times_must_be_finite_and_distinct():
+    """t0 = t1 failed at the first log_prob naming `t` (no such argument), NaN or inf times likewise."""
+    field = LinearField(torch.eye(2))
+    with pytest.raises(ValueError, match="t0 and t1 must differ"):
+        CNF(field, 2, t0=1.0, t1=1.0)
+    for name, value in (("t0", float("nan")), ("t1", float("inf")), ("t0", "0"), ("t1", True)):
+        with pytest.raises(ValueError, match=f"{name} must be a finite number"):
+            CNF(field, 2, **{name: value})
+    flow = CNF(field, 2, t0=torch.tensor(0.5), t1=2)
+    assert (flow.t0, flow.t1) == (0.5, 2.0)
