@@ -155,7 +155,7 @@ class CNF(nn.Module):
     def sample(self, n: int, device=None, dtype=None, **solver_kwargs) -> torch.Tensor:
         """``n`` samples ``(n, dim)`` of the learned density."""
         check_count(n, "n")
-        param = next(self.vector_field.parameters(), None)
+        param = next(self.parameters(), None)
         device = device if device is not None else (param.device if param is not None else None)
         dtype = dtype if dtype is not None else (param.dtype if param is not None else torch.get_default_dtype())
         return self.transform(torch.randn(n, self.dim, device=device, dtype=dtype), **solver_kwargs)

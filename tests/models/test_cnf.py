@@ -135,3 +135,13 @@ def test_base_and_data_times_must_be_finite_and_distinct():
             CNF(field, 2, **{name: value})
     flow = CNF(field, 2, t0=torch.tensor(0.5), t1=2)
     assert (flow.t0, flow.t1) == (0.5, 2.0)
+
+
+def test_sample_with_a_plain_function_as_field():
+    """log_prob takes any callable f(t, z); sample looked for the field's parameters and failed on a function.
+    dz/dt = -z pushes N(0, I) at t0 = 0 to x = z e^{-1} at t1 = 1."""
+    flow = CNF(lambda t, z: -z, 2, rtol=1e-10, atol=1e-10)
+    torch.manual_seed(0)
+    samples = flow.sample(5, dtype=torch.float64)
+    torch.manual_seed(0)
+    torch.testing.assert_close(samples, torch.randn(5, 2, dtype=torch.float64) * math.exp(-1), rtol=1e-8, atol=1e-8)
