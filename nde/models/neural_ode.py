@@ -131,6 +131,9 @@ class NeuralODE(nn.Module):
             raise TypeError(f"y0 must be a floating-point tensor of shape (batch, *state), got {type(y0)}")
         if self.augment_dim == 0:
             return y0
+        if y0.ndim == 0:
+            raise ValueError(f"y0 must have a last dimension for augment_dim={self.augment_dim} zero channels, "
+                             "got a 0-d tensor")
         return torch.cat([y0, y0.new_zeros(*y0.shape[:-1], self.augment_dim)], dim=-1)
 
     def solve(self, y0: torch.Tensor, t=None, **solver_kwargs):

@@ -159,3 +159,11 @@ def test_flags_and_constructor_arguments_are_type_checked():
     with pytest.raises(TypeError, match="methd"):
         NeuralODE(TimeScaled(), methd="rk4")
     assert NeuralODE(TimeScaled(), t=torch.tensor([0.0, 2.0])).default_t == (0.0, 2.0)
+
+
+def test_augmenting_a_scalar_state_raises_naming_y0():
+    """A 0-d y0 has no last dimension to append channels to (it failed inside torch.cat); unaugmented it solves."""
+    with pytest.raises(ValueError, match="y0 must have a last dimension for augment_dim=2"):
+        NeuralODE(TimeScaled(), augment_dim=2)(torch.tensor(1.0))
+    out = NeuralODE(TimeScaled(), **TIGHT)(torch.tensor(1.0, dtype=torch.float64))
+    assert out.item() == pytest.approx(torch.e ** 0.5, rel=1e-8)
