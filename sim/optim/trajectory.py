@@ -42,7 +42,8 @@ def optimize_actions(env: Env, iterations: int = 200, lr: float = 0.05, window: 
     """Minimise ``env``'s task loss over an open-loop action sequence with Adam.
 
     Each iteration simulates only the current loss window (FluidLab's solver does the same),
-    masks the gradient of frozen steps, takes an Adam step (FluidLab uses beta2 = 0.99) and
+    masks the gradient of frozen steps, takes an Adam step (FluidLab uses beta2 = 0.99), keeps
+    the frozen steps at their values (Adam's momentum would otherwise keep moving them) and
     clamps the actions to the action box. The full-horizon loss of each iterate is evaluated
     without gradient for the loss curve and the best-iterate choice (not counted in the budget).
 
@@ -80,10 +81,13 @@ def optimize_actions(env: Env, iterations: int = 200, lr: float = 0.05, window: 
         loss = env.rollout_loss(actions[None], mask)[0]
         loss.backward()
         result.sim_steps += 2 * steps
+        frozen = 0 if window is None else window.frozen_until
         if window is not None:
             actions.grad.mul_(window.trainable(env.dtype, env.device))
+        kept = actions.detach()[:frozen].clone()
         opt.step()
         with torch.no_grad():
+            actions[:frozen] = kept  # a zero gradient alone would let Adam's momentum move them
             actions.clamp_(-bound, bound)
         if window is not None:
             window.update(float(loss.detach()))

@@ -62,6 +62,26 @@ def test_adam_with_window_counts_budget_and_stops():
     assert result.ratio < 0.05
 
 
+def test_frozen_actions_stay_fixed_under_adam_momentum():
+    """Masking the gradient of frozen steps is not enough: Adam's momentum kept moving them
+    (by about 0.03 per iteration at lr 0.05) after they were frozen."""
+    env = PointMass(PointConfig())
+    window = ExpandingWindow(env.horizon, start=2, increment=2, patience=2, freeze_lag=0)
+    seen = []  # (frozen_until, actions) at every full-horizon evaluation
+    rollout_loss = env.rollout_loss
+
+    def recording(actions, mask=None):
+        if mask is None:
+            seen.append((window.frozen_until, actions[0].detach().clone()))
+        return rollout_loss(actions, mask)
+
+    env.rollout_loss = recording
+    optimize_actions(env, iterations=40, lr=0.05, window=window)
+    assert window.frozen_until >= 2
+    for (frozen, before), (_, after) in zip(seen, seen[1:]):
+        assert torch.equal(after[:frozen], before[:frozen])
+
+
 def test_cem_improves_within_budget_and_is_seeded():
     env = PointMass(PointConfig())
     a = cem(env, step_budget=16 * 8 * 30, population=16, seed=1)
