@@ -376,6 +376,7 @@ class _SmokeRollout(torch.autograd.Function):
             v_final_t = wp.to_torch(v_final).clone()
         if record:
             ctx.warp = (tape, wv0, wq0, wact, frames, v_final, kept)
+            ctx.save_for_backward(v0, q0, actions)  # the Warp arrays alias them: see backward
         return frames_t, v_final_t
 
     @staticmethod
@@ -385,6 +386,7 @@ class _SmokeRollout(torch.autograd.Function):
         if ctx.warp is None:
             raise RuntimeError("cannot backward twice through SmokeGrid.simulate: its Warp tape is freed "
                                "after the first backward (run the rollout again)")
+        ctx.saved_tensors  # raises if an input was modified in place (the tape reads their memory)
         tape, wv0, wq0, wact, frames, v_final, _ = ctx.warp
         device = g_frames.device if g_frames is not None else g_v.device
         with _torch_stream(device):

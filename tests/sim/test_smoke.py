@@ -153,6 +153,20 @@ def test_second_backward_and_double_backward_raise_clear_errors():
         torch.autograd.grad(frames.sum(), a, create_graph=True)
 
 
+@pytest.mark.parametrize("which", [0, 1, 2], ids=["v0", "q0", "actions"])
+def test_input_modified_in_place_before_backward_raises(which):
+    """The Warp tape reads the inputs' memory in backward: scaling q0 in place after simulate
+    silently changed d/dv0 (by up to 2.5 where its largest entry is 2.8); torch raises for its own
+    saved tensors, and so must simulate."""
+    inputs = _inputs()
+    inputs[0].requires_grad_()
+    frames, _ = _grid().simulate(*inputs)
+    with torch.no_grad():
+        inputs[which].mul_(2.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        frames.pow(2).sum().backward()
+
+
 def test_config_types_are_checked_and_numpy_ints_accepted():
     """np.int64 resolution was rejected, jacobi_iters=True accepted, dt='1' and jet_position=0.5 failed
     inside math / len()."""
