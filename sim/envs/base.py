@@ -269,8 +269,9 @@ class Env(abc.ABC):
             raise TypeError(f"actions must be a torch.Tensor, got {type(actions).__name__}")
         if actions.dim() == 2:
             actions = actions[None]
-        if actions.dim() != 3 or actions.shape[2] != self.action_dim or not 1 <= actions.shape[1] <= self.horizon:
-            raise ValueError(f"actions must have shape (B, T<={self.horizon}, {self.action_dim}), "
+        if actions.dim() != 3 or actions.shape[2] != self.action_dim or not 1 <= actions.shape[1] <= self.horizon \
+                or actions.shape[0] < 1:
+            raise ValueError(f"actions must have shape (B>=1, T<={self.horizon}, {self.action_dim}), "
                              f"got {tuple(actions.shape)}")
         return actions.to(device=self.device, dtype=self.dtype)
 

@@ -188,6 +188,16 @@ def test_batched_rollout_gradient_equals_per_world_gradients(name):
                                rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.parametrize("name", ["transport", "gathering"])
+def test_empty_batch_of_action_sequences_is_rejected(name):
+    """An empty batch failed inside torch.stack on the MPM tasks ("stack expects a non-empty
+    TensorList") and gave an empty loss on the smoke tasks."""
+    env = TASKS[name]()
+    for call in (env.rollout_loss, env.step_losses):
+        with pytest.raises(ValueError, match=r"actions must have shape \(B>=1, .*got \(0, 5, 2\)"):
+            call(torch.zeros(0, env.horizon, env.action_dim))
+
+
 def test_mpm_positions_entering_the_simulator_are_checked():
     with pytest.raises(ValueError, match="init_jitter"):
         GatheringConfig(**MPM_TINY, init_jitter=-1.0)
