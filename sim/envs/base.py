@@ -15,13 +15,14 @@ Action convention (all tasks): an action is a vector of ``action_dim`` floats, v
 import abc
 import dataclasses
 import math
+import typing
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from sim._checks import is_int, plain_ints
+from sim._checks import is_int, is_real, plain_ints
 
 __all__ = ["Env", "EnvConfig"]
 
@@ -30,6 +31,30 @@ def _all_finite(value) -> bool:
     """False if ``value`` is, or is a tuple holding, a NaN or infinite float."""
     values = value if isinstance(value, tuple) else (value,)
     return not any(isinstance(v, float) and not math.isfinite(v) for v in values)
+
+
+def _check_field_type(name: str, kind, value) -> None:
+    """``ValueError`` naming the config field ``name`` unless ``value`` fits its annotation ``kind``:
+    ``float`` a finite number, ``tuple[float, ...]`` that many finite numbers (a tuple, list or
+    array), ``bool`` a bool, ``X | None`` also None. Int fields have their own checks."""
+    args = typing.get_args(kind)
+    if type(None) in args:
+        if value is None:
+            return
+        kind = next(a for a in args if a is not type(None))
+    if kind is float:
+        ok, expected = is_real(value) and math.isfinite(value), "a finite number"
+    elif typing.get_origin(kind) is tuple:
+        n = len(typing.get_args(kind))
+        values = list(value) if isinstance(value, (tuple, list, np.ndarray)) else []
+        ok = len(values) == n and all(is_real(v) and math.isfinite(v) for v in values)
+        expected = f"{n} finite numbers"
+    elif kind is bool:
+        ok, expected = isinstance(value, (bool, np.bool_)), "a bool"
+    else:
+        return
+    if not ok:
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
 
 
 def check_positive(config, *names: str) -> None:
@@ -49,7 +74,8 @@ def check_box(name: str, lo: tuple, hi: tuple) -> None:
 @dataclass(frozen=True)
 class EnvConfig:
     """Settings every task has. Every float field (and float in a tuple field) of a task config
-    must be finite.
+    must be a finite number (not a bool, a string or None), tuple fields hold exactly their
+    annotated number of entries; otherwise ``ValueError`` naming the field.
 
     Integer fields take Python or numpy ints (stored as Python ints), not bools.
 
@@ -64,6 +90,8 @@ class EnvConfig:
     seed: int = 0
 
     def __post_init__(self):
+        for field in dataclasses.fields(self):
+            _check_field_type(field.name, field.type, getattr(self, field.name))
         if not is_int(self.horizon) or self.horizon < 1:
             raise ValueError(f"horizon must be an int >= 1, got {self.horizon!r}")
         if not self.action_bound > 0:

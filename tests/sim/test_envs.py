@@ -250,6 +250,26 @@ def test_task_configs_name_the_bad_field(build, field):
         build()
 
 
+BAD_FIELD_TYPES = [  # each failed deep inside (TypeError/IndexError/RuntimeError not naming it) or was accepted
+    (SmokeCirculationConfig, TINY, "action_bound", "2"),
+    (SmokeCirculationConfig, TINY, "level", True),
+    (SmokeCirculationConfig, TINY, "fill_zone", (0.5, 0.6)),
+    (SmokeMixingConfig, TINY, "init_noise", None),
+    (SmokeArtConfig, TINY, "push", None),
+    (GatheringConfig, MPM_TINY, "goal_x", "0.6"),
+    (GatheringConfig, MPM_TINY, "paddle_start", 0.3),
+    (LatteArtConfig, MPM_TINY, "inject_speed", (1.0,)),
+    (PouringConfig, MPM_TINY, "tilt", "0"),
+    (PouringConfig, MPM_TINY, "translation", "yes"),
+]
+
+
+@pytest.mark.parametrize("cls, base, field, value", BAD_FIELD_TYPES, ids=[f"{c.__name__}.{f}" for c, _, f, _ in BAD_FIELD_TYPES])
+def test_config_fields_of_the_wrong_type_name_the_field(cls, base, field, value):
+    with pytest.raises(ValueError, match=f"{field} must be"):
+        cls(**base, **{field: value})
+
+
 def test_wrong_config_class_or_device_is_rejected():
     with pytest.raises(TypeError, match="config must be a GatheringConfig"):
         Gathering(SmokeTransportConfig())
