@@ -154,6 +154,14 @@ def check_tool_rotations(rot: np.ndarray, name: str = "tool rot") -> None:
                          "(e.g. sim.bridge.rotation_2d) instead of blending matrices")
 
 
+def _list_of(items) -> list | None:
+    """``items`` as a list, or None if it is not iterable (e.g. a single ``Material``)."""
+    try:
+        return list(items)
+    except TypeError:
+        return None
+
+
 @dataclass
 class ParticleSet:
     """Initial particles (numpy arrays, N particles, d = dim).
@@ -256,13 +264,15 @@ class MPMSimulator:
     def __init__(self, config: MPMConfig, particles: ParticleSet, materials, tools=()):
         if not isinstance(config, MPMConfig):
             raise TypeError(f"config must be an MPMConfig, got {type(config).__name__}")
+        if not isinstance(particles, ParticleSet):
+            raise TypeError(f"particles must be a ParticleSet, got {type(particles).__name__}")
         self.config = config
-        self.materials = list(materials)
-        self.tools = list(tools)
+        self.materials = _list_of(materials)
+        self.tools = _list_of(tools)
         if not self.materials or not all(isinstance(m, Material) for m in self.materials):
-            raise TypeError("materials must be a non-empty sequence of Material")
-        if not all(isinstance(t, Tool) for t in self.tools):
-            raise TypeError("tools must be a sequence of Tool")
+            raise TypeError(f"materials must be a non-empty sequence of Material, got {materials!r}")
+        if self.tools is None or not all(isinstance(t, Tool) for t in self.tools):
+            raise TypeError(f"tools must be a sequence of Tool, got {tools!r}")
         if len(self.tools) > MAX_TOOLS:
             raise ValueError(f"at most {MAX_TOOLS} tools are supported, got {len(self.tools)}")
         for i, tool in enumerate(self.tools):

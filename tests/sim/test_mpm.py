@@ -453,6 +453,18 @@ def test_materials_tools_and_particles_are_validated():
                  birth=np.array([100]), spawn_tool=np.array([0]))
 
 
+def test_simulator_arguments_of_the_wrong_type_name_the_argument():
+    """A bare Material or Tool failed with "'Material' object is not iterable", an array of positions
+    for particles with "'numpy.ndarray' object has no attribute 'filled'"."""
+    cfg = MPMConfig(n_grid=16, max_steps=1, substeps_per_step=1)
+    x = np.array([[0.5, 0.5]])
+    particles = ParticleSet(x=x, material=np.zeros(1, int))
+    for args, name in (((x, [WATER]), "particles"), ((particles, WATER), "materials"),
+                       ((particles, [WATER], Tool(ToolShape.SPHERE, (0.05,))), "tools")):
+        with pytest.raises(TypeError, match=f"{name} must be a"):
+            MPMSimulator(cfg, *args)
+
+
 def test_numpy_ints_are_ints_and_bools_are_not():
     """np.int64 config fields were rejected ("must be an int"); a bool n_steps ran one step."""
     cfg = MPMConfig(dim=np.int64(2), n_grid=np.int64(16), substeps_per_step=np.int64(2), max_steps=np.int64(3),
