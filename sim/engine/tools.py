@@ -36,7 +36,7 @@ class Tool:
             raise ValueError(f"size must be a tuple of finite non-negative numbers, got {self.size!r}")
         for name in ("softness", "friction"):
             value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
+            if not (is_real(value) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
     def size_length(self, dim: int) -> int:

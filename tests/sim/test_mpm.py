@@ -443,8 +443,9 @@ def test_materials_tools_and_particles_are_validated():
     with pytest.raises(ValueError, match="size"):
         Tool(ToolShape.SPHERE, 0.05)
     for field in ("softness", "friction"):
-        with pytest.raises(ValueError, match=field):
-            Tool(ToolShape.SPHERE, (0.05,), **{field: float("nan")})
+        for value in (float("nan"), "1", None):  # a string or None failed inside math.isfinite
+            with pytest.raises(ValueError, match=field):
+                Tool(ToolShape.SPHERE, (0.05,), **{field: value})
     for tool in (Tool(ToolShape.BOX, (0.2,)), Tool(ToolShape.SPHERE, (0.05, 0.1))):
         with pytest.raises(ValueError, match=r"tools\[0\].size"):
             make_sim([WATER], tools=[tool])
