@@ -26,6 +26,8 @@ def cem(env: Env, step_budget: int, population: int = 16, elite_frac: float = 0.
     iteration, ``initial_loss`` the loss of ``env.initial_actions()``. ``step_budget`` must be
     an int that pays for at least one iteration (``population * horizon``).
     """
+    if not isinstance(env, Env):
+        raise TypeError(f"env must be an Env, got {type(env).__name__}")
     horizon = env.horizon
     _check_arguments(horizon, step_budget, population, elite_frac, init_std, min_std, smoothing, seed)
     population = int(population)

@@ -57,6 +57,8 @@ def optimize_actions(env: Env, iterations: int = 200, lr: float = 0.05, window: 
             at least the first iteration (``2 * window.start``, or ``2 * T`` without a window).
         progress: optional callable ``progress(iteration, loss, window_end)``.
     """
+    if not isinstance(env, Env):
+        raise TypeError(f"env must be an Env, got {type(env).__name__}")
     horizon, bound = env.horizon, env.config.action_bound
     _check_arguments(horizon, iterations, lr, window, init, step_budget)
     actions = (env.initial_actions() if init is None else init.detach().clone()).to(env.device, env.dtype)
@@ -100,7 +102,8 @@ def _check_arguments(horizon: int, iterations, lr, window, init, step_budget) ->
     """Raise naming the first argument of :func:`optimize_actions` that is invalid."""
     if not is_int(iterations) or iterations < 1:
         raise ValueError(f"iterations must be an int >= 1, got {iterations!r}")
-    if not (is_real(lr) or isinstance(lr, torch.Tensor)) or not (math.isfinite(float(lr)) and float(lr) > 0):
+    if not (is_real(lr) or isinstance(lr, torch.Tensor) and lr.numel() == 1) \
+            or not (math.isfinite(float(lr)) and float(lr) > 0):
         raise ValueError(f"lr must be a finite positive number, got {lr!r}")
     if window is not None and (not isinstance(window, ExpandingWindow) or window.horizon != horizon):
         raise ValueError(f"window must be an ExpandingWindow over the env's horizon {horizon}, got {window!r}")

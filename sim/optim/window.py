@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from sim._checks import is_int, plain_ints
+from sim._checks import is_int, is_real, plain_ints
 
 __all__ = ["ExpandingWindow"]
 
@@ -48,7 +48,7 @@ class ExpandingWindow:
             raise ValueError(f"increment must be an int >= 1 or None, got {self.increment!r}")
         if not is_int(self.patience) or self.patience < 1:
             raise ValueError(f"patience must be an int >= 1, got {self.patience!r}")
-        if not 0 <= self.threshold < 1:
+        if not (is_real(self.threshold) and 0 <= self.threshold < 1):
             raise ValueError(f"threshold must be in [0, 1), got {self.threshold!r}")
         if self.freeze_lag is not None and (not is_int(self.freeze_lag) or self.freeze_lag < 0):
             raise ValueError(f"freeze_lag must be an int >= 0 or None, got {self.freeze_lag!r}")

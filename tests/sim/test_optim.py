@@ -125,6 +125,19 @@ def test_budgets_and_windows_are_validated():
         ExpandingWindow(3.5)
 
 
+def test_arguments_of_the_wrong_type_name_the_argument():
+    """A non-Env env failed with AttributeError ('horizon'), a two-element lr inside float(), a string
+    threshold inside a comparison."""
+    env = PointMass(PointConfig())
+    for call in (lambda: optimize_actions("env", iterations=1), lambda: cem(None, step_budget=100)):
+        with pytest.raises(TypeError, match="env must be an Env"):
+            call()
+    with pytest.raises(ValueError, match="lr must be"):
+        optimize_actions(env, iterations=1, lr=torch.tensor([0.1, 0.1]))
+    with pytest.raises(ValueError, match="threshold"):
+        ExpandingWindow(10, threshold="0.01")
+
+
 def test_numpy_ints_are_accepted_and_bools_rejected():
     """np.int64 iterations / budgets / populations / window sizes and cem seeds were rejected (the seed
     inside torch); bools counted as ints (iterations=True ran one iteration)."""
