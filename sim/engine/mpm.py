@@ -492,8 +492,8 @@ class MPMSimulator:
             step.add(k.body_reduce, n, [b.x_adv[l], self.p_body, self.p_mass, self.rest,
                                         b.body_sum[l], b.body_A[l]])
             step.add(k.body_project, n, [b.x[l], b.x_adv[l], b.v_adv[l], self.p_body, self.rest,
-                                         self.body_mass, b.body_sum[l], b.body_A[l], dt,
-                                         b.x[l + 1], b.v[l + 1]])
+                                         self.body_mass, b.body_sum[l], b.body_A[l], dt, T(c.dx),
+                                         T(1.0 - 2.0 * c.dx), b.x[l + 1], b.v[l + 1], self._status])
         return step
 
     def _plan(self, n_steps: int) -> SegmentPlan:

@@ -527,9 +527,11 @@ def _build(dim: int, dtype: str) -> MPMKernels:
     @kernel
     def _body_project(x_prev: wp.array(dtype=vec), x_adv: wp.array(dtype=vec), v_adv: wp.array(dtype=vec),
                       p_body: wp.array(dtype=int), rest: wp.array(dtype=vec), body_mass: wp.array(dtype=T),
-                      body_sum: wp.array(dtype=vec), body_A: wp.array(dtype=mat), dt: T,
-                      x_out: wp.array(dtype=vec), v_out: wp.array(dtype=vec)):
-        """Rigid particles go to c + R r0 (R = polar(sum m x r0^T)), v = (x_new - x_prev)/dt."""
+                      body_sum: wp.array(dtype=vec), body_A: wp.array(dtype=mat), dt: T, x_lo: T, x_hi: T,
+                      x_out: wp.array(dtype=vec), v_out: wp.array(dtype=vec), status: wp.array(dtype=int)):
+        """Rigid particles go to c + R r0 (R = polar(sum m x r0^T)), clamped to [x_lo, x_hi] like
+        g2p's positions (the fit can rotate a body that g2p clamped at a wall past that wall, and a
+        particle below dx/2 would scatter outside the grid), v = (x_new - x_prev)/dt."""
         p = wp.tid()
         b = p_body[p]
         if b < 0:
@@ -539,8 +541,11 @@ def _build(dim: int, dtype: str) -> MPMKernels:
         c = body_sum[b] / body_mass[b]
         R = polar_rotation(body_A[b])
         xn = c + R @ rest[p]
-        x_out[p] = xn
-        v_out[p] = (xn - x_prev[p]) / dt
+        xc = wp.min(wp.max(xn, vec(x_lo)), vec(x_hi))
+        if wp.length_sq(xc - xn) > T(0.0):
+            wp.atomic_add(status, 0, 1)
+        x_out[p] = xc
+        v_out[p] = (xc - x_prev[p]) / dt
 
     @kernel
     def _add_vec(src: wp.array(dtype=vec), dst: wp.array(dtype=vec)):

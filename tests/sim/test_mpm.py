@@ -275,6 +275,25 @@ def test_escaping_particles_are_clamped_or_raise():
         strict.forward(2)
 
 
+def test_escaping_rigid_particles_are_clamped():
+    """A spinning rigid box thrown at the left wall: g2p clamped its particles, then shape matching
+    rotated the body back past the wall, to x = 0.029 < dx/2 (its p2g stencil then reached grid
+    node -1, outside the arrays)."""
+    n_grid = 16
+    x = block((0.12, 0.3), (0.3, 0.4), 1 / 32)
+    spin = np.c_[-(x[:, 1] - x[:, 1].mean()), x[:, 0] - x[:, 0].mean()]
+    v = np.tile([[-60.0, 0.0]], (len(x), 1)) + 120.0 * spin
+    particles = ParticleSet(x=x, material=np.zeros(len(x), int), body=np.zeros(len(x), int), v=v)
+    cfg = dict(n_grid=n_grid, dt=1e-3, substeps_per_step=1, max_steps=30, dtype="float64", gravity=(0.0, 0.0))
+    sim = MPMSimulator(MPMConfig(**cfg), particles, [RIGID])
+    sim.forward(30)
+    assert sim.n_clamped > 0
+    xs = sim.obs_x.numpy()
+    assert xs.min() >= 1 / n_grid and xs.max() <= 1 - 2 / n_grid
+    with pytest.raises(SimulationError, match="left the domain"):
+        MPMSimulator(MPMConfig(**cfg, on_escape="raise"), particles, [RIGID]).forward(30)
+
+
 def test_bad_inputs_raise_clear_errors():
     sim = make_sim([WATER], tools=[Tool(ToolShape.SPHERE, (0.05,))])
     pos = linear_path(sim, [[0.2, 0.5]], [[0.3, 0.5]])
