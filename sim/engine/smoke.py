@@ -269,7 +269,7 @@ class SmokeGrid:
             final velocity ``(B, N, N, 2)``; both differentiable w.r.t. all three inputs.
         """
         self._check_inputs(v0, q0, actions)
-        return _SmokeRollout.apply(v0, q0, actions, self)
+        return _simulate(v0, q0, actions, self)
 
     def _check_inputs(self, v0, q0, actions):
         n = self.resolution
@@ -355,6 +355,14 @@ class SmokeGrid:
 
     def _store_frame(self, q, t: int, steps: int, frames) -> None:
         wp.launch(self.kernels.store_frame, dim=q.shape, inputs=[q, t], outputs=[frames])
+
+
+def _simulate(v0, q0, actions, grid):
+    """Run :class:`_SmokeRollout`; with grad mode off, on detached inputs (``needs_input_grad``
+    ignores grad mode, so an input requiring grad would record a tape no backward can use)."""
+    if not torch.is_grad_enabled():
+        v0, q0, actions = v0.detach(), q0.detach(), actions.detach()
+    return _SmokeRollout.apply(v0, q0, actions, grid)
 
 
 class _SmokeRollout(torch.autograd.Function):

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 import warp as wp
 
-from .smoke import SmokeGrid, _SmokeRollout, _Step, check_grid_config
+from .smoke import SmokeGrid, _simulate, _Step, check_grid_config
 
 wp.init()
 
@@ -223,7 +223,7 @@ class SmokeGrid3D(SmokeGrid):
             velocity ``(B, N, N, N, 3)``, differentiable w.r.t. all three inputs.
         """
         self._check_inputs(v0, q0, actions)
-        return _SmokeRollout.apply(v0, q0, actions, self)
+        return _simulate(v0, q0, actions, self)
 
     def _check_inputs(self, v0, q0, actions):
         n = self.resolution
