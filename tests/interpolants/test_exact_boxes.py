@@ -1,5 +1,7 @@
 """Exact fields of N(0, I) -> checkerboard (one-sided linear): checked by the defining conditional
 expectations, by Eq. 4.19, and as minimisers of the denoiser loss."""
+import math
+
 import pytest
 import torch
 
@@ -42,3 +44,44 @@ def test_box_arguments_are_checked():
         BoxUniformFields(torch.zeros(2, 2), torch.zeros(2, 2))
     with pytest.raises(ValueError, match="equal volumes"):
         BoxUniformFields(torch.zeros(2, 2), torch.tensor([[1.0, 1.0], [2.0, 2.0]]))
+
+
+def _posterior_mean_by_quadrature(m, s, lows, highs):
+    """E[x1 | x_t] for the prior uniform on the boxes and the likelihood N(x1; m, s^2 I), by scipy's quad per box
+    and coordinate; each integrand is scaled to peak at 1 on its interval and the scale kept as a log, so nothing
+    underflows."""
+    from scipy.integrate import quad
+    log_masses, means = [], []
+    for lo, hi in zip(lows, highs):
+        log_mass, mean = 0.0, []
+        for c, lo_c, hi_c in zip(m, lo, hi):
+            gap = max(lo_c - c, 0.0, c - hi_c)
+
+            def density(u, c=c, gap=gap):
+                return math.exp(-((u - c) ** 2 - gap ** 2) / (2 * s * s))
+            reach = math.sqrt(gap ** 2 + (40 * s) ** 2)  # the integrand is below e^-800 beyond c +- reach
+            a, b = max(lo_c, c - reach), min(hi_c, c + reach)
+            z = quad(density, a, b, epsabs=0, epsrel=1e-10)[0]
+            mean.append(quad(lambda u: u * density(u), a, b, epsabs=0, epsrel=1e-10)[0] / z)
+            log_mass += math.log(z) - gap ** 2 / (2 * s * s)
+        log_masses.append(log_mass)
+        means.append(mean)
+    weights = [math.exp(v - max(log_masses)) for v in log_masses]
+    return [sum(w * mean[i] for w, mean in zip(weights, means)) / sum(weights) for i in range(len(m))]
+
+
+@pytest.mark.parametrize("t0", [0.5, 0.9, 0.99])
+def test_expected_target_off_the_support(t0):
+    """Points in the white squares, many standard deviations (1 - t) / t from every black one: the posterior mean
+    by quadrature (Phi(b) - Phi(a) used to cancel to 0 there, 8.3 standard deviations from a box, and the
+    division by it gave box means of order 1e288)."""
+    fields = BoxUniformFields.checkerboard()
+    targets = torch.tensor([[1.0, 3.0], [-3.0, 3.0], [3.0, -1.0], [0.5, 12.0]], dtype=torch.float64)
+    x = t0 * targets
+    got = fields.expected_target(torch.full((4,), t0, dtype=torch.float64), x)
+    s = (1 - t0) / t0
+    lows, highs = fields.lows.tolist(), fields.highs.tolist()
+    expected = torch.tensor([_posterior_mean_by_quadrature(m, s, lows, highs) for m in targets.tolist()],
+                            dtype=torch.float64)
+    torch.testing.assert_close(got, expected, rtol=1e-8, atol=1e-8)
+    assert bool(torch.isfinite(fields.denoiser(torch.full((4,), t0), x.float())).all())
