@@ -30,8 +30,15 @@ from .gamma import Gamma
 Coefficient = Callable[[torch.Tensor], torch.Tensor]
 
 
-def expand_time(t: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
-    """Broadcast a scalar or ``(B,)`` time to ``(B,)`` on the device and dtype of ``x``."""
+def expand_time(t: torch.Tensor | float, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+    """Broadcast a scalar or ``(B,)`` time to ``(B,)`` on the device and dtype of ``x``.
+
+    ``x`` (called ``name`` in errors) must be a floating-point ``(B, ...)`` tensor: cast to an integer dtype, a
+    time in (0, 1) would truncate to 0.
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() < 1 or not x.is_floating_point():
+        got = f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise TypeError(f"{name} must be a floating-point (B, *state) tensor, got a {got}")
     t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
     if t.dim() == 0:
         return t.expand(x.shape[0])
@@ -66,7 +73,7 @@ def check_batch(t: torch.Tensor | float, x0: torch.Tensor, x1: torch.Tensor,
         if value is not None and (not isinstance(value, torch.Tensor) or value.shape != x1.shape):
             raise ValueError(f"x0, x1 and z must share the shape (B, *state): x1 has shape {tuple(x1.shape)}, "
                              f"{name} has {getattr(value, 'shape', type(value).__name__)}")
-    return expand_time(t, x1)
+    return expand_time(t, x1, "x1")
 
 
 class Interpolant:

@@ -211,3 +211,23 @@ def test_mixture_refuses_non_finite_arguments(name, bad):
     args[name] = args[name].clone().view(-1).index_fill(0, torch.tensor([1]), bad).view(args[name].shape)
     with pytest.raises(ValueError, match=f"{name} must be finite, got 1 NaN or infinite"):
         GaussianMixture(**args)
+
+
+def test_integer_samples_are_refused_instead_of_truncating_the_time():
+    """The time is cast to the samples' dtype: with integer samples t = 0.5 became 0, so x_t returned x0 and the
+    losses trained on t = 0 (where gamma_dot is infinite) without a word."""
+    from nde.distill import diffuse
+    from nde.interpolants import GaussianMixture, MixtureInterpolantFields
+    x0, x1, z = (torch.arange(8).reshape(4, 2) + k for k in range(3))
+    interp = linear()
+    with pytest.raises(TypeError, match="x1 must be a floating-point"):
+        interp.x_t(0.5, x0, x1, z)
+    with pytest.raises(TypeError, match="x1 must be a floating-point"):
+        velocity_loss(_half, interp, 0.5, x0, x1, z)
+    with pytest.raises(TypeError, match="x must be a floating-point"):
+        diffuse(x1, 0.5, z)
+    mixture = GaussianMixture(torch.ones(1), torch.zeros(1, 2), 1.0)
+    with pytest.raises(TypeError, match="x must be a floating-point"):
+        MixtureInterpolantFields(interp, mixture, mixture).velocity(0.5, x1)
+    torch.testing.assert_close(interp.x_t(0.5, x0.double(), x1.double(), z.double()),
+                               0.5 * (x0 + x1).double() + 0.5 ** 0.5 * z.double())
