@@ -63,11 +63,17 @@ def energy_mmd(x: torch.Tensor, y: torch.Tensor, block: int = 4096) -> float:
 
     Székely & Rizzo (2004); zero iff the laws agree. The self terms exclude the
     diagonal (unbiased U-statistics). Cost O(n m) time, O(block * max(n, m)) memory.
+    ``x`` and ``y`` must have the same dimension d; they may differ in dtype (both are promoted to the wider one).
     """
     _check_samples("x", x)
     _check_samples("y", y)
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"x and y must have the same dimension d, got x of shape {tuple(x.shape)} and y of shape "
+                         f"{tuple(y.shape)}")
     if not isinstance(block, int) or block < 1:
         raise ValueError(f"block must be a positive int, got {block!r}")
+    dtype = torch.promote_types(x.dtype, y.dtype)
+    x, y = x.to(dtype), y.to(dtype)
     xy = _mean_distance(x, y, block)
     xx = _self_mean_distance(x, block)
     yy = _self_mean_distance(y, block)

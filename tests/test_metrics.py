@@ -257,3 +257,18 @@ def test_ring_mixture_needs_a_positive_number_of_modes():
     for build in (ring_mixture, diffusion_ring):
         with pytest.raises(ValueError, match="n_modes must be a positive int, got 0"):
             build(0)
+
+
+def test_energy_mmd_checks_the_dimension_and_promotes_the_dtype():
+    """Samples of different d failed inside torch.cdist; float32 model samples against a float64 target sample
+    failed with a dtype error. Reference: the direct O(n^2) formula in float64."""
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(40, 2, generator=gen, dtype=torch.float64)
+    y = torch.randn(30, 2, generator=gen, dtype=torch.float64) + 0.5
+    x32 = x.float()
+    xx, yy = torch.cdist(x32.double(), x32.double()), torch.cdist(y, y)
+    direct = 2 * torch.cdist(x32.double(), y).mean() - xx.sum() / (40 * 39) - yy.sum() / (30 * 29)
+    assert abs(energy_mmd(x32, y) - float(direct)) < 1e-12
+    assert abs(energy_mmd(y, x32) - float(direct)) < 1e-12
+    with pytest.raises(ValueError, match=r"x and y must have the same dimension d"):
+        energy_mmd(x, torch.randn(30, 3, generator=gen, dtype=torch.float64))
