@@ -36,6 +36,7 @@ def _check_modes(samples: torch.Tensor, means: torch.Tensor, weights: torch.Tens
     if weights is not None:
         if not isinstance(weights, torch.Tensor) or weights.shape != means.shape[:1]:
             raise ValueError(f"weights must be a ({means.shape[0]},) tensor, got {getattr(weights, 'shape', type(weights))}")
+        _check_finite("weights", weights)  # a NaN weight passed the checks below and no mode counted as dropped
         if bool((weights < 0).any()) or abs(float(weights.sum()) - 1) > 1e-4:
             raise ValueError(f"weights must be non-negative and sum to 1, got sum {float(weights.sum()):.6g}")
 
@@ -125,8 +126,9 @@ class UniformBoxes:
             raise ValueError("lows and highs must be (K, 2) tensors with highs > lows")
         areas = (highs - lows).prod(1)
         weights = areas if weights is None else torch.as_tensor(weights, dtype=torch.float64)
-        if weights.shape != areas.shape or bool((weights < 0).any()) or float(weights.sum()) <= 0:
-            raise ValueError(f"weights must be a non-negative ({lows.shape[0]},) tensor with positive sum")
+        if weights.shape != areas.shape or not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()) \
+                or float(weights.sum()) <= 0:
+            raise ValueError(f"weights must be a finite, non-negative ({lows.shape[0]},) tensor with positive sum")
         self.lows, self.highs, self.weights = lows, highs, weights / weights.sum()
 
     @classmethod
@@ -266,8 +268,9 @@ def grid_mass_tv(samples: torch.Tensor, cell_masses: torch.Tensor, low: float, h
             or any(n != cell_masses.shape[0] for n in cell_masses.shape):
         raise ValueError(f"cell_masses must have shape (bins,) * {d}, got {tuple(getattr(cell_masses, 'shape', ()))}")
     bins = cell_masses.shape[0]
-    if not cell_masses.is_floating_point() or bool((cell_masses < 0).any()) or float(cell_masses.sum()) > 1 + 1e-6:
-        raise ValueError("cell_masses must be floating-point, non-negative and sum to at most 1")
+    if not cell_masses.is_floating_point() or not bool(torch.isfinite(cell_masses).all()) \
+            or bool((cell_masses < 0).any()) or float(cell_masses.sum()) > 1 + 1e-6:
+        raise ValueError("cell_masses must be floating-point, finite, non-negative and sum to at most 1")
     if not (-float("inf") < low < high < float("inf")):
         raise ValueError(f"need finite low < high, got low={low}, high={high}")
     cells = ((samples - low) / (high - low) * bins).floor().long()

@@ -272,3 +272,23 @@ def test_energy_mmd_checks_the_dimension_and_promotes_the_dtype():
     assert abs(energy_mmd(y, x32) - float(direct)) < 1e-12
     with pytest.raises(ValueError, match=r"x and y must have the same dimension d"):
         energy_mmd(x, torch.randn(30, 3, generator=gen, dtype=torch.float64))
+
+
+def test_mode_and_grid_metrics_refuse_non_finite_weights():
+    """A NaN weight passed the non-negative / sum checks (comparisons with NaN are False): mode_mass_tv returned
+    NaN and dropped_modes counted no mode as dropped although the samples miss one; NaN cell masses gave a NaN TV,
+    NaN box weights NaN distances."""
+    import nde.metrics as M
+    means = torch.tensor([[0.0, 0.0], [5.0, 5.0]])
+    samples = torch.randn(50, 2, generator=torch.Generator().manual_seed(8)) * 0.1  # all at mode 0
+    assert M.dropped_modes(samples, means, torch.tensor([0.5, 0.5])) == 1
+    for weights in (torch.tensor([float("nan"), 1.0]), torch.tensor([0.0, float("inf")])):
+        for metric in (M.mode_mass_tv, M.dropped_modes):
+            with pytest.raises(ValueError, match="weights contains 1 non-finite"):
+                metric(samples, means, weights)
+    masses = torch.full((4, 4), 1 / 16)
+    masses[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="cell_masses must be floating-point, finite"):
+        M.grid_mass_tv(samples, masses, -1.0, 1.0)
+    with pytest.raises(ValueError, match="weights must be a finite"):
+        M.UniformBoxes([[0.0, 0.0], [2.0, 0.0]], [[1.0, 1.0], [3.0, 1.0]], weights=[float("nan"), 1.0])
