@@ -56,22 +56,34 @@ class GaussianMixture:
         noise = torch.randn(n, self.dim, generator=generator, dtype=self.means.dtype, device=self.means.device)
         return self.means[idx] + self.variances[idx].sqrt()[:, None] * noise
 
+    def _promoted(self, x: torch.Tensor) -> tuple[torch.Tensor, "GaussianMixture"]:
+        """``x`` checked to be a floating-point ``(n, d)`` tensor, and it and the mixture in their promoted dtype
+        on ``x``'s device (a float64 x against a float32 mixture used to fail inside torch.cdist)."""
+        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != self.dim or not x.is_floating_point():
+            got = f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x must be a floating-point (n, {self.dim}) tensor for this mixture, got a {got}")
+        dtype = torch.promote_types(x.dtype, self.means.dtype)
+        same = dtype == self.means.dtype and x.device == self.means.device
+        return x.to(dtype), self if same else self.to(dtype, x.device)
+
     def component_log_probs(self, x: torch.Tensor) -> torch.Tensor:
-        """``(n, K)``: ``log w_k + log N(x; mu_k, v_k I)`` for ``x`` of shape ``(n, d)``."""
-        sq = torch.cdist(x, self.means).square()
-        d = self.dim
-        return (self.weights.log() - 0.5 * sq / self.variances
-                - 0.5 * d * torch.log(2 * math.pi * self.variances))
+        """``(n, K)``: ``log w_k + log N(x; mu_k, v_k I)`` for ``x`` of shape ``(n, d)``, in the promoted dtype of
+        ``x`` and the mixture."""
+        x, mix = self._promoted(x)
+        sq = torch.cdist(x, mix.means).square()
+        return (mix.weights.log() - 0.5 * sq / mix.variances
+                - 0.5 * self.dim * torch.log(2 * math.pi * mix.variances))
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """``(n,)`` exact log-density."""
-        return torch.logsumexp(self.component_log_probs(x), dim=1)
+        """``(n,)`` exact log-density, in ``x``'s dtype."""
+        return torch.logsumexp(self.component_log_probs(x), dim=1).to(x.dtype)
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
-        """``(n, d)`` exact score ``grad log p(x) = -sum_k w_k(x) (x - mu_k) / v_k``."""
+        """``(n, d)`` exact score ``grad log p(x) = -sum_k w_k(x) (x - mu_k) / v_k``, in ``x``'s dtype."""
         resp = torch.softmax(self.component_log_probs(x), dim=1)
-        diff = x[:, None, :] - self.means[None]
-        return -(resp[..., None] * diff / self.variances[None, :, None]).sum(1)
+        z, mix = self._promoted(x)
+        diff = z[:, None, :] - mix.means[None]
+        return -(resp[..., None] * diff / mix.variances[None, :, None]).sum(1).to(x.dtype)
 
     def mean_distance(self, x: torch.Tensor) -> torch.Tensor:
         """``(n,)``: E|x_i - Y| for Y of this mixture (2-D only), in float64, by the Rice mean of each component.

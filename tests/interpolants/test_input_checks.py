@@ -231,3 +231,24 @@ def test_integer_samples_are_refused_instead_of_truncating_the_time():
         MixtureInterpolantFields(interp, mixture, mixture).velocity(0.5, x1)
     torch.testing.assert_close(interp.x_t(0.5, x0.double(), x1.double(), z.double()),
                                0.5 * (x0 + x1).double() + 0.5 ** 0.5 * z.double())
+
+
+def test_mixture_density_and_score_take_points_of_another_dtype_and_check_their_dimension():
+    """A float64 x against a float32 mixture (e.g. ``standard_normal(2).log_prob`` as the base density of a float64
+    likelihood) failed inside torch.cdist, as did a point of the wrong dimension. Reference: the Gaussian formulas."""
+    from nde.interpolants import GaussianMixture
+    mixture = GaussianMixture(torch.tensor([0.25, 0.75]), torch.tensor([[0.0, 1.0], [2.0, -1.0]]),
+                              torch.tensor([0.5, 2.0]))
+    x = torch.randn(6, 2, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    means, var = mixture.means.double(), mixture.variances.double()
+    log_comp = (mixture.weights.double().log() - 0.5 * torch.cdist(x, means).square() / var
+                - torch.log(2 * math.pi * var))
+    torch.testing.assert_close(mixture.log_prob(x), torch.logsumexp(log_comp, 1))
+    resp = torch.softmax(log_comp, 1)
+    torch.testing.assert_close(mixture.score(x), -(resp[..., None] * (x[:, None] - means) / var[:, None]).sum(1))
+    assert mixture.log_prob(x.float()).dtype == torch.float32
+    for bad in (torch.zeros(3, 3), torch.zeros(3)):
+        with pytest.raises(ValueError, match=r"x must be a floating-point \(n, 2\) tensor"):
+            mixture.log_prob(bad)
+        with pytest.raises(ValueError, match=r"x must be a floating-point \(n, 2\) tensor"):
+            mixture.score(bad)
