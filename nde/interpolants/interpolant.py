@@ -139,7 +139,11 @@ class Interpolant:
 
     # --- conversions between fields --------------------------------------------------------------
     def score_from_denoiser(self, t: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
-        """s = -eta / latent_scale(t) (paper Thm 2.3 / Remark 2.6; singular where the scale vanishes)."""
+        """s = -eta / latent_scale(t) (paper Thm 2.3 / Remark 2.6; singular where the scale vanishes).
+
+        ``t`` is a scalar or of shape ``(B,)``, ``eta`` of shape ``(B, *state)``.
+        """
+        t = expand_time(t, eta, "eta")
         return -eta / per_sample(self.latent_scale(t), eta)
 
     def velocity_from_denoiser(self, t: torch.Tensor, x: torch.Tensor, eta: torch.Tensor,
@@ -149,7 +153,10 @@ class Interpolant:
         * one-sided: b = alpha_dot eta + (beta_dot / beta)(x - alpha eta) (paper Eq. 4.19); singular at t = 0.
         * two-sided: b = v + gamma_dot eta (Remark 2.10, b = v - gamma gamma_dot s). For the mirror
           interpolant v = 0, so b = gamma_dot eta (Remark 3.8) and ``v`` may be omitted.
+
+        ``t`` is a scalar or of shape ``(B,)``; x, eta (and v) of shape ``(B, *state)``.
         """
+        t = expand_time(t, x)
         if self.one_sided:
             a, ad = per_sample(self.alpha(t), x), per_sample(self.alpha_dot(t), x)
             b, bd = per_sample(self.beta(t), x), per_sample(self.beta_dot(t), x)

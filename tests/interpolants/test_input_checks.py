@@ -252,3 +252,16 @@ def test_mixture_density_and_score_take_points_of_another_dtype_and_check_their_
             mixture.log_prob(bad)
         with pytest.raises(ValueError, match=r"x must be a floating-point \(n, 2\) tensor"):
             mixture.score(bad)
+
+
+def test_field_conversions_take_a_scalar_time_like_x_t():
+    """score_from_denoiser and velocity_from_denoiser failed with AttributeError on a float t (x_t takes one);
+    a scalar t gives the same fields as the time broadcast over the batch."""
+    gen = torch.Generator().manual_seed(7)
+    x, eta, v = (torch.randn(B, 2, generator=gen, dtype=torch.float64) for _ in range(3))
+    full = torch.full((B,), 0.3, dtype=torch.float64)
+    for interp in (linear(), one_sided_linear()):
+        torch.testing.assert_close(interp.score_from_denoiser(0.3, eta), interp.score_from_denoiser(full, eta))
+        torch.testing.assert_close(interp.velocity_from_denoiser(0.3, x, eta, v),
+                                   interp.velocity_from_denoiser(full, x, eta, v))
+    torch.testing.assert_close(one_sided_linear().score_from_denoiser(0.3, eta), -eta / 0.7)
