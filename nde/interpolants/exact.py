@@ -26,14 +26,21 @@ class MixtureInterpolantFields:
     """Exact b, v, s, eta and log rho_t for ``interpolant`` between ``rho0`` and ``rho1``."""
 
     def __init__(self, interpolant: Interpolant, rho0: GaussianMixture, rho1: GaussianMixture):
+        if not isinstance(interpolant, Interpolant):
+            raise TypeError(f"interpolant must be an nde.interpolants.Interpolant, got {type(interpolant).__name__}")
+        for name, rho in (("rho0", rho0), ("rho1", rho1)):
+            if not isinstance(rho, GaussianMixture):
+                raise TypeError(f"{name} must be an nde.interpolants.GaussianMixture, got {type(rho).__name__}")
         if rho0.dim != rho1.dim:
             raise ValueError(f"rho0 and rho1 dimensions differ: {rho0.dim} vs {rho1.dim}")
         self.interpolant, self.rho0, self.rho1 = interpolant, rho0, rho1
 
     def _pairs(self, t: torch.Tensor, x: torch.Tensor):
         """Per-pair quantities, each ``(B, I, J[, d])``, and the posterior log-weights."""
-        it, r0, r1 = self.interpolant, self.rho0.to(x.dtype, x.device), self.rho1.to(x.dtype, x.device)
         t = expand_time(t, x)
+        if x.dim() != 2 or x.shape[1] != self.rho0.dim:
+            raise ValueError(f"x must have shape (B, {self.rho0.dim}) for these mixtures, got {tuple(x.shape)}")
+        it, r0, r1 = self.interpolant, self.rho0.to(x.dtype, x.device), self.rho1.to(x.dtype, x.device)
         a, ad = it.alpha(t)[:, None, None], it.alpha_dot(t)[:, None, None]
         b, bd = it.beta(t)[:, None, None], it.beta_dot(t)[:, None, None]
         g2, ggd = it.gamma(t)[:, None, None] ** 2, it.gamma.gamma_dot_gamma(t)[:, None, None]

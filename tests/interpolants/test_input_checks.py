@@ -265,3 +265,18 @@ def test_field_conversions_take_a_scalar_time_like_x_t():
         torch.testing.assert_close(interp.velocity_from_denoiser(0.3, x, eta, v),
                                    interp.velocity_from_denoiser(full, x, eta, v))
     torch.testing.assert_close(one_sided_linear().score_from_denoiser(0.3, eta), -eta / 0.7)
+
+
+def test_exact_mixture_fields_check_their_arguments_and_points():
+    """Points of the wrong dimension failed inside torch (a size mismatch at dimension 3, or IndexError for (B,));
+    a non-interpolant failed with AttributeError at the first call."""
+    from nde.interpolants import MixtureInterpolantFields, standard_normal
+    fields = MixtureInterpolantFields(linear(), standard_normal(2), standard_normal(2))
+    for bad in (torch.zeros(3, 3), torch.zeros(3)):
+        for field in (fields.velocity, fields.score, fields.denoiser, fields.log_prob):
+            with pytest.raises(ValueError, match=r"x must have shape \(B, 2\)"):
+                field(0.5, bad)
+    with pytest.raises(TypeError, match="interpolant must be"):
+        MixtureInterpolantFields("linear", standard_normal(2), standard_normal(2))
+    with pytest.raises(TypeError, match="rho1 must be"):
+        MixtureInterpolantFields(linear(), standard_normal(2), torch.zeros(1, 2))
