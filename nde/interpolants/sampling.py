@@ -18,6 +18,7 @@ from typing import Callable
 
 import torch
 
+from .._checks import check_generator, positive_int
 from .interpolant import check_shape, expand_time, per_sample
 
 Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -25,8 +26,8 @@ Diffusion = Callable[[torch.Tensor], torch.Tensor] | float
 
 
 def _check_state(x: torch.Tensor) -> None:
-    if not isinstance(x, torch.Tensor) or x.dim() < 2:
-        raise ValueError(f"x must be a (batch, *state) tensor, got {getattr(x, 'shape', type(x))}")
+    if not isinstance(x, torch.Tensor) or x.dim() < 2 or x.numel() == 0:
+        raise ValueError(f"x must be a non-empty (batch, *state) tensor, got {getattr(x, 'shape', type(x))}")
 
 
 def _check_interval(t0: float, t1: float) -> None:
@@ -178,8 +179,8 @@ def sample_sde(b: Field, s: Field, x: torch.Tensor, eps: Diffusion, t0: float = 
     _check_interval(t0, t1)
     if direction not in ("forward", "backward"):
         raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}")
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps}")
+    steps = positive_int(steps, "steps")
+    check_generator(generator)
     if method not in SDE_METHODS:
         raise ValueError(f"method must be one of {tuple(SDE_METHODS)}, got {method!r}")
     forward = direction == "forward"
@@ -244,6 +245,7 @@ def log_likelihood(b: Field, x: torch.Tensor, base_log_prob: Callable[[torch.Ten
     _check_interval(t0, t1)
     if divergence not in ("exact", "hutchinson"):
         raise ValueError(f"divergence must be 'exact' or 'hutchinson', got {divergence!r}")
+    check_generator(generator)
     probe = None
     if divergence == "hutchinson":
         probe = torch.randint(0, 2, x.shape, generator=generator).to(x) * 2 - 1

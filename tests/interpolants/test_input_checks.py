@@ -280,3 +280,17 @@ def test_exact_mixture_fields_check_their_arguments_and_points():
         MixtureInterpolantFields("linear", standard_normal(2), standard_normal(2))
     with pytest.raises(TypeError, match="rho1 must be"):
         MixtureInterpolantFields(linear(), standard_normal(2), torch.zeros(1, 2))
+
+
+def test_samplers_name_an_empty_batch_a_seed_for_a_generator_and_a_bool_step_count():
+    """log_likelihood of an empty batch failed with IndexError; a seed passed as ``generator`` failed inside
+    torch.randint with a list of overloads; steps=True ran one step."""
+    x = torch.randn(B, 2, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"x must be a non-empty \(batch, \*state\) tensor"):
+        log_likelihood(_half, x[:0], gaussian_log_prob)
+    with pytest.raises(TypeError, match="`generator` must be a torch.Generator"):
+        log_likelihood(_half, x, gaussian_log_prob, divergence="hutchinson", generator=3)
+    with pytest.raises(TypeError, match="`generator` must be a torch.Generator"):
+        sample_sde(_half, _half, x, 0.5, steps=4, generator=3)
+    with pytest.raises(ValueError, match="steps must be a positive int"):
+        sample_sde(_half, _half, x, 0.5, steps=True)
