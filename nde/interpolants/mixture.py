@@ -34,6 +34,9 @@ class GaussianMixture:
         if weights.shape != means.shape[:1] or bool((weights < 0).any()) or float(weights.sum()) <= 0:
             raise ValueError("weights must be a non-negative (K,) tensor with positive sum")
         variances = finite_tensor(torch.as_tensor(variances, dtype=dtype, device=means.device), "variances")
+        if variances.dim() > 1 or variances.numel() not in (1, means.shape[0]):
+            raise ValueError(f"variances must be a float or a ({means.shape[0]},) tensor (one isotropic variance per "
+                             f"component), got shape {tuple(variances.shape)}")
         variances = variances.expand(means.shape[0]).clone()
         if bool((variances <= 0).any()):
             raise ValueError("variances must be positive")
@@ -111,8 +114,12 @@ class GaussianMixture:
 
     def diffused(self, alpha: float | torch.Tensor, sigma: float | torch.Tensor) -> "GaussianMixture":
         """Law of ``alpha * x + sigma * z`` with ``x ~ self`` and ``z ~ N(0, I)`` (scalar alpha, sigma)."""
-        alpha = torch.as_tensor(alpha, dtype=self.means.dtype)
-        sigma = torch.as_tensor(sigma, dtype=self.means.dtype)
+        alpha = torch.as_tensor(alpha, dtype=self.means.dtype, device=self.means.device)
+        sigma = torch.as_tensor(sigma, dtype=self.means.dtype, device=self.means.device)
+        if alpha.numel() != 1 or sigma.numel() != 1:
+            raise ValueError(f"alpha and sigma must be scalars, got shapes {tuple(alpha.shape)} and "
+                             f"{tuple(sigma.shape)} (a (d,) alpha broadcast over the means' coordinates)")
+        alpha, sigma = alpha.reshape(()), sigma.reshape(())
         return GaussianMixture(self.weights, alpha * self.means, alpha ** 2 * self.variances + sigma ** 2)
 
 

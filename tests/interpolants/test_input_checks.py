@@ -294,3 +294,20 @@ def test_samplers_name_an_empty_batch_a_seed_for_a_generator_and_a_bool_step_cou
         sample_sde(_half, _half, x, 0.5, steps=4, generator=3)
     with pytest.raises(ValueError, match="steps must be a positive int"):
         sample_sde(_half, _half, x, 0.5, steps=True)
+
+
+def test_mixture_refuses_per_coordinate_variances_and_non_scalar_diffusion_coefficients():
+    """(K, d) variances (a diagonal covariance) failed inside torch's expand; a (d,) alpha in ``diffused`` broadcast
+    over the means' coordinates and gave a wrong mixture without a word."""
+    from nde.interpolants import GaussianMixture
+    means = torch.tensor([[0.0, 1.0], [2.0, -1.0]])
+    with pytest.raises(ValueError, match=r"variances must be a float or a \(2,\) tensor"):
+        GaussianMixture(torch.ones(2), means, torch.ones(2, 2))
+    with pytest.raises(ValueError, match=r"variances must be a float or a \(2,\) tensor"):
+        GaussianMixture(torch.ones(2), means, torch.ones(3))
+    mixture = GaussianMixture(torch.ones(2), means, torch.tensor([0.5, 2.0]))
+    with pytest.raises(ValueError, match="alpha and sigma must be scalars"):
+        mixture.diffused(torch.tensor([0.5, 0.5]), 0.3)
+    noisy = mixture.diffused(torch.tensor([0.6]), 0.8)
+    torch.testing.assert_close(noisy.means, 0.6 * means)
+    torch.testing.assert_close(noisy.variances, 0.36 * torch.tensor([0.5, 2.0]) + 0.64)
