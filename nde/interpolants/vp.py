@@ -33,7 +33,8 @@ def vp_noise_prediction(denoiser: Field, alpha: Callable[[torch.Tensor], torch.T
     Args:
         denoiser: eta(t, x) = E[z | x_t = x] of :func:`~nde.interpolants.one_sided_trigonometric`.
         alpha, sigma: the diffusion schedule's alpha_tau and sigma_tau as functions of ``(B,)`` times
-            (e.g. a VP schedule's ``marginal_alpha`` and ``marginal_std``).
+            (e.g. the ``alpha`` and ``sigma`` methods of an :class:`nde.diffusion.schedules.NoiseSchedule`;
+            VP or not, since x is divided by sqrt(alpha^2 + sigma^2)).
     """
     def model(x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
         tau = expand_time(tau, x)

@@ -55,3 +55,21 @@ def test_ddim_with_converted_model_samples_target(two_mixtures):
         x = vp_alpha(tau_next) * x0 + vp_sigma(tau_next) * eps
     assert energy_mmd(x, rho1.sample(1000, gen)) < 0.01
     assert not math.isnan(float(x.sum()))
+
+
+def test_converted_denoiser_equals_the_diffusion_modules_exact_noise_predictor(two_mixtures):
+    """With nde.diffusion's own schedules (VP and VE: the conversion divides by sqrt(alpha^2 + sigma^2)) the
+    converted model equals nde.diffusion's exact GaussianMixtureNoisePredictor of the same mixture."""
+    from nde.diffusion import GaussianMixture as DiffusionMixture, GaussianMixtureNoisePredictor
+    from nde.diffusion.schedules import VE, VPCosine, VPLinear
+    _, rho1 = two_mixtures
+    fields = MixtureInterpolantFields(one_sided_trigonometric(), standard_normal(2, dtype=torch.float64), rho1)
+    covariances = rho1.variances[:, None].expand(-1, 2)
+    exact_mixture = DiffusionMixture(rho1.weights, rho1.means, covariances)
+    gen = torch.Generator().manual_seed(1)
+    for schedule in (VPLinear(), VPCosine(), VE()):
+        model = vp_noise_prediction(fields.denoiser, schedule.alpha, schedule.sigma)
+        exact = GaussianMixtureNoisePredictor(exact_mixture, schedule)
+        tau = torch.rand(64, generator=gen, dtype=torch.float64) * 0.9 + 0.05
+        x = 4 * torch.randn(64, 2, generator=gen, dtype=torch.float64)
+        torch.testing.assert_close(model(x, tau), exact(x, tau))
