@@ -38,7 +38,8 @@ def _check_interval(t0: float, t1: float) -> None:
 def _output_times(times: torch.Tensor | None, t0: float, t1: float) -> torch.Tensor:
     """float64 CPU output times: [t0, t1], or ``times`` checked to increase inside [t0, t1].
 
-    Given times may overshoot [t0, t1] by their dtype's round-off (float32(0.999) > 0.999); they are clamped.
+    Given times may overshoot [t0, t1] by their dtype's round-off (float32(0.999) > 0.999); they are clamped, and
+    times within that round-off of t0 or t1 are snapped to it.
     """
     if times is None:
         return torch.tensor([float(t0), float(t1)], dtype=torch.float64)
@@ -47,6 +48,7 @@ def _output_times(times: torch.Tensor | None, t0: float, t1: float) -> torch.Ten
     slack = 4 * torch.finfo(given.dtype).eps * max(1.0, abs(t0), abs(t1)) if given.is_floating_point() else 0.0
     inside = grid.dim() == 1 and grid.numel() >= 2 and bool(((grid >= t0 - slack) & (grid <= t1 + slack)).all())
     grid = grid.clamp(t0, t1)
+    grid = torch.where((grid - t0).abs() <= slack, float(t0), torch.where((grid - t1).abs() <= slack, float(t1), grid))
     if not inside or bool((grid.diff() <= 0).any()):
         raise ValueError(f"times must be a 1-D increasing tensor inside [t0, t1] = [{t0}, {t1}], got {given}")
     return grid
@@ -62,7 +64,8 @@ def sample_ode(b: Field, x: torch.Tensor, t0: float = 0.0, t1: float = 1.0, *, r
         x: ``(B, *state)`` samples at the starting time.
         times: optional increasing output times in [t0, t1] (the path is returned, shape
             ``(len(times), B, *state)``, in the order of integration: decreasing times when
-            ``reverse``); otherwise only the end state ``(B, *state)``.
+            ``reverse``); otherwise only the end state ``(B, *state)``. ``x`` is at t0 (t1 when ``reverse``)
+            whether or not ``times`` contains it.
         method, rtol, atol: passed to ``nde.odeint`` (adaptive by default).
 
     b is only evaluated at times inside [t0, t1] (clamped), since adaptive solvers may probe
@@ -73,18 +76,22 @@ def sample_ode(b: Field, x: torch.Tensor, t0: float = 0.0, t1: float = 1.0, *, r
     _check_state(x)
     _check_interval(t0, t1)
     grid = _output_times(times, t0, t1)
-    # Integrate in tau from 0 to len; t = start + sign * tau keeps the solver's time increasing.
-    start, sign = (float(grid[-1]), -1.0) if reverse else (float(grid[0]), 1.0)
-    tau = (grid.flip(0) - start).abs() if reverse else grid - start
+    # Integrate in tau from 0 to len; t = start + sign * tau keeps the solver's time increasing. The solve starts
+    # at t0 (t1 when reverse), where x is, also when the output times do not contain it.
+    start, sign = (float(t1), -1.0) if reverse else (float(t0), 1.0)
+    order = grid.flip(0) if reverse else grid
+    skip = int(float(order[0]) != start)
+    order = torch.cat([order.new_tensor([start]), order]) if skip else order
+    tau = (order - start).abs()
 
-    lo, hi = float(grid[0]), float(grid[-1])
+    lo, hi = float(order.min()), float(order.max())
 
     def rhs(s, y):
         # Adaptive solvers may probe past the last time; keep b inside [lo, hi], where it is defined.
         return sign * check_shape(b(expand_time(start + sign * s, y).clamp(lo, hi), y), y, "b(t, x)", "x")
 
     path = odeint(rhs, x, tau.to(x.device), method=method, rtol=rtol, atol=atol)
-    return path[-1] if times is None else path
+    return path[-1] if times is None else path[skip:]
 
 
 def _epsilon(eps: Diffusion) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -311,3 +311,17 @@ def test_mixture_refuses_per_coordinate_variances_and_non_scalar_diffusion_coeff
     noisy = mixture.diffused(torch.tensor([0.6]), 0.8)
     torch.testing.assert_close(noisy.means, 0.6 * means)
     torch.testing.assert_close(noisy.variances, 0.36 * torch.tensor([0.5, 2.0]) + 0.64)
+
+
+def test_sample_ode_starts_at_t0_when_the_output_times_do_not():
+    """x is at t0 (t1 when reverse): with times = [0.5, 1] the path used to start at 0.5 with x, so path[0] was x
+    itself. Reference: the closed form x exp(-(t - t0) / 2) of dX/dt = -X/2."""
+    x = torch.randn(B, 2, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    decay = lambda t, y: -0.5 * y  # noqa: E731
+    path = sample_ode(decay, x, 0.0, 1.0, times=torch.tensor([0.5, 1.0], dtype=torch.float64), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(path, torch.stack([x * math.exp(-0.25), x * math.exp(-0.5)]), rtol=1e-7, atol=1e-7)
+    back = sample_ode(decay, x, 0.2, 0.9, reverse=True, times=torch.tensor([0.2, 0.5], dtype=torch.float64),
+                      rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(back, torch.stack([x * math.exp(0.2), x * math.exp(0.35)]), rtol=1e-7, atol=1e-7)
+    full = sample_ode(decay, x, 0.2, 0.9, times=torch.tensor([0.2, 0.9]), rtol=1e-9, atol=1e-9)  # float32 times
+    torch.testing.assert_close(full, torch.stack([x, x * math.exp(-0.35)]), rtol=1e-7, atol=1e-7)
