@@ -52,7 +52,8 @@ def optimize_actions(env: Env, iterations: int = 200, lr: float = 0.05, window: 
         iterations: Adam iterations (stops earlier if ``step_budget`` is spent).
         lr: Adam learning rate (in action units).
         window: expanding window; ``None`` optimises the full-horizon loss every iteration.
-        init: initial actions ``(T, A)``; default ``env.initial_actions()``.
+        init: initial actions ``(T, A)``; default ``env.initial_actions()``. Clamped to the action box, as
+            every iterate is.
         step_budget: optional cap on simulator steps (forward + backward); an int that pays for
             at least the first iteration (``2 * window.start``, or ``2 * T`` without a window).
         progress: optional callable ``progress(iteration, loss, window_end)``.
@@ -64,6 +65,7 @@ def optimize_actions(env: Env, iterations: int = 200, lr: float = 0.05, window: 
     actions = (env.initial_actions() if init is None else init.detach().clone()).to(env.device, env.dtype)
     if actions.shape != (horizon, env.action_dim):
         raise ValueError(f"init must have shape ({horizon}, {env.action_dim}), got {tuple(actions.shape)}")
+    actions.clamp_(-bound, bound)   # the env clamps what it applies; an unclamped init would be returned as best
     actions.requires_grad_(True)
     opt = torch.optim.Adam([actions], lr=lr, betas=betas)
     result = OptimResult(actions=actions.detach().clone())

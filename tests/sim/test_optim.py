@@ -82,6 +82,18 @@ def test_frozen_actions_stay_fixed_under_adam_momentum():
         assert torch.equal(after[:frozen], before[:frozen])
 
 
+def test_an_initial_sequence_outside_the_action_box_is_returned_clamped():
+    """The env applies clamped actions, so a best iterate outside the box (the init, here: the first step of
+    Adam moves away from the optimum) must come back as the actions that achieved its loss."""
+    env = PointMass(PointConfig())
+    bound = env.config.action_bound
+    init = torch.zeros(env.horizon, 2, dtype=env.dtype)
+    init[0] = torch.tensor([0.6, -0.4]) + 3 * bound * torch.tensor([1.0, -1.0])   # the goal, far outside the box
+    result = optimize_actions(env, iterations=1, lr=0.5, init=init)
+    assert float(result.actions.abs().max()) <= bound
+    assert float(env.rollout_loss(result.actions[None])[0]) == result.best_loss
+
+
 def test_cem_improves_within_budget_and_is_seeded():
     env = PointMass(PointConfig())
     a = cem(env, step_budget=16 * 8 * 30, population=16, seed=1)
