@@ -57,6 +57,18 @@ def _check_field_type(name: str, kind, value) -> None:
         raise ValueError(f"{name} must be {expected}, got {value!r}")
 
 
+def _real_tensor(value, name: str) -> torch.Tensor:
+    """``value`` (a tensor, array or numbers) as a real tensor, else ``TypeError`` naming ``name`` (a complex
+    tensor would lose its imaginary part in the cast to the env's dtype with only a warning)."""
+    try:
+        tensor = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(f"{name} must be a tensor or array of numbers, got {type(value).__name__}") from error
+    if tensor.is_complex() or tensor.dtype == torch.bool:
+        raise TypeError(f"{name} must be real-valued, got dtype {tensor.dtype}")
+    return tensor
+
+
 def check_positive(config, *names: str) -> None:
     """Raise ``ValueError`` naming the first field of ``config`` in ``names`` that is not ``> 0``."""
     for name in names:
@@ -201,7 +213,7 @@ class Env(abc.ABC):
             warnings.warn("Env.step does not propagate gradients: `action` requires grad but is detached, "
                           "so loss() has no gradient; use rollout_loss(actions) or step_losses(actions) "
                           "for a differentiable loss", stacklevel=2)
-        action = torch.as_tensor(action, dtype=self.dtype, device=self.device)
+        action = _real_tensor(action, "action").to(dtype=self.dtype, device=self.device)
         if action.shape not in ((self.action_dim,), (self.batch_size, self.action_dim)):
             raise ValueError(f"action must have shape ({self.action_dim},) or ({self.batch_size}, "
                              f"{self.action_dim}), got {tuple(action.shape)}")
@@ -295,6 +307,7 @@ class Env(abc.ABC):
     def _check_sequence(self, actions) -> torch.Tensor:
         if not isinstance(actions, torch.Tensor):
             raise TypeError(f"actions must be a torch.Tensor, got {type(actions).__name__}")
+        _real_tensor(actions, "actions")
         if actions.dim() == 2:
             actions = actions[None]
         if actions.dim() != 3 or actions.shape[2] != self.action_dim or not 1 <= actions.shape[1] <= self.horizon \

@@ -95,6 +95,12 @@ def test_actions_nan_raises_and_out_of_range_is_clamped():
         env.step(torch.zeros(3))
     with pytest.raises(ValueError, match="shape"):
         env.rollout_loss(torch.zeros(1, env.horizon + 1, 2))
+    with pytest.raises(TypeError, match="action must be real-valued"):   # the cast dropped the imaginary part
+        env.step(torch.tensor([0.1 + 0.5j, 0.0j]))
+    with pytest.raises(TypeError, match="actions must be real-valued"):
+        env.rollout_loss(torch.zeros(1, env.horizon, 2, dtype=torch.complex64))
+    with pytest.raises(TypeError, match="action must be a tensor or array of numbers, got str"):
+        env.step("a")
     big = torch.full((1, env.horizon, 2), 10.0 * bound)
     with torch.no_grad():
         torch.testing.assert_close(env.rollout_loss(big), env.rollout_loss(torch.full_like(big, bound)))
