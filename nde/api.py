@@ -800,10 +800,13 @@ def _local_value(reg: LocalErrorEstimate, problem: Problem, result: Result, rng)
     dense = result.dense_steps
     if not dense:   # a single output time: nothing was integrated
         return result.ys.new_zeros(()), 0
-    starts, dts = [d[0] for d in dense], [d[1] for d in dense]
+    starts = [d[0] for d in dense]
     landings = sorted(cfg.step_points + cfg.jump_points)
     t_first = starts[0]
-    t_last = result.t_event if result.t_event is not None else starts[-1] + dts[-1]   # an event ends the solve
+    # Times are drawn in [t0, t1] (an event ends the solve there), although the last step may end past t1 (methods
+    # that interpolate their outputs); the steps are cut at t1 for the step-start density of "mixture" sampling.
+    t_last = result.t_event if result.t_event is not None else min(problem.t_out[-1], starts[-1] + dense[-1][1])
+    dts = [min(d[1], t_last - d[0]) for d in dense]
     tab = get_tableau(reg.method) if reg.method is not None else cfg.coeffs.tableau
     y_ref = dense[0][2]
     coeffs = Coefficients.build(tab, y_ref.dtype, cfg.t_dtype, y_ref.device)

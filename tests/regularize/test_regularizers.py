@@ -235,3 +235,26 @@ def test_rnode_integrates_over_the_length_of_a_decreasing_time_interval():
     assert sol.regularization.item() == pytest.approx(2.0, rel=1e-6)
     with pytest.raises(ValueError, match="RNODE needs shared steps"):
         nde.solve_ode(lambda t, y: -y, y0, T1, regularize=R.RNODE(), per_sample=True)
+
+
+@pytest.mark.parametrize("sampling", ["unbiased", "mixture"])
+def test_local_times_are_drawn_in_the_solved_interval_when_the_last_step_overshoots(sampling):
+    """dopri5 ends its last step past t1 and interpolates there; t_r ~ U[t0, t1] (docs), not U[t0, end of that
+    step] (it drew up to 1.37 on [0, 1] here, and scaled the density by that longer span)."""
+    reg = R.LocalErrorEstimate(sampling, n_samples=200, step="solver")
+    drawn, spans = [], []
+    draw = reg.sample_times
+
+    def spy(t0, t1, starts, dts, rng):
+        spans.append((t0, t1, starts[-1] + dts[-1]))
+        out = draw(t0, t1, starts, dts, rng)
+        drawn.extend(t for t, _ in out)
+        return out
+
+    reg.sample_times = spy
+    sol = nde.solve_ode(lambda t, y: -y, torch.ones(2, dtype=torch.float64), T1, rtol=1e-3, atol=1e-3,
+                        regularize=reg, generator=random.Random(0))
+    h = sol.heuristics
+    assert float(h["t"][-1] + h["dt"][-1]) > 1.2   # the last step overshoots t1 = 1
+    assert spans == [(0.0, 1.0, 1.0)]
+    assert 0.0 <= min(drawn) and max(drawn) <= 1.0
