@@ -730,6 +730,8 @@ def solve_ode(func: Callable, y0, t: torch.Tensor, *, method: str = "dopri5", rt
     if rnode is not None and event_fn is not None:
         raise ValueError("`regularize=RNODE(...)` augments the state, which `event_fn` would see; "
                          "use another regulariser with events")
+    if local_reg is not None and local_reg.norm == "per_sample":
+        _check_rows(y0)
     if rnode is not None:
         func, y0, adjoint_params = _augment_rnode(rnode, func, y0, adjoint_params)
     result, ys, layout, problem, reg_value = _solve(
@@ -830,8 +832,25 @@ def _local_value(reg: LocalErrorEstimate, problem: Problem, result: Result, rng)
         local = _live_step(func, t_r, h, y_r, k1, coeffs, landings, cfg.t_dtype)
         extra_nfe += tab.stages
         scaled = local.error / torch.maximum(y_r.abs(), local.y1.abs()).mul(cfg.rtol).add(cfg.atol)
+        if reg.norm == "per_sample" and len(func.expected_shape) > 1:   # a tuple state: rows of every tensor
+            scaled = _rows(scaled, func.expected_shape)
         total = total + weight * reg.local_value(scaled, h, t_last - t_first, k_exp)
     return total / reg.n_samples, extra_nfe
+
+
+def _check_rows(y0) -> None:
+    """``LocalErrorEstimate(norm="per_sample")`` takes rows along dim 0 of every tensor of a tuple ``y0``."""
+    if not isinstance(y0, tuple) or not all(torch.is_tensor(x) for x in y0):   # else _solve's checks name it
+        return
+    if len({x.shape[0] if x.dim() else None for x in y0}) != 1:
+        raise ValueError("`regularize`: LocalErrorEstimate(norm='per_sample') needs every tensor of a tuple `y0` "
+                         "to have the batch as dimension 0")
+
+
+def _rows(flat: torch.Tensor, shapes: list[tuple[int, ...]]) -> torch.Tensor:
+    """A flat tuple state (shared steps) as ``(batch, n)``: row i joins row i of every tensor."""
+    parts = torch.split(flat, [math.prod(s) for s in shapes])
+    return torch.cat([p.reshape(s[0], -1) for p, s in zip(parts, shapes)], dim=1)
 
 
 def _live_step(func, t_r: float, h: float, y_r: torch.Tensor, k1: torch.Tensor, coeffs: Coefficients,

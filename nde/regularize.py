@@ -135,7 +135,8 @@ class LocalErrorEstimate:
             evaluations); ``"solver"`` — the step the solver accepted at t_r (free).
         method: the method of the live step; the paper always uses ``"tsit5"``; ``None``: the solve's.
         norm: ``"batch"`` — one RMS over the whole state (the paper); ``"per_sample"`` — the mean of
-            per-row error norms (rows = dim 0), so every example pays for its own difficulty.
+            per-row error norms (rows = dim 0; of a tuple state, row i of every tensor), so every example pays
+            for its own difficulty.
     """
 
     sampling: str = "unbiased"

@@ -258,3 +258,19 @@ def test_local_times_are_drawn_in_the_solved_interval_when_the_last_step_oversho
     assert float(h["t"][-1] + h["dt"][-1]) > 1.2   # the last step overshoots t1 = 1
     assert spans == [(0.0, 1.0, 1.0)]
     assert 0.0 <= min(drawn) and max(drawn) <= 1.0
+
+
+def test_local_per_sample_norm_of_a_tuple_state_takes_rows_across_its_tensors():
+    """(a, b) against the tensor [a | b] with the same dynamics (so the same steps): per-row norms agree (the tuple
+    state's rows were its single elements). Tensors without a common batch dimension are refused."""
+    torch.manual_seed(0)
+    w = torch.randn(2, 2, dtype=torch.float64)
+    a0 = torch.randn(4, 2, dtype=torch.float64)
+    reg = R.LocalErrorEstimate(step="solver", norm="per_sample")
+    joined = nde.solve_ode(lambda t, y: torch.cat([torch.tanh(y[:, :2] @ w), torch.tanh(y[:, 2:] @ w)], 1),
+                           torch.cat([a0, a0], 1), T1, regularize=reg, generator=random.Random(0))
+    split = nde.solve_ode(lambda t, y: (torch.tanh(y[0] @ w), torch.tanh(y[1] @ w)), (a0, a0.clone()), T1,
+                          regularize=reg, generator=random.Random(0))
+    assert split.regularization.item() == pytest.approx(joined.regularization.item(), rel=1e-10)
+    with pytest.raises(ValueError, match="norm='per_sample'"):
+        nde.solve_ode(lambda t, y: (-y[0], -y[1]), (a0, torch.ones(3, dtype=torch.float64)), T1, regularize=reg)
