@@ -757,10 +757,18 @@ def solve_ode(func: Callable, y0, t: torch.Tensor, *, method: str = "dopri5", rt
     parts = layout.unflatten(ys, lead=(ys.shape[0],)) if rnode is None else (ys,)
     return Solution(ts=t, ys=parts if len(parts) > 1 else parts[0], stats=stats,
                     status=torch.as_tensor(result.status, device=dev),
-                    heuristics=result.heuristics, regularization=reg_value,
+                    heuristics=_user_time_heuristics(result.heuristics, _direction(t)), regularization=reg_value,
                     _dense=result.dense_steps if dense and rnode is None else [], _coeffs=problem.cfg.coeffs,
                     _unflatten=None if layout.is_plain else (lambda y: layout.unflatten(y, lead=(y.shape[0],))),
                     _time_sign=_direction(t), event_t=event_t)
+
+
+def _user_time_heuristics(heuristics: dict, sign: float) -> dict:
+    """The per-step heuristics with ``t`` and ``dt`` in the user's time (the solver's runs forwards): for a
+    decreasing ``t``, step j spans ``[t_j + dt_j, t_j]`` with ``dt_j < 0``."""
+    if sign > 0:
+        return heuristics
+    return {key: -value if key in ("t", "dt") else value for key, value in heuristics.items()}
 
 
 def _split_regularizer(regularize, tab, adjoint, per_sample, step_size):

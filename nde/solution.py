@@ -20,7 +20,8 @@ class Solution:
         stats: ``nfe`` (function evaluations; per sample in per-sample mode, where one evaluation
             of one row counts once), ``n_accepted``, ``n_rejected``; tensors.
         status: :class:`nde.Status` codes, ``()`` or ``(batch,)``; 0 is success.
-        heuristics: per accepted step, ``t``, ``dt``, ``error_ratio`` (the scaled local error estimate
+        heuristics: per accepted step, ``t`` (its start), ``dt`` (its signed size: step j ends at
+            ``t_j + dt_j``, and ``dt < 0`` when ``ts`` decreases), ``error_ratio`` (the scaled local error estimate
             EEst, accept iff ≤ 1) and ``stiffness`` (dominant-eigenvalue estimate ρ); shape
             ``(steps,)``, or ``(steps, batch)`` with NaN where a sample did not accept a step.
         regularization: the differentiable regulariser requested with ``regularize=`` (else None).

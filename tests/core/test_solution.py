@@ -60,3 +60,19 @@ def test_interp_cubic_is_hermite_also_for_a_method_with_its_own_interpolant():
     dense = nde.solve_ode(f, y0, t, method="dopri5", step_size=0.5).ys[1]
     torch.testing.assert_close(cubic, hermite, rtol=1e-12, atol=1e-12)
     assert (cubic - dense).abs().max() > 1e-8
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_heuristics_of_a_decreasing_solve_are_in_the_users_time(per_sample):
+    """From t = 1 down to 0: the steps are those of the mirrored forward problem z' = −f(−s, z) on [−1, 0], read
+    back in the user's time (t was −1 … 0, times the user's problem does not have)."""
+    f = lambda t, y: -y * (1 + (t[:, None] if per_sample else t))  # noqa: E731
+    mirrored = lambda s, y: -f(-s, y)  # noqa: E731
+    y0 = torch.ones(3, 1, dtype=torch.float64)
+    back = nde.solve_ode(f, y0, torch.tensor([1.0, 0.0], dtype=torch.float64), per_sample=per_sample).heuristics
+    fwd = nde.solve_ode(mirrored, y0, torch.tensor([-1.0, 0.0], dtype=torch.float64), per_sample=per_sample).heuristics
+    torch.testing.assert_close(back["t"], -fwd["t"], rtol=0, atol=1e-12, equal_nan=True)
+    torch.testing.assert_close(back["dt"], -fwd["dt"], rtol=0, atol=1e-12, equal_nan=True)
+    torch.testing.assert_close(back["error_ratio"], fwd["error_ratio"], equal_nan=True)
+    first = back["t"][0]
+    assert bool((first == 1.0).all()) and bool((back["dt"][~back["dt"].isnan()] < 0).all())
