@@ -228,8 +228,14 @@ class RNODE:
 
 
 def steer_end_time(t: torch.Tensor, b: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """STEER (Ghosh et al. 2020): the final output time drawn from U[t1 − b, t1 + b] (training only)."""
-    if not 0 <= b < float(t[-1] - t[-2] if t.numel() > 1 else math.inf):
+    """STEER (Ghosh et al. 2020): the final output time drawn from U[t1 − b, t1 + b] (training only).
+
+    ``t``: output times ``(T,)``, increasing or decreasing, floating point."""
+    if not torch.is_tensor(t) or t.dim() != 1 or t.numel() < 2 or not t.is_floating_point():
+        raise ValueError("`t` must be a 1-d floating-point tensor of at least two output times")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"`generator` must be a torch.Generator, got {type(generator).__name__}")
+    if not 0 <= b < abs(float(t[-1] - t[-2])):
         raise ValueError("`b` must be non-negative and smaller than the last output interval")
     u = torch.rand((), generator=generator).item()
     out = t.clone()

@@ -274,3 +274,20 @@ def test_local_per_sample_norm_of_a_tuple_state_takes_rows_across_its_tensors():
     assert split.regularization.item() == pytest.approx(joined.regularization.item(), rel=1e-10)
     with pytest.raises(ValueError, match="norm='per_sample'"):
         nde.solve_ode(lambda t, y: (-y[0], -y[1]), (a0, torch.ones(3, dtype=torch.float64)), T1, regularize=reg)
+
+
+def test_steer_on_a_decreasing_time_grid_and_bad_arguments():
+    """t from 1 down to 0: the end is U[−b, b] (it was refused for every b, the last interval being negative)."""
+    back = torch.tensor([1.0, 0.5, 0.0])
+    gen = torch.Generator().manual_seed(0)
+    ends = torch.tensor([float(R.steer_end_time(back, 0.25, gen)[-1]) for _ in range(400)])
+    assert -0.25 <= float(ends.min()) and float(ends.max()) <= 0.25 and abs(float(ends.mean())) < 0.03
+    assert float(ends.std()) == pytest.approx(0.25 / 3 ** 0.5, rel=0.15)   # U[−b, b]: std b/√3
+    assert torch.equal(R.steer_end_time(back, 0.0)[:-1], back[:-1])
+    with pytest.raises(ValueError, match="`b`"):
+        R.steer_end_time(back, 0.5)
+    for t in (torch.tensor(1.0), torch.tensor([0, 1]), [0.0, 1.0]):
+        with pytest.raises(ValueError, match="`t`"):
+            R.steer_end_time(t, 0.1)
+    with pytest.raises(TypeError, match="`generator`"):
+        R.steer_end_time(back, 0.1, generator=random.Random(0))
