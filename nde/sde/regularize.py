@@ -172,6 +172,8 @@ class LocalTerms:
         """The regulariser: mean over samples of ``weight·q(t_r)`` (0-d, differentiable in the parameters)."""
         if not self.samples:
             self._sample()
+        if not self.samples:   # a single output time: nothing was integrated
+            return like.new_zeros(())
         total = None
         span = self.starts[-1] + self.steps[-1] - self.starts[0]
         for s in self.samples:
@@ -180,6 +182,8 @@ class LocalTerms:
         return total / len(self.samples)
 
     def _sample(self) -> None:
+        if not self.starts:
+            return
         t0, t1 = self.starts[0], self.starts[-1] + self.steps[-1]
         for t_r, weight in self.reg.sample_times(t0, t1, self.starts, self.steps, self.rng):
             j = step_index(self.starts, t_r)

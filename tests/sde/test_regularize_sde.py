@@ -189,6 +189,16 @@ def test_unsupported_combinations_name_the_argument():
         solve_sde(sde, Y0, ts, method="euler", regularize="error")
 
 
+
+@pytest.mark.parametrize("adaptive", [False, True])
+@pytest.mark.parametrize("gradient", ["direct", "backsolve"])
+def test_local_regulariser_of_a_single_output_time_is_zero(adaptive, gradient):
+    """Nothing is integrated, so there is no step to regularise: 0, as on an ODE solve (it raised IndexError)."""
+    sol = solve_sde(GBM("ito"), Y0, [0.0], method="euler", adaptive=adaptive, gradient=gradient,
+                    regularize=R.LocalErrorEstimate(), generator=random.Random(0))
+    assert sol.regularization.item() == 0.0 and int(sol.stats["nfe_regularization"]) == 0
+    assert torch.equal(sol.ys, Y0.unsqueeze(0))
+
 def test_srk_stability_size_is_the_rk3_interval():
     from nde.sde.methods import SRK
     s = SRK().stability_size("diagonal")
