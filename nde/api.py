@@ -829,7 +829,10 @@ def _local_value(reg: LocalErrorEstimate, problem: Problem, result: Result, rng)
         with torch.no_grad():
             y_r = output_value(step, y0, dt, theta, "dense", cfg.coeffs).detach()
         t_tensor = torch.tensor(t_r, dtype=cfg.t_dtype, device=y_r.device)
-        k1 = func(t_tensor, y_r)
+        if t_r in cfg.jump_points:   # a step start where f may jump: as the solve, evaluate f just after it
+            k1 = func(torch.nextafter(t_tensor, t_tensor.new_tensor(math.inf)), y_r)
+        else:
+            k1 = func(t_tensor, y_r)
         if reg.step == "heuristic":
             with torch.no_grad():
                 h = initial_step_scalar(func, t_r, t_tensor, y_r, k1.detach(), tab.error_order, cfg.rtol,

@@ -291,3 +291,24 @@ def test_steer_on_a_decreasing_time_grid_and_bad_arguments():
             R.steer_end_time(t, 0.1)
     with pytest.raises(TypeError, match="`generator`"):
         R.steer_end_time(back, 0.1, generator=random.Random(0))
+
+
+@pytest.mark.parametrize("direction", [1.0, -1.0])
+def test_local_step_from_a_jump_point_is_the_solvers_step_after_the_jump(direction):
+    """Biased sampling with step="solver" at a step start retakes that accepted step, so the value is its recorded
+    EEst·|dt|. At a jump_t point the solve evaluates f just after the jump; the live step took f at the point
+    itself, the other side of a jump that belongs to the interval behind (value ~10^3 times the step's)."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(2, 2).double()
+    ahead = (lambda t: t > 0.5) if direction > 0 else (lambda t: t < 0.5)   # f's jump belongs to the side behind
+    f = lambda t, y: torch.tanh(layer(y)) + (3.0 if ahead(float(t)) else 0.0)  # noqa: E731
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    t = t if direction > 0 else t.flip(0)
+    kw = dict(rtol=1e-6, atol=1e-6, jump_t=torch.tensor([0.5], dtype=torch.float64))
+    y0 = torch.ones(3, 2, dtype=torch.float64)
+    h = nde.solve_ode(f, y0, t, **kw).heuristics
+    (j,) = (h["t"] == 0.5).nonzero()[0].tolist()
+    reg = R.LocalErrorEstimate("biased", step="solver", method=None)
+    reg.sample_times = lambda *args: [(direction * 0.5, 1.0)]   # the solver's (increasing) time of the jump
+    value = nde.solve_ode(f, y0, t, regularize=reg, **kw).regularization.item()
+    assert value == pytest.approx(float(h["error_ratio"][j] * h["dt"][j].abs()), rel=1e-10)
