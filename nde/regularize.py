@@ -191,8 +191,9 @@ class LocalErrorEstimate:
 @dataclass
 class RNODE:
     """Finlay et al. (2020): ``λ_K·∫‖f‖² dt + λ_J·∫‖εᵀ∂f/∂y‖² dt`` with Rademacher ε (Hutchinson
-    estimate of the Jacobian's squared Frobenius norm), integrated as two extra states per row and
-    averaged over the batch (rows = dim 0). Needs double backward for training."""
+    estimate of the Jacobian's squared Frobenius norm), integrated as two extra states per row of the last
+    dimension, summed over each sample's state and averaged over the batch (dim 0). Needs double backward for
+    training."""
 
     kinetic: float = 1.0
     jacobian: float = 1.0
@@ -223,8 +224,10 @@ class RNODE:
         return augmented
 
     def value(self, final: torch.Tensor) -> torch.Tensor:
-        """``final``: (batch, 2) integrated (kinetic, Jacobian) terms -> scalar."""
-        return self.kinetic * final[..., 0].mean() + self.jacobian * final[..., 1].mean()
+        """``final``: (batch, ..., 2) integrated (kinetic, Jacobian) terms of every last-dimension row -> scalar:
+        summed over a sample's rows (its ‖f‖² and ‖εᵀ∂f/∂y‖² over its whole state), averaged over the batch."""
+        rows = final.reshape(-1, 2) if final.dim() <= 2 else final.reshape(final.shape[0], -1, 2).sum(1)
+        return self.kinetic * rows[:, 0].mean() + self.jacobian * rows[:, 1].mean()
 
 
 def steer_end_time(t: torch.Tensor, b: float, generator: torch.Generator | None = None) -> torch.Tensor:

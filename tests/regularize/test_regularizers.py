@@ -312,3 +312,15 @@ def test_local_step_from_a_jump_point_is_the_solvers_step_after_the_jump(directi
     reg.sample_times = lambda *args: [(direction * 0.5, 1.0)]   # the solver's (increasing) time of the jump
     value = nde.solve_ode(f, y0, t, regularize=reg, **kw).regularization.item()
     assert value == pytest.approx(float(h["error_ratio"][j] * h["dt"][j].abs()), rel=1e-10)
+
+
+def test_rnode_of_a_multi_dimensional_state_is_per_sample():
+    """y' = −y with y0 (batch, 3, 2): ∫‖f‖² dt = ‖y0_b‖²(1 − e^{−2})/2 and ‖∂f/∂y‖_F² = 6 per sample, averaged over the
+    batch (both were a third of that: averaged over the 3 last-dimension rows of each sample too)."""
+    y0 = torch.arange(1.0, 13.0, dtype=torch.float64).reshape(2, 3, 2) / 5
+    sol = nde.solve_ode(lambda t, y: -y, y0, T1, rtol=1e-9, atol=1e-9, regularize=R.RNODE(1.0, 0.0))
+    expected = y0.pow(2).sum((1, 2)).mean().item() * (1 - np.exp(-2)) / 2
+    assert sol.regularization.item() == pytest.approx(expected, rel=1e-6)
+    sol = nde.solve_ode(lambda t, y: -y, y0, T1, rtol=1e-9, atol=1e-9, regularize=R.RNODE(0.0, 1.0))
+    assert sol.regularization.item() == pytest.approx(6.0, rel=1e-6)
+    assert sol.ys.shape == (2, 2, 3, 2)
