@@ -200,7 +200,7 @@ class LocalTerms:
         extra = self.method.init(self.sde, torch.full((), s.time, dtype=y_r.dtype, device=y_r.device), y_r)
         y_full, y_two, _ = doubling_step(self.method, self.sde, s.time, s.time + 0.5 * h, s.time + h, y_r,
                                          extra, self.bm)
-        self.extra_evals += 3 * self.method.evals_per_step
+        self.extra_evals += 3 * self.method.evals_per_step + self.method.init_evals   # init: from y_r afresh
         scale = torch.maximum(y_full.abs(), y_two.abs()).mul(self.rtol).add(self.atol)
         k = self.method.strong_order(self.sde.noise_type) + 0.5
         return self.reg.local_value((y_full - y_two) / scale, h, span, k)

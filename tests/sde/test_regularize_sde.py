@@ -199,6 +199,27 @@ def test_local_regulariser_of_a_single_output_time_is_zero(adaptive, gradient):
     assert sol.regularization.item() == 0.0 and int(sol.stats["nfe_regularization"]) == 0
     assert torch.equal(sol.ys, Y0.unsqueeze(0))
 
+
+@pytest.mark.parametrize("method,sde_type", [("reversible_heun", "stratonovich"), ("midpoint", "stratonovich"),
+                                             ("euler", "ito")])
+def test_local_regulariser_counts_the_drift_evaluations_it_makes(method, sde_type):
+    """stats["nfe_regularization"] = the drift calls the regulariser adds (reversible Heun's live step starts with
+    one evaluation of its own, which was not counted)."""
+    class Counted(GBM):
+        calls = 0
+
+        def f(self, t, y):
+            Counted.calls += 1
+            return super().f(t, y)
+
+    sde, counts = Counted(sde_type), []
+    for reg in (None, R.LocalErrorEstimate(n_samples=2)):
+        Counted.calls = 0
+        sol = solve_sde(sde, Y0, [0.0, 1.0], bm=_path(), method=method, dt=0.1, regularize=reg,
+                        generator=random.Random(0))
+        counts.append(Counted.calls)
+    assert int(sol.stats["nfe_regularization"]) == counts[1] - counts[0]
+
 def test_srk_stability_size_is_the_rk3_interval():
     from nde.sde.methods import SRK
     s = SRK().stability_size("diagonal")
