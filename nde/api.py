@@ -665,8 +665,8 @@ def solve_ode(func: Callable, y0, t: torch.Tensor, *, method: str = "dopri5", rt
         y0: initial state, a tensor (or tuple of tensors); in per-sample mode ``(batch, ...)``.
         t: output times ``(T,)``, strictly increasing or decreasing; per-sample mode also accepts
             ``(batch, T)``, a grid per sample.
-        method: ``euler``, ``midpoint``, ``heun``, ``heun3``, ``rk4`` (fixed grid) or ``adaptive_heun``,
-            ``heun2``, ``fehlberg2``, ``fehlberg2_fsal``, ``bosh3``, ``dopri5``, ``tsit5``, ``dopri8``
+        method: ``euler``, ``midpoint``, ``heun``, ``heun3``, ``rk4``, ``rk4_38`` (fixed grid) or
+            ``adaptive_heun``, ``heun2``, ``fehlberg2``, ``fehlberg2_fsal``, ``bosh3``, ``dopri5``, ``tsit5``, ``dopri8``
             (adaptive; ``adaptive_heun`` and ``fehlberg2`` reuse a last stage that is not f at the
             solution, as torchdiffeq does, ``heun2`` and ``fehlberg2_fsal`` evaluate f there instead).
         rtol, atol: tolerances, scalars or tensors broadcastable to the state (per sample: to one row); for a

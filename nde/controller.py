@@ -24,9 +24,10 @@ class PIController:
     Defaults ``beta2 = 0.2``, ``beta1 = 1 − 0.75·beta2 = 0.85`` are Hairer's stabilised controller of
     DOPRI5 (exponents ``α = 1/k − 0.75β``, ``β = 0.04`` at ``k = 5``, written per ``1/k``). Gustafsson's
     ``beta1 = 0.7, beta2 = 0.4`` (Hairer & Wanner II, eq. IV.2.43c) gives smoother step sequences but
-    grows a small step slowly: on a trained neural ODE, Lorenz and Van der Pol it took 15–45% more
-    evaluations at the same tolerance. ``accept_factor_min`` bounds the factor after an accepted step
-    from below: torchdiffeq never shrinks after an accepted step (``accept_factor_min = 1``).
+    grows a small step slowly: on Lorenz, Van der Pol and a trained neural ODE it took 0–45% more
+    evaluations at the same tolerance, on short solves of an untrained MLP up to 84% more (docs/core.md).
+    ``accept_factor_min`` bounds the factor after an accepted step from below: torchdiffeq never shrinks
+    after an accepted step (``accept_factor_min = 1``).
     """
 
     beta1: float = 0.85
