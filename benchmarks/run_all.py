@@ -18,7 +18,8 @@ AREAS = ["core", "controllers", "events", "regularization", "sde", "brownian", "
 
 def main(argv=None) -> int:
     args = parse_args(__doc__.splitlines()[0], argv)
-    forwarded = ["--device", args.device] + (["--quick"] if args.quick else [])
+    forwarded = (["--device", args.device] + (["--quick"] if args.quick else [])
+                 + (["--repeats", str(args.repeats)] if args.repeats else []))
     failed = []
     for area in AREAS:
         started = time.time()
