@@ -1,7 +1,9 @@
 """Run every benchmark on one device: ``python -m benchmarks.run_all [--device cpu|cuda] [--quick]``.
 
 Each area's module writes ``benchmarks/results/<area>_<device>.{md,json}``; a failing area is reported
-and the others still run.
+and the others still run. ``profile_core`` (a profiler that prints) is not an area; each area runs with its
+default settings (``diffusion`` without ``--stochastic``), not the tagged or ``--large`` runs some results
+files came from (their commands are in the files).
 """
 from __future__ import annotations
 
@@ -12,8 +14,8 @@ import traceback
 
 from benchmarks._common import parse_args
 
-AREAS = ["core", "controllers", "events", "regularization", "sde", "brownian", "models", "diffusion", "transport", "sim_engine",
-         "sim_envs"]
+AREAS = ["core", "controllers", "events", "regularization", "regularization_timeseries", "regularization_sde", "sde",
+         "brownian", "models", "diffusion", "transport", "sim_engine", "sim_envs"]
 
 
 def main(argv=None) -> int:
