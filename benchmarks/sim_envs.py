@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from benchmarks._common import RESULTS_DIR, parse_args, time_calls, write_results
+from benchmarks._common import parse_args, results_path, time_calls, write_results
 from sim.engine.smoke import SmokeConfig, SmokeGrid
 from sim.engine.smoke3d import Smoke3DConfig, SmokeGrid3D
 from sim.envs import TASKS
@@ -147,7 +147,7 @@ def window_rows(device: str, iterations: int) -> list[dict]:
 
 def _merge(device: str, rows: list[dict]) -> list[dict]:
     """Keep rows of an existing results file that this run did not recompute."""
-    path = RESULTS_DIR / f"sim_envs_{device}.json"
+    path = results_path(f"sim_envs_{device}.json")
     if not path.exists():
         return rows
     done = {(r["section"], r["case"]) for r in rows}
