@@ -316,7 +316,8 @@ def main(argv=None):
     rows += bench_vdp(args.device, 16 if args.quick else 64, max(3, repeats // 3))
     rows += nfe_by_method(args.device)
     notes = (f"dopri5, rtol=atol=1e-6, float32 (VdP float64), median of {repeats} warm round-robin repeats "
-             "(each a fresh random order of the cases); overhead rows 5x the repeats; "
+             "(each a fresh random order of the cases); overhead rows 5x the repeats; the other sizes (d, B) "
+             "half the repeats and the VdP rows a third (at least 3 each); "
              f"torch threads={torch.get_num_threads()}; total {time.time() - started:.0f} s. floor: the NFE field "
              "calls alone chained by one add each, and dopri5 by hand (benchmarks.core.HandDopri5: the method's "
              "arithmetic only); 3x the repeats, round-robin with torchdiffeq; max_speedup = torchdiffeq / that "
