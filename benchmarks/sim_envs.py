@@ -160,17 +160,18 @@ NOTES = """Smoke: 2-D grid, 20 steps, 30 Jacobi sweeps (smoke3d: 3-D grid, 10 st
 forward without tape, fwd_tape = forward recording the tape, bwd = (forward+backward) - fwd_tape;
 medians of warm calls. Mcell_steps_per_s = B*N^d*T / fwd. Tasks: default (small CPU) configs,
 float32, Adam (torch.optim, beta2 0.99, task default lr) with FluidLab's expanding window (start
-T/5, +T/5 after 3 iterations with < 1% improvement), 200 iterations; adam_ratio = best full-horizon
-loss / loss of the zero actions. sim_steps counts a gradient rollout of W steps as 2W (forward +
-backward); CEM (population 16, 25% elites, mean kept in the population) gets exactly that many
-forward steps. Freeze: the same Adam run (100 iterations) without and with action freezing
-(freeze_lag = T/10: on each window expansion the actions before old_end - T/10 are frozen). Window:
-the same Adam run (100 iterations) on the full-horizon loss throughout against the expanding window.
-Step: wall time of env.step (batch 1, no gradient) over the first and last 5 steps of an episode
-(medians over repeats), and of replaying the whole action history once (a no-gradient rollout of T
-steps: the cost of the last step when step() replayed the history). Rows of each section may come
-from separate invocations (--part/--tasks). CPU Warp kernels run single-threaded; the machine was
-shared with other jobs (wall times vary 2-3x)."""
+T/5, +T/5 after 3 iterations with < 1% improvement), --iterations (default 200; column adam_iters);
+adam_ratio = best full-horizon loss / loss of the zero actions. sim_steps counts a gradient rollout
+of W steps as 2W (forward + backward); CEM (population 16, 25% elites, mean kept in the population)
+gets exactly that many forward steps (at least one population, 16 T). Freeze: the same Adam run (100
+iterations; --quick: 20) without and with action freezing (freeze_lag = T/10: on each window
+expansion the actions before old_end - T/10 are frozen). Window: the same Adam run (100 iterations;
+--quick: 20) on the full-horizon loss throughout against the expanding window. Step: wall time of
+env.step (batch 1, no gradient) over the first and last 5 steps of an episode (medians over
+repeats), and of replaying the whole action history once (a no-gradient rollout of T steps: the cost
+of the last step when step() replayed the history). Rows of each section may come from separate
+invocations (--part/--tasks). CPU Warp kernels run single-threaded; the machine was shared with
+other jobs (wall times vary 2-3x)."""
 
 
 def main(argv=None):
