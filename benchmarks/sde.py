@@ -192,7 +192,7 @@ def main(argv=None):
         rows.append(row)
     notes = (f"Neural SDE: state {STATE}, hidden {HIDDEN}, batch {BATCH} (the target problem), plus an "
              f"overhead-bound small one (state {SMALL[0]}, hidden {SMALL[1]}, batch {SMALL[2]}); t in [0, 1], dt = 1/steps. "
-             f"Medians of {repeats} round-robin warm calls. fwd = no-grad solve; fwd_bwd = solve + backward of "
+             f"Medians of {repeats} round-robin warm calls ('default' rows: half as many, column repeats). fwd = no-grad solve; fwd_bwd = solve + backward of "
              "mean(y_T^2). speedup = torchsde / nde. saved_MB = autograd saved tensors of one forward; peak_MB = peak "
              "tensor memory of one forward+backward (CUDA allocator or CPU profiler memory events), noise included. "
              "'same path': both libraries on the same BrownianPath (max_abs_diff_f64 = max|ys_nde - ys_torchsde| "
