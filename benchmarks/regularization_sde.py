@@ -6,16 +6,17 @@ Task (Pal, Ma, Shah & Rackauckas 2021, §5.3, "fitting a spiral SDE"): data from
 10,000 trajectories (srk, fixed dt = 1e-3). Model: drift ``W2 tanh(W1 x³ + b1) + b2`` (50 hidden),
 diagonal diffusion ``W3 x + b3``. Loss ``Σ_i (μ_i − μ̂_i)² + (σ²_i − σ̂²_i)²`` over the 30 times from
 ``--train-paths`` simulated trajectories per iteration (paper: 100), Adam (the paper: AdaBelief, which
-torch does not ship) lr 0.01, ``--iters`` iterations (paper: 250). Training and testing solves are
-adaptive ``srk`` (Rößler SRI2, strong order 1.5, the closest nde method to the paper's SOSRI) with
-step-doubling error control at rtol = atol = ``--tol``, gradients by backprop through the solver
+torch does not ship) ``--lr`` (default 0.03), ``--iters`` iterations (default 150; paper: 250). Training and
+testing solves are adaptive ``--method`` (default ``euler``; ``srk``, Rößler SRI2 of strong order 1.5, is the
+closest nde method to the paper's SOSRI) with step-doubling error control at rtol = atol = ``--tol``
+(default 1e-2) from the initial step ``--dt0``, gradients by backprop through the solver
 (direct; the papers' discrete sensitivities). The paper's tolerance 0.3 makes every step end on an
 output time here (NFE = const), so the default tolerance is tighter; see the notes of the result file.
 
 Variants: vanilla; steer (every output time except t0 jittered by U(±Δ/2), [R21] ``sample_tbounds``);
 rnode_kinetic (λ·Σ_i ‖f(t_i, y_i)‖²·Δt over the output states, a Riemann sum of RNODE's kinetic term);
-ernsde (Σ EEst·dt, λ 0.2, the paper's spiral code); srnsde (mean |ρ|/S, λ 0.1); local_unbiased /
-local_biased (EEst·h at one sampled time, h = the solve's initial dt, as a fresh integrator would take);
+ernsde (Σ EEst·dt, λ 1; the paper's spiral code's 0.2 is the sweep's ×0.2); srnsde (mean |ρ|/S, λ 0.1);
+local_unbiased / local_biased (EEst·h at one sampled time, h = the solve's initial dt, as a fresh integrator would take);
 nde_density (global Σ EEst^(1/k)); nde_local_density (importance-weighted mixture, 2 samples, density,
 the solver's step); nde_local_per_sample (per-trajectory error norms); nde_adaptive (local density with
 λ by dual ascent holding the probe NFE at its initial level).
