@@ -39,7 +39,8 @@ NFES = (5, 6, 8, 10, 12, 15, 20, 25)
 
 
 def samplers(stats, schedule):
-    """name -> sampler(model, x_T, nfe); every entry spends exactly ``nfe`` model evaluations (Heun: nfe // 2 steps)."""
+    """name -> sampler(model, x_T, nfe); every entry spends exactly ``nfe`` model evaluations, except EDM-Heun:
+    nfe // 2 steps of two evaluations, one evaluation fewer at odd ``nfe``."""
     def v3(nfe, **options):
         return lambda m, x: DPMSolverV3(stats, schedule, nfe).sample(m, x, **options)
     return {
@@ -280,8 +281,9 @@ def main(argv=None):
     notes = (f"Part 'error': MSE to the adaptive reference per NFE; random 6-component GMMs, VP linear, logSNR steps, "
              f"t 1 -> 1e-3, float64, batch {batch}; EMS N={n_grid}, K=max(2048, {data_per_dim} D). "
              f"v3 = order 3 + corrector (true-order), v3-pseudo = pseudo-order predictor without "
-             f"lower_order_final. Part 'adjoint': RK4 on the lambda-form PF-ODE, batch 16, gradient w.r.t. "
-             f"x_T and first-layer weights; rel_err vs "
+             f"lower_order_final. EDM-Heun takes nfe // 2 steps of 2 calls (nfe - 1 calls at odd nfe). "
+             f"Part 'adjoint': RK4 on the lambda-form PF-ODE, batch 16, gradient w.r.t. x_T and first-layer weights; "
+             f"rel_err vs "
              f"backprop through 400 RK4 steps; saved_bytes = autograd saved tensors (the discrete adjoint keeps "
              f"O(steps) checkpoints outside them, so it is not listed); torch threads = 1 on CPU.")
     path = write_results("diffusion", args.device, rows, notes)
