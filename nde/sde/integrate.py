@@ -72,6 +72,9 @@ def fixed_grid(ts: list, dt: float, max_steps: int = FIXED_MAX_STEPS) -> Grid:
     t = ts[0]
     for out_t in ts[1:]:
         while t < out_t:
+            if t + dt == t:   # dt below the spacing of floats at t: the grid would never advance
+                raise SolverError(Status.DT_UNDERFLOW, t, dt, "fixed SDE grid: t + dt == t in floating point; "
+                                  "pass a larger dt or shift the times nearer to 0", throw_hint=False)
             t = min(t + dt, ts[-1])
             times.append(t)
         out_node.append(len(times) - 1)

@@ -142,6 +142,24 @@ def test_tiny_fixed_dt_is_a_solver_error_before_any_step():
     assert Counting.calls <= 1  # the argument check's one evaluation of f, no step
 
 
+def test_fixed_dt_below_the_float_spacing_of_t_is_an_error_not_a_hang():
+    """At t = 1.7e9 floats are 2.4e-7 apart, so t + 1e-8 == t: the grid never advanced (1000 steps by count)."""
+    import signal
+
+    def hung(signum, frame):
+        raise TimeoutError("fixed_grid did not return: t + dt == t never advances")
+
+    assert 1.7e9 + 1e-8 == 1.7e9
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(5)
+    try:
+        with pytest.raises(nde.SolverError, match=r"t \+ dt == t"):
+            fixed_grid([1.7e9, 1.7e9 + 1e-5], 1e-8)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 @pytest.mark.parametrize("adaptive", [False, True])
 def test_max_steps_option_bounds_fixed_and_adaptive_solves(adaptive):
     sde = GBM("ito")
