@@ -152,7 +152,11 @@ class BrownianPath(_IntervalNoise):
         self._check_range(grid[0])
         self._check_range(grid[-1])
         if abs(grid[0] - self._times[-1]) <= self._snap:
-            return self._extend(grid[1:], return_U)
+            fresh = self._apart(grid[1:])
+            if len(fresh) == len(grid) - 1:
+                return self._extend(fresh, return_U)
+            if fresh:   # a cell shorter than the snapping distance (torchsde's ~1e-16 last step): its end
+                self._extend(fresh, False)   # snaps to its start, as a query of that one interval does
         pieces = [self(a, b, return_U=return_U) for a, b in zip(grid[:-1], grid[1:])]
         if return_U:
             return torch.stack([p[0] for p in pieces]), torch.stack([p[1] for p in pieces])
@@ -166,6 +170,16 @@ class BrownianPath(_IntervalNoise):
     def _check_range(self, t: float) -> None:
         if t < self._t0 - self._snap or t > self._t1 + self._snap:
             raise ValueError(f"Brownian query time {t} lies outside the path's interval [{self._t0}, {self._t1}].")
+
+    def _apart(self, times: list[float]) -> list[float]:
+        """``times`` (increasing, after the last stored point) without those within the snapping distance of
+        the previous kept one: the points that queries in this order would add."""
+        kept, last = [], self._times[-1]
+        for t in times:
+            if t - last > self._snap:
+                kept.append(t)
+                last = t
+        return kept
 
     def _index(self, t: float) -> int:
         """Index of the stored point at time ``t``, creating it if needed."""

@@ -139,3 +139,20 @@ def test_base_classes_like_torchsde():
         nde.sde.SDEIto("diag")
     with pytest.raises(ValueError, match="`sde_type` must be one of"):
         nde.sde.BaseSDE("diagonal", "itoh")
+
+
+def test_brownian_path_with_a_last_step_of_1e_16_agrees_with_torchsde():
+    """dt = 0.1 on [0, 1] ends with a cell 0.9999999999999999 -> 1.0 shorter than BrownianPath's snapping distance.
+    torchsde asks for it alone, and its end snaps to its start (increment 0); nde drew the grid at once and gave it
+    a normal increment of ~1e-8, so the two differed by 1e-9 on the same path."""
+    from nde.sde.integrate import fixed_grid
+    assert fixed_grid([0.0, 1.0], 0.1).times[-1] - fixed_grid([0.0, 1.0], 0.1).times[-2] < 1e-15
+    sde = GBM("stratonovich")
+    y0 = torch.rand(4, 1, dtype=torch.float64) + 0.5
+    ts = torch.tensor([0.0, 0.55, 1.0], dtype=torch.float64)
+    with torch.no_grad():
+        expected = torchsde.sdeint(sde, y0, ts, bm=BrownianPath(0.0, 1.0, (4, 1), dtype=torch.float64, entropy=6),
+                                   method="midpoint", dt=0.1)
+        got = sdeint(sde, y0, ts, bm=BrownianPath(0.0, 1.0, (4, 1), dtype=torch.float64, entropy=6),
+                     method="midpoint", dt=0.1)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
