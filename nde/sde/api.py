@@ -363,9 +363,15 @@ def _bm_interval(bm) -> tuple:
 
 
 def _adjoint_params(sde: SDE, adjoint_params) -> tuple:
+    """The tensors an adjoint mode differentiates: ``adjoint_params``, or the parameters of an ``nn.Module`` sde. An
+    sde that is not a Module has no parameters to find: without ``adjoint_params`` its captured tensors would get
+    no gradient, silently, so that is an error (as in :func:`sdeint_adjoint`)."""
     if adjoint_params is None:
         module = sde.module
-        adjoint_params = tuple(module.parameters()) if isinstance(module, torch.nn.Module) else ()
+        if not isinstance(module, torch.nn.Module):
+            raise ValueError("adjoint_params: the sde is not an nn.Module, so its parameters cannot be found; pass "
+                             "the tensors it uses (adjoint_params=() if none), or use gradient='direct'.")
+        adjoint_params = tuple(module.parameters())
     params = tuple(adjoint_params)
     for p in params:
         if not isinstance(p, torch.Tensor):

@@ -119,6 +119,25 @@ def test_adjoint_argument_errors():
         solve_sde(sde, Y0, TS, gradient="adjoint")
 
 
+@pytest.mark.parametrize("gradient,method", [("backsolve", "midpoint"), ("reversible", "reversible_heun")])
+def test_solve_sde_adjoint_of_a_non_module_sde_needs_adjoint_params(gradient, method):
+    """A tensor captured by a non-Module sde got no gradient in the adjoint modes, silently (sdeint_adjoint refuses);
+    with adjoint_params it gets the direct mode's gradient."""
+    rate = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+
+    class Captured(Bare):
+        def __init__(self):
+            super().__init__(sde_type="stratonovich")
+            self.f = lambda t, y: -rate * y
+    path = BrownianPath(0.0, 1.0, size=(3, 1), dtype=torch.float64, entropy=0)
+    with pytest.raises(ValueError, match="adjoint_params: the sde is not an nn.Module"):
+        solve_sde(Captured(), Y0, TS, bm=path, method=method, dt=0.1, gradient=gradient)
+    grads = [torch.autograd.grad(solve_sde(Captured(), Y0, TS, bm=path, method=method, dt=0.1, gradient=mode,
+                                           **kwargs).ys[-1].sum(), rate)[0]
+             for mode, kwargs in (("direct", {}), (gradient, {"adjoint_params": (rate,)}))]
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-2, atol=0)
+
+
 def test_nonfinite_solution_raises_solver_error_with_time():
     class Explode(GBM):
         def f(self, t, y):
