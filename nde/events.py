@@ -165,10 +165,12 @@ class RowEvent:
     def locate(self, rows: torch.Tensor, state_at: Callable[[torch.Tensor], torch.Tensor], t_a: torch.Tensor,
                t_b: torch.Tensor) -> torch.Tensor:
         """Every row's event time in ``(t_a, t_b]`` (``g > 0`` at t_a, ``≤ 0`` at t_b) by bisection on
-        ``state_at(times) -> (n, ...)`` to within ``tol``, all rows at once: the bracket midpoints."""
+        ``state_at(times) -> (n, ...)`` to within ``tol``, all rows at once: the bracket midpoints. With
+        ``tol`` 0 (``atol=0``) or below the resolution of the times, to that resolution."""
         with torch.no_grad():
-            width = float((t_b - t_a).max())
-            iterations = 0 if width <= self.tol else min(MAX_BISECTIONS, math.ceil(math.log2(width / self.tol)))
+            width, scale = torch.stack([(t_b - t_a).max(), torch.maximum(t_a.abs(), t_b.abs()).max()]).tolist()
+            tol = max(self.tol, torch.finfo(t_a.dtype).eps * scale)
+            iterations = 0 if width <= tol else min(MAX_BISECTIONS, math.ceil(math.log2(width / tol)))
             for _ in range(iterations):
                 mid = 0.5 * (t_a + t_b)
                 crossed = self.values(rows, mid, state_at(mid)) <= 0

@@ -298,6 +298,18 @@ def test_per_sample_events_end_time_components_and_start():
     torch.testing.assert_close(late.ys[-1], late.ys[0] * math.exp(-0.3), atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("atol", [0.0, "tensor"])
+def test_per_sample_events_with_zero_atol(atol):
+    """atol = 0 (relative tolerance alone) is valid: the rows' events are bisected to the resolution of the
+    times (it divided by zero). y' = −y from 1 and 2 reaches 0.5 at ln 2 and ln 4."""
+    y0 = torch.tensor([[1.0], [2.0]], dtype=torch.float64)
+    atol = torch.zeros(1, dtype=torch.float64) if atol == "tensor" else atol
+    sol = nde.solve_ode(decay, y0, torch.tensor([0.0, 3.0], dtype=torch.float64), per_sample=True, rtol=1e-10,
+                        atol=atol, event_fn=lambda t, y: y[:, 0] - 0.5)
+    expected = torch.tensor([math.log(2.0), math.log(4.0)], dtype=torch.float64)
+    torch.testing.assert_close(sol.event_t, expected, atol=1e-9, rtol=0)
+
+
 def test_per_sample_events_match_row_by_row_torchdiffeq():
     """Each row of a neural field stops where torchdiffeq's event solve of that row alone stops."""
     torch.manual_seed(0)
