@@ -760,7 +760,7 @@ def solve_ode(func: Callable, y0, t: torch.Tensor, *, method: str = "dopri5", rt
                     heuristics=_user_time_heuristics(result.heuristics, _direction(t)), regularization=reg_value,
                     _dense=result.dense_steps if dense and rnode is None else [], _coeffs=problem.cfg.coeffs,
                     _unflatten=None if layout.is_plain else (lambda y: layout.unflatten(y, lead=(y.shape[0],))),
-                    _time_sign=_direction(t), event_t=event_t)
+                    _time_sign=_direction(t), event_t=event_t, _grad_mode=adjoint)
 
 
 def _user_time_heuristics(heuristics: dict, sign: float) -> dict:

@@ -40,6 +40,7 @@ class Solution:
     _coeffs: Coefficients | None = field(default=None, repr=False)
     _unflatten: object = field(default=None, repr=False)
     _time_sign: float = field(default=1.0, repr=False)
+    _grad_mode: str = field(default="direct", repr=False)
 
     @property
     def success(self) -> bool:
@@ -51,7 +52,9 @@ class Solution:
         ``t``: float, 0-d or 1-d tensor. Returns ``(*y0.shape)`` or ``(len(t), *y0.shape)`` (a tuple of
         such for tuple states). The interpolant is the method's own, cubic Hermite, or for fixed-step
         methods the solve's ``interp``. A ``t`` that requires grad gets ``∂y/∂t``, the interpolant's slope.
-        Available for shared-step solves with ``dense=True`` (the default of ``solve_ode``).
+        Available for shared-step solves with ``dense=True`` (the default of ``solve_ode``). Its gradient with
+        respect to ``y0`` and parameters needs ``adjoint="direct"``: the other gradient modes record no graph of
+        the dense output, so a backward pass through it raises (it used to drop that part of the gradient).
         """
         if not self._dense:
             raise ValueError("no dense output stored: solve with dense=True and shared steps "
@@ -63,11 +66,19 @@ class Solution:
         scalar = not torch.is_tensor(t) or t.dim() == 0
         queries = t.reshape(-1) if torch.is_tensor(t) else [t]
         values = [self._value_at(tq) for tq in queries]
-        out = torch.stack(values)
+        out = self._no_gradient_unless_direct(torch.stack(values))
         if self._unflatten is not None:
             out = self._unflatten(out)
             return tuple(part[0] for part in out) if scalar else out
         return out[0] if scalar else out
+
+    def _no_gradient_unless_direct(self, out: torch.Tensor) -> torch.Tensor:
+        """``out`` plus a zero whose backward raises, where the solve is differentiable (its ``ys`` require grad)
+        but its gradient mode (backsolve, discrete) kept no graph of the dense output."""
+        ys = self.ys if torch.is_tensor(self.ys) else self.ys[0]
+        if self._grad_mode == "direct" or not (torch.is_grad_enabled() and ys.requires_grad):
+            return out
+        return out + _NoGradient.apply(ys, out.detach(), self._grad_mode)
 
     def _value_at(self, tq) -> torch.Tensor:
         """The flat state at one query time (a float or a 0-d tensor, differentiable in time if it is)."""
@@ -84,3 +95,18 @@ class Solution:
             slope = self._time_sign * interpolant_slope(step, y0, dt, theta, kind, self._coeffs, f1)
             value = value + (tq - tq.detach()).to(value.dtype) * slope
         return value
+
+
+class _NoGradient(torch.autograd.Function):
+    """Zero shaped like ``like``, attached to ``anchor`` (the solve's outputs); its backward raises."""
+
+    @staticmethod
+    def forward(ctx, anchor: torch.Tensor, like: torch.Tensor, mode: str) -> torch.Tensor:
+        ctx.mode = mode
+        return torch.zeros_like(like)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        raise RuntimeError(f"Solution.evaluate has no gradient with respect to y0 or parameters after a solve with "
+                           f"adjoint={ctx.mode!r}, which records no graph of the dense output; use adjoint='direct' "
+                           "to differentiate it (or detach it)")

@@ -1,4 +1,6 @@
 """Solution: dense evaluation, statistics, and the solver heuristics against closed forms."""
+import math
+
 import pytest
 import torch
 
@@ -76,3 +78,25 @@ def test_heuristics_of_a_decreasing_solve_are_in_the_users_time(per_sample):
     torch.testing.assert_close(back["error_ratio"], fwd["error_ratio"], equal_nan=True)
     first = back["t"][0]
     assert bool((first == 1.0).all()) and bool((back["dt"][~back["dt"].isnan()] < 0).all())
+
+
+@pytest.mark.parametrize("adjoint", ["direct", "backsolve", "discrete"])
+def test_evaluate_gradient_is_exact_or_refused(adjoint):
+    """y' = −a·y: d/dy0 of y(1) + y(2) is e^{−a} + e^{−2a}. `direct` differentiates the dense output; the other
+    modes record no graph of it, so a backward pass through `evaluate` raises instead of dropping y(1)'s part."""
+    a = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    y0 = torch.tensor([1.0], dtype=torch.float64, requires_grad=True)
+    sol = nde.solve_ode(lambda t, y: -a * y, y0, torch.tensor([0.0, 2.0], dtype=torch.float64), adjoint=adjoint,
+                        adjoint_params=(a,), rtol=1e-10, atol=1e-10)
+    loss = sol.evaluate(1.0).sum() + sol.ys[-1].sum()
+    if adjoint != "direct":
+        with pytest.raises(RuntimeError, match="adjoint='direct'"):
+            torch.autograd.grad(loss, y0)
+        with torch.no_grad():   # values alone are fine
+            assert abs(sol.evaluate(1.0).item() - math.exp(-0.7)) < 1e-8
+        tq = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)   # and so is the slope in time
+        (slope,) = torch.autograd.grad(sol.evaluate(tq).sum(), tq)
+        assert abs(slope.item() + 0.7 * math.exp(-0.7)) < 1e-7
+        return
+    (grad,) = torch.autograd.grad(loss, y0)
+    assert abs(grad.item() - (math.exp(-0.7) + math.exp(-1.4))) < 1e-8
