@@ -202,9 +202,28 @@ def event_time_gradient(g: Callable, func: Callable, t_event: torch.Tensor, y_en
         raise ValueError("`event_fn` is stationary along the solution at the event time "
                          "(∂g/∂t + ∂g/∂y·f = 0), so the event time has no derivative")
     correction = -g(t_fixed, y_end) / g_dot     # differentiable through y_end and event_fn's parameters
+    if correction.requires_grad:
+        correction = _FirstOrderOnly.apply(correction)
     dt = correction - correction.detach()
     shift = dt.reshape(-1, *([1] * (y_end.dim() - 1))) if per_row else dt
     return t_fixed + dt.to(t_fixed.dtype), y_end + f * shift.to(y_end.dtype)
+
+
+class _FirstOrderOnly(torch.autograd.Function):
+    """Identity whose backward refuses ``create_graph=True``. The event time's correction holds ∂g/∂t + ∂g/∂y·f
+    and f constant, so its derivative is exact to first order only: a second derivative through it comes out
+    wrong (d²t*/dh0² of a ball with drag: 0 instead of −0.026; torchdiffeq's is 0 too)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            raise RuntimeError("second derivatives (create_graph=True) through an event time are not supported: "
+                               "its gradient (implicit function theorem) is exact to first order only")
+        return grad
 
 
 def combined_event_fn(event_fn: Callable, t0: torch.Tensor, y0) -> Callable:

@@ -372,3 +372,31 @@ def test_local_regulariser_samples_only_up_to_the_event():
                         event_fn=lambda t, y: y - 0.5, regularize=reg, rtol=1e-8, atol=1e-9)
     assert abs(sol.event_t.item() - math.log(4.0)) < 1e-7
     assert seen and abs(seen[0][1] - math.log(4.0)) < 1e-7 and torch.isfinite(sol.regularization)
+
+
+def test_second_derivative_through_event_time_is_refused():
+    """The event time's correction is exact to first order only: for a ball with drag, d²t*/dh0² is about
+    −0.026 (finite differences of dt*/dh0), but the correction gave 0. create_graph=True through it raises,
+    in odeint_event and solve_ode (shared and per sample); first derivatives still match finite differences."""
+    def drag(t, s):
+        x, v = s
+        return v, -G - 0.3 * v * v.abs()
+
+    def impact(h0):
+        event_t, _ = nde.odeint_event(drag, (h0, torch.tensor(1.0, dtype=torch.float64)),
+                                      torch.tensor(0.0, dtype=torch.float64), event_fn=lambda t, s: s[0],
+                                      rtol=1e-10, atol=1e-12)
+        return event_t
+    h0 = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(RuntimeError, match="second derivatives"):
+        torch.autograd.grad(impact(h0), h0, create_graph=True)
+    (grad,) = torch.autograd.grad(impact(h0), h0)
+    with torch.no_grad():
+        fd = (impact(h0 + 1e-6) - impact(h0 - 1e-6)) / 2e-6
+    assert abs(grad.item() - fd.item()) < 1e-5
+    y0 = torch.tensor([[2.0, 1.0]], dtype=torch.float64, requires_grad=True)
+    for per_sample in (False, True):
+        sol = nde.solve_ode(BallRows(), y0, torch.tensor([0.0, 5.0], dtype=torch.float64), per_sample=per_sample,
+                            event_fn=lambda t, y: y[:, 0] if per_sample else y[0, 0])
+        with pytest.raises(RuntimeError, match="second derivatives"):
+            torch.autograd.grad(sol.event_t.sum(), y0, create_graph=True)
