@@ -184,8 +184,16 @@ def event_time_gradient(g: Callable, func: Callable, t_event: torch.Tensor, y_en
     ``g(t, y)``: the combined event function with autograd, ``()`` (shared) or ``(n,)`` (per row);
     ``func(t, y)``: the vector field; ``t_event``: ``()`` or ``(n,)`` event times; ``y_end``: the state at
     them, ``(*shape)`` or ``(n, ...)``, carrying its gradient at fixed end time. Built as
-    ``x + (u − u.detach())``, so the values are exactly the inputs'."""
+    ``x + (u − u.detach())``, so the values are exactly the inputs'. Where nothing needs a gradient (no graph
+    reaches ``g(t_event, y_end)``), the inputs are returned as they are, whatever ``g``'s differentiability."""
     t_fixed = t_event.detach()
+    value = g(t_fixed, y_end)     # differentiable through y_end and event_fn's parameters
+    if not value.requires_grad:
+        if torch.is_grad_enabled() and y_end.requires_grad:
+            raise ValueError("`event_fn` returned a value without autograd history (e.g. an indicator, or "
+                             "Python numbers), so the event time has no derivative; build it from torch "
+                             "operations on t and y, or solve without gradients")
+        return t_fixed, y_end
     with torch.enable_grad():
         t_leaf = t_fixed.clone().requires_grad_(True)
         y_leaf = y_end.detach().clone().requires_grad_(True)
@@ -201,7 +209,7 @@ def event_time_gradient(g: Callable, func: Callable, t_event: torch.Tensor, y_en
     if not bool((g_dot != 0).all()):
         raise ValueError("`event_fn` is stationary along the solution at the event time "
                          "(∂g/∂t + ∂g/∂y·f = 0), so the event time has no derivative")
-    correction = -g(t_fixed, y_end) / g_dot     # differentiable through y_end and event_fn's parameters
+    correction = -value / g_dot
     if correction.requires_grad:
         correction = _FirstOrderOnly.apply(correction)
     dt = correction - correction.detach()

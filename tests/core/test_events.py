@@ -400,3 +400,18 @@ def test_second_derivative_through_event_time_is_refused():
                             event_fn=lambda t, y: y[:, 0] if per_sample else y[0, 0])
         with pytest.raises(RuntimeError, match="second derivatives"):
             torch.autograd.grad(sol.event_t.sum(), y0, create_graph=True)
+
+
+def test_event_function_without_autograd_history():
+    """An event function built without autograd (an indicator) locates the event like any other (y' = −y
+    from 1 reaches 0.5 at ln 2) in solve_ode, shared and per sample, where nothing needs a gradient; where
+    one does, the event time has none, which is a clear ValueError (it was an autograd RuntimeError)."""
+    indicator = lambda t, y: torch.where(y < 0.5, -1.0, 1.0)  # noqa: E731
+    y0, t = torch.tensor([1.0], dtype=torch.float64), torch.tensor([0.0, 3.0], dtype=torch.float64)
+    shared = nde.solve_ode(decay, y0, t, event_fn=indicator, rtol=1e-10, atol=1e-12)
+    rows = nde.solve_ode(decay, y0.reshape(1, 1), t, per_sample=True, event_fn=lambda t, y: indicator(t, y)[:, 0],
+                         rtol=1e-10, atol=1e-12)
+    for event_t in (shared.event_t, rows.event_t[0]):
+        assert abs(event_t.item() - math.log(2.0)) < 1e-10
+    with pytest.raises(ValueError, match="without autograd history"):
+        nde.solve_ode(decay, y0.clone().requires_grad_(True), t, event_fn=indicator)
