@@ -175,14 +175,20 @@ class VPCosine(NoiseSchedule):
         return {"name": "VPCosine", "s": self.s}
 
     def log_alpha(self, t):
-        return torch.log(torch.cos((t + self.s) / (1.0 + self.s) * math.pi / 2.0)) - self._log_alpha_0
+        # cos((t+s)/(1+s) pi/2) = sin((1-t)/(1+s) pi/2): 1 - t is exact near t = 1, so alpha stays accurate there
+        # and alpha(1) = 0 (lambda = -inf) instead of the rounding residue cos(pi/2) = 6e-17 (lambda = -37).
+        return torch.log(torch.sin((1.0 - t) * (math.pi / (2.0 * (1.0 + self.s))))) - self._log_alpha_0
 
     def log_sigma(self, t):
         return 0.5 * torch.log(-torch.expm1(2.0 * self.log_alpha(t)))
 
     def t_of_lambda(self, lam):
-        log_alpha = _log_alpha_from_lambda(lam)
-        return torch.arccos(torch.exp(log_alpha + self._log_alpha_0)) * 2.0 * (1.0 + self.s) / math.pi - self.s
+        # cos(theta) = alpha cos(theta_s) with theta = (t+s)/(1+s) pi/2. Near t = 1 (cos theta < 1/2) take
+        # 1 - t = (1+s) 2/pi arcsin(cos theta): arccos there rounds t to >= 1 (alpha = 0) for finite lambda.
+        cos_theta = torch.exp(_log_alpha_from_lambda(lam) + self._log_alpha_0)
+        scale = 2.0 * (1.0 + self.s) / math.pi
+        return torch.where(cos_theta < 0.5, 1.0 - scale * torch.arcsin(cos_theta),
+                           scale * torch.arccos(cos_theta) - self.s)
 
     def dlog_alpha_dlambda(self, lam):
         return torch.sigmoid(-2.0 * lam)  # sigma^2 for VP (DPM-Solver-v3 Sec. 1.1)

@@ -163,7 +163,8 @@ def test_edm_spacing_is_karras_eq_5_for_any_positive_rho():
 
 def test_valid_domain_edges_are_accepted():
     assert sampling_times(VE(), 5, t_end=0.0)[-1] == 0.0   # VE is defined at t = 0
-    assert torch.isfinite(sampling_times(VPCosine(), 5, t_start=1.0)).all()
+    times = sampling_times(VPCosine(), 5, t_start=1 - 2**-53)   # alpha(1) = 0: t = 1 itself is refused
+    assert torch.isfinite(times).all() and bool((times[1:] < times[:-1]).all())
 
 
 @pytest.mark.parametrize("call, error, word", [

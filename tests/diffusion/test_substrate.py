@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -33,6 +35,20 @@ def test_vp_linear_closed_form_and_variance_preservation():
         torch.testing.assert_close(sched.alpha(t.clamp(max=0.99)) ** 2 + sched.sigma(t.clamp(max=0.99)) ** 2,
                                    torch.ones(3, dtype=torch.float64))
 
+
+
+def test_cosine_schedule_is_accurate_near_t_1_where_alpha_vanishes():
+    """alpha(1 - d) = c d (1 + O(d^2)), c = pi / (2 (1+s) cos(s pi / (2 (1+s)))): cos((t+s)/(1+s) pi/2) had lost the
+    digits there (7e-6 relative at d = 1e-12; alpha(1) = 6e-17, so lambda(1) = -37 and t_start = 1 was accepted;
+    t_of_lambda rounded finite lambdas to t >= 1)."""
+    schedule = VPCosine()
+    slope = math.pi / (2 * (1 + schedule.s)) / math.cos(schedule.s / (1 + schedule.s) * math.pi / 2)
+    t = 1 - torch.tensor([1e-6, 1e-9, 1e-12, 1e-15, 2**-52, 2**-53], dtype=torch.float64)
+    torch.testing.assert_close(schedule.alpha(t), slope * (1 - t), rtol=1e-12, atol=0)
+    torch.testing.assert_close(schedule.t_of_lambda(schedule.lambda_(t)), t, rtol=0, atol=0)
+    assert schedule.lambda_(torch.tensor(1.0, dtype=torch.float64)) == -math.inf
+    with pytest.raises(ValueError, match="t_start"):
+        VPCosine(t_start=1.0)
 
 def test_discrete_schedule_matches_its_steps_and_the_linear_limit():
     cumprod = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)
