@@ -75,4 +75,7 @@ def sampling_times(schedule: NoiseSchedule, steps: int, skip_type: str = "logSNR
         lam = edm_lambda(lam_start, lam_end, rho, torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64))[0]
     times = schedule.t_of_lambda(lam)
     times[0], times[-1] = t_start, t_end  # remove round-off of the inverse map at the ends
+    if not bool((times[1:] < times[:-1]).all()):  # e.g. VPCosine within ~1e-15 of t = 1: t(lambda) rounds together
+        raise ValueError(f"steps={steps} {skip_type} steps from t_start={t_start} to t_end={t_end} repeat a time in "
+                         f"float64 (the schedule's t(lambda) is too flat there); use fewer steps or another t_start")
     return times

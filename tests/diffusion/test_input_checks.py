@@ -167,6 +167,15 @@ def test_valid_domain_edges_are_accepted():
     assert torch.isfinite(times).all() and bool((times[1:] < times[:-1]).all())
 
 
+
+@pytest.mark.parametrize("sampler", [dpm_solver_pp, unipc])
+def test_steps_that_round_to_the_same_time_are_refused(sampler):
+    """Within 2^-53 of t = 1, VPCosine's t(lambda) maps neighbouring logSNR steps to one float64 time: h = 0 used to
+    raise ZeroDivisionError inside the multistep update."""
+    cosine = VPCosine()
+    with pytest.raises(ValueError, match="steps=100 .* repeat a time"):
+        sampler(GaussianMixtureNoisePredictor(MIXTURE, cosine), X_T, cosine, 100, order=3, t_start=1 - 2**-53)
+
 @pytest.mark.parametrize("call, error, word", [
     (lambda: VPDiscrete(betas=torch.tensor([0.1, float("nan"), 0.2])), ValueError, "betas"),
     (lambda: VPDiscrete(alphas_cumprod=torch.tensor([0.9, float("nan"), 0.5])), ValueError, "alphas_cumprod"),
