@@ -158,7 +158,8 @@ def estimate_statistics(model: Callable, data: torch.Tensor, schedule: NoiseSche
     Args:
         data: (K, *state) data samples; the model is queried at their forward-noised versions.
         n_grid: N, number of grid intervals (N+1 points).
-        batch_size: samples per model call (memory knob; results do not depend on it).
+        batch_size: samples per model call (memory knob; the noise and probes are drawn for all K samples at
+            once, so results do not depend on it beyond rounding).
         n_probes: Rademacher probes per sample for Hutchinson's estimator of l.
         progress: show a tqdm progress bar if tqdm is installed.
         variance_floor: where Var(f) <= variance_floor * (1 + E[f]^2) the slope s is set to 0.
@@ -210,11 +211,11 @@ def _estimate_l(model, data, schedule, lam, batch_size, n_probes, generator, bar
     t = schedule.t_of_lambda(lam)
     alpha, sigma = schedule.alpha(t), schedule.sigma(t)
     total = torch.zeros(data.shape[1:], dtype=torch.float64, device=data.device)
-    for chunk in data.split(batch_size):
-        x = _noised(chunk, alpha, sigma, generator)
-        t_batch = t.expand(x.shape[0])
-        for _ in range(n_probes):
-            v = torch.randint(0, 2, x.shape, generator=generator).to(x) * 2 - 1
+    noised = _noised(data, alpha, sigma, generator)  # drawn for all K at once: the draws do not depend on batch_size
+    for _ in range(n_probes):
+        probes = torch.randint(0, 2, data.shape, generator=generator).to(data) * 2 - 1
+        for x, v in zip(noised.split(batch_size), probes.split(batch_size)):
+            t_batch = t.expand(x.shape[0])
             _, jv = torch.func.jvp(lambda y: model(y, t_batch), (x,), (v,))
             check_output(jv, x)
             total += (sigma * jv * v).sum(0).to(torch.float64)
@@ -230,8 +231,7 @@ def _estimate_sb(model, data, schedule, lam, l, dl, batch_size, generator, varia
     dlog_alpha = schedule.dlog_alpha_dlambda(lam)
     l, dl = l.to(data), dl.to(data)
     moments = _Moments()
-    for chunk in data.split(batch_size):
-        x = _noised(chunk, alpha, sigma, generator)
+    for x in _noised(data, alpha, sigma, generator).split(batch_size):
         lam_batch = lam.expand(x.shape[0]).clone()
         eps = check_output(model(x, t.expand(x.shape[0])), x)
         dx = dlog_alpha * x - sigma * eps
