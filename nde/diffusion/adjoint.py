@@ -49,7 +49,8 @@ def adjoint_sample(model: Callable, x_T: torch.Tensor, schedule: NoiseSchedule, 
             or None for an adaptive ``method`` (e.g. "dopri5") with ``rtol``/``atol``.
         gradient: "backsolve" (AdjointDPM: continuous adjoint, memory constant in steps), "discrete"
             (exact gradient of the discretisation) or "direct" (backprop through the solver).
-        params: further tensors the model closes over that need gradients, e.g. the conditioning z.
+        params: further tensors the model closes over that need gradients, e.g. the conditioning z (listing
+            the model's own parameters here too is harmless: each tensor is counted once).
         variable: "rho" (any skip_type) or "lambda" (fixed steps need skip_type="logSNR"); see the module doc.
     Returns:
         (B, *state) x_0 at ``t_end``.
@@ -82,7 +83,9 @@ def adjoint_sample(model: Callable, x_T: torch.Tensor, schedule: NoiseSchedule, 
     alpha = schedule.alpha(times).to(device=x_T.device, dtype=dtype)
     adjoint_params = None
     if gradient != "direct":
-        adjoint_params = tuple(p for p in func.parameters() if p.requires_grad) + tuple(params)
+        # Once each: a tensor listed twice (a model weight also passed in params) gets its gradient twice.
+        found = tuple(p for p in func.parameters() if p.requires_grad) + tuple(params)
+        adjoint_params = tuple({id(p): p for p in found}.values())
     sol = solve_ode(func, x_T.to(dtype) / alpha[0], grid, method=method, step_size=step_size, rtol=rtol, atol=atol,
                     adjoint=gradient, adjoint_params=adjoint_params, adjoint_rtol=adjoint_rtol,
                     adjoint_atol=adjoint_atol,

@@ -85,6 +85,21 @@ def test_discrete_adjoint_equals_backprop(setup):
         assert rel(a, b) < 1e-10
 
 
+
+@pytest.mark.parametrize("gradient, steps, tol", [("discrete", 20, 1e-10), ("backsolve", 60, 1e-3)])
+def test_tensors_listed_twice_in_params_get_their_gradient_once(setup, gradient, steps, tol):
+    """params=[cond, cond, *model.parameters()] (the weights are found automatically) used to double the gradients of
+    cond and of every weight in the adjoint modes; backprop through the same steps counts each once."""
+    schedule, model, x_T, target = setup
+    model.zero_grad()
+    model.cond.grad = None
+    x_0 = adjoint_sample(model, x_T, schedule, steps=steps, gradient=gradient,
+                         params=[model.cond, model.cond, *model.parameters()])
+    (x_0 - target).pow(2).sum().backward()
+    grad_z, grad_w = model.cond.grad.clone(), model.net.body[0].weight.grad.clone()
+    _, _, bp_z, bp_w = gradients(setup, "direct", steps)
+    assert rel(grad_z, bp_z) < tol and rel(grad_w, bp_w) < tol
+
 @pytest.fixture
 def fine(setup):
     """Backprop through 200 RK4 steps: the reference gradient (discretisation error ~1e-8 relative)."""
