@@ -32,6 +32,7 @@ target NFE.
 from __future__ import annotations
 
 import math
+import numbers
 import random
 from dataclasses import dataclass
 
@@ -265,9 +266,13 @@ class AdaptiveCoefficient:
         if not self.lo <= self.value <= self.hi:
             raise ValueError(f"need lo <= value <= hi, got lo={self.lo}, value={self.value}, hi={self.hi}")
 
-    def update(self, nfe: float) -> float:
-        if isinstance(nfe, bool) or not isinstance(nfe, (int, float)) or not 0 <= nfe < math.inf:
-            raise ValueError(f"`nfe` must be a finite non-negative number, got {nfe!r}")
+    def update(self, nfe) -> float:
+        """One dual-ascent step with the evaluations of the latest training step: a number, or a one-element tensor
+        such as a shared solve's ``sol.stats["nfe"]`` (per sample, pass their sum or mean)."""
+        if torch.is_tensor(nfe) and nfe.numel() == 1 and nfe.dtype != torch.bool:
+            nfe = nfe.item()
+        if isinstance(nfe, bool) or not isinstance(nfe, numbers.Real) or not 0 <= nfe < math.inf:
+            raise ValueError(f"`nfe` must be a finite non-negative number or one-element tensor, got {nfe!r}")
         self.value = min(self.hi, max(self.lo, self.value * math.exp(self.rate * (nfe / self.target_nfe - 1))))
         return self.value
 

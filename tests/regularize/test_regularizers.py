@@ -1,4 +1,5 @@
 """Regularisers against closed forms on linear ODEs; gradient routing; every gradient mode; training."""
+import math
 import random
 
 import numpy as np
@@ -142,6 +143,12 @@ def test_steer_and_adaptive_coefficient():
     assert 0.5 <= min(ends) and max(ends) <= 1.5 and abs(np.mean(ends) - 1.0) < 0.1
     lam = R.AdaptiveCoefficient(target_nfe=100, value=1.0, rate=0.5)
     assert lam.update(200) > 1.0 and lam.update(10) < lam.update(200)
+    # sol.stats["nfe"] (a 0-d tensor) and numpy numbers are taken as numbers (they were refused)
+    by_number, by_tensor, by_numpy = (R.AdaptiveCoefficient(target_nfe=100).update(n)
+                                      for n in (150, torch.tensor(150), np.int64(150)))
+    assert by_tensor == by_number == by_numpy == pytest.approx(math.exp(0.1 * 0.5))
+    with pytest.raises(ValueError, match="one-element tensor"):
+        lam.update(torch.tensor([150, 160]))   # per-sample counts: pass their sum or mean
 
 
 @pytest.mark.parametrize("reg,lam", [(R.ErrorEstimate(), 100.0), (R.StepDensity(), 1.0),
