@@ -78,3 +78,11 @@ def check_resolvable_tolerances(rtol, atol, dtype: torch.dtype) -> None:
         raise ValueError(f"`rtol`={rtol:g} and `atol`={atol:g} are both below the resolution of {dtype} "
                          f"(eps {eps:.2g}): adaptive steps could never meet them; pass tolerances of at least "
                          f"{eps:.2g}, or a wider dtype")
+
+
+def first_order_only(what: str, remedy: str = "use the 'direct' gradient mode (autograd through the solver) for them") -> None:
+    """Raise in a backward that runs with ``create_graph=True`` but computes a gradient that records nothing of how it
+    depends on the inputs (an adjoint's own solve, the implicit-function correction of an event time): a second
+    derivative through it would come out silently wrong (it was 0). ``what`` names it, ``remedy`` ends the message."""
+    if torch.is_grad_enabled():
+        raise RuntimeError(f"second derivatives (create_graph=True) through {what} are not supported; {remedy}")

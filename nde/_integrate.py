@@ -304,8 +304,8 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
     heur = {"t": [], "dt": [], "error_ratio": [], "stiffness": []}
     records, dense_steps, reg_terms = [], [], []
     reg = cfg.regularizer
-    landings = _Landings(cfg.step_points, cfg.jump_points, t) if cfg.step_points or cfg.jump_points else None
-    k1_t, t_limit, t_event, event = None, _time_limit(tdt, y0.dtype), None, cfg.event
+    landings, k1_t = _Landings(cfg.step_points, cfg.jump_points, t), None
+    t_limit, t_event, event = _time_limit(tdt, y0.dtype), None, cfg.event
     want_stiffness = cfg.heuristics or (reg is not None and reg.needs_stiffness)
     while j < len(t_out):
         if n_acc + n_rej >= cfg.max_steps:
@@ -320,7 +320,7 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
         clipped = target is not None and t + dt >= target
         if clipped:
             dt = target - t
-        landing, jump = landings.within(t, dt) if landings is not None else (None, False)
+        landing, jump = landings.within(t, dt)
         if landing is not None:
             dt = landing - t
         times = stage_times(t, dt, coeffs, tdt, dev)
@@ -382,8 +382,7 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
                 k1_t = torch.nextafter(_t(t, tdt, dev), _t(math.inf, tdt, dev))
                 k1 = func(k1_t, y)
                 nfe += 1
-            if landings is not None:
-                landings.passed(t)
+            landings.passed(t)
             n_acc += 1
         else:
             n_rej += 1

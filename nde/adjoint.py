@@ -19,6 +19,7 @@ from typing import Callable
 
 import torch
 
+from ._checks import first_order_only
 from ._integrate import (Config, Record, Result, error_ratio, integrate_per_sample, integrate_shared,
                          needs_end_slope, output_value, partial_step, rms_norm)
 from ._rk import host_tensor, interpolate, rk_step, stage_times, stiffness_estimate
@@ -46,15 +47,6 @@ class Problem:
         if self.last is not None and self.last.t_event is not None:
             return [self.t_out[0], self.last.t_event]
         return self.t_out
-
-
-def first_order_only(what: str) -> None:
-    """Raise in an adjoint's backward that runs with ``create_graph=True``: it computes the gradient by its own
-    solve, which records nothing of how that gradient depends on the inputs, so a second derivative through
-    it would come out silently wrong (it was 0). ``what`` names the gradient mode for the message."""
-    if torch.is_grad_enabled():
-        raise RuntimeError(f"second derivatives (create_graph=True) through {what} are not supported; use the "
-                           "'direct' gradient mode (autograd through the solver) for them")
 
 
 def _grads(outputs, inputs, grad_outputs):

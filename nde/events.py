@@ -23,6 +23,8 @@ from typing import Callable
 
 import torch
 
+from ._checks import first_order_only
+
 MAX_BISECTIONS = 200
 
 
@@ -228,9 +230,7 @@ class _FirstOrderOnly(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled():
-            raise RuntimeError("second derivatives (create_graph=True) through an event time are not supported: "
-                               "its gradient (implicit function theorem) is exact to first order only")
+        first_order_only("an event time", "its gradient (implicit function theorem) is exact to first order only")
         return grad
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from ..adjoint import first_order_only
+from .._checks import first_order_only
 from .integrate import Grid, NoiseSource, node_tensors, read_outputs, step_grid
 from .methods import ReversibleHeun, g_and_gdg_prod
 
