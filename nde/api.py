@@ -134,8 +134,9 @@ def _tolerances(rtol, atol, y0, tensors: tuple[torch.Tensor, ...], per_sample: b
 
 def _per_tensor_tolerance(name: str, tol, tensors: tuple[torch.Tensor, ...], per_sample: bool) -> torch.Tensor:
     """A tuple state's tolerance given per tensor: each entry a number, or a tensor broadcastable to its tensor
-    (per sample: to one row of it) or, as in torchdiffeq, one value per element, flat; laid out as :meth:`_Layout.flatten` lays out the state: (numel,), per sample
-    (row size,); a 1-tuple's, which the solver integrates in its own shape, shaped like that tensor."""
+    (per sample: to one row of it) or, as in torchdiffeq, one value per element, flat. Laid out as
+    :meth:`_Layout.flatten` lays out the state: (numel,), per sample (row size,); a 1-tuple's, which the solver
+    integrates in its own shape, shaped like that tensor."""
     if len(tol) != len(tensors):
         raise ValueError(f"`{name}` has {len(tol)} entries but the tuple `y0` has {len(tensors)} tensors")
     parts = []
@@ -843,8 +844,9 @@ def _local_value(reg: LocalErrorEstimate, problem: Problem, result: Result, rng)
         local = _live_step(func, t_r, h, y_r, k1, coeffs, landings, cfg.t_dtype)
         extra_nfe += tab.stages
         scaled = local.error / torch.maximum(y_r.abs(), local.y1.abs()).mul(cfg.rtol).add(cfg.atol)
-        if reg.norm == "per_sample" and len(func.expected_shape) > 1:   # a tuple state: rows of every tensor
-            scaled = _rows(scaled, func.expected_shape)
+        if reg.norm == "per_sample" and len(func.expected_shape) > 1:   # a tuple state: row i of every tensor
+            shapes = func.expected_shape
+            scaled = _Layout(shapes, per_sample=True).flatten(_Layout(shapes, per_sample=False).unflatten(scaled))
         total = total + weight * reg.local_value(scaled, h, t_last - t_first, k_exp)
     return total / reg.n_samples, extra_nfe
 
@@ -856,12 +858,6 @@ def _check_rows(y0) -> None:
     if len({x.shape[0] if x.dim() else None for x in y0}) != 1:
         raise ValueError("`regularize`: LocalErrorEstimate(norm='per_sample') needs every tensor of a tuple `y0` "
                          "to have the batch as dimension 0")
-
-
-def _rows(flat: torch.Tensor, shapes: list[tuple[int, ...]]) -> torch.Tensor:
-    """A flat tuple state (shared steps) as ``(batch, n)``: row i joins row i of every tensor."""
-    parts = torch.split(flat, [math.prod(s) for s in shapes])
-    return torch.cat([p.reshape(s[0], -1) for p, s in zip(parts, shapes)], dim=1)
 
 
 def _live_step(func, t_r: float, h: float, y_r: torch.Tensor, k1: torch.Tensor, coeffs: Coefficients,
