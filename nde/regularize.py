@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ._checks import check_generator
 from ._integrate import rms_norm, rms_rows, step_index
 from .tableaus import ButcherTableau, get_tableau
 
@@ -237,8 +238,7 @@ def steer_end_time(t: torch.Tensor, b: float, generator: torch.Generator | None 
     ``t``: output times ``(T,)``, increasing or decreasing, floating point."""
     if not torch.is_tensor(t) or t.dim() != 1 or t.numel() < 2 or not t.is_floating_point():
         raise ValueError("`t` must be a 1-d floating-point tensor of at least two output times")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"`generator` must be a torch.Generator, got {type(generator).__name__}")
+    check_generator(generator)
     if not 0 <= b < abs(float(t[-1] - t[-2])):
         raise ValueError("`b` must be non-negative and smaller than the last output interval")
     u = torch.rand((), generator=generator).item()
