@@ -824,6 +824,9 @@ def _local_value(reg: LocalErrorEstimate, problem: Problem, result: Result, rng)
     k_exp = tab.error_order + 1
     total, extra_nfe = y_ref.new_zeros(()), 0
     for t_r, weight in reg.sample_times(t_first, t_last, starts, dts, rng):
+        room = t_last - t_r   # the live step ends by t1, as a fresh integrator's would (and the SDE core's)
+        if room <= 1e-9 * (t_last - t_first):   # a time sampled at the very end: no room for a step
+            continue
         j = step_index(starts, t_r)
         t0, dt, y0, step = dense[j][:4]
         theta = min(max((t_r - t0) / dt, 0.0), 1.0)
@@ -841,6 +844,7 @@ def _local_value(reg: LocalErrorEstimate, problem: Problem, result: Result, rng)
             extra_nfe += 1
         else:
             h = dt
+        h = min(h, room)
         local = _live_step(func, t_r, h, y_r, k1, coeffs, landings, cfg.t_dtype)
         extra_nfe += tab.stages
         scaled = local.error / torch.maximum(y_r.abs(), local.y1.abs()).mul(cfg.rtol).add(cfg.atol)

@@ -134,7 +134,8 @@ class LocalErrorEstimate:
         quantity: ``"error"`` — ``EEst·dt`` at t_r (the paper); ``"density"`` — ``(t1−t0)·EEst^(1/k)/dt``,
             an unbiased estimate (under uniform or importance-weighted sampling) of the number of steps.
         step: ``"heuristic"`` — Hairer's initial step at (t_r, y(t_r)) as in the paper (2 extra
-            evaluations); ``"solver"`` — the step the solver accepted at t_r (free).
+            evaluations); ``"solver"`` — the step the solver accepted at t_r (free). Either is cut at t1, as a
+            fresh integrator's first step on (t_r, t1) is.
         method: the method of the live step; the paper always uses ``"tsit5"``; ``None``: the solve's.
         norm: ``"batch"`` — one RMS over the whole state (the paper); ``"per_sample"`` — the mean of
             per-row error norms (rows = dim 0; of a tuple state, row i of every tensor), so every example pays

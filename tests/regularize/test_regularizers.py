@@ -331,3 +331,36 @@ def test_rnode_of_a_multi_dimensional_state_is_per_sample():
     sol = nde.solve_ode(lambda t, y: -y, y0, T1, rtol=1e-9, atol=1e-9, regularize=R.RNODE(0.0, 1.0))
     assert sol.regularization.item() == pytest.approx(6.0, rel=1e-6)
     assert sol.ys.shape == (2, 2, 3, 2)
+
+
+@pytest.mark.parametrize("direction", [1.0, -1.0])
+def test_local_heuristic_step_ends_at_t1(direction):
+    """t_r 0.03 before t1, where Hairer's initial step (torchdiffeq's rule) is several times longer: the live step
+    is cut at t1, as a fresh integrator's (the paper's) and the SDE core's are, so the value is EEst·h of a tsit5
+    step of h = |t1 − t_r| (stability polynomials) and the last evaluation is at t1 (it was at 1.16 on [0, 1])."""
+    from torchdiffeq._impl.misc import _select_initial_step
+    lam, rtol, atol, tab = -1.0, 1e-2, 1e-2, TABLEAUS["tsit5"]
+    t = T1 if direction > 0 else T1.flip(0)
+    t_r = float(t[0] + 0.97 * (t[1] - t[0]))
+    y0 = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    calls = []
+
+    def f(s, y):
+        calls.append(float(s))
+        return lam * y
+    y_r = nde.solve_ode(f, y0, t, method="tsit5", rtol=rtol, atol=atol).evaluate(t_r)
+    rms = lambda x: x.pow(2).mean().sqrt()  # noqa: E731
+    hairer = _select_initial_step(lambda s, y: direction * lam * y, torch.tensor(direction * t_r), y_r,
+                                  tab.error_order, rtol, atol, rms)
+    room = abs(float(t[1]) - t_r)
+    assert float(hairer) > 3 * room
+    reg = R.LocalErrorEstimate()
+    reg.sample_times = lambda *args: [(direction * t_r, 1.0)]   # the solver's (increasing) time of t_r
+    calls.clear()
+    value = nde.solve_ode(f, y0, t, method="tsit5", rtol=rtol, atol=atol, regularize=reg).regularization
+    z = lam * (float(t[1]) - t_r)
+    err = (y_r * z * _stability_poly(tab.b_error, tab, z)).abs()
+    y1 = y_r * (1 + z * _stability_poly(tab.b, tab, z))
+    expected = rms(err / (atol + rtol * torch.maximum(y_r.abs(), y1.abs()))) * room
+    assert value.item() == pytest.approx(expected.item(), rel=1e-8)
+    assert calls[-1] == pytest.approx(float(t[1]), abs=1e-12)
