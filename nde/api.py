@@ -822,6 +822,8 @@ def _local_value(reg: LocalErrorEstimate, problem: Problem, result: Result, rng)
     y_ref = dense[0][2]
     coeffs = Coefficients.build(tab, y_ref.dtype, cfg.t_dtype, y_ref.device)
     k_exp = tab.error_order + 1
+    norm = cfg.norm or rms_norm   # the solve's: for a tuple state the mixed norm
+    norm_host = rms_norm_host if cfg.norm is None else (lambda x: float(norm(x)))
     total, extra_nfe = y_ref.new_zeros(()), 0
     for t_r, weight in reg.sample_times(t_first, t_last, starts, dts, rng):
         room = t_last - t_r   # the live step ends by t1, as a fresh integrator's would (and the SDE core's)
@@ -840,7 +842,7 @@ def _local_value(reg: LocalErrorEstimate, problem: Problem, result: Result, rng)
         if reg.step == "heuristic":
             with torch.no_grad():
                 h = initial_step_scalar(func, t_r, t_tensor, y_r, k1.detach(), tab.error_order, cfg.rtol,
-                                        cfg.atol, rms_norm_host)
+                                        cfg.atol, norm_host)
             extra_nfe += 1
         else:
             h = dt
@@ -851,7 +853,7 @@ def _local_value(reg: LocalErrorEstimate, problem: Problem, result: Result, rng)
         if reg.norm == "per_sample" and len(func.expected_shape) > 1:   # a tuple state: row i of every tensor
             shapes = func.expected_shape
             scaled = _Layout(shapes, per_sample=True).flatten(_Layout(shapes, per_sample=False).unflatten(scaled))
-        total = total + weight * reg.local_value(scaled, h, t_last - t_first, k_exp)
+        total = total + weight * reg.local_value(scaled, h, t_last - t_first, k_exp, norm)
     return total / reg.n_samples, extra_nfe
 
 

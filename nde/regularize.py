@@ -137,9 +137,10 @@ class LocalErrorEstimate:
             evaluations); ``"solver"`` — the step the solver accepted at t_r (free). Either is cut at t1, as a
             fresh integrator's first step on (t_r, t1) is.
         method: the method of the live step; the paper always uses ``"tsit5"``; ``None``: the solve's.
-        norm: ``"batch"`` — one RMS over the whole state (the paper); ``"per_sample"`` — the mean of
-            per-row error norms (rows = dim 0; of a tuple state, row i of every tensor), so every example pays
-            for its own difficulty.
+        norm: ``"batch"`` — the solver's error norm of the whole state, EEst as the solve measures it (the
+            paper): an RMS, for a tuple state the largest RMS of its tensors (torchdiffeq's mixed norm);
+            ``"per_sample"`` — the mean of per-row error norms (rows = dim 0; of a tuple state, row i of every
+            tensor), so every example pays for its own difficulty.
     """
 
     sampling: str = "unbiased"
@@ -160,11 +161,12 @@ class LocalErrorEstimate:
             raise ValueError(f"`method` {self.method!r} has no embedded error estimate; use an adaptive method "
                              "(e.g. 'tsit5') or None (the solve's)")
 
-    def local_value(self, scaled: torch.Tensor, h: float, span: float, k: float) -> torch.Tensor:
+    def local_value(self, scaled: torch.Tensor, h: float, span: float, k: float, norm=rms_norm) -> torch.Tensor:
         """The sampled quantity from one live step of size ``h``: ``scaled`` is its error divided by the
-        tolerance scale (rows = dim 0), ``k`` the exponent of EEst in h, ``span = t1 − t0``. Returns
-        ``EEst·h`` or ``span·EEst^(1/k)/h``, averaged over rows for per-sample norms (0-d)."""
-        eest = rms_norm(scaled) if self.norm == "batch" else rms_rows(scaled.reshape(scaled.shape[0], -1))
+        tolerance scale (rows = dim 0), ``k`` the exponent of EEst in h, ``span = t1 − t0``, ``norm`` the solve's
+        error norm (tensor -> 0-d tensor) for ``norm="batch"``. Returns ``EEst·h`` or ``span·EEst^(1/k)/h``,
+        averaged over rows for per-sample norms (0-d)."""
+        eest = norm(scaled) if self.norm == "batch" else rms_rows(scaled.reshape(scaled.shape[0], -1))
         if self.quantity == "error":
             return (eest * h).mean()
         return (span * eest.clamp_min(1e-12) ** (1.0 / k) / h).mean()

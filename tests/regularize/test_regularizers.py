@@ -364,3 +364,34 @@ def test_local_heuristic_step_ends_at_t1(direction):
     expected = rms(err / (atol + rtol * torch.maximum(y_r.abs(), y1.abs()))) * room
     assert value.item() == pytest.approx(expected.item(), rel=1e-8)
     assert calls[-1] == pytest.approx(float(t[1]), abs=1e-12)
+
+
+@pytest.mark.parametrize("step", ["solver", "heuristic"])
+def test_local_batch_norm_of_a_tuple_state_is_the_solvers_mixed_norm(step):
+    """(a, b) with a' = −a, b' = −8b, sampled at t0: EEst·h of one tsit5 step from y0 in the solver's norm for tuple
+    states, the largest RMS of a tensor (torchdiffeq's mixed norm; stability polynomials per tensor), with h the
+    solver's first step or Hairer's (torchdiffeq's rule in that norm). It took one RMS over the concatenation."""
+    from torchdiffeq._impl.misc import _select_initial_step
+    rtol, atol, tab = 1e-4, 1e-4, TABLEAUS["tsit5"]
+    a0 = torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64)
+    b0 = torch.tensor([[1.0], [3.0]], dtype=torch.float64)
+    f = lambda t, y: (-y[0], -8.0 * y[1])  # noqa: E731
+    rms = lambda x: x.pow(2).mean().sqrt()  # noqa: E731
+    if step == "solver":
+        h = float(nde.solve_ode(f, (a0, b0), T1, method="tsit5", rtol=rtol, atol=atol).heuristics["dt"][0])
+    else:
+        flat = torch.cat([a0, b0.reshape(-1)])
+        mixed = lambda x: torch.maximum(rms(x[:3]), rms(x[3:]))  # noqa: E731
+        h = float(_select_initial_step(lambda t, y: torch.cat([-y[:3], -8.0 * y[3:]]), T1[0], flat,
+                                       tab.error_order, rtol, atol, mixed))
+    assert h < 1.0
+
+    def eest(y, lam):
+        z = lam * h
+        err = (y * z * _stability_poly(tab.b_error, tab, z)).abs()
+        y1 = y * (1 + z * _stability_poly(tab.b, tab, z))
+        return rms(err / (atol + rtol * torch.maximum(y.abs(), y1.abs())))
+    reg = R.LocalErrorEstimate("biased", step=step)
+    reg.sample_times = lambda *args: [(0.0, 1.0)]
+    value = nde.solve_ode(f, (a0, b0), T1, method="tsit5", rtol=rtol, atol=atol, regularize=reg).regularization
+    assert value.item() == pytest.approx(max(eest(a0, -1.0), eest(b0, -8.0)).item() * h, rel=1e-8)
