@@ -168,15 +168,23 @@ class RowEvent:
                t_b: torch.Tensor) -> torch.Tensor:
         """Every row's event time in ``(t_a, t_b]`` (``g > 0`` at t_a, ``≤ 0`` at t_b) by bisection on
         ``state_at(times) -> (n, ...)`` to within ``tol``, all rows at once: the bracket midpoints. With
-        ``tol`` 0 (``atol=0``) or below the resolution of the times, to that resolution."""
+        ``tol`` 0 (``atol=0``) or below the resolution of the times, to that resolution. A NaN value of ``g``
+        raises a ``ValueError`` (as in shared mode), checked once after the bisection."""
         with torch.no_grad():
             width, scale = torch.stack([(t_b - t_a).max(), torch.maximum(t_a.abs(), t_b.abs()).max()]).tolist()
             tol = max(self.tol, torch.finfo(t_a.dtype).eps * scale)
             iterations = 0 if width <= tol else min(MAX_BISECTIONS, math.ceil(math.log2(width / tol)))
+            nan_at = torch.full_like(t_a, math.nan)   # per row, a time where g was NaN
             for _ in range(iterations):
                 mid = 0.5 * (t_a + t_b)
-                crossed = self.values(rows, mid, state_at(mid)) <= 0
+                g = self.values(rows, mid, state_at(mid))
+                nan_at = torch.where(torch.isnan(g), mid, nan_at)
+                crossed = g <= 0
                 t_b, t_a = torch.where(crossed, mid, t_b), torch.where(crossed, t_a, mid)
+            found = ~torch.isnan(nan_at)
+            if bool(found.any()):
+                i = int(found.nonzero()[0])
+                raise ValueError(f"`event_fn` returned NaN at t={self.sign * float(nan_at[i])} (row {int(rows[i])})")
         return 0.5 * (t_a + t_b)
 
 

@@ -415,3 +415,16 @@ def test_event_function_without_autograd_history():
         assert abs(event_t.item() - math.log(2.0)) < 1e-10
     with pytest.raises(ValueError, match="without autograd history"):
         nde.solve_ode(decay, y0.clone().requires_grad_(True), t, event_fn=indicator)
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_nan_event_value_inside_a_step_raises_in_both_modes(per_sample):
+    """y' = −y from 1, g = y − 0.5 but NaN just above the crossing (0.5 < y < 0.501, t in (0.6912, 0.6931)), where
+    only the bisection looks: shared mode raised, per-sample took NaN for "not crossed" and returned an event time."""
+    y0, t = torch.ones(2, 1, dtype=torch.float64), torch.tensor([0.0, 2.0], dtype=torch.float64)
+
+    def event(s, y):
+        g = y[..., 0] - 0.5
+        return torch.where((g > 0) & (g < 1e-3), math.nan, g)
+    with pytest.raises(ValueError, match="`event_fn` returned NaN at t=0.69"):
+        nde.solve_ode(decay, y0, t, per_sample=per_sample, event_fn=event)
