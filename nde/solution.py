@@ -47,7 +47,8 @@ class Solution:
         return bool((self.status == int(Status.SUCCESS)).all())
 
     def evaluate(self, t) -> torch.Tensor:
-        """Dense output: the state at time(s) ``t`` anywhere in the solved interval.
+        """Dense output: the state at time(s) ``t`` anywhere in the solved interval, ``[ts[0], ts[-1]]`` (either
+        direction of time; with ``event_fn``, up to the event), else a ``ValueError``.
 
         ``t``: float, 0-d or 1-d tensor. Returns ``(*y0.shape)`` or ``(len(t), *y0.shape)`` (a tuple of
         such for tuple states). The interpolant is the method's own, cubic Hermite, or for fixed-step
@@ -65,7 +66,8 @@ class Solution:
             raise ValueError(f"`t` must be a number or a non-empty 0-d or 1-d tensor, got shape {tuple(t.shape)}")
         scalar = not torch.is_tensor(t) or t.dim() == 0
         queries = t.reshape(-1) if torch.is_tensor(t) else [t]
-        values = [self._value_at(tq) for tq in queries]
+        interval = (float(self.ts[0]), self._end_time())
+        values = [self._value_at(tq, interval) for tq in queries]
         out = self._no_gradient_unless_direct(torch.stack(values))
         if self._unflatten is not None:
             out = self._unflatten(out)
@@ -80,14 +82,25 @@ class Solution:
             return out
         return out + _NoGradient.apply(ys, out.detach(), self._grad_mode)
 
-    def _value_at(self, tq) -> torch.Tensor:
-        """The flat state at one query time (a float or a 0-d tensor, differentiable in time if it is)."""
+    def _end_time(self) -> float:
+        """The solved interval's end in user time: ``ts[-1]``, or the event time where an event ended the solve.
+        The last step may reach past it (methods that interpolate their outputs), but the solve is only
+        defined up to it, as torchdiffeq's interpolation is."""
+        if self.event_t is not None and not bool(torch.isnan(self.event_t)):
+            return float(self.event_t.detach())
+        return float(self.ts[-1])
+
+    def _value_at(self, tq, interval: tuple[float, float]) -> torch.Tensor:
+        """The flat state at one query time (a float or a 0-d tensor, differentiable in time if it is) in the
+        solved ``interval`` (user time)."""
         starts = [d[0] for d in self._dense]
-        lo, hi = starts[0], self._dense[-1][0] + self._dense[-1][1]
+        t_start, t_end = interval
+        lo, hi = starts[0], self._time_sign * t_end
         value_t = float(tq.detach()) if torch.is_tensor(tq) else float(tq)
         s = self._time_sign * value_t
-        if not (lo - 1e-12 * max(1.0, abs(lo)) <= s <= hi + 1e-12 * max(1.0, abs(hi))):
-            raise ValueError(f"`t`={value_t} is outside the solved interval")
+        slack = max(1e-12, torch.finfo(self.ts.dtype).eps)   # the ends rounded to the dtype of ts
+        if not (lo - slack * max(1.0, abs(lo)) <= s <= hi + slack * max(1.0, abs(hi))):
+            raise ValueError(f"`t`={value_t} is outside the solved interval [{t_start}, {t_end}]")
         t0, dt, y0, step, kind, f1 = self._dense[step_index(starts, s)]
         theta = min(max((s - t0) / dt, 0.0), 1.0)
         value = output_value(step, y0, dt, theta, kind, self._coeffs, f1)

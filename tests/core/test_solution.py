@@ -100,3 +100,35 @@ def test_evaluate_gradient_is_exact_or_refused(adjoint):
         return
     (grad,) = torch.autograd.grad(loss, y0)
     assert abs(grad.item() - (math.exp(-0.7) + math.exp(-1.4))) < 1e-8
+
+
+@pytest.mark.parametrize("direction", [1.0, -1.0])
+def test_evaluate_refuses_times_outside_t0_t1(direction):
+    """dopri5 at rtol 1e-3 ends its last step well past t1 and interpolates there; evaluate returned the
+    extrapolated interpolant up to that step's end. Times outside [t0, t1] (either direction) are refused; t0 and
+    t1, also rounded (float32 t, Python floats), give ys[0] and ys[-1]."""
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64) * direction
+    sol = nde.solve_ode(lambda s, y: -y, torch.ones(2, dtype=torch.float64), t, rtol=1e-3, atol=1e-3)
+    reach = float(sol.heuristics["t"][-1] + sol.heuristics["dt"][-1])
+    assert direction * reach > 1.2   # the last step overshoots t1
+    for outside in (0.5 * (float(t[1]) + reach), -direction * 1e-6):
+        with pytest.raises(ValueError, match="`t`=.* is outside the solved interval"):
+            sol.evaluate(outside)
+        with pytest.raises(ValueError, match="`t`="):
+            sol.evaluate(torch.tensor([0.5 * direction, outside], dtype=torch.float64))
+    assert torch.equal(sol.evaluate(t[0]), sol.ys[0])
+    assert torch.allclose(sol.evaluate(t[1]), sol.ys[-1], rtol=1e-14, atol=0)
+    t32 = torch.tensor([0.0, 0.7]) * direction   # float32(0.7) < 0.7: the Python float lies just past t1
+    sol = nde.solve_ode(lambda s, y: -y, torch.ones(2), t32, method="tsit5")
+    assert torch.allclose(sol.evaluate(0.7 * direction), sol.ys[-1], rtol=1e-6, atol=0)
+
+
+def test_evaluate_ends_at_the_event():
+    """An event at ln 2 (y = e^{−t} reaches 0.5) ends the solve: evaluate gives y(event) there, and refuses later
+    times before t1."""
+    sol = nde.solve_ode(lambda s, y: -y, torch.ones(1, dtype=torch.float64), torch.tensor([0.0, 2.0],
+                        dtype=torch.float64), rtol=1e-9, atol=1e-10, event_fn=lambda s, y: y - 0.5)
+    assert float(sol.event_t) == pytest.approx(math.log(2), abs=1e-8)
+    assert torch.allclose(sol.evaluate(sol.event_t), sol.ys[-1], rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="outside the solved interval"):
+        sol.evaluate(float(sol.event_t) + 0.01)
