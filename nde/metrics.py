@@ -9,6 +9,8 @@ from typing import Callable
 
 import torch
 
+from ._checks import check_generator
+
 
 def _check_samples(name: str, x: torch.Tensor) -> None:
     """A finite floating-point (n, d) tensor with n >= 2: a NaN row would make a distance NaN, or land in some bin
@@ -195,6 +197,7 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, n_projections: int = 25
                          f"{tuple(y.shape)} {y.dtype}")
     if isinstance(n_projections, bool) or not isinstance(n_projections, int) or n_projections < 1:
         raise ValueError(f"n_projections must be a positive int, got {n_projections!r}")
+    check_generator(generator)
     theta = torch.randn(x.shape[1], n_projections, generator=generator, dtype=x.dtype).to(x.device)
     theta = theta / theta.norm(dim=0, keepdim=True)
     px = torch.sort(x @ theta, dim=0).values

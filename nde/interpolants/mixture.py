@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from .._checks import finite_tensor, floating_dtype
+from .._checks import check_generator, finite_tensor, floating_dtype
 
 
 class GaussianMixture:
@@ -55,6 +55,7 @@ class GaussianMixture:
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``(n, d)`` samples."""
+        check_generator(generator)
         idx = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         noise = torch.randn(n, self.dim, generator=generator, dtype=self.means.dtype, device=self.means.device)
         return self.means[idx] + self.variances[idx].sqrt()[:, None] * noise

@@ -1,0 +1,42 @@
+"""Every public sampler of nde.interpolants, nde.distill and nde.metrics that takes a ``generator`` refuses a seed
+(an int) with the shared check's TypeError naming ``generator``; several failed inside torch.rand/randn/multinomial
+with a list of overloads."""
+import pytest
+import torch
+
+from nde.distill import DiffusionTeacher, FDistill
+from nde.interpolants import (checkerboard, log_likelihood, ring_mixture, sample_sde, sample_times,
+                              standard_normal, two_moons)
+from nde.metrics import sliced_wasserstein
+
+
+def _half(t, x):
+    return 0.5 * x
+
+
+def _fdistill_sample(generator):
+    mix = standard_normal(1)
+    task = FDistill(DiffusionTeacher.from_mixture(mix), mix.sample, 1, hidden=4, depth=1)
+    return task.sample(3, generator=generator)
+
+
+_X = torch.zeros(4, 2)
+SAMPLERS = {
+    "checkerboard": lambda g: checkerboard(3, generator=g),
+    "two_moons": lambda g: two_moons(3, generator=g),
+    "GaussianMixture.sample": lambda g: ring_mixture().sample(3, generator=g),
+    "sample_times": lambda g: sample_times(3, generator=g),
+    "sample_sde": lambda g: sample_sde(_half, _half, _X, 0.5, steps=2, generator=g),
+    "log_likelihood": lambda g: log_likelihood(_half, _X, lambda x: x.sum(1), divergence="hutchinson", generator=g),
+    "DiffusionTeacher.sample": lambda g: DiffusionTeacher(lambda x, s: x).sample(3, 2, steps=2, generator=g),
+    "FDistill.sample": _fdistill_sample,
+    "sliced_wasserstein": lambda g: sliced_wasserstein(_X + torch.arange(4.0)[:, None], _X, generator=g),
+}
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_a_seed_for_a_generator_is_refused_by_name(name):
+    call = SAMPLERS[name]
+    call(torch.Generator().manual_seed(0))  # a generator is accepted
+    with pytest.raises(TypeError, match="`generator` must be a torch.Generator or None, got int"):
+        call(0)
