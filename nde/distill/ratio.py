@@ -11,14 +11,20 @@ from typing import Callable
 
 import torch
 
+from .._checks import number
+
 AllReduceSum = Callable[[torch.Tensor], torch.Tensor]
 
 
 def density_ratio(logit: torch.Tensor, lower: float = 0.1, upper: float = 20.0,
                   logit_clip: float = 10.0) -> torch.Tensor:
-    """r = clamp(exp(clamp(logit, +-logit_clip)), lower, upper); ``logit`` of shape ``(B,)``."""
+    """r = clamp(exp(clamp(logit, +-logit_clip)), lower, upper); ``logit`` of shape ``(B,)``.
+
+    ``logit_clip`` must be > 0 (``inf``: no logit clip), else a ``ValueError``.
+    """
     if not 0 < lower < upper:
         raise ValueError(f"need 0 < lower < upper, got lower={lower}, upper={upper}")
+    number(logit_clip, "logit_clip", positive=True, allow_inf=True)
     return logit.clamp(-logit_clip, logit_clip).exp().clamp(lower, upper)
 
 

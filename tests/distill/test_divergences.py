@@ -35,6 +35,19 @@ def test_density_ratio_clipping():
         density_ratio(logit, 2.0, 1.0)
 
 
+@pytest.mark.parametrize("logit_clip", [-1.0, 0.0, float("nan")])
+def test_density_ratio_refuses_a_non_positive_logit_clip(logit_clip):
+    """A negative logit_clip inverted the clamp: every logit became -logit_clip's bound, one ratio for all samples."""
+    with pytest.raises(ValueError, match="logit_clip"):
+        density_ratio(torch.tensor([-3.0, 0.0, 3.0]), logit_clip=logit_clip)
+
+
+def test_density_ratio_with_an_infinite_logit_clip_clips_only_the_ratio():
+    logit = torch.tensor([-50.0, -1.0, 2.0, 50.0], dtype=torch.float64)
+    torch.testing.assert_close(density_ratio(logit, 0.1, 20.0, logit_clip=float("inf")),
+                               logit.exp().clamp(0.1, 20.0))
+
+
 def test_two_stage_normalisation():
     gen = torch.Generator().manual_seed(0)
     s = torch.rand(4000, generator=gen, dtype=torch.float64)
