@@ -30,6 +30,14 @@ def positive_int(value, name: str) -> int:
     return int(value)
 
 
+def sample_count(value, name: str = "n") -> int:
+    """A number of samples: a non-negative integer (a Python or numpy int, not a bool; 0 asks for an empty sample);
+    anything else is a ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    return int(value)
+
+
 def flag(value, name: str) -> bool:
     """A bool (``"no"`` is not False); anything else is a ``TypeError``."""
     if not isinstance(value, bool):

@@ -31,7 +31,7 @@ from ..interpolants.interpolant import check_shape, per_sample
 from ..interpolants.losses import sample_times
 from ..interpolants.networks import MLP, TimeConditionedMLP
 from ..training import StepContext, Task
-from .._checks import check_generator, number, positive_int
+from .._checks import check_generator, number, positive_int, sample_count
 from ..training.hyperparameters import check_samples, decay_factor
 from .divergences import divergence_weight, f_function
 from .ratio import RatioNormalizer, density_ratio, normalize_by_mean
@@ -255,6 +255,7 @@ class FDistill(Task):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, ema: dict | None = None) -> torch.Tensor:
         """``(n, dim)`` one-step samples G(z) (from ``trainer.ema`` when given)."""
+        n = sample_count(n)
         check_generator(generator)
         net = self.networks["generator"] if ema is None else ema["generator"].module
         return net(self._to_model(torch.randn(n, self.latent_dim, generator=generator)))

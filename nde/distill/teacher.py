@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from .._checks import check_generator
+from .._checks import check_generator, sample_count
 from ..interpolants import (GaussianMixture, InterpolantTask, MixtureInterpolantFields, denoiser_from_velocity,
                             one_sided_trigonometric, standard_normal, vp_noise_prediction)
 from ..interpolants.interpolant import check_shape, expand_time, per_sample
@@ -89,6 +89,7 @@ class DiffusionTeacher:
             raise ValueError(f"steps must be a positive int, got {steps!r}")
         if not 0 <= s_min < s_max < 1:
             raise ValueError(f"need 0 <= s_min < s_max < 1, got s_min={s_min}, s_max={s_max}")
+        n = sample_count(n)
         check_generator(generator)
         grid = torch.linspace(s_max, s_min, steps + 1, dtype=dtype)
         x = torch.randn(n, dim, generator=generator, dtype=dtype)

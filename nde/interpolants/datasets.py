@@ -1,6 +1,6 @@
 """Two-dimensional toy densities used by the examples, tests and benchmarks.
 
-Each sampler returns ``(n, 2)`` samples and takes an optional ``torch.Generator`` so
+Each sampler returns ``(n, 2)`` samples (``n >= 0``) and takes an optional ``torch.Generator`` so
 that runs are reproducible.
 """
 from __future__ import annotations
@@ -9,11 +9,12 @@ import math
 
 import torch
 
-from .._checks import check_generator
+from .._checks import check_generator, sample_count
 
 
 def checkerboard(n: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Uniform on the 8 black squares of a 4x4 checkerboard on ``[-4, 4]^2`` (squares of side 2)."""
+    n = sample_count(n)
     check_generator(generator)
     x1 = torch.rand(n, generator=generator, dtype=dtype) * 4 - 2
     row = torch.rand(n, generator=generator, dtype=dtype) - 2 * torch.randint(0, 2, (n,), generator=generator).to(dtype)
@@ -47,6 +48,7 @@ def checkerboard_cell_masses(bins: int = 8, dtype: torch.dtype = torch.float64) 
 def two_moons(n: int, generator: torch.Generator | None = None, noise: float = 0.1,
               dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The two interleaving half circles of scikit-learn's ``make_moons``, centred and scaled by 2."""
+    n = sample_count(n)
     check_generator(generator)
     upper = torch.rand(n, generator=generator) < 0.5
     theta = torch.rand(n, generator=generator, dtype=dtype) * math.pi

@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from .._checks import check_generator
+from .._checks import check_generator, sample_count
 from .interpolant import Interpolant, check_batch, check_shape, per_sample
 
 Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -110,5 +110,6 @@ def sample_times(n: int, t_min: float = 1e-4, t_max: float = 1 - 1e-4, generator
     """``(n,)`` uniform times on [t_min, t_max] (the paper caps t0 = 1e-4 where fields divide by gamma)."""
     if not 0 <= t_min < t_max <= 1:
         raise ValueError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
+    n = sample_count(n)
     check_generator(generator)
     return (t_min + (t_max - t_min) * torch.rand(n, generator=generator, dtype=dtype)).to(device)

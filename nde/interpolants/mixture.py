@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from .._checks import check_generator, finite_tensor, floating_dtype
+from .._checks import check_generator, finite_tensor, floating_dtype, sample_count
 
 
 class GaussianMixture:
@@ -54,8 +54,11 @@ class GaussianMixture:
                                self.variances.to(dtype=dtype, device=device))
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``(n, d)`` samples."""
+        """``(n, d)`` samples (``n >= 0``)."""
+        n = sample_count(n)
         check_generator(generator)
+        if n == 0:  # torch.multinomial refuses to draw no samples
+            return self.means.new_zeros(0, self.dim)
         idx = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         noise = torch.randn(n, self.dim, generator=generator, dtype=self.means.dtype, device=self.means.device)
         return self.means[idx] + self.variances[idx].sqrt()[:, None] * noise
