@@ -51,7 +51,9 @@ def optimize_actions(env: Env, iterations: int = 200, lr: float = 0.05, window: 
         env: environment; its ``rollout_loss`` must be differentiable.
         iterations: Adam iterations (stops earlier if ``step_budget`` is spent).
         lr: Adam learning rate (in action units).
-        window: expanding window; ``None`` optimises the full-horizon loss every iteration.
+        window: expanding window; ``None`` optimises the full-horizon loss every iteration. It is reset to its
+            initial state at the start (a window reused from an earlier run starts again from ``window.start``)
+            and holds the run's schedule state afterwards.
         init: initial actions ``(T, A)``; default ``env.initial_actions()``. Clamped to the action box, as
             every iterate is.
         step_budget: optional cap on simulator steps (forward + backward); an int that pays for
@@ -62,6 +64,8 @@ def optimize_actions(env: Env, iterations: int = 200, lr: float = 0.05, window: 
         raise TypeError(f"env must be an Env, got {type(env).__name__}")
     horizon, bound = env.horizon, env.config.action_bound
     _check_arguments(horizon, iterations, lr, window, init, step_budget)
+    if window is not None:
+        window.reset()
     actions = (env.initial_actions() if init is None else init.detach().clone()).to(env.device, env.dtype)
     if actions.shape != (horizon, env.action_dim):
         raise ValueError(f"init must have shape ({horizon}, {env.action_dim}), got {tuple(actions.shape)}")
@@ -111,6 +115,6 @@ def _check_arguments(horizon: int, iterations, lr, window, init, step_budget) ->
         raise ValueError(f"window must be an ExpandingWindow over the env's horizon {horizon}, got {window!r}")
     if init is not None and not isinstance(init, torch.Tensor):
         raise TypeError(f"init must be a torch.Tensor or None, got {type(init).__name__}")
-    first = 2 * (horizon if window is None else window.end)
+    first = 2 * (horizon if window is None else window.start)
     if step_budget is not None and (not is_int(step_budget) or step_budget < first):
         raise ValueError(f"step_budget must be None or an int >= {first} (one iteration), got {step_budget!r}")

@@ -52,8 +52,14 @@ class ExpandingWindow:
             raise ValueError(f"threshold must be in [0, 1), got {self.threshold!r}")
         if self.freeze_lag is not None and (not is_int(self.freeze_lag) or self.freeze_lag < 0):
             raise ValueError(f"freeze_lag must be an int >= 0 or None, got {self.freeze_lag!r}")
-        self.end = self.start
+        self.reset()
         plain_ints(self)
+
+    def reset(self) -> None:
+        """Back to the initial schedule: window ``[0, start)``, nothing frozen, no plateau history.
+        :func:`~sim.optim.optimize_actions` calls it at the start of each run, so a window can be reused."""
+        self.end, self.frozen_until = self.start, 0
+        self._best, self._stall = float("inf"), 0
 
     @property
     def full(self) -> bool:

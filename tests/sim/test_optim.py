@@ -62,6 +62,23 @@ def test_adam_with_window_counts_budget_and_stops():
     assert result.ratio < 0.05
 
 
+def test_a_reused_window_starts_each_run_from_its_initial_state():
+    """A window object passed to a second run kept the first run's expanded end and frozen steps."""
+    env = PointMass(PointConfig())
+
+    def window():
+        return ExpandingWindow(env.horizon, start=2, increment=2, patience=2, freeze_lag=1)
+
+    reused = window()
+    runs = [optimize_actions(env, iterations=30, lr=0.05, window=w) for w in (reused, reused, window(), window())]
+    assert reused.end > reused.start  # the first run expanded it
+    for again, fresh in zip(runs[:2], runs[2:]):
+        assert again.losses == fresh.losses and again.sim_steps == fresh.sim_steps
+        assert torch.equal(again.actions, fresh.actions)
+    # a budget paying for one first window only is valid for a reused window too
+    assert optimize_actions(env, iterations=5, window=reused, step_budget=2 * reused.start).sim_steps == 4
+
+
 def test_frozen_actions_stay_fixed_under_adam_momentum():
     """Masking the gradient of frozen steps is not enough: Adam's momentum kept moving them
     (by about 0.03 per iteration at lr 0.05) after they were frozen."""
