@@ -51,7 +51,7 @@ class SmokeConfig:
         buoyancy: upward acceleration per unit of ``q``.
         jet_position: jet centre as fractions of the box side, ``(x, y)`` in ``[0, 1]``.
         jet_radius: jet footprint radius ``r`` in cells.
-        jet_source: amount of ``q`` the jet adds per step at its centre.
+        jet_source: amount of ``q`` the jet adds per step at its centre (>= 0).
     """
 
     resolution: int = 32
@@ -77,10 +77,11 @@ def check_grid_config(cfg, dims: int) -> None:
         value = getattr(cfg, name)
         if not (is_real(value) and math.isfinite(value) and value > 0):
             raise ValueError(f"{name} must be a finite positive number, got {value!r}")
-    for name in ("buoyancy", "jet_source"):
-        value = getattr(cfg, name)
-        if not (is_real(value) and math.isfinite(value)):
-            raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if not (is_real(cfg.buoyancy) and math.isfinite(cfg.buoyancy)):
+        raise ValueError(f"buoyancy must be a finite number, got {cfg.buoyancy!r}")
+    if not (is_real(cfg.jet_source) and math.isfinite(cfg.jet_source) and cfg.jet_source >= 0):
+        raise ValueError(f"jet_source must be a finite number >= 0 (a negative source drains the smoke below "
+                         f"zero mass), got {cfg.jet_source!r}")
     position = cfg.jet_position
     values = list(position) if hasattr(position, "__len__") else []
     if len(values) != dims or not all(is_real(c) and 0.0 <= c <= 1.0 for c in values):

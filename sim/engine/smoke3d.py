@@ -49,7 +49,7 @@ class Smoke3DConfig:
         buoyancy: upward (``+y``) acceleration per unit of ``q``.
         jet_position: jet centre as fractions of the box side ``(x, y, z)`` in ``[0, 1]``.
         jet_radius: footprint radius ``r`` in cells.
-        jet_source: amount of ``q`` the jet adds per step at its centre.
+        jet_source: amount of ``q`` the jet adds per step at its centre (>= 0).
     """
 
     resolution: int = 16

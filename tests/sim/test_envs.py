@@ -235,6 +235,7 @@ BAD_TASK_CONFIGS = [  # (builder, field the error must name); each used to give 
     (lambda: SmokeCirculation(SmokeCirculationConfig(**TINY, fill_zone=(0.5, 0.51, 0.5, 0.51))), "fill_zone"),
     (lambda: SmokeCirculation(SmokeCirculationConfig(**TINY, jet_position=(0.475, 0.675))), "jet_position"),
     (lambda: SmokeTransportConfig(**TINY, puff_radius=-0.2), "puff_radius"),
+    (lambda: SmokeTransportConfig(**TINY, jet_source=-0.1), "jet_source"),
     (lambda: SmokeArtConfig(**TINY, wave_period=0.0), "wave_period"),
     (lambda: SmokeArt(SmokeArtConfig(**TINY, push=0.0, wave_amplitude=0.0, jet_source=0.0)), "push"),
     (lambda: SmokeMixingConfig(**TINY, bin_size=12), "bin_size"),

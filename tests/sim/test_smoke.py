@@ -142,6 +142,15 @@ def test_config_rejects_non_finite_values(field, value):
         Smoke3DConfig(**{field: value})
 
 
+def test_config_rejects_a_negative_jet_source():
+    """A negative source drained q below zero: the smoke's total mass went negative (a centre of mass sum q x / sum q
+    then means nothing)."""
+    with pytest.raises(ValueError, match="jet_source must be a finite number >= 0"):
+        SmokeConfig(jet_source=-0.1)
+    with pytest.raises(ValueError, match="jet_source must be a finite number >= 0"):
+        Smoke3DConfig(jet_source=-0.1)
+
+
 def test_second_backward_and_double_backward_raise_clear_errors():
     v0, q0, a = (t.requires_grad_() for t in _inputs())
     frames, _ = _grid().simulate(v0, q0, a)
