@@ -19,7 +19,8 @@ __all__ = ["Pouring", "PouringConfig"]
 class PouringConfig(MPMEnvConfig):
     """Attributes:
         cup: inner box of the cup ``(x0, y0, x1, y1)`` at angle 0 (open at the top).
-        fill: height of the liquid above the cup's floor.
+        fill: height of the liquid above the cup's floor; the cup's width and ``fill`` must each exceed half a
+            particle spacing (``0.25 / n_grid``), and the cup tilted by ``tilt`` must hold at least one particle.
         wall: half thickness of the cup's walls (keep ``2 wall >= dx`` so no grid node is skipped).
         target: the inside of the receiving cup ``(x0, y0, x1, y1)``; its side walls are static box
             tools of half thickness ``wall`` up to ``y1`` (its floor is the domain's floor).
@@ -54,6 +55,10 @@ class PouringConfig(MPMEnvConfig):
         if not (x1 > x0 and y1 > y0 and 0 < self.fill <= y1 - y0):
             raise ValueError(f"cup must be (x0, y0, x1, y1) with x1 > x0, y1 > y0 and 0 < fill <= y1 - y0, "
                              f"got cup={self.cup}, fill={self.fill}")
+        if not len(block((x0, y0), (x1, y0 + self.fill), self.spacing)):
+            raise ValueError(f"cup={self.cup} with fill={self.fill} holds no liquid particle: the cup's width and "
+                             f"fill must each exceed half a particle spacing (0.25 / n_grid = "
+                             f"{self.spacing / 2:g} at n_grid={self.n_grid})")
         if not 2 * self.wall >= 1.0 / self.n_grid:
             raise ValueError(f"wall must be at least half a grid cell (dx/2 = {0.5 / self.n_grid:g}), got {self.wall}")
         tx0, ty0, tx1, ty1 = self.target
@@ -132,6 +137,9 @@ class Pouring(MPMEnv):
         inside = (local[:, 0] > x0 + h / 4) & (local[:, 0] < x1 - h / 4) & (local[:, 1] > y0 + h / 4)
         inside &= local[:, 1] < config.cup[3]
         candidates = grid[inside]
+        if not len(candidates):
+            raise ValueError(f"cup={config.cup} at tilt={config.tilt} holds no liquid particle (spacing "
+                             f"{h:g} at n_grid={config.n_grid}): widen the cup, change tilt or raise n_grid")
         return candidates[np.argsort(candidates[:, 1], kind="stable")[:count]]
 
     def control_start(self):

@@ -243,6 +243,11 @@ BAD_TASK_CONFIGS = [  # (builder, field the error must name); each used to give 
     (lambda: GatheringConfig(**MPM_TINY, **{**GATHER, "goal_x": float("nan")}), "goal_x"),
     (lambda: GatheringConfig(**MPM_TINY, **{**GATHER, "object_box": (0.4, 0.32, 0.4, 0.4)}), "object_box"),
     (lambda: PouringConfig(**MPM_TINY, weight_power=float("nan")), "weight_power"),
+    # a cup narrower than, or filled less than, half a particle spacing (0.25 / n_grid) held no particle: an empty
+    # ParticleSet error; so did a narrow cup whose tilted box holds no lattice point
+    (lambda: PouringConfig(**MPM_TINY, wall=0.035, cup=(0.25, 0.5, 0.26, 0.7)), "cup"),
+    (lambda: PouringConfig(**MPM_TINY, wall=0.035, fill=0.01), "fill"),
+    (lambda: Pouring(PouringConfig(**MPM_TINY, wall=0.035, cup=(0.25, 0.5, 0.27, 0.7), tilt=0.1)), "tilt"),
     (lambda: LatteArtConfig(**MPM_TINY, flux=0), "flux"),
     (lambda: LatteArtConfig(**MPM_TINY, flux=-1), "flux"),
     (lambda: LatteArtConfig(**MPM_TINY, wave_period=0.0), "wave_period"),
