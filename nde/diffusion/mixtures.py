@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from .._checks import finite_tensor, floating_dtype
+from .._checks import check_generator, finite_tensor, floating_dtype, sample_count
 from .schedules import NoiseSchedule
 
 
@@ -57,7 +57,11 @@ class GaussianMixture:
         return out
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """(n, D) samples of q_0."""
+        """(n, D) samples of q_0 (n >= 0; a CPU ``generator`` or None)."""
+        n = sample_count(n)
+        check_generator(generator)
+        if n == 0:  # torch.multinomial refuses to draw no samples
+            return self.means.new_empty(0, self.dim)
         comp = torch.multinomial(self.log_weights.exp().cpu(), n, replacement=True, generator=generator)
         comp = comp.to(self.means.device)
         z = torch.randn(n, self.dim, generator=generator, dtype=self.means.dtype).to(self.means.device)

@@ -269,3 +269,13 @@ def test_non_finite_or_empty_noise_is_refused_naming_x_T(name):
         SAMPLERS[name](MODEL, bad)
     with pytest.raises(ValueError, match="x_T must have shape"):
         SAMPLERS[name](MODEL, X_T[:0])
+
+
+def test_mixture_sample_counts_and_generator_are_checked():
+    assert MIXTURE.sample(0).shape == (0, MIXTURE.dim)
+    assert MIXTURE.sample(3, generator=torch.Generator().manual_seed(0)).shape == (3, MIXTURE.dim)
+    for bad in (-1, 2.0, True):
+        with pytest.raises(ValueError, match="n must be"):
+            MIXTURE.sample(bad)
+    with pytest.raises(TypeError, match="generator"):
+        MIXTURE.sample(3, generator=0)
