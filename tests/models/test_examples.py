@@ -44,3 +44,13 @@ def test_bouncing_ball_recovers_restitution_and_drag():
     result = _load("bouncing_ball").main(["--no-plot"])
     assert abs(result["restitution"] - 0.8) < 1e-3 and abs(result["drag"] - 0.05) < 1e-3
     assert result["max_time_error"] < 1e-4
+
+
+def test_neural_ode_regularized_learns_digits_with_fewer_evaluations():
+    """The flagship example: both classifiers beat chance (10 digits, ~10%) by far, and the regularised
+    one needs fewer function evaluations at test time than the vanilla one."""
+    result = _load("neural_ode_regularized").main(["--steps", "10", "--device", "cpu", "--no-plot"])
+    vanilla, regularised = result["vanilla"], result["regularised"]
+    assert vanilla["accuracy"] > 60 and regularised["accuracy"] > 60
+    assert regularised["nfe"] < vanilla["nfe"]
+    assert len(vanilla["history"]) == len(regularised["history"]) == 10
