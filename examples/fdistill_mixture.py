@@ -9,6 +9,7 @@ divergence, f-distill trains a generator, fake score and discriminator with the 
 the samples.
 
     python examples/fdistill_mixture.py [--steps 6000] [--teacher exact|trained] [--quick] [--out examples/out]
+                                        [--teacher-steps 3000] [--samples 4000]
     torchrun --nproc_per_node=2 examples/fdistill_mixture.py   # data-parallel training
 """
 from __future__ import annotations
@@ -30,14 +31,21 @@ from nde.training import Trainer, init_process_group, rank  # noqa: E402
 DIVERGENCES = ("reverse_kl", "forward_kl", "js")
 
 
-def coverage_row(name, samples, mix, truth):
+def coverage(samples, mix, truth) -> dict:
+    """The table's columns for one sampler: dropped modes, light-mode mass, mode TV, near-mode fraction, MMD."""
     masses = mode_masses(samples, mix.means)
-    return (f"| {name} | {dropped_modes(samples, mix.means, mix.weights)} | {float(masses[1::2].sum()):.3f} | "
-            f"{mode_mass_tv(samples, mix.means, mix.weights):.3f} | "
-            f"{near_mode_fraction(samples, mix.means, 0.05 ** 0.5):.3f} | {energy_mmd(samples, truth):.4f} |")
+    return {"dropped": dropped_modes(samples, mix.means, mix.weights), "light_mass": float(masses[1::2].sum()),
+            "tv": mode_mass_tv(samples, mix.means, mix.weights),
+            "near": near_mode_fraction(samples, mix.means, 0.05 ** 0.5), "mmd": energy_mmd(samples, truth)}
 
 
-def main():
+def coverage_row(name, row) -> str:
+    return (f"| {name} | {row['dropped']} | {row['light_mass']:.3f} | {row['tv']:.3f} | {row['near']:.3f} | "
+            f"{row['mmd']:.4f} |")
+
+
+def main(argv=None) -> dict | None:
+    """Distil, print the coverage table and plot; returns ``{sampler: coverage(...)}`` (None on ranks > 0)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--teacher", choices=("exact", "trained"), default="exact",
@@ -45,7 +53,10 @@ def main():
     parser.add_argument("--quick", action="store_true", help="300 training steps (smoke run)")
     parser.add_argument("--out", default="examples/out")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (small tensors: 1 is fastest)")
-    args = parser.parse_args()
+    parser.add_argument("--teacher-steps", type=int, default=None,
+                        help="training steps of --teacher trained (default 3000, 100 with --quick)")
+    parser.add_argument("--samples", type=int, default=4000, help="samples per sampler for the table and plot")
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     steps = 300 if args.quick else args.steps
     init_process_group()
@@ -55,10 +66,11 @@ def main():
         teacher = DiffusionTeacher.from_mixture(mix)
     else:
         # its velocity field, not its denoiser: see docs/transport.md, part B3
-        teacher = train_velocity_teacher(mix.sample, 2, 100 if args.quick else 3000, checkpoint_dir=out / "teacher",
+        teacher_steps = args.teacher_steps if args.teacher_steps is not None else 100 if args.quick else 3000
+        teacher = train_velocity_teacher(mix.sample, 2, teacher_steps, checkpoint_dir=out / "teacher",
                                          checkpoint_every=500, progress=rank() == 0)
     gen = torch.Generator().manual_seed(0)
-    n = 4000
+    n = args.samples
     truth = mix.sample(n, gen)
     samples = {"teacher (50-step DDIM)": teacher.sample(n, 2, steps=50, generator=gen)}
     for div in DIVERGENCES:
@@ -75,8 +87,9 @@ def main():
         return
     print("| sampler | dropped modes | light-mode mass (true 0.200) | mode TV | near-mode frac | energy MMD |")
     print("|---|---|---|---|---|---|")
-    for name, x in samples.items():
-        print(coverage_row(name, x, mix, truth))
+    table = {name: coverage(x, mix, truth) for name, x in samples.items()}
+    for name, row in table.items():
+        print(coverage_row(name, row))
     fig, axes = plt.subplots(1, len(samples), figsize=(3.2 * len(samples), 3.4))
     for ax, (name, x) in zip(axes, samples.items()):
         ax.scatter(*x.T, s=1, alpha=0.3)
@@ -88,6 +101,7 @@ def main():
     fig.tight_layout()
     fig.savefig(out / "fdistill_mixture.png", dpi=110)
     print(f"plot: {out / 'fdistill_mixture.png'}")
+    return table
 
 
 if __name__ == "__main__":
