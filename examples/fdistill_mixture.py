@@ -63,12 +63,13 @@ def main(argv=None) -> dict | None:
     out = Path(args.out)
     mix = ring_mixture(8, radius=3.0, variance=0.05, weights=torch.tensor([0.2, 0.05] * 4))
     if args.teacher == "exact":
-        teacher = DiffusionTeacher.from_mixture(mix)
+        teacher, run_tag = DiffusionTeacher.from_mixture(mix), ""
     else:
         # its velocity field, not its denoiser: see docs/transport.md, part B3
         teacher_steps = args.teacher_steps if args.teacher_steps is not None else 100 if args.quick else 3000
         teacher = train_velocity_teacher(mix.sample, 2, teacher_steps, checkpoint_dir=out / "teacher",
                                          checkpoint_every=500, progress=rank() == 0)
+        run_tag = f"_trained{teacher_steps}"  # students of another teacher must not resume from these checkpoints
     gen = torch.Generator().manual_seed(0)
     n = args.samples
     truth = mix.sample(n, gen)
@@ -78,10 +79,10 @@ def main(argv=None) -> dict | None:
         # batch normaliser and LR decay: see docs/transport.md, "Why the one-step generator was 45x worse"
         task = FDistill(teacher, mix.sample, 2, divergence=div, lr=1e-3, normalizer="batch",
                         lr_decay_every=max(1, steps // 3))
-        trainer = Trainer(task, steps, seed=0, ema_decay=0.99, checkpoint_dir=out / f"fdistill_{div}",
-                          checkpoint_every=500, log_path=out / f"fdistill_{div}.jsonl", log_every=50,
+        trainer = Trainer(task, steps, seed=0, ema_decay=0.99, checkpoint_dir=out / f"fdistill_{div}{run_tag}",
+                          checkpoint_every=500, log_path=out / f"fdistill_{div}{run_tag}.jsonl", log_every=50,
                           progress=rank() == 0)
-        trainer.fit()  # resumes from out/fdistill_<div>/last.pt if interrupted
+        trainer.fit()  # resumes from out/fdistill_<div>[_trained<teacher steps>]/last.pt if interrupted
         samples[f"{div} (1 step)"] = task.sample(n, gen, ema=trainer.ema)
     if rank() != 0:
         return

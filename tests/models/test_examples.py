@@ -69,3 +69,14 @@ def test_fdistill_mixture_students_move_onto_the_ring(tmp_path):
     for div in ("reverse_kl", "forward_kl", "js"):
         assert result[f"{div} (1 step)"]["mmd"] < 0.5 * point_mass
     assert (tmp_path / "fdistill_mixture.png").exists()
+
+
+def test_fdistill_mixture_trained_teacher_run_ignores_an_exact_teacher_run_in_the_same_out(tmp_path):
+    """The students of a --teacher trained run are distilled from that teacher even when --out already holds
+    the checkpoints of an --teacher exact run (they were resumed as if finished, and reported as its students)."""
+    module = _load("fdistill_mixture")
+    trained = ["--teacher", "trained", "--teacher-steps", "20", "--steps", "6", "--samples", "300"]
+    alone = module.main([*trained, "--out", str(tmp_path / "alone")])
+    module.main(["--steps", "6", "--samples", "300", "--out", str(tmp_path / "shared")])
+    after_exact = module.main([*trained, "--out", str(tmp_path / "shared")])
+    assert after_exact == alone
