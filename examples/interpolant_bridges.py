@@ -4,7 +4,7 @@ Learns the velocity b and the denoiser eta of each interpolant with the nde trai
 samples with the probability-flow ODE (adaptive, nde core) and with SDEs for several eps,
 and plots samples and particle paths.
 
-    python examples/interpolant_bridges.py [--steps 3000] [--quick] [--out examples/out]
+    python examples/interpolant_bridges.py [--steps 3000] [--quick] [--out examples/out] [--samples 2000] [--no-plot]
     torchrun --nproc_per_node=2 examples/interpolant_bridges.py   # data-parallel training
 
 SDE diffusion: eps(t) = eps0 * latent_scale(t) (alpha for the one-sided path, gamma for the
@@ -53,19 +53,27 @@ def samplers(interp, b, eta, x_start, reverse, gen):
     return out
 
 
-def plot(results, target, title, path):
+def plot(results, target, title, path=None) -> dict:
+    """Print and return ``{sampler: energy MMD to target}``; with a ``path``, plot samples and paths there."""
+    mmds = {name: energy_mmd(samples, target) for name, (samples, _) in results.items()}
+    for name, mmd in mmds.items():
+        print(f"{title:35s} {name:15s} energy MMD {mmd:.4f}")
+    if path is not None:
+        _draw(results, mmds, title, path)
+    return mmds
+
+
+def _draw(results, mmds, title, path):
     fig, axes = plt.subplots(2, len(results), figsize=(3.2 * len(results), 6.4))
     for col, (name, (samples, traj)) in enumerate(results.items()):
-        mmd = energy_mmd(samples, target)
         axes[0, col].scatter(*samples.T, s=1, alpha=0.4)
-        axes[0, col].set_title(f"{name}\nenergy MMD {mmd:.4f}", fontsize=9)
-        for k in range(40):
+        axes[0, col].set_title(f"{name}\nenergy MMD {mmds[name]:.4f}", fontsize=9)
+        for k in range(min(40, traj.shape[1])):
             axes[1, col].plot(*traj[:, k].T, lw=0.6)
         for ax in axes[:, col]:
             ax.set_xlim(-5, 5)
             ax.set_ylim(-5, 5)
             ax.set_aspect("equal")
-        print(f"{title:35s} {name:15s} energy MMD {mmd:.4f}")
     axes[1, 0].set_ylabel("paths")
     fig.suptitle(title)
     fig.tight_layout()
@@ -73,20 +81,27 @@ def plot(results, target, title, path):
     plt.close(fig)
 
 
-def main():
+def main(argv=None) -> dict:
+    """Train, sample and plot; returns ``{title: {sampler: energy MMD}}`` (empty on ranks > 0)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--quick", action="store_true", help="300 training steps (smoke run)")
     parser.add_argument("--out", default="examples/out")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (small tensors: 1 is fastest)")
-    args = parser.parse_args()
+    parser.add_argument("--samples", type=int, default=2000, help="samples per sampler for the metrics and plots")
+    parser.add_argument("--no-plot", action="store_true", help="print the metrics only")
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     steps = 300 if args.quick else args.steps
     init_process_group()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(0)
-    n = 2000
+    n = args.samples
+    mmds = {}
+
+    def png(name):
+        return None if args.no_plot else out / name
 
     # 1. Gaussian -> checkerboard (one-sided linear interpolant).
     interp = one_sided_linear()
@@ -94,7 +109,8 @@ def main():
     if rank() == 0:
         with torch.no_grad():
             res = samplers(interp, b, eta, torch.randn(n, 2, generator=gen), False, gen)
-        plot(res, checkerboard(n, gen), "N(0, I) -> checkerboard", out / "interpolant_checkerboard.png")
+        title = "N(0, I) -> checkerboard"
+        mmds[title] = plot(res, checkerboard(n, gen), title, png("interpolant_checkerboard.png"))
 
     # 2. 8 Gaussians <-> two moons (two-sided linear interpolant, gamma = sqrt(t (1 - t))).
     eight = ring_mixture(8, radius=3.0, variance=0.05)
@@ -104,9 +120,13 @@ def main():
         with torch.no_grad():
             fwd = samplers(interp, b, eta, eight.sample(n, gen), False, gen)
             bwd = samplers(interp, b, eta, two_moons(n, generator=gen), True, gen)
-        plot(fwd, two_moons(n, generator=gen), "8 Gaussians -> two moons", out / "interpolant_8g_to_moons.png")
-        plot(bwd, eight.sample(n, gen), "two moons -> 8 Gaussians (backward)", out / "interpolant_moons_to_8g.png")
-        print(f"plots in {out}/")
+        title = "8 Gaussians -> two moons"
+        mmds[title] = plot(fwd, two_moons(n, generator=gen), title, png("interpolant_8g_to_moons.png"))
+        title = "two moons -> 8 Gaussians (backward)"
+        mmds[title] = plot(bwd, eight.sample(n, gen), title, png("interpolant_moons_to_8g.png"))
+        if not args.no_plot:
+            print(f"plots in {out}/")
+    return mmds
 
 
 if __name__ == "__main__":

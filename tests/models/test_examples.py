@@ -80,3 +80,24 @@ def test_fdistill_mixture_trained_teacher_run_ignores_an_exact_teacher_run_in_th
     module.main(["--steps", "6", "--samples", "300", "--out", str(tmp_path / "shared")])
     after_exact = module.main([*trained, "--out", str(tmp_path / "shared")])
     assert after_exact == alone
+
+
+def test_interpolant_bridges_transport_towards_the_targets(tmp_path):
+    """After 20 training steps every sampler (ODE and SDEs, both bridges, both directions) lands at less
+    than half the energy distance between its start law and its target."""
+    import torch
+    from nde.interpolants import checkerboard, ring_mixture, two_moons
+    from nde.metrics import energy_mmd
+    result = _load("interpolant_bridges").main(["--steps", "20", "--samples", "300", "--out", str(tmp_path),
+                                                "--no-plot"])
+    gen = torch.Generator().manual_seed(1)
+    eight = ring_mixture(8, radius=3.0, variance=0.05)
+    start_to_target = {"N(0, I) -> checkerboard": energy_mmd(torch.randn(300, 2, generator=gen), checkerboard(300, gen)),
+                       "8 Gaussians -> two moons": energy_mmd(eight.sample(300, gen), two_moons(300, generator=gen)),
+                       "two moons -> 8 Gaussians (backward)": energy_mmd(two_moons(300, generator=gen),
+                                                                         eight.sample(300, gen))}
+    assert set(result) == set(start_to_target)
+    for title, mmds in result.items():
+        assert set(mmds) == {"ODE", "SDE eps0=0.5", "SDE eps0=1.0", "SDE eps0=2.0"}
+        assert max(mmds.values()) < 0.5 * start_to_target[title], (title, mmds, start_to_target[title])
+    assert not list(tmp_path.glob("*.png"))
