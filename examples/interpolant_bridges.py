@@ -92,6 +92,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--no-plot", action="store_true", help="print the metrics only")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    torch.manual_seed(0)  # the networks' initialisation (the trainer seeds each step's draws itself)
     steps = 300 if args.quick else args.steps
     init_process_group()
     out = Path(args.out)
