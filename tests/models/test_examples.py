@@ -113,3 +113,14 @@ def test_interpolant_bridges_is_reproducible(tmp_path):
         torch.manual_seed(seed)
         runs.append(module.main(["--steps", "2", "--samples", "50", "--out", str(tmp_path / str(seed)), "--no-plot"]))
     assert runs[0] == runs[1]
+
+
+def test_diffusion_finetune_style_moves_samples_to_the_target_radius():
+    """Denoising training beats predicting zero noise (loss E|eps|^2 / dim = 1), and fine-tuning through the
+    adjoint sampler moves the samples' mean radius towards the target and cuts the style loss."""
+    result = _load("diffusion_finetune_style").main(["--train-steps", "200", "--finetune-steps", "15"])
+    denoising, style, radii = result["denoising_losses"], result["style_losses"], result["mean_radii"]
+    assert len(denoising) == 200 and len(style) == len(radii) == 15
+    assert sum(denoising[-50:]) / 50 < 0.6
+    assert style[-1] < 0.5 * style[0]
+    assert abs(radii[-1] - 4.0) < 0.5 * abs(radii[0] - 4.0)
