@@ -26,7 +26,8 @@ def main(argv=None) -> dict:
     mixture = ring_mixture(variance=0.05, dtype=torch.float32)
     net = TimeMLP(2, schedule, hidden=64, depth=3)
     losses = train_noise_predictor(net, mixture.sample, schedule, steps=args.train_steps, batch_size=512)
-    print(f"denoising loss: first {losses[0]:.3f}, last 100 mean {sum(losses[-100:]) / 100:.3f}")
+    tail = losses[-100:]
+    print(f"denoising loss: first {losses[0]:.3f}, last {len(tail)} mean {sum(tail) / len(tail):.3f}")
 
     x_T = torch.randn(64, 2)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)

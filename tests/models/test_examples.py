@@ -124,3 +124,10 @@ def test_diffusion_finetune_style_moves_samples_to_the_target_radius():
     assert sum(denoising[-50:]) / 50 < 0.6
     assert style[-1] < 0.5 * style[0]
     assert abs(radii[-1] - 4.0) < 0.5 * abs(radii[0] - 4.0)
+
+
+def test_diffusion_finetune_style_prints_the_mean_of_the_losses_it_has(capsys):
+    """With fewer than 100 training steps the printed 'last 100 mean' divided a shorter sum by 100."""
+    result = _load("diffusion_finetune_style").main(["--train-steps", "20", "--finetune-steps", "1"])
+    losses = result["denoising_losses"]
+    assert f"last 20 mean {sum(losses) / len(losses):.3f}" in capsys.readouterr().out
