@@ -1,6 +1,6 @@
 """Shared driver of the ``examples/sim_<task>.py`` scripts: optimise a task's action
 sequence with Adam and FluidLab's expanding loss window, then write the loss curve (PNG) and
-an animation of the optimised trajectory (GIF) to ``examples/out/``."""
+an animation of the optimised trajectory (GIF) to ``examples/out/`` (or ``--out``)."""
 import argparse
 import time
 from pathlib import Path
@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 OUT = Path(__file__).resolve().parent / "out"
 
 
-def parse(description: str) -> argparse.Namespace:
+def parse(description: str, argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--large", action="store_true", help="large config (meant for a GPU)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda with --large if available)")
@@ -26,12 +26,14 @@ def parse(description: str) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the task's)")
     parser.add_argument("--no-window", action="store_true", help="optimise the full-horizon loss throughout")
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args()
+    parser.add_argument("--out", default=str(OUT), help="folder of the loss curve and the animation")
+    return parser.parse_args(argv)
 
 
-def run(name: str, env_class, small_config, large_config, description: str) -> None:
-    """Build the env, optimise, write ``out/sim_<name>_loss.png`` and ``out/sim_<name>.gif``."""
-    args = parse(description)
+def run(name: str, env_class, small_config, large_config, description: str, argv=None) -> dict:
+    """Build the env, optimise, write ``out/sim_<name>_loss.png`` and ``out/sim_<name>.gif``;
+    returns ``{"result": OptimResult, "env": env}`` (the env holds the animated trajectory)."""
+    args = parse(description, argv)
     device = args.device or ("cuda" if args.large and torch.cuda.is_available() else "cpu")
     env = env_class(large_config if args.large else small_config, device=device)
     env.reset(seed=args.seed)
@@ -48,11 +50,13 @@ def run(name: str, env_class, small_config, large_config, description: str) -> N
     bar.close()
     print(f"{name}: loss {result.initial_loss:.4g} -> {result.best_loss:.4g} (ratio {result.ratio:.3f}) "
           f"in {len(result.losses)} iterations, {time.perf_counter() - start:.1f} s on {device}")
-    OUT.mkdir(exist_ok=True)
-    _plot(result.losses, OUT / f"sim_{name}_loss.png", name)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _plot(result.losses, out / f"sim_{name}_loss.png", name)
     frames = _animate(env, result.actions)
-    imageio.mimsave(OUT / f"sim_{name}.gif", frames, duration=0.08, loop=0)
-    print(f"wrote {OUT / f'sim_{name}_loss.png'} and {OUT / f'sim_{name}.gif'}")
+    imageio.mimsave(out / f"sim_{name}.gif", frames, duration=0.08, loop=0)
+    print(f"wrote {out / f'sim_{name}_loss.png'} and {out / f'sim_{name}.gif'}")
+    return {"result": result, "env": env}
 
 
 def _plot(losses, path, name):
