@@ -53,7 +53,7 @@ def run(name: str, env_class, small_config, large_config, description: str, argv
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     _plot(result.losses, out / f"sim_{name}_loss.png", name)
-    frames = _animate(env, result.actions)
+    frames = _animate(env, result.actions, args.seed)
     imageio.mimsave(out / f"sim_{name}.gif", frames, duration=0.08, loop=0)
     print(f"wrote {out / f'sim_{name}_loss.png'} and {out / f'sim_{name}.gif'}")
     return {"result": result, "env": env}
@@ -70,8 +70,8 @@ def _plot(losses, path, name):
     plt.close(fig)
 
 
-def _animate(env, actions):
-    env.reset()
+def _animate(env, actions, seed):
+    env.reset(seed=seed)  # the initial state the actions were optimised from
     frames = [env.render()]
     for action in actions:
         env.step(action)
