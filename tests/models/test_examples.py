@@ -3,6 +3,10 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+import torch
+
+from nde.interpolants import checkerboard, ring_mixture, two_moons
+from nde.metrics import energy_mmd
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -59,9 +63,6 @@ def test_neural_ode_regularized_learns_digits_with_fewer_evaluations():
 def test_fdistill_mixture_students_move_onto_the_ring(tmp_path):
     """The untrained one-step generators put every sample near the origin; 100 steps of each divergence
     must already halve the energy distance to the 8-mode ring of a point mass at the origin."""
-    import torch
-    from nde.interpolants import ring_mixture
-    from nde.metrics import energy_mmd
     result = _load("fdistill_mixture").main(["--steps", "100", "--samples", "1000", "--out", str(tmp_path)])
     mix = ring_mixture(8, radius=3.0, variance=0.05, weights=torch.tensor([0.2, 0.05] * 4))
     point_mass = energy_mmd(torch.zeros(1000, 2), mix.sample(1000, torch.Generator().manual_seed(1)))
@@ -85,17 +86,15 @@ def test_fdistill_mixture_trained_teacher_run_ignores_an_exact_teacher_run_in_th
 def test_interpolant_bridges_transport_towards_the_targets(tmp_path):
     """After 20 training steps every sampler (ODE and SDEs, both bridges, both directions) lands at less
     than half the energy distance between its start law and its target."""
-    import torch
-    from nde.interpolants import checkerboard, ring_mixture, two_moons
-    from nde.metrics import energy_mmd
     result = _load("interpolant_bridges").main(["--steps", "20", "--samples", "300", "--out", str(tmp_path),
                                                 "--no-plot"])
     gen = torch.Generator().manual_seed(1)
     eight = ring_mixture(8, radius=3.0, variance=0.05)
-    start_to_target = {"N(0, I) -> checkerboard": energy_mmd(torch.randn(300, 2, generator=gen), checkerboard(300, gen)),
-                       "8 Gaussians -> two moons": energy_mmd(eight.sample(300, gen), two_moons(300, generator=gen)),
-                       "two moons -> 8 Gaussians (backward)": energy_mmd(two_moons(300, generator=gen),
-                                                                         eight.sample(300, gen))}
+    start_to_target = {
+        "N(0, I) -> checkerboard": energy_mmd(torch.randn(300, 2, generator=gen), checkerboard(300, gen)),
+        "8 Gaussians -> two moons": energy_mmd(eight.sample(300, gen), two_moons(300, generator=gen)),
+        "two moons -> 8 Gaussians (backward)": energy_mmd(two_moons(300, generator=gen), eight.sample(300, gen)),
+    }
     assert set(result) == set(start_to_target)
     for title, mmds in result.items():
         assert set(mmds) == {"ODE", "SDE eps0=0.5", "SDE eps0=1.0", "SDE eps0=2.0"}
@@ -106,7 +105,6 @@ def test_interpolant_bridges_transport_towards_the_targets(tmp_path):
 def test_interpolant_bridges_is_reproducible(tmp_path):
     """Its printed figures do not depend on the global torch RNG (the networks were initialised from it, so two
     runs of the same command printed different energy distances)."""
-    import torch
     module = _load("interpolant_bridges")
     runs = []
     for seed in (1, 2):
@@ -136,7 +134,6 @@ def test_diffusion_finetune_style_prints_the_mean_of_the_losses_it_has(capsys):
 def test_diffusion_optimize_noise_lands_every_sample_in_the_target_mode():
     """Mode 2 of the 8-mode ring of radius 3 is at (0, 3); after 16 normalised gradient steps on x_T all four
     samples lie within one mode standard deviation (sqrt(0.05)) of it, from a start spread over other modes."""
-    import torch
     result = _load("diffusion_optimize_noise").main(["--iterations", "16"])
     target = torch.tensor([0.0, 3.0], dtype=torch.float64)
     assert torch.allclose(result["target"], target, atol=1e-12)
