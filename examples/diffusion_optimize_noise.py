@@ -29,6 +29,8 @@ def main(argv=None) -> dict:
     model = GaussianMixtureNoisePredictor(mixture, schedule)
     x_start = torch.randn(4, 2, dtype=torch.float64)
     x_T = x_start.clone().requires_grad_(True)
+    if not 0 <= target_mode < len(mixture.means):
+        parser.error(f"--target-mode must be in 0..{len(mixture.means) - 1}, got {target_mode}")
     target = mixture.means[target_mode]
     losses = []
     for it in range(iterations):

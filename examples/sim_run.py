@@ -44,9 +44,9 @@ def run(name: str, env_class, small_config, large_config, description: str, argv
         bar.set_postfix(loss=f"{loss:.4g}", window=window_end)
         bar.update(1)
 
+    lr = env.default_lr if args.lr is None else args.lr   # an explicit --lr 0 is refused, not replaced
     start = time.perf_counter()
-    result = optimize_actions(env, iterations=args.iterations, lr=args.lr or env.default_lr, window=window,
-                              progress=progress)
+    result = optimize_actions(env, iterations=args.iterations, lr=lr, window=window, progress=progress)
     bar.close()
     print(f"{name}: loss {result.initial_loss:.4g} -> {result.best_loss:.4g} (ratio {result.ratio:.3f}) "
           f"in {len(result.losses)} iterations, {time.perf_counter() - start:.1f} s on {device}")

@@ -139,3 +139,12 @@ def test_diffusion_optimize_noise_lands_every_sample_in_the_target_mode():
     assert torch.allclose(result["target"], target, atol=1e-12)
     assert result["losses"][0] > 5.0
     assert (result["samples"] - target).norm(dim=-1).max() < 0.05 ** 0.5
+
+
+@pytest.mark.parametrize("mode", ["-1", "8"])
+def test_diffusion_optimize_noise_refuses_a_mode_the_ring_does_not_have(mode, capsys):
+    """The ring has 8 modes: --target-mode outside 0..7 is a usage error naming the flag (8 was an IndexError,
+    -1 silently took the last mode)."""
+    with pytest.raises(SystemExit):
+        _load("diffusion_optimize_noise").main(["--iterations", "1", "--target-mode", mode])
+    assert "--target-mode must be in 0..7" in capsys.readouterr().err

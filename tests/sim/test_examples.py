@@ -29,3 +29,9 @@ def test_sim_example_lowers_the_task_loss(task, tmp_path, monkeypatch):
     assert result.best_loss < 0.97 * result.initial_loss
     assert float(run["env"].loss()[0]) == pytest.approx(result.best_loss, rel=1e-6)
     assert (tmp_path / f"sim_{task}_loss.png").exists() and (tmp_path / f"sim_{task}.gif").exists()
+
+
+def test_sim_example_refuses_a_zero_learning_rate(tmp_path, monkeypatch):
+    """``--lr 0`` is refused by the optimiser's own check; it used to be replaced by the task's default."""
+    with pytest.raises(ValueError, match="lr must be a finite positive number"):
+        _load("sim_transport", monkeypatch).main(["--iterations", "1", "--lr", "0", "--out", str(tmp_path)])
