@@ -34,7 +34,8 @@ class Trainer:
             other settings, or from a checkpoint beyond ``steps``, is a ValueError.
         ema_decay: keep an :class:`EMA` of each network in ``task.ema_networks`` (None: no EMA).
         log_path: JSON-lines metrics file (step, time and the task's metrics averaged over ranks),
-            written by rank 0 every ``log_every`` steps; on resume, lines after the checkpoint are dropped.
+            written by rank 0 every ``log_every`` steps; :meth:`fit` first drops the lines of steps it will run
+            (those after the checkpoint it resumes from; all of them when it starts from step 0).
         progress: show a tqdm progress bar on rank 0.
         grad_clip: max gradient norm (> 0) applied in ``ctx.update`` (None: no clipping).
     """
@@ -118,12 +119,12 @@ class Trainer:
             dist.barrier()
 
     def _resume(self) -> None:
-        if self.checkpoint_path is None:
-            return
-        state = load_checkpoint(self.checkpoint_path)
+        """Load ``last.pt`` if there is one, then drop the log lines of steps this run will (re)do, so a run
+        interrupted before its first checkpoint, or rerun from step 0, does not log those steps twice."""
+        state = None if self.checkpoint_path is None else load_checkpoint(self.checkpoint_path)
         if state is not None:
             self.load_state_dict(state)
-            self._truncate_log()
+        self._truncate_log()
 
     # --- logging ----------------------------------------------------------------------------
     def _truncate_log(self) -> None:

@@ -192,3 +192,20 @@ def test_a_seed_whose_step_seeds_overflow_is_refused_at_construction():
     """seed=2**62 passed the constructor and failed inside fit with torch's 'Overflow when unpacking long long'."""
     with pytest.raises(ValueError, match=r"seed \* 1000003 \+ step must be a torch seed"):
         Trainer(TASKS["interpolant"](), 2, seed=2 ** 62)
+
+
+def _logged_steps(path):
+    return [json.loads(line)["step"] for line in path.read_text().splitlines()]
+
+
+def test_a_run_interrupted_before_its_first_checkpoint_does_not_log_steps_twice(tmp_path):
+    """With no checkpoint to resume from, the rerun starts at step 0 and used to append to the old lines
+    (log 0, 1, 2, 0, 1, ..., 7); likewise a second run without checkpoints into the same log file."""
+    settings = {"checkpoint_dir": tmp_path / "c", "checkpoint_every": 5, "log_path": tmp_path / "log.jsonl",
+                "log_every": 1}
+    Trainer(TASKS["interpolant"](), 8, **settings).fit(stop_after=3)
+    assert not (tmp_path / "c" / "last.pt").exists()
+    Trainer(TASKS["interpolant"](), 8, **settings).fit()
+    assert _logged_steps(tmp_path / "log.jsonl") == list(range(8))
+    Trainer(TASKS["interpolant"](), 4, log_path=tmp_path / "log.jsonl", log_every=1).fit()
+    assert _logged_steps(tmp_path / "log.jsonl") == list(range(4))
