@@ -131,7 +131,7 @@ class Trainer:
         if self.log_path is None or distributed.rank() != 0 or not self.log_path.exists():
             return
         kept = [line for line in self.log_path.read_text().splitlines()
-                if line and json.loads(line)["step"] < self.step]
+                if (step := _logged_step(line)) is not None and step < self.step]
         self.log_path.write_text("".join(line + "\n" for line in kept))
 
     def _log(self, metrics: dict[str, float], started: float) -> dict[str, float]:
@@ -194,6 +194,16 @@ def _check_finite_metrics(metrics: dict, step: int) -> None:
     if bad:
         raise FloatingPointError(f"training diverged: metric(s) {bad} are not finite at step {step}; nothing was "
                                  "logged or checkpointed for this step")
+
+
+def _logged_step(line: str) -> int | None:
+    """The step of a metrics-log line, or None for a line that is not a record (one cut short when the run was
+    killed while writing it)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record.get("step") if isinstance(record, dict) else None
 
 
 def _entry(state: dict, section: str, name: str, source: str):

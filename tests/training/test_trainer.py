@@ -209,3 +209,14 @@ def test_a_run_interrupted_before_its_first_checkpoint_does_not_log_steps_twice(
     assert _logged_steps(tmp_path / "log.jsonl") == list(range(8))
     Trainer(TASKS["interpolant"](), 4, log_path=tmp_path / "log.jsonl", log_every=1).fit()
     assert _logged_steps(tmp_path / "log.jsonl") == list(range(4))
+
+
+def test_a_log_line_cut_short_by_the_interruption_does_not_stop_the_resume(tmp_path):
+    """A run killed while appending a log line leaves half a JSON record; resuming raised JSONDecodeError."""
+    settings = {"checkpoint_dir": tmp_path / "c", "checkpoint_every": 2, "log_path": tmp_path / "log.jsonl",
+                "log_every": 1}
+    Trainer(TASKS["interpolant"](), 6, **settings).fit(stop_after=3)
+    with (tmp_path / "log.jsonl").open("a") as f:
+        f.write('{"step": 3, "time_')
+    assert Trainer(TASKS["interpolant"](), 6, **settings).fit() == 6
+    assert _logged_steps(tmp_path / "log.jsonl") == list(range(6))
