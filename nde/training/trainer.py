@@ -50,6 +50,7 @@ class Trainer:
             number(grad_clip, "grad_clip", positive=True)
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
             raise ValueError(f"seed must be an int, got {seed!r}")
+        seed = int(seed)  # a numpy int would overflow in the step seeds, which torch refuses anyway
         if not -2 ** 63 <= seed * _SEED_STRIDE <= 2 ** 64 - steps:   # every step's seed in torch's seed range
             raise ValueError(f"seed * {_SEED_STRIDE} + step must be a torch seed (in [-2**63, 2**64)) for every "
                              f"step, got seed={seed}")

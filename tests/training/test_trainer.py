@@ -220,3 +220,14 @@ def test_a_log_line_cut_short_by_the_interruption_does_not_stop_the_resume(tmp_p
         f.write('{"step": 3, "time_')
     assert Trainer(TASKS["interpolant"](), 6, **settings).fit() == 6
     assert _logged_steps(tmp_path / "log.jsonl") == list(range(6))
+
+
+def test_a_numpy_int_seed_trains_like_the_python_int():
+    """np.int64 passed the seed check, then failed in fit ('an integer is required'); the range check of the step
+    seeds overflowed (wrapped) in int64."""
+    np = pytest.importorskip("numpy")
+    tasks = [TASKS["interpolant"]() for _ in range(2)]
+    assert Trainer(tasks[0], 2, seed=np.int64(3)).fit() == Trainer(tasks[1], 2, seed=3).fit() == 2
+    _states_equal(tasks[0], tasks[1])
+    with pytest.raises(ValueError, match="must be a torch seed"):
+        Trainer(TASKS["interpolant"](), 2, seed=np.int64(2 ** 62))
