@@ -1,7 +1,8 @@
 """Data parallelism over ``torch.distributed``: rank/world queries, gradient averaging, sharding.
 
-Every rank draws the same global batch from a generator seeded by (seed, step), keeps its
-contiguous shard, and gradients are averaged with ``all_reduce`` before each optimiser step.
+The trainer starts every rank from rank 0's weights (:func:`broadcast_from_rank0`). Every rank draws
+the same global batch from a generator seeded by (seed, step), keeps its contiguous shard, and
+gradients are averaged with ``all_reduce`` before each optimiser step.
 With equal shard sizes this gives exactly the gradient of the global-batch mean loss, i.e.
 what ``DistributedDataParallel`` computes, while also covering tasks with several networks and
 optimisers updated on different steps (f-distill), which a single DDP wrapper does not.
@@ -76,6 +77,15 @@ def average_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
         n = p.grad.numel()
         p.grad.copy_(flat[offset:offset + n].view_as(p.grad))
         offset += n
+
+
+def broadcast_from_rank0(tensors: Iterable[torch.Tensor]) -> None:
+    """Overwrite each tensor in place with rank 0's values (nothing when not distributed)."""
+    if not is_distributed():
+        return
+    with torch.no_grad():
+        for tensor in tensors:
+            dist.broadcast(tensor, src=0)
 
 
 def shard(tensor: torch.Tensor) -> torch.Tensor:

@@ -113,6 +113,12 @@ class Trainer:
                     raise ValueError(f"{source} was written with {key}={written[key]!r}, this run has "
                                      f"{key}={current[key]!r}; use the same {key} or another checkpoint_dir")
 
+    def _synchronise_ranks(self) -> None:
+        """Give every rank rank 0's networks and EMA copies, as ``DistributedDataParallel`` does at construction:
+        ranks whose networks were initialised from different random states would otherwise train apart."""
+        modules = [*self.task.networks.values(), *(e.module for e in self.ema.values())]
+        distributed.broadcast_from_rank0([t for m in modules for t in (*m.parameters(), *m.buffers())])
+
     def save(self) -> None:
         if self.checkpoint_path is not None and distributed.rank() == 0:
             save_checkpoint(self.state_dict(), self.checkpoint_path)
@@ -160,6 +166,7 @@ class Trainer:
         Resumes from ``checkpoint_dir/last.pt`` if present. Returns the number of completed steps.
         """
         self._resume()
+        self._synchronise_ranks()
         end = self.steps if stop_after is None else min(self.steps, stop_after)
         bar, started = self._progress_bar(), time.time()
         try:

@@ -65,3 +65,20 @@ def ddp_worker(rank: int, world: int, port: int, out_path: str, steps: int):
             torch.save(results, out_path)
     finally:
         dist.destroy_process_group()
+
+
+def ddp_worker_rank_seeded(rank: int, world: int, port: int, out_path: str, steps: int):
+    """Like :func:`ddp_worker` for the interpolant task, but each rank initialises its networks from its own seed
+    (a script that forgot to seed); every rank saves its final weights and EMA to ``out_path.<rank>``."""
+    import torch.distributed as dist
+    from nde.training import Trainer
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        task = interpolant_task(seed=rank)
+        trainer = Trainer(task, steps, ema_decay=0.9)
+        trainer.fit()
+        torch.save({"networks": {n: m.state_dict() for n, m in task.networks.items()},
+                    "ema": {n: e.module.state_dict() for n, e in trainer.ema.items()}}, f"{out_path}.{rank}")
+    finally:
+        dist.destroy_process_group()

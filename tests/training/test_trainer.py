@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from tests.training._training_tasks import TASKS, ddp_worker, run_training
+from tests.training._training_tasks import TASKS, ddp_worker, ddp_worker_rank_seeded, run_training
 from nde.training import EMA, Trainer, free_port
 
 
@@ -231,3 +231,23 @@ def test_a_numpy_int_seed_trains_like_the_python_int():
     _states_equal(tasks[0], tasks[1])
     with pytest.raises(ValueError, match="must be a torch seed"):
         Trainer(TASKS["interpolant"](), 2, seed=np.int64(2 ** 62))
+
+
+def test_data_parallel_ranks_start_from_rank_0s_weights(tmp_path):
+    """Ranks whose networks were initialised differently (an unseeded script) used to train apart: each applied the
+    averaged gradient to its own weights, and rank 0's result matched no single-process run. Like
+    DistributedDataParallel, every rank now starts from rank 0's networks (and EMA copies)."""
+    steps = 3
+    out = tmp_path / "ddp.pt"
+    mp.start_processes(ddp_worker_rank_seeded, args=(2, free_port(), str(out), steps), nprocs=2, join=True,
+                       start_method="fork")
+    ranks = [torch.load(f"{out}.{r}", weights_only=False) for r in range(2)]
+    task = TASKS["interpolant"](seed=0)  # rank 0's initialisation, trained in one process on the global batch
+    trainer = Trainer(task, steps, ema_decay=0.9)
+    trainer.fit()
+    for saved in ranks:
+        for name, net in task.networks.items():
+            for k, v in net.state_dict().items():
+                torch.testing.assert_close(saved["networks"][name][k], v, rtol=1e-10, atol=1e-12)
+            for k, v in trainer.ema[name].module.state_dict().items():
+                torch.testing.assert_close(saved["ema"][name][k], v, rtol=1e-10, atol=1e-12)
