@@ -141,12 +141,16 @@ class Trainer:
                 if (step := _logged_step(line)) is not None and step < self.step]
         self.log_path.write_text("".join(line + "\n" for line in kept))
 
-    def _log(self, metrics: dict[str, float], started: float) -> dict[str, float]:
+    @staticmethod
+    def _averaged(metrics: dict[str, float]) -> dict[str, float]:
+        """The task's metrics averaged over ranks (the same values on every rank)."""
         names = sorted(metrics)
         values = torch.tensor([float(metrics[n]) for n in names], dtype=torch.float64)
         values = distributed.all_reduce_sum(values) / distributed.world_size()
-        record = {"step": self.step - 1, "time_s": round(time.time() - started, 3),
-                  **{n: float(v) for n, v in zip(names, values)}}
+        return {n: float(v) for n, v in zip(names, values)}
+
+    def _log(self, metrics: dict[str, float], started: float) -> dict[str, float]:
+        record = {"step": self.step - 1, "time_s": round(time.time() - started, 3), **metrics}
         if self.log_path is not None and distributed.rank() == 0:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with self.log_path.open("a") as f:
@@ -179,7 +183,8 @@ class Trainer:
                 self.step += 1
                 logs = self.step % self.log_every == 0 or self.step == self.steps
                 saves = self.step % self.checkpoint_every == 0 or self.step == self.steps
-                if logs or saves:
+                if logs or saves:  # averaged first, so that a NaN on one rank stops every rank
+                    metrics = self._averaged(metrics)
                     _check_finite_metrics(metrics, self.step - 1)
                 if logs:
                     record = self._log(metrics, started)

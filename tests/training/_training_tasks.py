@@ -82,3 +82,28 @@ def ddp_worker_rank_seeded(rank: int, world: int, port: int, out_path: str, step
                     "ema": {n: e.module.state_dict() for n, e in trainer.ema.items()}}, f"{out_path}.{rank}")
     finally:
         dist.destroy_process_group()
+
+
+def ddp_worker_nan_on_rank_1(rank: int, world: int, port: int, out_path: str, steps: int):
+    """Interpolant training whose data turn NaN on rank 1 only from the third draw on; every rank saves the
+    error it stopped with to ``out_path.<rank>``."""
+    from datetime import timedelta
+    import torch.distributed as dist
+    from nde.training import Trainer
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                            timeout=timedelta(seconds=60))
+    task, calls = interpolant_task(), []
+
+    def poisoned(n, g):
+        calls.append(n)
+        x = torch.randn(n, 2, generator=g, dtype=torch.float64)
+        return x.index_fill(0, torch.arange(n // 2, n), float("nan")) if len(calls) > 2 else x
+    task.sample_target = poisoned  # the second half of the global batch is rank 1's shard
+    try:
+        Trainer(task, steps, log_every=1).fit()
+        error = None
+    except Exception as e:  # noqa: BLE001 - the test compares what each rank raised
+        error = f"{type(e).__name__}: {e}"
+    torch.save(error, f"{out_path}.{rank}")
+    dist.destroy_process_group()

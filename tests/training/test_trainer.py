@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from tests.training._training_tasks import TASKS, ddp_worker, ddp_worker_rank_seeded, run_training
+from tests.training._training_tasks import (TASKS, ddp_worker, ddp_worker_nan_on_rank_1, ddp_worker_rank_seeded,
+                                            run_training)
 from nde.training import EMA, Trainer, free_port
 
 
@@ -251,3 +252,14 @@ def test_data_parallel_ranks_start_from_rank_0s_weights(tmp_path):
                 torch.testing.assert_close(saved["networks"][name][k], v, rtol=1e-10, atol=1e-12)
             for k, v in trainer.ema[name].module.state_dict().items():
                 torch.testing.assert_close(saved["ema"][name][k], v, rtol=1e-10, atol=1e-12)
+
+
+def test_a_nan_on_one_rank_stops_every_rank_with_the_same_error(tmp_path):
+    """Each rank checked its own metrics: rank 1 raised FloatingPointError, rank 0 went on into the log's all_reduce
+    and failed with gloo's 'Connection reset by peer' (or waited for the collective's timeout)."""
+    out = tmp_path / "nan"
+    mp.start_processes(ddp_worker_nan_on_rank_1, args=(2, free_port(), str(out), 5), nprocs=2, join=True,
+                       start_method="fork")
+    errors = [torch.load(f"{out}.{r}", weights_only=False) for r in range(2)]
+    for error in errors:
+        assert error is not None and error.startswith("FloatingPointError") and "not finite at step 2" in error
