@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import numbers
 
 import torch
 from torch import nn
@@ -18,8 +19,10 @@ class EMA:
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.999, warmup: bool = True):
-        if not 0 <= decay < 1:
-            raise ValueError(f"decay must lie in [0, 1), got {decay}")
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if isinstance(decay, bool) or not isinstance(decay, numbers.Real) or not 0 <= decay < 1:
+            raise ValueError(f"decay must lie in [0, 1), got {decay!r}")
         self.decay, self.warmup, self.updates = decay, warmup, 0
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
 

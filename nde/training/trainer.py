@@ -14,7 +14,7 @@ import torch.distributed as dist
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .ema import EMA
-from .._checks import number, positive_int
+from .._checks import number, positive_int, sample_count
 from .task import StepContext, Task
 
 _SEED_STRIDE = 1_000_003
@@ -32,7 +32,7 @@ class Trainer:
             if it already holds a checkpoint, :meth:`fit` resumes from it. The checkpoint records the
             settings (seed, ema_decay, grad_clip, the task's type and ``task.settings()``): resuming with
             other settings, or from a checkpoint beyond ``steps``, is a ValueError.
-        ema_decay: keep an :class:`EMA` of each network in ``task.ema_networks`` (None: no EMA).
+        ema_decay: keep an :class:`EMA` of each network in ``task.ema_networks`` (None: no EMA; else in [0, 1)).
         log_path: JSON-lines metrics file (step, time and the task's metrics averaged over ranks),
             written by rank 0 every ``log_every`` steps; :meth:`fit` first drops the lines of steps it will run
             (those after the checkpoint it resumes from; all of them when it starts from step 0).
@@ -43,11 +43,15 @@ class Trainer:
     def __init__(self, task: Task, steps: int, *, seed: int = 0, checkpoint_dir: str | Path | None = None,
                  checkpoint_every: int = 1000, ema_decay: float | None = None, log_path: str | Path | None = None,
                  log_every: int = 10, progress: bool = False, grad_clip: float | None = None):
+        if not isinstance(task, Task):
+            raise TypeError(f"task must be an nde.training.Task, got {type(task).__name__}")
         positive_int(steps, "steps")
         positive_int(checkpoint_every, "checkpoint_every")
         positive_int(log_every, "log_every")
         if grad_clip is not None:
             number(grad_clip, "grad_clip", positive=True)
+        if ema_decay is not None and not number(ema_decay, "ema_decay") < 1:
+            raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay!r}")
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
             raise ValueError(f"seed must be an int, got {seed!r}")
         seed = int(seed)  # a numpy int would overflow in the step seeds, which torch refuses anyway
@@ -57,8 +61,10 @@ class Trainer:
         for name in task.ema_networks:
             if name not in task.networks:
                 raise ValueError(f"task.ema_networks names {name!r}, which is not in task.networks")
-        if checkpoint_dir is not None and Path(checkpoint_dir).exists() and not Path(checkpoint_dir).is_dir():
-            raise ValueError(f"checkpoint_dir {checkpoint_dir} exists and is not a directory")
+        if checkpoint_dir is not None:
+            _check_path(checkpoint_dir, "checkpoint_dir", directory=True)
+        if log_path is not None:
+            _check_path(log_path, "log_path", directory=False)
         self.task, self.steps, self.seed = task, steps, seed
         self.checkpoint_path = None if checkpoint_dir is None else Path(checkpoint_dir) / "last.pt"
         self.checkpoint_every, self.log_every = checkpoint_every, log_every
@@ -165,10 +171,12 @@ class Trainer:
 
     # --- loop ---------------------------------------------------------------------------------
     def fit(self, stop_after: int | None = None) -> int:
-        """Train until ``steps`` (or until ``stop_after`` completed steps, to emulate preemption).
+        """Train until ``steps`` (or until ``stop_after`` >= 0 completed steps, to emulate preemption).
 
         Resumes from ``checkpoint_dir/last.pt`` if present. Returns the number of completed steps.
         """
+        if stop_after is not None:
+            sample_count(stop_after, "stop_after")
         self._resume()
         self._synchronise_ranks()
         end = self.steps if stop_after is None else min(self.steps, stop_after)
@@ -207,6 +215,17 @@ def _check_finite_metrics(metrics: dict, step: int) -> None:
     if bad:
         raise FloatingPointError(f"training diverged: metric(s) {bad} are not finite at step {step}; nothing was "
                                  "logged or checkpointed for this step")
+
+
+def _check_path(path: str | Path, name: str, directory: bool) -> None:
+    """Refuse up front a path the run could only fail to write at its first log or checkpoint: an existing file
+    where a directory is wanted (or the reverse), or a path under a file."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != directory:
+        raise ValueError(f"{name} {path} exists and is {'not ' if directory else ''}a directory")
+    ancestor = next(p for p in path.parents if p.exists())
+    if not ancestor.is_dir():
+        raise ValueError(f"{name} {path} lies under {ancestor}, which is not a directory")
 
 
 def _logged_step(line: str) -> int | None:

@@ -263,3 +263,27 @@ def test_a_nan_on_one_rank_stops_every_rank_with_the_same_error(tmp_path):
     errors = [torch.load(f"{out}.{r}", weights_only=False) for r in range(2)]
     for error in errors:
         assert error is not None and error.startswith("FloatingPointError") and "not finite at step 2" in error
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda p: Trainer("task", 3), TypeError, "task must be an nde.training.Task"),  # was AttributeError
+    (lambda p: Trainer(TASKS["interpolant"](), 3, ema_decay="0.9"), ValueError, "ema_decay"),  # was '<=' TypeError
+    (lambda p: Trainer(TASKS["interpolant"](), 3, ema_decay=1.0), ValueError, "ema_decay"),  # said "decay"
+    (lambda p: Trainer(_without_ema(TASKS["interpolant"]()), 3, ema_decay=1.5), ValueError, "ema_decay"),  # accepted
+    (lambda p: Trainer(TASKS["interpolant"](), 3, checkpoint_dir=p / "file" / "sub"), ValueError,
+     "checkpoint_dir"),  # NotADirectoryError after the last step
+    (lambda p: Trainer(TASKS["interpolant"](), 3, log_path=p), ValueError, "log_path"),  # IsADirectoryError later
+    (lambda p: Trainer(TASKS["interpolant"](), 3).fit(stop_after=1.5), ValueError, "stop_after"),  # ran 2 steps
+    (lambda p: Trainer(TASKS["interpolant"](), 3).fit(stop_after=-1), ValueError, "stop_after"),
+    (lambda p: EMA(torch.nn.Linear(1, 1), decay="0.5"), ValueError, "decay"),  # was '<=' TypeError
+    (lambda p: EMA("model"), TypeError, "torch.nn.Module"),  # was AttributeError
+])
+def test_bad_arguments_are_refused_up_front_with_their_name(tmp_path, make, error, message):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(error, match=re.escape(message)):
+        make(tmp_path)
+
+
+def _without_ema(task):
+    task.ema_networks = ()
+    return task
