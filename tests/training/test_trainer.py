@@ -287,3 +287,26 @@ def test_bad_arguments_are_refused_up_front_with_their_name(tmp_path, make, erro
 def _without_ema(task):
     task.ema_networks = ()
     return task
+
+
+@pytest.mark.parametrize("kind", sorted(TASKS))
+def test_a_longer_run_into_the_same_checkpoint_dir_extends_the_shorter_one_exactly(kind, tmp_path):
+    """Two runs that differ only in ``steps``: the longer one continues the shorter one's finished checkpoint and
+    ends where one uninterrupted run of the longer length ends (weights, Adam state, LR schedule, EMA), since
+    nothing in a step depends on the total; the shorter one after the longer is refused (see above)."""
+    settings = {"seed": 2, "ema_decay": 0.9, "checkpoint_every": 3}
+    Trainer(TASKS[kind](), 4, checkpoint_dir=tmp_path / "shared", **settings).fit()
+    extended = Trainer(TASKS[kind](seed=9), 9, checkpoint_dir=tmp_path / "shared", **settings)
+    assert extended.fit() == 9
+    alone = Trainer(TASKS[kind](), 9, **settings)
+    alone.fit()
+    _states_equal(alone.task, extended.task)
+    for name, opt in alone.task.optimizers.items():
+        ours = extended.task.optimizers[name].state_dict()
+        assert [g["lr"] for g in opt.state_dict()["param_groups"]] == [g["lr"] for g in ours["param_groups"]]
+        for k, v in opt.state_dict()["state"].items():
+            assert all(torch.equal(v[key], ours["state"][k][key]) for key in v)
+    for name, ema in alone.ema.items():
+        assert all(torch.equal(x, y) for x, y in zip(ema.module.parameters(), extended.ema[name].module.parameters()))
+    with pytest.raises(ValueError, match="step 9, beyond steps=4"):
+        Trainer(TASKS[kind](), 4, checkpoint_dir=tmp_path / "shared", **settings).fit()
