@@ -423,6 +423,24 @@ def test_func_receives_time_in_the_dtype_of_t(per_sample):
     assert set(seen) == {torch.float32} and torch.allclose(ys, theirs, atol=1e-4)
 
 
+@pytest.mark.parametrize("method", ["dopri5", "dopri8"])
+def test_odeint_float32_t_keeps_float64_stage_times(method):
+    """torchdiffeq's adaptive solvers compute stage times in float64 whatever the dtype of ``t``; nde's odeint rounded
+    them to a float32 ``t``'s dtype, which capped a float64 state's accuracy (y' = cos t: error 3e-9 at 1e-12 instead
+    of 1e-12; dopri8 took 5878 evaluations instead of 106)."""
+    calls = []
+
+    def f(s, y):
+        calls.append(1)
+        return torch.cos(s) * torch.ones_like(y)
+    t = torch.tensor([0.0, 1.7], dtype=torch.float32)
+    ys = nde.odeint(f, torch.zeros(1, dtype=torch.float64), t, method=method, rtol=1e-12, atol=1e-12)
+    assert abs(ys[-1].item() - math.sin(float(t[1]))) < 1e-10
+    ours = len(calls)
+    torchdiffeq.odeint(f, torch.zeros(1, dtype=torch.float64), t, method=method, rtol=1e-12, atol=1e-12)
+    assert ours == len(calls) - ours
+
+
 def test_odeint_dense_matches_torchdiffeq():
     """Same steps (I controller) and the same dopri5 interpolant: the dense outputs agree to round-off."""
     f = lambda t, y: torch.stack([y[1], -y[0]])  # noqa: E731
