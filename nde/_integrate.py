@@ -46,6 +46,8 @@ class Config:
     min_step: float = 0.0
     max_step: float = math.inf
     max_steps: int = 2 ** 31 - 1
+    max_steps_per_output: bool = False       # adaptive shared steps: max_steps counts the steps since the last output
+                                             # time was reached (torchdiffeq's max_num_steps), not the whole solve
     norm: Callable | None = None             # shared mode: tensor -> scalar tensor (default RMS)
     throw: bool = True
     heuristics: bool = False                 # keep per-step error ratio and stiffness estimates
@@ -307,9 +309,11 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
     landings, k1_t = _Landings(cfg.step_points, cfg.jump_points, t), None
     t_limit, t_event, event = _time_limit(tdt, y0.dtype), None, cfg.event
     want_stiffness = cfg.heuristics or (reg is not None and reg.needs_stiffness)
+    counted_from = 0   # steps taken before the count of max_steps starts (per output: when the last output was reached)
     while j < len(t_out):
-        if n_acc + n_rej >= cfg.max_steps:
-            _fail(cfg, Status.MAX_STEPS, t, dt, f"max_steps={cfg.max_steps}")
+        if n_acc + n_rej - counted_from >= cfg.max_steps:
+            _fail(cfg, Status.MAX_STEPS, t, dt, f"max_steps={cfg.max_steps}"
+                  + (" since the last output time" if cfg.max_steps_per_output else ""))
             return _finish_shared(outputs, len(t_out), y0, Status.MAX_STEPS, nfe, n_acc, n_rej, heur,
                                   records, dense_steps, (t, dt), reg_terms)
         if event is not None and not abs(t + dt) < t_limit:   # an event solve has no finite end
@@ -384,6 +388,8 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
                 nfe += 1
             landings.passed(t)
             n_acc += 1
+            if outs and cfg.max_steps_per_output:
+                counted_from = n_acc + n_rej
         else:
             n_rej += 1
         stuck = not finite and dt <= cfg.min_step   # a non-finite step at min_step: shrinking cannot help

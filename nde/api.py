@@ -180,12 +180,17 @@ def _check_tolerance(name: str, value) -> float | torch.Tensor:
     return float(value)
 
 
-def _check_step_budget(max_step: float, max_steps: int, t: torch.Tensor, t_values: list[float] | None) -> None:
+def _check_step_budget(max_step: float, max_steps: int, t: torch.Tensor, t_values: list[float] | None,
+                       per_output: bool = False) -> None:
     """A ``max_step`` too small to cover ``t`` in ``max_steps`` steps fails at once, not after those steps (which
-    took minutes at max_step=1e-12); fixed grids are checked the same way before they are built."""
+    took minutes at max_step=1e-12); fixed grids are checked the same way before they are built. ``per_output``
+    (odeint, a (T,) grid): ``max_steps`` counts the steps between output times, so the widest interval must fit."""
     if max_step == math.inf:
         return
-    span = abs(t_values[-1] - t_values[0]) if t_values is not None else float((t[..., -1] - t[..., 0]).abs().max())
+    if per_output:
+        span = max((abs(b - a) for a, b in zip(t_values[:-1], t_values[1:])), default=0.0)
+    else:
+        span = abs(t_values[-1] - t_values[0]) if t_values is not None else float((t[..., -1] - t[..., 0]).abs().max())
     if span / max_step > max_steps:
         raise ValueError(f"`max_step`={max_step:g} needs {span / max_step:.3g} steps to cover `t`, more than "
                          f"max_steps={max_steps}")
@@ -336,7 +341,8 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
         norm = layout.tuple_norm(norm)
     sign = _direction(t) if t_values is None else _sign(t_values)
     if tab.adaptive and event_fn is None:
-        _check_step_budget(options.get("max_step", math.inf), max_steps, t, t_values)
+        _check_step_budget(options.get("max_step", math.inf), max_steps, t, t_values,
+                           options.get("max_steps_per_output", False))
     if multistep is not None and adjoint == "discrete":
         raise ValueError(f"`adjoint`: the discrete adjoint does not replay the multistep {multistep.name!r}; "
                          "use 'direct' or 'backsolve'")
@@ -1028,7 +1034,7 @@ def _odeint_options(method: str, options: dict | None) -> dict:
         fields = _translate_adaptive_options(options, "options")
         # dopri8 interpolates interior outputs, as torchdiffeq's does (same evaluations however many outputs;
         # ``step_t=t`` lands on them instead) but ends its last step on the final time (its accuracy there).
-        fields.update(clip_to_outputs=False, clip_to_end=_needs_clipping(tab))
+        fields.update(clip_to_outputs=False, clip_to_end=_needs_clipping(tab), max_steps_per_output=True)
         norm = fields.pop("norm", None)
         max_steps = fields.pop("max_steps", max_steps)
         fixed = {}

@@ -441,6 +441,20 @@ def test_odeint_float32_t_keeps_float64_stage_times(method):
     assert ours == len(calls) - ours
 
 
+def test_odeint_max_num_steps_counts_the_steps_between_output_times():
+    """torchdiffeq's ``max_num_steps`` limits the steps taken to reach each output time; nde's odeint counted the
+    whole solve, so with many outputs it raised where torchdiffeq solves (also up front with ``max_step``)."""
+    t = torch.linspace(0.0, 5.0, 21, dtype=torch.float64)
+    y0 = torch.ones(1, dtype=torch.float64)
+    for options in ({"max_num_steps": 4}, {"max_num_steps": 4, "max_step": 0.1}):
+        ys = nde.odeint(lambda s, y: -y, y0, t, rtol=1e-8, atol=1e-10, options=options)
+        theirs = torchdiffeq.odeint(lambda s, y: -y, y0, t, rtol=1e-8, atol=1e-10, options=options)
+        torch.testing.assert_close(ys[:, 0], torch.exp(-t), rtol=1e-7, atol=0)
+        torch.testing.assert_close(ys, theirs, rtol=1e-12, atol=0)
+    with pytest.raises(nde.SolverError, match="since the last output time"):   # torchdiffeq: an AssertionError
+        nde.odeint(lambda s, y: -y, y0, t, rtol=1e-8, atol=1e-10, options={"max_num_steps": 1})
+
+
 def test_odeint_dense_matches_torchdiffeq():
     """Same steps (I controller) and the same dopri5 interpolant: the dense outputs agree to round-off."""
     f = lambda t, y: torch.stack([y[1], -y[0]])  # noqa: E731
