@@ -984,13 +984,14 @@ def _constructed_grid(constructor, func, y0, t, options: dict) -> tuple[float, .
     if options.get("step_size") is not None:
         raise ValueError("`options`: step_size and grid_constructor are mutually exclusive")
     grid = constructor(func, y0, t)
-    if not torch.is_tensor(grid) or grid.dim() != 1 or grid.numel() < 2 or not bool(torch.isfinite(grid).all()):
-        raise ValueError("`options['grid_constructor']` must return a 1-D tensor of at least two finite times")
+    least = min(2, t.numel())   # a single output time: the grid may be that time alone (torchdiffeq's default grid)
+    if not torch.is_tensor(grid) or grid.dim() != 1 or grid.numel() < least or not bool(torch.isfinite(grid).all()):
+        raise ValueError(f"`options['grid_constructor']` must return a 1-D tensor of at least {least} finite time(s)")
     values = grid.detach().tolist()
     if values[0] != float(t[0].detach()) or values[-1] != float(t[-1].detach()):
         raise ValueError(f"`options['grid_constructor']` must return a grid from t[0] to t[-1], "
                          f"got {values[0]} .. {values[-1]}")
-    return tuple(values)
+    return tuple(values) if t.numel() > 1 else None   # one output time: nothing to integrate
 
 
 def _internal_grid(grid: tuple[float, ...], t: torch.Tensor, sign: float) -> tuple[float, ...]:

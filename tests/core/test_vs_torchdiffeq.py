@@ -455,6 +455,19 @@ def test_odeint_max_num_steps_counts_the_steps_between_output_times():
         nde.odeint(lambda s, y: -y, y0, t, rtol=1e-8, atol=1e-10, options={"max_num_steps": 1})
 
 
+@pytest.mark.parametrize("method", ["euler", "rk4", "implicit_adams"])
+def test_grid_constructor_with_a_single_output_time_returns_y0(method):
+    """With one output time torchdiffeq's default grid is that time alone, and a constructor returning ``t`` (or any
+    grid from t[0] to t[0]) gives y0; nde refused a grid of fewer than two times."""
+    y0 = torch.tensor([0.5, -0.3], dtype=torch.float64)
+    t = torch.tensor([0.4], dtype=torch.float64)
+    for constructor in (lambda f, y, s: s, lambda f, y, s: torch.cat([s, s])):
+        ys = nde.odeint(lambda s, y: -y, y0, t, method=method, options={"grid_constructor": constructor})
+        assert ys.shape == (1, 2) and torch.equal(ys[0], y0)
+    with pytest.raises(ValueError, match="grid_constructor"):
+        nde.odeint(lambda s, y: -y, y0, t, method=method, options={"grid_constructor": lambda f, y, s: s[:0]})
+
+
 def test_odeint_dense_matches_torchdiffeq():
     """Same steps (I controller) and the same dopri5 interpolant: the dense outputs agree to round-off."""
     f = lambda t, y: torch.stack([y[1], -y[0]])  # noqa: E731
