@@ -364,10 +364,12 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
     # Shared steps keep time in Python floats, per-sample steps in float64 tensors; ``func`` gets it in the dtype
     # of ``t`` (solve_ode: a float64 ``t`` keeps long horizons resolved for a float32 state), or with
     # ``time_in_state_dtype`` in the state's (the torchdiffeq drop-ins: torchdiffeq casts every call's time to y's).
-    # The drop-ins' adaptive steps compute stage times in float64 as torchdiffeq's do (its ``dtype`` option) whatever
-    # the dtype of ``t``: a float32 ``t`` rounded a float64 state's stage times to float32 (y' = cos t at 1e-12: error
-    # 3e-9 against torchdiffeq's 1e-12; dopri8 took 55 times its evaluations). Its fixed grids stay in t's dtype.
-    t_dtype = torch.float64 if per_sample or (time_in_state_dtype and tab.adaptive) else t.dtype
+    # The drop-ins' adaptive steps build stage times at least in the state's precision: torchdiffeq computes them in
+    # float64 and casts them to the state's dtype for ``func`` (a float32 ``t`` rounded a float64 state's stage times
+    # to float32: y' = cos t at 1e-12, error 3e-9 against torchdiffeq's 1e-12, dopri8 55 times its evaluations). A
+    # float32 ``t`` with a float32 state stays float32, so ``func`` gets its times without a cast. Fixed grids keep t's.
+    adaptive_dropin = time_in_state_dtype and tab.adaptive
+    t_dtype = torch.float64 if per_sample else torch.promote_types(t.dtype, dtype) if adaptive_dropin else t.dtype
     checked.t_dtype = dtype if time_in_state_dtype else t.dtype
     coeffs = Coefficients.build(tab, dtype, t_dtype, device)
     options = {"clip_to_outputs": _needs_clipping(tab), **_internal_points(options, sign, per_sample)}
