@@ -79,7 +79,7 @@ def _check_times(t, per_sample: bool, batch: int | None) -> tuple[torch.Tensor, 
             raise ValueError(f"`t` of shape {tuple(t.shape)} must be (batch={batch}, T) in per-sample mode")
     elif t.dim() != 1:
         raise ValueError(f"`t` must be one-dimensional (T,), got shape {tuple(t.shape)}"
-                         + (" ((batch, T) is allowed with per_sample=True)" if not per_sample else ""))
+                         + (" ((batch, T) is allowed with per_sample=True)" if t.dim() == 2 else ""))
     if t.shape[-1] < 1:
         raise ValueError("`t` must contain at least one time")
     values = None

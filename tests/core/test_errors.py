@@ -289,3 +289,9 @@ def test_steps_accepted_at_min_step_above_the_tolerance_warn(per_sample):
     with warnings.catch_warnings():
         warnings.simplefilter("error")   # a min_step the solve never needs: no warning
         nde.solve_ode(lambda s, y: -y, torch.ones(3, 1), torch.tensor([0.0, 1.0]), min_step=1e-3, per_sample=per_sample)
+
+
+def test_a_0d_t_in_odeint_is_not_pointed_to_per_sample_mode():
+    """odeint has no per_sample option: a 0-d ``t`` gets the plain shape message (it suggested per_sample=True)."""
+    with pytest.raises(ValueError, match=r"one-dimensional \(T,\), got shape \(\)$"):
+        nde.odeint(lambda t, y: -y, torch.ones(2), torch.tensor(1.0))
