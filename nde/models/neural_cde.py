@@ -99,6 +99,18 @@ def _adjoint_inputs(func: nn.Module, X: ControlPath) -> tuple[torch.Tensor, ...]
     return (*func.parameters(), *(x for x in (X.coeffs, X.knots) if x.requires_grad))
 
 
+def _knots_apart(X: ControlPath) -> ControlPath:
+    """``X`` with its knots, where they require gradients, as an autograd node of their own (a view).
+
+    The coefficients are built from the knots too; the adjoint modes' vector-Jacobian product with respect
+    to the knots must take only their direct use in ``X(t)``, not run back through the coefficients' graph
+    (freed after the first product: "backward through the graph a second time"), whose part reaches the
+    knots through the coefficients' own gradient."""
+    if not X.knots.requires_grad:
+        return X
+    return ControlPath(X.knots.view_as(X.knots), X.coeffs)
+
+
 def cdeint(X: ControlPath, func: nn.Module, z0: torch.Tensor, t, *, adjoint=None, **solver_kwargs) -> torch.Tensor:
     """Solve the CDE ``dz = f(t, z) dX(t)``; torchcde's call ``cdeint(X, func, z0, t, adjoint=...)``.
 
@@ -150,6 +162,7 @@ def cdeint(X: ControlPath, func: nn.Module, z0: torch.Tensor, t, *, adjoint=None
     if mode is not None:
         solver_kwargs["adjoint"] = mode
     if mode in ("backsolve", "discrete") and solver_kwargs.get("adjoint_params") is None:
+        X = _knots_apart(X)
         solver_kwargs["adjoint_params"] = _adjoint_inputs(func, X)
     if solver_kwargs.get("controller") is None:
         solver_kwargs["controller"] = nde.IController()
