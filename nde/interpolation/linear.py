@@ -54,8 +54,12 @@ def rectilinear_interpolation(x: torch.Tensor, time_channel: int,
         raise ValueError("x must be a tensor of shape (*batch, length, channels)")
     if not 0 <= time_channel < x.shape[-1]:
         raise ValueError(f"time_channel must lie in [0, {x.shape[-1] - 1}], got {time_channel}")
+    time_missing = torch.isnan(x[..., time_channel])
     x, _ = prepare(x, None, lengths)
-    if lengths is None and bool(torch.isnan(x[..., time_channel]).any()):
+    if lengths is not None:                       # NaN at or beyond a sample's length is padding
+        lengths = torch.as_tensor(lengths, device=x.device)
+        time_missing &= torch.arange(x.shape[-2], device=x.device) < lengths.unsqueeze(-1)
+    if bool(time_missing.any()):
         raise ValueError("the time channel of x contains NaN; forward-fill it or pass lengths")
     filled = forward_fill(x)
     time = filled[..., time_channel]

@@ -267,6 +267,22 @@ def test_rectilinear_rejects_a_time_channel_that_goes_back():
     assert rectilinear_interpolation(x, time_channel=0, lengths=torch.tensor([5, 3])).knots.shape == (9,)
 
 
+def test_rectilinear_rejects_a_nan_time_within_the_lengths():
+    """With ``lengths``, only NaN at or beyond a sample's length is padding; a NaN time before it was
+    forward-filled silently (a time channel that stalls), where without ``lengths`` it raises."""
+    x = torch.randn(2, 5, 2)
+    x[..., 0] = torch.arange(5.0)
+    x[1, 3:, 0] = float("nan")
+    assert rectilinear_interpolation(x, time_channel=0, lengths=torch.tensor([5, 3])).knots.shape == (9,)
+    for lengths in ([5, 4], [5, 5]):
+        with pytest.raises(ValueError, match="time channel of x contains NaN"):
+            rectilinear_interpolation(x, time_channel=0, lengths=torch.tensor(lengths))
+    x[1, 3:, 0] = 3.0
+    x[0, 1, 0] = float("nan")
+    with pytest.raises(ValueError, match="time channel of x contains NaN"):
+        rectilinear_interpolation(x, time_channel=0, lengths=torch.tensor([5, 5]))
+
+
 @pytest.mark.gpu
 def test_derivative_has_no_host_sync_on_cuda():
     x, t = _data()
