@@ -152,6 +152,9 @@ def cdeint(X: ControlPath, func: nn.Module, z0: torch.Tensor, t, *, adjoint=None
     if z0.ndim == 0 or z0.shape[:-1] != X.batch_shape:
         raise ValueError(f"z0 must have shape ({', '.join(map(str, X.batch_shape))}, hidden) to match X, "
                          f"got {tuple(z0.shape)}")
+    if z0.dtype != X.coeffs.dtype or z0.device != X.coeffs.device:
+        raise ValueError(f"z0 ({z0.dtype}, {z0.device}) must have X's dtype and device ({X.coeffs.dtype}, "
+                         f"{X.coeffs.device}); convert one of them, e.g. X.to(z0)")
     _check_cdeint_keywords(solver_kwargs)
     if solver_kwargs.get("per_sample", False) and z0.ndim != 2:
         raise ValueError(f"per_sample=True needs one batch dimension, z0 of shape (batch, hidden) and X of batch "

@@ -312,6 +312,17 @@ def test_t_outside_the_path_interval_raises_instead_of_extrapolating():
     assert cdeint(X7, field, torch.zeros(4, 3), [0.0, 0.7], method="rk4", step_size=0.1).shape == (4, 2, 3)
 
 
+def test_z0_of_another_dtype_than_the_path_raises_naming_both():
+    """A float32 path with a float64 state (or the reverse) failed deep in the field's product with
+    "expected scalar type Double but found Float"; it is checked at the door, and X.to(z0) fixes it."""
+    X = linear_interpolation(torch.randn(4, 6, 2))
+    field = MLPCDEField(2, 3, width=8).double()
+    z0 = torch.zeros(4, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"z0 \(torch.float64, cpu\) must have X's dtype .*\(torch.float32, cpu\)"):
+        cdeint(X, field, z0, X.interval)
+    assert cdeint(X.to(z0), field, z0, X.interval, method="rk4", step_size=1.0).dtype == torch.float64
+
+
 def test_wrong_func_or_initial_shapes_raise_naming_them():
     X = linear_interpolation(torch.randn(4, 6, 2))
     t = X.interval
