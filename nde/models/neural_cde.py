@@ -234,7 +234,7 @@ class NeuralCDE(nn.Module):
     def _from_path_start(self, X: ControlPath, z0: torch.Tensor, t, options: dict) -> torch.Tensor:
         """``z(t)`` ``(batch, T, hidden)`` of the solve from ``X.interval[0]``: ``t`` is prefixed with
         the path's start when it begins after it, and that output is dropped."""
-        t = as_time_tensor(t, z0, per_sample=options.get("per_sample", False))
+        t = as_time_tensor(t, z0, per_sample=options.get("per_sample", False), increasing=True)
         at_start = t[..., 0] <= X.interval[0].to(t.dtype)
         if bool(at_start.all()):
             return cdeint(X, self.vector_field, z0, t, **options)

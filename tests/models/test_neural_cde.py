@@ -308,6 +308,10 @@ def test_t_outside_the_path_interval_raises_instead_of_extrapolating():
         cdeint(X, field, torch.zeros(4, 3), torch.tensor([0.0, 50.0]))
     with pytest.raises(ValueError, match="t must lie within X.interval"):
         NeuralCDE(field, nn.Linear(2, 3))(X, t=[-1.0, 2.0])
+    # decreasing t (prefixed with the path's start, it went up and down) was told "strictly increasing or
+    # strictly decreasing"
+    with pytest.raises(ValueError, match="t must be finite and strictly increasing"):
+        NeuralCDE(field, nn.Linear(2, 3))(X, t=[3.0, 2.0])
     X7 = linear_interpolation(torch.randn(4, 8, 2), torch.linspace(0, 0.7, 8))
     assert cdeint(X7, field, torch.zeros(4, 3), [0.0, 0.7], method="rk4", step_size=0.1).shape == (4, 2, 3)
 
