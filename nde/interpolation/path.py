@@ -22,8 +22,8 @@ class ControlPath:
     """A batch of piecewise-cubic paths.
 
     Args:
-        knots: ``(L,)`` finite, strictly increasing times, ``L >= 2`` (a sequence or an integer
-            tensor is cast to ``coeffs``' dtype).
+        knots: ``(L,)`` finite, strictly increasing times, ``L >= 2`` (a sequence, or a tensor of
+            another dtype or device, is cast to ``coeffs``' dtype and device).
         coeffs: ``(*batch, L - 1, 4, channels)``: ``coeffs[..., k, j, :]`` multiplies ``s**j``
             on interval ``k``.
 
@@ -35,7 +35,7 @@ class ControlPath:
     def __init__(self, knots: torch.Tensor, coeffs: torch.Tensor):
         if not isinstance(coeffs, torch.Tensor) or not coeffs.is_floating_point():
             raise TypeError(f"coeffs must be a floating-point tensor, got {type(coeffs)}")
-        if not isinstance(knots, torch.Tensor) or not knots.is_floating_point():
+        if not isinstance(knots, torch.Tensor) or knots.dtype != coeffs.dtype or knots.device != coeffs.device:
             knots = cast_times(knots, coeffs, "knots")
         if knots.ndim != 1 or knots.shape[0] < 2:
             raise ValueError(f"knots must be a 1-D tensor with at least 2 entries, got shape {tuple(knots.shape)}")

@@ -5,6 +5,7 @@ import torchcde
 
 from nde.interpolation import (ControlPath, hermite_cubic_backward, linear_interpolation, natural_cubic_spline,
                                rectilinear_interpolation)
+from nde.models import MLPCDEField, cdeint
 
 INTERPOLATIONS = [linear_interpolation, natural_cubic_spline, hermite_cubic_backward]
 TORCHCDE = {
@@ -256,6 +257,21 @@ def test_control_path_checks_its_knots_and_accepts_a_list():
             ControlPath(torch.tensor(knots), coeffs)
     with pytest.raises(TypeError, match="coeffs must"):
         ControlPath([0.0, 1.0], [[1.0]])
+
+
+def test_control_path_casts_float_knots_of_another_dtype_to_the_coefficients():
+    """float64 knots with float32 coefficients were kept: X(t) and dX/dt came out float64, and cdeint
+    with a float32 state failed in the field's product."""
+    coeffs = torch.randn(2, 3, 4, 2)
+    path = ControlPath(torch.tensor([0.0, 0.5, 1.5, 2.0], dtype=torch.float64), coeffs)
+    same = ControlPath(torch.tensor([0.0, 0.5, 1.5, 2.0]), coeffs)
+    assert path.knots.dtype == torch.float32
+    for t in (0.7, torch.tensor([0.2, 1.9])):
+        assert torch.equal(path.evaluate(t), same.evaluate(t)) and torch.equal(path.derivative(t), same.derivative(t))
+    assert cdeint(path, MLPCDEField(2, 3, width=8), torch.zeros(2, 3), path.interval, method="rk4",
+                  step_size=0.5).dtype == torch.float32
+    with pytest.raises(ValueError, match="knots loses precision"):
+        ControlPath(1.7e9 + 1000.0 * torch.arange(4, dtype=torch.float64), coeffs)
 
 
 def test_rectilinear_rejects_a_time_channel_that_goes_back():
