@@ -372,6 +372,9 @@ def _adjoint_params(sde: SDE, adjoint_params) -> tuple:
             raise ValueError("adjoint_params: the sde is not an nn.Module, so its parameters cannot be found; pass "
                              "the tensors it uses (adjoint_params=() if none), or use gradient='direct'.")
         adjoint_params = tuple(module.parameters())
+    if isinstance(adjoint_params, torch.Tensor):   # tuple() would split it into rows that f and g never use
+        raise TypeError("adjoint_params must be a sequence of tensors, got a single tensor; wrap it: "
+                        "adjoint_params=[tensor].")
     params = tuple(adjoint_params)
     for p in params:
         if not isinstance(p, torch.Tensor):

@@ -138,6 +138,19 @@ def test_solve_sde_adjoint_of_a_non_module_sde_needs_adjoint_params(gradient, me
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-2, atol=0)
 
 
+@pytest.mark.parametrize("method", ["reversible_heun", "midpoint"])
+def test_sdeint_adjoint_with_a_single_tensor_as_adjoint_params_raises(method):
+    """adjoint_params=sde.sigma (a tensor, not a sequence) was split into its rows, which f and g never use:
+    sigma's gradient came out as zeros, silently (direct autograd gives W_T y_T)."""
+    sde = GBM("stratonovich", mu=0.3, sigma=0.5)
+    sde.sigma = torch.nn.Parameter(torch.tensor([0.5], dtype=torch.float64))
+    path = BrownianPath(0.0, 1.0, size=(3, 1), dtype=torch.float64, entropy=0)
+    with pytest.raises(TypeError, match="adjoint_params must be a sequence of tensors"):
+        sdeint_adjoint(sde, Y0, TS, bm=path, method=method, dt=0.1, adjoint_params=sde.sigma)
+    with pytest.raises(TypeError, match="adjoint_params must be a sequence of tensors"):
+        solve_sde(sde, Y0, TS, bm=path, method=method, dt=0.1, gradient="backsolve", adjoint_params=sde.sigma)
+
+
 def test_nonfinite_solution_raises_solver_error_with_time():
     class Explode(GBM):
         def f(self, t, y):
