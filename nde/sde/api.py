@@ -328,12 +328,14 @@ def _check_bm(bm, sde, y0, ts_list, method):
         raise TypeError(f"bm must be callable as bm(ta, tb), got {type(bm).__name__}.")
     bm_shape = getattr(bm, "shape", None)
     bm_dtype = getattr(bm, "dtype", None)
+    bm_device = getattr(bm, "device", None)
     if bm_shape is None:   # a plain callable: ask it once
         sample = bm(ts_list[0], ts_list[-1]) if len(ts_list) > 1 else None
         if sample is not None and not isinstance(sample, torch.Tensor):
             raise TypeError(f"bm(ta, tb) must return a tensor, got {type(sample).__name__}.")
         bm_shape = None if sample is None else sample.shape
         bm_dtype = None if sample is None else sample.dtype
+        bm_device = None if sample is None else sample.device
     if bm_shape is not None and tuple(bm_shape) != shape:
         raise ValueError(f"bm has shape {tuple(bm_shape)} but the SDE needs Brownian increments of shape "
                          f"(batch, m) = {shape} for noise_type={sde.noise_type!r}"
@@ -347,7 +349,15 @@ def _check_bm(bm, sde, y0, ts_list, method):
                          "levy_area_approximation='space-time'.")
     if bm_dtype is not None and bm_dtype != y0.dtype:
         raise TypeError(f"bm has dtype {bm_dtype} but y0 has dtype {y0.dtype}; build bm with dtype={y0.dtype}.")
+    if bm_device is not None and not _same_device(torch.device(bm_device), y0.device):
+        raise ValueError(f"bm is on device {bm_device} but y0 is on {y0.device}; build bm with device={y0.device}.")
     return bm
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """Whether two devices can be the same: the same type, and the same index where both name one
+    (``'cuda'`` without an index is taken to match any ``'cuda:k'``)."""
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
 
 
 def _bm_interval(bm) -> tuple:

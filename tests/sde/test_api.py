@@ -27,6 +27,17 @@ class Bare:
         return torch.full(shape, self._g_value, dtype=y.dtype)
 
 
+class _PathOn:
+    """A torchsde-protocol path that says it lives on ``device`` (``shape``, ``dtype``, ``device``)."""
+    shape, dtype = (3, 1), torch.float64
+
+    def __init__(self, device):
+        self.device = torch.device(device)
+
+    def __call__(self, ta, tb):
+        return torch.zeros(self.shape, dtype=self.dtype, device=self.device)
+
+
 @pytest.mark.parametrize("sde,match", [
     (Bare(noise_type="colored"), "noise_type"),
     (Bare(sde_type="levy"), "sde_type"),
@@ -84,6 +95,10 @@ def test_missing_noise_type_attribute():
     (dict(bm=BrownianPath(0.0, 1.0, (3, 1), dtype=torch.float32), method="euler"), TypeError, "bm has dtype"),
     (dict(bm=lambda ta, tb: torch.tensor(0.0, dtype=torch.float64)), ValueError, "bm has shape"),
     (dict(bm=lambda ta, tb: 0.0), TypeError, "bm\\(ta, tb\\) must return a tensor"),
+    # a path on another device than y0 failed deep inside a step with torch's device error, naming no argument
+    (dict(bm=lambda ta, tb: torch.zeros(3, 1, dtype=torch.float64, device="meta"), method="euler"), ValueError,
+     "bm is on device meta but y0 is on cpu"),
+    (dict(bm=_PathOn("meta"), method="euler"), ValueError, "bm is on device meta but y0 is on cpu"),
     (dict(method="reversible_heun", sde=GBM("stratonovich"), extra_solver_state=(torch.ones(2),)), ValueError,
      "extra_solver_state for method 'reversible_heun' must be a tuple of 3"),
     (dict(names={"drift2": "f"}), ValueError, "unknown keys"),
