@@ -389,7 +389,13 @@ def _adjoint_params(sde: SDE, adjoint_params) -> tuple:
     for p in params:
         if not isinstance(p, torch.Tensor):
             raise TypeError(f"adjoint_params must contain tensors, got {type(p).__name__}.")
-    return tuple(p for p in params if p.requires_grad)
+    # A tensor listed twice (say, a trunk shared by drift and diffusion modules listed one after the other) would get
+    # its gradient once per entry: keep the first.
+    unique: dict = {}
+    for p in params:
+        if p.requires_grad:
+            unique.setdefault(id(p), p)
+    return tuple(unique.values())
 
 
 def _nodes_of_outputs(ts_list, step_times) -> list:
