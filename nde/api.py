@@ -496,7 +496,12 @@ def _adjoint_params(func, adjoint_params) -> tuple[torch.Tensor, ...]:
         for p in params:
             if not torch.is_tensor(p):
                 raise TypeError(f"`adjoint_params` must contain tensors only, got {type(p).__name__}")
-    return tuple(p for p in params if p.requires_grad)
+    # A tensor listed twice would get its gradient once per entry (torchdiffeq's does): keep the first, as the SDE core.
+    unique: dict[int, torch.Tensor] = {}
+    for p in params:
+        if p.requires_grad:
+            unique.setdefault(id(p), p)
+    return tuple(unique.values())
 
 
 def _adjoint_config(cfg, rtol, atol, adjoint_rtol, adjoint_atol, adjoint_method, adjoint_options,

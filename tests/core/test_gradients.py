@@ -154,3 +154,16 @@ def test_second_derivatives_through_an_adjoint_raise_instead_of_coming_out_zero(
         torch.autograd.grad(ys[-1].pow(2).sum(), y0, create_graph=True)
     (first,) = torch.autograd.grad(ys[-1].pow(2).sum(), y0)   # first derivatives are unaffected
     torch.testing.assert_close(first, gy.detach(), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("adjoint", ["backsolve", "discrete"])
+def test_a_tensor_listed_twice_in_adjoint_params_gets_its_gradient_once(adjoint):
+    """The gradient of a parameter does not depend on how often it is listed (it was counted once per entry, as in
+    torchdiffeq); checked against direct backprop."""
+    func, y0, t = Field(), torch.tensor([[0.3, -0.2]], dtype=torch.float64), torch.tensor([0.0, 1.0], dtype=torch.float64)
+    weight = func.net[0].weight
+    direct = torch.autograd.grad(nde.solve_ode(func, y0, t, rtol=1e-10, atol=1e-10).ys.sum(), weight)[0]
+    twice = [weight] + list(func.parameters())
+    ys = nde.solve_ode(func, y0, t, rtol=1e-10, atol=1e-10, adjoint=adjoint, adjoint_params=twice).ys
+    (grad,) = torch.autograd.grad(ys.sum(), weight)
+    torch.testing.assert_close(grad, direct, rtol=1e-6, atol=1e-8)
