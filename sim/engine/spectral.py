@@ -46,8 +46,29 @@ def build_spectral(dim: int, T, vec, mat, module: str):
     pair_b = wp.func(_pair_b, name=f"spectral_pair_b_{tag}", module=module)
 
     if dim == 2:
+        def _rotation(angle: T) -> mat:
+            c = wp.cos(angle)
+            s = wp.sin(angle)
+            return mat(c, -s, s, c)
+
+        rotation = wp.func(_rotation, name=f"spectral_rotation_{tag}", module=module)
+
         def _svd(F: mat):
-            return wp.svd2(F)
+            # closed form (Blinn 1996, "Consider the lowly 2x2 matrix"): F = rot(phi) diag(s0, s1)
+            # rot(theta)^T with U, V rotations and s1 < 0 iff det F < 0, as svd3 returns them.
+            # wp.svd2 returns U = V = I whenever F^T F = c I (any scaled rotation, e.g. a rigidly
+            # rotating particle), and a reflection U for det F < 0.
+            e = T(0.5) * (F[0, 0] + F[1, 1])
+            f = T(0.5) * (F[0, 0] - F[1, 1])
+            g = T(0.5) * (F[1, 0] + F[0, 1])
+            h = T(0.5) * (F[1, 0] - F[0, 1])
+            q = wp.sqrt(e * e + h * h)
+            r = wp.sqrt(f * f + g * g)
+            a1 = wp.atan2(g, f)
+            a2 = wp.atan2(h, e)
+            U = rotation(T(0.5) * (a2 + a1))
+            V = rotation(T(0.5) * (a1 - a2))
+            return U, vec(q + r, q - r), V
 
         def _adjoint_core(U: mat, s: vec, V: mat, G: mat, g: vec, dg: vec) -> mat:
             Gh = wp.transpose(U) @ G @ V
