@@ -372,8 +372,9 @@ class _SmokeRollout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, v0, q0, actions, grid: SmokeGrid):  # or a SmokeGrid3D
         k = grid.kernels
-        record = any(ctx.needs_input_grad[:3])
         b, steps = actions.shape[:2]
+        record = any(ctx.needs_input_grad[:3]) and b > 0  # an empty Warp array has no gradient
+        ctx.empty = [torch.zeros_like(t) for t in (v0, q0, actions)] if b == 0 else None
         warp_shape, torch_shape = grid._frames_shape(b, steps)
         with _torch_stream(v0.device):
             wv0 = wp.from_torch(v0.detach().contiguous(), dtype=k.vec, requires_grad=record)
@@ -392,6 +393,8 @@ class _SmokeRollout(torch.autograd.Function):
     def backward(ctx, g_frames, g_v):
         if torch.is_grad_enabled():
             raise RuntimeError("double backward (create_graph=True) through SmokeGrid.simulate is not supported")
+        if ctx.empty is not None:  # an empty batch: empty gradients
+            return (*ctx.empty, None)
         if ctx.warp is None:
             raise RuntimeError("cannot backward twice through SmokeGrid.simulate: its Warp tape is freed "
                                "after the first backward (run the rollout again)")

@@ -208,3 +208,18 @@ def test_config_types_are_checked_and_numpy_ints_accepted():
             SmokeConfig(**{field: value})
     with pytest.raises(ValueError, match="jet_position must be three fractions"):
         Smoke3DConfig(jet_position=(0.5, 0.5))
+
+
+@pytest.mark.parametrize("grid_class, shape", [(SmokeGrid, (N, N)), (SmokeGrid3D, (4, 4, 4))])
+def test_empty_batch_with_inputs_requiring_grad(grid_class, shape):
+    """B = 0 ran without grad but failed in Warp's tape ('Array [] ... is missing a gradient array')
+    when an input required grad: an empty batch gives empty outputs and empty gradients."""
+    grid = grid_class(SmokeConfig(resolution=N) if grid_class is SmokeGrid else Smoke3DConfig(resolution=4),
+                      dtype=torch.float64)
+    inputs = [torch.zeros(0, *shape, len(shape), dtype=torch.float64, requires_grad=True),
+              torch.zeros(0, *shape, dtype=torch.float64, requires_grad=True),
+              torch.zeros(0, 3, len(shape), dtype=torch.float64, requires_grad=True)]
+    frames, v = grid.simulate(*inputs)
+    assert frames.shape == (0, 3, *shape) and v.shape == (0, *shape, len(shape))
+    (frames.sum() + v.sum()).backward()
+    assert [t.grad.shape for t in inputs] == [t.shape for t in inputs]
