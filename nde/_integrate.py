@@ -48,7 +48,8 @@ class Config:
     max_steps: int = 2 ** 31 - 1
     max_steps_per_output: bool = False       # adaptive shared steps: max_steps counts the steps since the last output
                                              # time was reached (torchdiffeq's max_num_steps), not the whole solve
-    norm: Callable | None = None             # shared mode: tensor -> scalar tensor (default RMS)
+    norm: Callable | None = None             # shared mode: tensor -> scalar tensor (default RMS); per-sample:
+                                             # (n, d) -> (n,) (default RMS of each row)
     throw: bool = True
     heuristics: bool = False                 # keep per-step error ratio and stiffness estimates
     record: bool = False                     # keep (t, dt, y) checkpoints for the discrete adjoint
@@ -586,11 +587,12 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
     B, T = t_out.shape
     dev, tdt = y0.device, cfg.t_dtype
     k_exp = tab.error_order + 1
+    norm = cfg.norm or rms_rows
     t0 = t_out[:, 0]
     f0 = func(t0, y0)
     if cfg.first_step is None:
         with torch.no_grad():
-            dt0 = initial_step(func, t0, y0, f0, tab.error_order, cfg.rtol, cfg.atol, rms_rows).to(tdt)
+            dt0 = initial_step(func, t0, y0, f0, tab.error_order, cfg.rtol, cfg.atol, norm).to(tdt)
         evals = 2
     else:
         dt0 = torch.full((B,), float(cfg.first_step), dtype=tdt, device=dev)
@@ -623,7 +625,7 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
         step = rk_step(func, b.t, b.dt.to(y0.dtype), b.y, b.k1, coeffs, times, want_stiffness=cfg.heuristics,
                        error_grad=False)
         with torch.no_grad():
-            ratio = error_ratio(step, b.y, cfg.rtol, cfg.atol, rms_rows)
+            ratio = error_ratio(step, b.y, cfg.rtol, cfg.atol, norm)
             finite = torch.isfinite(ratio)
             accept = b.active & finite & ((ratio <= 1.0) | (b.dt <= cfg.min_step))
             t_end = torch.where(clipped, next_out, b.t + b.dt) if cfg.clip_to_outputs else b.t + b.dt
@@ -669,7 +671,7 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
             outs.append((idx, mask, theta))
         if cfg.heuristics:
             with torch.no_grad():
-                rho = stiffness_estimate(step, coeffs, rms_rows)
+                rho = stiffness_estimate(step, coeffs, norm)
             heur_steps.append((b.rows, accept, b.t, b.dt, ratio, rho))
         if cfg.record:
             records.append(Record(b.t, b.dt, b.y.detach(), rows=b.rows, accept=accept, outputs=outs, t_next=t_new,

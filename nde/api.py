@@ -12,7 +12,8 @@ import torch
 
 from ._adams import Adams
 from ._checks import check_resolvable_tolerances, number, positive_int
-from ._integrate import Config, Result, _land_stage_times, output_value, rms_norm, rms_norm_host, step_index
+from ._integrate import (Config, Result, _land_stage_times, output_value, rms_norm, rms_norm_host, rms_rows,
+                         step_index)
 from ._rk import Coefficients, rk_step, stage_times
 from ._scipy import scipy_odeint
 from .controller import initial_step_scalar
@@ -276,9 +277,13 @@ class _Layout:
         return torch.cat([x.reshape(-1) for x in tensors])
 
     def tuple_norm(self, norm: Callable | None) -> Callable:
-        """torchdiffeq's error norms for a tuple state (shared steps), on the flat state: ``norm`` called with the
-        tuple, or by default the mixed norm, the largest RMS over the tensors (torchdiffeq's ``_mixed_norm``), so
-        a small tensor keeps its tolerance next to a large one (the RMS of the concatenation loosened it)."""
+        """torchdiffeq's error norms for a tuple state, on the flat state: ``norm`` called with the tuple, or by
+        default the mixed norm, the largest RMS over the tensors (torchdiffeq's ``_mixed_norm``), so a small
+        tensor keeps its tolerance next to a large one (the RMS of the concatenation loosened it). Per-sample
+        steps: the mixed norm of each row (n, d) -> (n,), so that a row takes the steps of its own shared solve."""
+        if self.per_sample:
+            sizes = [math.prod(s[1:]) for s in self.shapes]
+            return lambda y: torch.stack([rms_rows(part) for part in torch.split(y, sizes, dim=-1)]).amax(0)
         if norm is not None:
             return lambda y: norm(self.unflatten(y))
         return lambda y: torch.stack([rms_norm(part) for part in self.unflatten(y)]).max()
@@ -337,7 +342,7 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
         # and atol 1e-9, are below float32's); bfloat16 at 1e-9 took 905k steps (9 minutes).
         check_resolvable_tolerances(rtol, atol, dtype)
     layout = _Layout([tuple(x.shape) for x in tensors], per_sample)
-    if len(tensors) > 1 and not per_sample:
+    if len(tensors) > 1:
         norm = layout.tuple_norm(norm)
     sign = _direction(t) if t_values is None else _sign(t_values)
     if tab.adaptive and event_fn is None:
