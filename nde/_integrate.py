@@ -686,7 +686,10 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
                 raise SolverError(Status(int(new_status[first])), float(b.t[first]), float(dt_new[first]),
                                   f"batch element {int(b.rows[first])}")
         acc2 = accept.unsqueeze(1)
-        batch = _Batch(b.rows, t_new, dt_new, torch.where(acc2, step.y1, b.y), torch.where(acc2, step.ks[-1], b.k1),
+        # Rows that finished or failed stay in the working batch until it shrinks: they step by 0, so that func is
+        # not evaluated past their end (where it may be NaN, which 0·NaN would carry into every gradient).
+        batch = _Batch(b.rows, t_new, torch.where(still, dt_new, 0.0), torch.where(acc2, step.y1, b.y),
+                       torch.where(acc2, step.ks[-1], b.k1),
                        torch.where(accept, ratio, b.prev), b.out_idx + n_pass, still, b.n_acc + accept,
                        b.n_tried + b.active)
         if 0 < n_active <= batch.rows.numel() // 2:

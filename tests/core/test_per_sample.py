@@ -153,3 +153,17 @@ def test_a_tuple_state_takes_the_steps_of_its_rows_own_shared_solves():
             assert sol.stats[stat][i] == single.stats[stat], stat
         for part, alone in zip(sol.ys, single.ys):
             torch.testing.assert_close(part[:, i], alone[:, 0], rtol=1e-9, atol=1e-9)
+
+
+def test_a_finished_row_does_not_evaluate_func_past_its_end():
+    """Row 0 ends at t = 1, where d = 1.2 − t is still positive; it stayed in the working batch stepping by its
+    next step size, into d < 0 where √d is NaN, and 0·NaN made the parameter's gradient NaN (all rows SUCCESS)."""
+    a = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
+    f = lambda t, y: torch.stack([-a * y[:, 0] * torch.sqrt(y[:, 1]), -torch.ones_like(y[:, 1])], 1)   # noqa: E731
+    y0 = torch.tensor([[1.0, 1.2]] + [[1.0, 2.0]] * 3, dtype=torch.float64)
+    t = torch.tensor([[0.0, 1.0]] + [[0.0, 1.9]] * 3, dtype=torch.float64)
+    sol = nde.solve_ode(f, y0, t, per_sample=True, rtol=1e-6, atol=1e-6)
+    (grad,) = torch.autograd.grad(sol.ys[-1, :, 0].sum(), a)
+    alone = sum(torch.autograd.grad(nde.solve_ode(f, y0[i:i + 1], t[i], rtol=1e-6, atol=1e-6).ys[-1, 0, 0], a)[0]
+                for i in range(4))
+    torch.testing.assert_close(grad, alone, rtol=1e-9, atol=1e-12)
