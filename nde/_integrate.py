@@ -600,6 +600,13 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
     dt0 = dt0.clamp(cfg.min_step, cfg.max_step)
     ys = y0.new_zeros((T,) + tuple(y0.shape))
     ys[0] = y0
+    active = torch.full((B,), T > 1, dtype=torch.bool, device=dev)
+    n_active = B if T > 1 else 0
+    if cfg.event is not None:   # rows whose event holds at t0 end there (t_out[:, 1] = t0): nothing to integrate
+        active &= t_out[:, 1] != t0
+        ys[1:, ~active] = y0[~active]
+        dt0 = torch.where(active, dt0, 0.0)
+        n_active = int(active.sum())
     n_acc = torch.zeros(B, dtype=torch.long, device=dev)
     n_tried = torch.zeros(B, dtype=torch.long, device=dev)
     status = torch.zeros(B, dtype=torch.long, device=dev)
@@ -610,10 +617,7 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
     extra_evals = torch.zeros(B, dtype=torch.long, device=dev)   # steps re-taken by _retake_without_rejected
     batch = _Batch(torch.arange(B, device=dev), t0.clone(), dt0, y0, f0,
                    torch.full((B,), 1e-4, dtype=y0.dtype, device=dev),
-                   torch.ones(B, dtype=torch.long, device=dev),
-                   torch.ones(B, dtype=torch.bool, device=dev) if T > 1 else torch.zeros(B, dtype=torch.bool, device=dev),
-                   n_acc.clone(), n_tried.clone())
-    n_active = B if T > 1 else 0
+                   torch.where(active, 1, T), active, n_acc.clone(), n_tried.clone())
     while n_active > 0:
         b = batch
         rows_t_out = t_out[b.rows]                                         # (n, T)
@@ -659,7 +663,7 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
             extra_evals[b.rows] += tab.stages - 1
         outs = []
         if max_pass:
-            span = torch.where(b.dt > 0, b.dt, 1.0) if cfg.clip_to_outputs else b.dt   # clipped: finished rows' dt is 0
+            span = torch.where(b.dt > 0, b.dt, 1.0)   # rows that finished, failed or never started step by 0
         for jj in range(max_pass):
             idx = (b.out_idx + jj).clamp_max(T - 1)
             mask = jj < n_pass

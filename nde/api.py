@@ -419,6 +419,8 @@ def _solve(func, y0, t, *, method, rtol, atol, adjoint, per_sample, controller, 
                                       adjoint_options, dtype, t_dtype, device, sign, layout)
             ys = BacksolveAdjoint.apply(problem, adj_cfg, y0_flat, *params)
         result = problem.last
+    if event_fn is not None and per_sample:   # rows whose event holds at t0 are not integrated: y(end) is y0
+        ys = torch.stack([ys[0], torch.where(cfg.event.at_start.unsqueeze(1), y0_flat, ys[1])])
     if time_grad:
         ys = _attach_output_time_grads(checked, ys, t, sign, per_sample,
                                        None if event_fn is None else _ended_at_t1(result, per_sample))

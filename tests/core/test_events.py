@@ -298,6 +298,25 @@ def test_per_sample_events_end_time_components_and_start():
     torch.testing.assert_close(late.ys[-1], late.ys[0] * math.exp(-0.3), atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("adjoint", ["direct", "discrete"])
+def test_a_row_whose_event_holds_at_t0_is_not_integrated(adjoint):
+    """Row 0 starts on its event (h = 0), where its field is defined only at t0 (NaN for d = −t < 0). It was
+    stepped anyway: its NaN stopped the solve with a SolverError, although its own shared solve ends at t0 with
+    no evaluation. y(end) is y0 there, with the identity as its gradient, in both gradient modes."""
+    def f(t, y):
+        h_dot = torch.where(y[:, 1] >= 0, -1.0, math.nan).to(y.dtype)
+        return torch.stack([h_dot, -torch.ones_like(y[:, 1])], 1)
+    y0 = torch.tensor([[0.0, 0.0], [1.0, 5.0]], dtype=torch.float64, requires_grad=True)
+    sol = nde.solve_ode(f, y0, torch.tensor([0.0, 5.0], dtype=torch.float64), per_sample=True, adjoint=adjoint,
+                        adjoint_params=(), event_fn=lambda t, y: y[:, 0], rtol=1e-9, atol=1e-10)
+    assert sol.status.tolist() == [0, 0] and int(sol.stats["n_accepted"][0]) == 0
+    torch.testing.assert_close(sol.event_t, torch.tensor([0.0, 1.0], dtype=torch.float64), atol=1e-8, rtol=0)
+    torch.testing.assert_close(sol.ys[-1], torch.tensor([[0.0, 0.0], [0.0, 4.0]], dtype=torch.float64),
+                               atol=1e-8, rtol=0)
+    (grad,) = torch.autograd.grad(sol.ys[-1][0].sum(), y0)
+    torch.testing.assert_close(grad, torch.tensor([[1.0, 1.0], [0.0, 0.0]], dtype=torch.float64))
+
+
 @pytest.mark.parametrize("atol", [0.0, "tensor"])
 def test_per_sample_events_with_zero_atol(atol):
     """atol = 0 (relative tolerance alone) is valid: the rows' events are bisected to the resolution of the
