@@ -93,6 +93,8 @@ def _check_times(t, per_sample: bool, batch: int | None) -> tuple[torch.Tensor, 
         finite = bool(torch.isfinite(t).all())
         d = t[..., 1:] - t[..., :-1]
         increasing, decreasing = bool((d > 0).all()), bool((d < 0).all())
+        if not (increasing or decreasing) and bool(((d > 0).all(-1) | (d < 0).all(-1)).all()):
+            raise ValueError("`t`: every row is monotonic, but all samples must integrate in the same direction")
     if not finite:
         raise ValueError("`t` contains non-finite values")
     if not (increasing or decreasing):

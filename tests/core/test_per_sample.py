@@ -167,3 +167,11 @@ def test_a_finished_row_does_not_evaluate_func_past_its_end():
     alone = sum(torch.autograd.grad(nde.solve_ode(f, y0[i:i + 1], t[i], rtol=1e-6, atol=1e-6).ys[-1, 0, 0], a)[0]
                 for i in range(4))
     torch.testing.assert_close(grad, alone, rtol=1e-9, atol=1e-12)
+
+
+def test_rows_integrating_in_opposite_directions_are_named():
+    """Each row of t is monotonic, one increasing and one decreasing: the error said that t must be strictly
+    increasing or strictly decreasing, which every row is."""
+    t = torch.tensor([[0.0, 1.0], [0.0, -1.0]], dtype=torch.float64)
+    with pytest.raises(ValueError, match="same direction"):
+        nde.solve_ode(lambda s, y: -y, torch.ones(2, 1, dtype=torch.float64), t, per_sample=True)
