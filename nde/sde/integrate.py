@@ -169,7 +169,9 @@ def run_adaptive(method, sde, y0, ts: list, bm, dt: float, rtol: float, atol: fl
     """Adaptive steps by step doubling, sized by the core's :class:`nde.PIController`.
 
     The error ratio of a step is ``rms((y_h - y_{h/2,h/2}) / (atol + rtol max(|y_h|, |y_{h/2,h/2}|)))``;
-    it is accepted when ``<= 1`` (or when ``h <= dt_min``). The local error of a method of strong
+    it is accepted when ``<= 1`` (or when ``h <= dt_min``). A non-finite ratio (a trial step that left the
+    drift's domain or overflowed) is a rejection, shrunk by the controller's ``factor_min``, and a
+    :class:`nde.SolverError` only at ``h <= dt_min``. The local error of a method of strong
     order ``p`` scales as ``h^(p + 1/2)``, the controller's exponent. Steps end exactly on output
     times. One host sync per attempted step (the accept decision). Returns ``(ys, extra, stats)``.
 
@@ -193,10 +195,11 @@ def run_adaptive(method, sde, y0, ts: list, bm, dt: float, rtol: float, atol: fl
             with torch.set_grad_enabled(on_accept is not None and torch.is_grad_enabled()):
                 ratio_t = scaled_error(y_full, y_two, rtol, atol)
             ratio = float(ratio_t.detach())  # the one host synchronisation of the step
-            if ratio != ratio or ratio == float("inf"):
-                raise SolverError(Status.NONFINITE, t, h_try, "adaptive SDE solve: non-finite error estimate",
-                                  throw_hint=False)
-            accept = ratio <= 1.0 or h_try <= dt_min
+            finite = math.isfinite(ratio)
+            if not finite and h_try <= dt_min:   # as the ODE core: a non-finite trial step is rejected and shrunk
+                raise SolverError(Status.NONFINITE, t, h_try, "adaptive SDE solve: non-finite error estimate at "
+                                  f"dt_min={dt_min}", throw_hint=False)
+            accept = finite and (ratio <= 1.0 or h_try <= dt_min)
             if accept:
                 if on_accept is not None:
                     on_accept(t, t_next - t, y, y_two, ratio_t)
