@@ -12,6 +12,7 @@ output time, so no interpolation is needed.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 import torch
 
@@ -157,6 +158,7 @@ class AdaptiveStats:
     """Counts of one adaptive solve and, per accepted step, its start time, size and error ratio."""
     accepted: int = 0
     rejected: int = 0
+    forced: int = 0                                   # accepted at dt_min with an error ratio above 1
     times: list = field(default_factory=list)        # end time of each accepted step
     mids: list = field(default_factory=list)         # its midpoint (the accepted state is two half steps)
     starts: list = field(default_factory=list)
@@ -169,9 +171,9 @@ def run_adaptive(method, sde, y0, ts: list, bm, dt: float, rtol: float, atol: fl
     """Adaptive steps by step doubling, sized by the core's :class:`nde.PIController`.
 
     The error ratio of a step is ``rms((y_h - y_{h/2,h/2}) / (atol + rtol max(|y_h|, |y_{h/2,h/2}|)))``;
-    it is accepted when ``<= 1`` (or when ``h <= dt_min``). A non-finite ratio (a trial step that left the
-    drift's domain or overflowed) is a rejection, shrunk by the controller's ``factor_min``, and a
-    :class:`nde.SolverError` only at ``h <= dt_min``. The local error of a method of strong
+    it is accepted when ``<= 1`` (or when ``h <= dt_min``, with a warning after the solve). A non-finite
+    ratio (a trial step that left the drift's domain or overflowed) is a rejection, shrunk by the
+    controller's ``factor_min``, and a :class:`nde.SolverError` only at ``h <= dt_min``. The local error of a method of strong
     order ``p`` scales as ``h^(p + 1/2)``, the controller's exponent. Steps end exactly on output
     times. One host sync per attempted step (the accept decision). Returns ``(ys, extra, stats)``.
 
@@ -201,6 +203,7 @@ def run_adaptive(method, sde, y0, ts: list, bm, dt: float, rtol: float, atol: fl
                                   f"dt_min={dt_min}", throw_hint=False)
             accept = finite and (ratio <= 1.0 or h_try <= dt_min)
             if accept:
+                stats.forced += ratio > 1.0
                 if on_accept is not None:
                     on_accept(t, t_next - t, y, y_two, ratio_t)
                 stats.starts.append(t)
@@ -216,6 +219,9 @@ def run_adaptive(method, sde, y0, ts: list, bm, dt: float, rtol: float, atol: fl
             if accept:
                 prev_ratio = ratio
         outputs.append(y)
+    if stats.forced:   # as the ODE core and torchsde: a solution that misses the tolerances is not silent
+        warnings.warn(f"{stats.forced} step(s) at dt_min={dt_min:g} were accepted with an error estimate above the "
+                      "tolerances: the solution may not meet rtol/atol (lower dt_min)", stacklevel=4)
     return torch.stack(outputs), extra, stats
 
 

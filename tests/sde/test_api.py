@@ -427,3 +427,17 @@ def test_ito_backsolve_adjoint_probes_the_diagonal_contract():
         warnings.simplefilter("error")
         sdeint_adjoint(CoupledDiagonal(sde_type="stratonovich"), y0, TS, dt=0.1, method="midpoint",
                        adjoint_params=())
+
+
+def test_steps_forced_at_dt_min_warn():
+    """A step at dt_min is accepted whatever its error (as torchsde); the solve says so, as torchsde and the ODE
+    core do, exactly when some accepted step's error ratio is above 1 (it returned such solutions silently)."""
+    stiff = GBM("ito", mu=-100.0, sigma=0.1)
+    kw = dict(method="euler", adaptive=True, dt=0.1, rtol=1e-3, atol=1e-3)
+    with pytest.warns(UserWarning, match="dt_min=0.01"):
+        sol = solve_sde(stiff, Y0, [0.0, 0.1], dt_min=1e-2, **kw)
+    assert bool((sol.heuristics["error_ratio"] > 1).any())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sol = solve_sde(stiff, Y0, [0.0, 0.1], dt_min=1e-5, **kw)
+    assert bool((sol.heuristics["error_ratio"] <= 1).all())
