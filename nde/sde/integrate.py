@@ -189,8 +189,10 @@ def run_adaptive(method, sde, y0, ts: list, bm, dt: float, rtol: float, atol: fl
             if stats.accepted + stats.rejected >= max_steps:
                 raise SolverError(Status.MAX_STEPS, t, h, f"adaptive SDE solve, max_steps={max_steps}",
                                   throw_hint=False)
-            h_try = min(h, out_t - t)
-            t_mid, t_next = t + 0.5 * h_try, t + h_try if h_try < out_t - t else out_t
+            to_out = _reaches(t, h, out_t)
+            h_try = out_t - t if to_out else h
+            t_mid, t_next = t + 0.5 * h_try, out_t if to_out else t + h_try
+            at_min = min(h, h_try) <= dt_min   # h_try may exceed h = dt_min by the sliver it absorbed
             if t_next - t_mid <= 0 or t_mid - t <= 0:
                 raise SolverError(Status.DT_UNDERFLOW, t, h_try, "adaptive SDE solve", throw_hint=False)
             y_full, y_two, extra_two = doubling_step(method, sde, t, t_mid, t_next, y, extra, bm)
@@ -198,10 +200,10 @@ def run_adaptive(method, sde, y0, ts: list, bm, dt: float, rtol: float, atol: fl
                 ratio_t = scaled_error(y_full, y_two, rtol, atol)
             ratio = float(ratio_t.detach())  # the one host synchronisation of the step
             finite = math.isfinite(ratio)
-            if not finite and h_try <= dt_min:   # as the ODE core: a non-finite trial step is rejected and shrunk
+            if not finite and at_min:   # as the ODE core: a non-finite trial step is rejected and shrunk
                 raise SolverError(Status.NONFINITE, t, h_try, "adaptive SDE solve: non-finite error estimate at "
                                   f"dt_min={dt_min}", throw_hint=False)
-            accept = finite and (ratio <= 1.0 or h_try <= dt_min)
+            accept = finite and (ratio <= 1.0 or at_min)
             if accept:
                 stats.forced += ratio > 1.0
                 if on_accept is not None:
@@ -223,6 +225,12 @@ def run_adaptive(method, sde, y0, ts: list, bm, dt: float, rtol: float, atol: fl
         warnings.warn(f"{stats.forced} step(s) at dt_min={dt_min:g} were accepted with an error estimate above the "
                       "tolerances: the solution may not meet rtol/atol (lower dt_min)", stacklevel=4)
     return torch.stack(outputs), extra, stats
+
+
+def _reaches(t: float, h: float, out_t: float) -> bool:
+    """Whether a step of ``h`` from ``t`` should end on ``out_t``: it gets there, or it stops short by a rounding
+    sliver (``t`` summed from steps of 0.1 lands one float below 1.0), too small for a step of its own to halve."""
+    return t + h >= out_t - max(1e-9 * h, 4 * math.ulp(out_t))
 
 
 def doubling_step(method, sde, t: float, t_mid: float, t_next: float, y: torch.Tensor, extra: tuple, bm):

@@ -441,3 +441,22 @@ def test_steps_forced_at_dt_min_warn():
         warnings.simplefilter("error")
         sol = solve_sde(stiff, Y0, [0.0, 0.1], dt_min=1e-5, **kw)
     assert bool((sol.heuristics["error_ratio"] <= 1).all())
+
+
+@pytest.mark.parametrize("ts", [[0.0, 0.1], [0.0, 0.07, 0.1]])
+def test_adaptive_steps_do_not_leave_a_rounding_sliver_before_an_output_time(ts):
+    """Steps pinned at dt_min = 0.01 sum to 0.09999999999999999, one float short of 0.1: the sliver left was too
+    small to halve and the solve raised DT_UNDERFLOW. The last step now absorbs it; the result is Euler–Maruyama
+    written out on the same Brownian path, two half steps per accepted step."""
+    sde = GBM("ito", mu=-400.0, sigma=0.1)
+    bm = BrownianPath(0.0, 0.1, (3, 1), dtype=torch.float64, entropy=0)
+    with pytest.warns(UserWarning, match="dt_min"):
+        sol = solve_sde(sde, Y0, ts, bm=bm, method="euler", adaptive=True, dt=0.01, dt_min=0.01, rtol=1e-6, atol=1e-6)
+    starts, dts = sol.heuristics["t"].tolist(), sol.heuristics["dt"].tolist()
+    assert len(dts) == 10 and min(dts) > 0.0099 and starts[-1] + dts[-1] == pytest.approx(0.1, abs=1e-15)
+    y = Y0
+    with torch.no_grad():
+        for t, h in zip(starts, dts):
+            for a, b in ((t, t + h / 2), (t + h / 2, t + h)):
+                y = y * (1 + sde.mu * (b - a) + sde.sigma * bm(a, b))
+    torch.testing.assert_close(sol.ys[-1].detach(), y, rtol=1e-12, atol=1e-14)
