@@ -234,12 +234,12 @@ def _unwrapped(func: Callable, t_dtype: torch.dtype) -> Callable:
     return func if unwrapped is None else unwrapped(t_dtype)
 
 
-def _warn_forced_steps(forced: int, min_step: float) -> None:
-    """Steps at ``min_step`` are accepted whatever their error (as torchdiffeq's); say so where it happened, so
-    that a solution that does not meet the tolerances is not silently returned as a success."""
+def warn_forced_steps(forced: int, min_step: float, name: str = "min_step") -> None:
+    """Steps at ``min_step`` (the option ``name``) are accepted whatever their error (as torchdiffeq's and torchsde's);
+    say so where it happened, so that a solution that does not meet the tolerances is not silently a success."""
     if forced:
-        warnings.warn(f"{int(forced)} step(s) at min_step={min_step:g} were accepted with an error estimate above "
-                      "the tolerances: the solution may not meet rtol/atol (lower min_step)", stacklevel=4)
+        warnings.warn(f"{int(forced)} step(s) at {name}={min_step:g} were accepted with an error estimate above "
+                      f"the tolerances: the solution may not meet rtol/atol (lower {name})", stacklevel=4)
 
 
 def _fail(cfg: Config, status: Status, t: float, dt: float, detail: str = ""):
@@ -402,7 +402,7 @@ def _adaptive_shared(func, y0, t_out, cfg: Config) -> Result:
             _fail(cfg, status, t, dt, _resolution_hint(cfg, y0.dtype) if status == Status.DT_UNDERFLOW else "")
             return _finish_shared(outputs, len(t_out), y0, status, nfe, n_acc, n_rej, heur, records,
                                   dense_steps, (t, dt), reg_terms)
-    _warn_forced_steps(forced, cfg.min_step)
+    warn_forced_steps(forced, cfg.min_step)
     return _finish_shared(outputs, len(t_out), y0, Status.SUCCESS, nfe, n_acc, n_rej, heur, records,
                           dense_steps, None, reg_terms, t_event=t_event)
 
@@ -702,7 +702,7 @@ def integrate_per_sample(func: Callable, y0: torch.Tensor, t_out: torch.Tensor, 
             if hasattr(func, "rows_changed"):   # the API's checked field: check the smaller batch's output once
                 func.rows_changed()
     batch.save_counts(n_acc, n_tried)
-    _warn_forced_steps(forced, cfg.min_step)
+    warn_forced_steps(forced, cfg.min_step)
     n_rej = n_tried - n_acc
     nfe = evals + (tab.stages - 1) * n_tried + extra_evals   # each step tried evaluates every stage but the first
     # Outputs that a failed sample did not reach are NaN.

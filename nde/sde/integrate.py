@@ -12,11 +12,10 @@ output time, so no interpolation is needed.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 import torch
 
-from .._integrate import rms_norm
+from .._integrate import rms_norm, warn_forced_steps
 from ..controller import PIController
 from ..errors import SolverError, Status
 from .brownian import BrownianGrid, BrownianPath
@@ -221,9 +220,7 @@ def run_adaptive(method, sde, y0, ts: list, bm, dt: float, rtol: float, atol: fl
             if accept:
                 prev_ratio = ratio
         outputs.append(y)
-    if stats.forced:   # as the ODE core and torchsde: a solution that misses the tolerances is not silent
-        warnings.warn(f"{stats.forced} step(s) at dt_min={dt_min:g} were accepted with an error estimate above the "
-                      "tolerances: the solution may not meet rtol/atol (lower dt_min)", stacklevel=4)
+    warn_forced_steps(stats.forced, dt_min, "dt_min")
     return torch.stack(outputs), extra, stats
 
 
